@@ -1,0 +1,353 @@
+"""One delivery attempt: walking the route's addresses for a set of recipients, sans I/O.
+
+Theory of operation
+-------------------
+An ``Attempt`` is a state machine written as a generator, so that the SMTP dialogue reads
+top to bottom like the RFC: connect, greeting, EHLO (HELO if refused), MAIL, one RCPT per
+recipient, DATA, the message, QUIT. The I/O shell drives it:
+
+    attempt = Attempt(sender, recipients, route.candidates, profile)
+    while (action := attempt.next_action()) is not None:
+        outcome = await perform(action)       # real sockets; exceptions become NoReply
+        attempt.receive(outcome)
+        for note in attempt.take_notes(): ...  # decisions, for the narrative
+
+Actions are plain data (``Connect``, ``ReadGreeting``, ``SendCommand``, ``SendMessage``,
+``Disconnect``); outcomes are ``ServerReply`` or ``NoReply`` (``None`` for a successful
+connect or a disconnect). Every decision goes through ``classify``; this module only applies
+verdicts to recipients and chooses the next step.
+
+Recipients move ``pending`` → ``delivered`` or ``bounced``. What is still pending when the
+walk ends is deferred by this attempt; whether it is tried again or returned to its sender is
+the retry policy's question (``settle_deferred``).
+
+The walk stops after the last candidate, once every recipient is settled, or once
+``max_sessions`` sessions have completed the SMTP handshake (Postfix's smtp_mx_session_limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Literal
+
+from sandbox.core.classify import Classified, NoReply, Outcome, ServerReply, Stage, classify
+from sandbox.core.mx import Candidate
+from sandbox.core.policy import Profile, next_retry, should_give_up
+from sandbox.durations import format_duration
+
+__all__ = [
+    "Action",
+    "Attempt",
+    "Connect",
+    "Disconnect",
+    "Note",
+    "ReadGreeting",
+    "RecipientState",
+    "SendCommand",
+    "SendMessage",
+    "Settlement",
+    "describe_outcome",
+    "settle_deferred",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    candidate: Candidate
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReadGreeting:
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class SendCommand:
+    stage: Stage
+    line: str
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    """Send the message content, dot-stuffed and ended by the final dot; read the reply."""
+
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    quit: bool  # say QUIT first; False when the connection is already gone or closing
+
+
+Action = Connect | ReadGreeting | SendCommand | SendMessage | Disconnect
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A decision worth telling: ``next_host``, ``bounce``, ``deliver``, ``give_up``."""
+
+    action: str
+    why: str
+    recipients: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class RecipientState:
+    recipient: str
+    status: Literal["pending", "delivered", "bounced"] = "pending"
+    dsn: str = ""
+    reply: str = ""  # the last reply or error, in Postfix's words
+    host: str | None = None
+    address: str | None = None
+    unsure: bool = False  # a final dot went unanswered: the message may have arrived
+
+
+# What the sender was doing at each stage, in Postfix's words ("... while X").
+_DOING = {
+    "greeting": "receiving the initial server greeting",
+    "ehlo": "performing the EHLO handshake",
+    "helo": "performing the HELO handshake",
+    "mail": "sending MAIL FROM",
+    "rcpt": "sending RCPT TO",
+    "data": "sending DATA command",
+    "message": "sending end of data -- message may be sent more than once",
+}
+_COMMAND = {
+    "greeting": "initial greeting",
+    "ehlo": "EHLO command",
+    "helo": "HELO command",
+    "mail": "MAIL FROM command",
+    "rcpt": "RCPT TO command",
+    "data": "DATA command",
+    "message": "end of DATA command",
+}
+
+
+def _where(candidate: Candidate) -> str:
+    return f"{candidate.host}[{candidate.address}]"
+
+
+def describe_outcome(stage: Stage, candidate: Candidate, outcome: Outcome) -> str:
+    """The error text a Postfix log would show for this outcome."""
+    if isinstance(outcome, ServerReply):
+        return f"host {_where(candidate)} said: {outcome} (in reply to {_COMMAND[stage]})"
+    if stage == "connect":
+        text = {"refused": "Connection refused", "timeout": "Connection timed out"}
+        detail = text.get(outcome.reason, outcome.detail or "connection failed")
+        return f"connect to {_where(candidate)}:25: {detail}"
+    if outcome.reason == "timeout":
+        return f"conversation with {_where(candidate)} timed out while {_DOING[stage]}"
+    return f"lost connection with {_where(candidate)} while {_DOING[stage]}"
+
+
+@dataclass(slots=True)
+class _Session:
+    candidate: Candidate
+    handshake_done: bool = False
+    open: bool = True
+
+
+class Attempt:
+    """Walks the candidates for the pending recipients. See the module docstring."""
+
+    def __init__(
+        self,
+        sender: str,
+        recipients: tuple[str, ...],
+        candidates: tuple[Candidate, ...],
+        profile: Profile,
+    ) -> None:
+        self.sender = sender
+        self.candidates = candidates
+        self.profile = profile
+        self.recipients = {r: RecipientState(r) for r in recipients}
+        self._notes: list[Note] = []
+        self._script = self._walk()
+        self._action: Action | None = next(self._script, None)
+
+    # --- the shell's side --------------------------------------------------------------
+
+    def next_action(self) -> Action | None:
+        return self._action
+
+    def receive(self, outcome: Outcome | None) -> None:
+        if self._action is None:
+            raise RuntimeError("Attempt.receive() called after the attempt finished")
+        try:
+            self._action = self._script.send(outcome)
+        except StopIteration:
+            self._action = None
+
+    def take_notes(self) -> list[Note]:
+        notes, self._notes = self._notes, []
+        return notes
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        return tuple(r for r, s in self.recipients.items() if s.status == "pending")
+
+    # --- the dialogue --------------------------------------------------------------------
+
+    def _walk(self) -> Generator[Action, Outcome | None, None]:
+        sessions = 0
+        for index, candidate in enumerate(self.candidates):
+            if not self.pending:
+                return
+            if self.profile.max_sessions and sessions >= self.profile.max_sessions:
+                self._note(
+                    "give_up",
+                    f"{sessions} sessions used, the most one attempt may use (max_sessions)",
+                )
+                return
+            session = _Session(candidate)
+            yield from self._session(session)
+            sessions += session.handshake_done
+            if self.pending and index + 1 < len(self.candidates):
+                nxt = self.candidates[index + 1]
+                self._note("next_host", f"try the next address: {_where(nxt)}", self.pending)
+
+    def _session(self, session: _Session) -> Generator[Action, Outcome | None, None]:
+        candidate = session.candidate
+        outcome = yield Connect(candidate, self.profile.connect_timeout)
+        if isinstance(outcome, NoReply):
+            self._fail_pending("connect", candidate, outcome)
+            return
+        yield from self._dialogue(session)
+        # Every connected session ends here: QUIT when the connection is still usable.
+        yield Disconnect(quit=session.open)
+
+    def _dialogue(self, session: _Session) -> Generator[Action, Outcome | None, None]:
+        outcome = yield ReadGreeting(self.profile.greeting_timeout)
+        assert outcome is not None
+        if not self._step(session, "greeting", outcome):
+            return
+        if not (yield from self._handshake(session)):
+            return
+        session.handshake_done = True
+        yield from self._transaction(session)
+
+    def _handshake(self, session: _Session) -> Generator[Action, Outcome | None, bool]:
+        helo = self.profile.helo_name
+        outcome = yield SendCommand("ehlo", f"EHLO {helo}", self.profile.ehlo_timeout)
+        assert outcome is not None
+        if isinstance(outcome, ServerReply) and outcome.code // 100 == 5:
+            self._note("fallback", "EHLO refused: try HELO, as RFC 5321 §4.1.4 allows")
+            outcome = yield SendCommand("helo", f"HELO {helo}", self.profile.ehlo_timeout)
+            assert outcome is not None
+            return self._step(session, "helo", outcome)
+        return self._step(session, "ehlo", outcome)
+
+    def _transaction(self, session: _Session) -> Generator[Action, Outcome | None, None]:
+        profile = self.profile
+        outcome = yield SendCommand("mail", f"MAIL FROM:<{self.sender}>", profile.mail_timeout)
+        assert outcome is not None
+        if not self._step(session, "mail", outcome):
+            return
+        accepted = yield from self._recipients(session)
+        if not accepted or not session.open:
+            return
+        outcome = yield SendCommand("data", "DATA", profile.data_timeout)
+        assert outcome is not None
+        if not self._step(session, "data", outcome, accepted):
+            return
+        outcome = yield SendMessage(profile.dot_timeout)
+        assert outcome is not None
+        verdict = self._judge("message", session, outcome, accepted)
+        if verdict.verdict == "delivered":
+            self._deliver(session.candidate, outcome, verdict.dsn, accepted)
+        elif isinstance(outcome, NoReply):
+            for r in accepted:
+                self.recipients[r].unsure = True
+
+    def _recipients(self, session: _Session) -> Generator[Action, Outcome | None, list[str]]:
+        accepted: list[str] = []
+        for recipient in self.pending:
+            outcome = yield SendCommand("rcpt", f"RCPT TO:<{recipient}>", self.profile.rcpt_timeout)
+            assert outcome is not None
+            verdict = self._judge("rcpt", session, outcome, [recipient])
+            if verdict.verdict == "continue":
+                accepted.append(recipient)
+            if not session.open:
+                break
+        return accepted
+
+    # --- applying verdicts ---------------------------------------------------------------
+
+    def _step(
+        self,
+        session: _Session,
+        stage: Stage,
+        outcome: Outcome,
+        concerned: list[str] | None = None,
+    ) -> bool:
+        """Judge one reply; True means carry on with the session."""
+        return self._judge(stage, session, outcome, concerned).verdict == "continue"
+
+    def _judge(
+        self,
+        stage: Stage,
+        session: _Session,
+        outcome: Outcome,
+        concerned: list[str] | None,
+    ) -> Classified:
+        verdict = classify(stage, outcome, self.profile)
+        names = self.pending if concerned is None else tuple(concerned)
+        closing = isinstance(outcome, NoReply) or outcome.code == 421
+        if closing:
+            session.open = False
+        if verdict.verdict in ("continue", "delivered"):
+            return verdict
+        text = describe_outcome(stage, session.candidate, outcome)
+        for r in names:
+            state = self.recipients[r]
+            state.dsn, state.reply = verdict.dsn, text
+            if verdict.verdict == "bounce":
+                state.status = "bounced"
+                state.host, state.address = session.candidate.host, session.candidate.address
+        self._note(verdict.verdict, verdict.why, names)
+        return verdict
+
+    def _fail_pending(self, stage: Stage, candidate: Candidate, outcome: NoReply) -> None:
+        verdict = classify(stage, outcome, self.profile)
+        text = describe_outcome(stage, candidate, outcome)
+        for r in self.pending:
+            self.recipients[r].dsn, self.recipients[r].reply = verdict.dsn, text
+        self._note(verdict.verdict, verdict.why, self.pending)
+
+    def _deliver(
+        self, candidate: Candidate, reply: Outcome, dsn: str, accepted: list[str]
+    ) -> None:
+        for r in accepted:
+            state = self.recipients[r]
+            state.status, state.dsn, state.reply = "delivered", dsn, str(reply)
+            state.host, state.address = candidate.host, candidate.address
+        self._note("deliver", f"{_where(candidate)} accepted the message", tuple(accepted))
+
+    def _note(self, action: str, why: str, recipients: tuple[str, ...] = ()) -> None:
+        self._notes.append(Note(action, why, recipients))
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What becomes of recipients an attempt left deferred."""
+
+    give_up: bool
+    retry_at: float | None
+    why: str
+
+
+def settle_deferred(profile: Profile, arrived: float, now: float) -> Settlement:
+    """Retry later, or return to the sender once the message has outlived max_lifetime."""
+    if should_give_up(profile, arrived, now):
+        return Settlement(
+            True,
+            None,
+            f"the message has been queued for {format_duration(now - arrived)}, "
+            f"past the {format_duration(profile.max_lifetime)} limit: return it to the sender",
+        )
+    retry_at = next_retry(profile, arrived, now)
+    return Settlement(False, retry_at, "")
+

@@ -1,0 +1,58 @@
+"""The outcome table, row by row."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox.core.classify import NoReply, ServerReply, classify, dsn_of
+from sandbox.core.policy import Profile
+
+POSTFIX = Profile()
+
+
+@pytest.mark.parametrize(
+    ("stage", "code", "verdict"),
+    [
+        ("greeting", 220, "continue"), ("greeting", 421, "next_host"),
+        ("greeting", 554, "next_host"), ("ehlo", 250, "continue"), ("ehlo", 421, "next_host"),
+        ("helo", 550, "bounce"), ("mail", 451, "next_host"), ("mail", 553, "bounce"),
+        ("rcpt", 250, "continue"), ("rcpt", 451, "next_host"), ("rcpt", 550, "bounce"),
+        ("data", 354, "continue"), ("data", 451, "next_host"), ("data", 554, "bounce"),
+        ("message", 250, "delivered"), ("message", 452, "next_host"),
+        ("message", 552, "bounce"),
+    ],
+)
+def test_replies(stage: str, code: int, verdict: str) -> None:
+    assert classify(stage, ServerReply(code, "x"), POSTFIX).verdict == verdict  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("reason", ["refused", "timeout"])
+def test_a_failed_connect_moves_on_with_4_4_1(reason: str) -> None:
+    result = classify("connect", NoReply(reason), POSTFIX)  # type: ignore[arg-type]
+    assert (result.verdict, result.dsn) == ("next_host", "4.4.1")
+
+
+@pytest.mark.parametrize("stage", ["greeting", "ehlo", "mail", "rcpt", "data", "message"])
+@pytest.mark.parametrize("reason", ["timeout", "lost"])
+def test_no_reply_in_a_session_moves_on_with_4_4_2(stage: str, reason: str) -> None:
+    result = classify(stage, NoReply(reason), POSTFIX)  # type: ignore[arg-type]
+    assert (result.verdict, result.dsn) == ("next_host", "4.4.2")
+
+
+def test_no_reply_after_the_dot_warns_of_a_duplicate() -> None:
+    assert "twice" in classify("message", NoReply("timeout"), POSTFIX).why
+
+
+def test_5xx_greeting_bounces_when_the_profile_does_not_skip_it() -> None:
+    strict = Profile(skip_5xx_greeting=False)
+    assert classify("greeting", ServerReply(554, "no"), strict).verdict == "bounce"
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "dsn"),
+    [(451, "4.7.1 Greylisted", "4.7.1"), (550, "5.1.1 No such user", "5.1.1"),
+     (250, "2.0.0 Ok", "2.0.0"), (451, "try later", "4.0.0"), (550, "4.1.1 mismatch", "5.0.0"),
+     (554, "5.7.1", "5.7.1")],
+)
+def test_dsn_from_the_enhanced_code_or_the_class(code: int, text: str, dsn: str) -> None:
+    assert dsn_of(ServerReply(code, text)) == dsn

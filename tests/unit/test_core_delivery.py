@@ -1,0 +1,186 @@
+"""The delivery attempt, driven by hand: each action answered with a made-up outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sandbox.core.classify import NoReply, Outcome, ServerReply
+from sandbox.core.delivery import (
+    Action,
+    Attempt,
+    Connect,
+    Disconnect,
+    ReadGreeting,
+    SendCommand,
+    SendMessage,
+    settle_deferred,
+)
+from sandbox.core.mx import Candidate
+from sandbox.core.policy import Profile
+
+MX1 = Candidate("mx1.example.test", "192.0.2.10", 10)
+MX2 = Candidate("mx2.example.test", "192.0.2.11", 20)
+OK = ServerReply(250, "2.0.0 Ok")
+
+Script = Callable[[Candidate, Action], Outcome | None]
+
+
+def normal(candidate: Candidate, action: Action) -> Outcome | None:
+    match action:
+        case Connect() | Disconnect():
+            return None
+        case ReadGreeting():
+            return ServerReply(220, f"{candidate.host} ESMTP")
+        case SendCommand(stage="data"):
+            return ServerReply(354, "go ahead")
+        case _:
+            return OK
+
+
+def host_script(**by_host: Script) -> Script:
+    def script(candidate: Candidate, action: Action) -> Outcome | None:
+        return by_host.get(candidate.host.split(".")[0], normal)(candidate, action)
+
+    return script
+
+
+def drive(attempt: Attempt, script: Script) -> list[tuple[str, str]]:
+    """Run an attempt to its end; return (host, step) for every action taken."""
+    log: list[tuple[str, str]] = []
+    candidate = attempt.candidates[0]
+    while (action := attempt.next_action()) is not None:
+        if isinstance(action, Connect):
+            candidate = action.candidate
+        step = getattr(action, "line", type(action).__name__)
+        log.append((candidate.host.split(".")[0], step))
+        attempt.receive(script(candidate, action))
+    return log
+
+
+def refuse(candidate: Candidate, action: Action) -> Outcome | None:
+    return NoReply("refused") if isinstance(action, Connect) else normal(candidate, action)
+
+
+def reply_at(stage: str, reply: ServerReply) -> Script:
+    def script(candidate: Candidate, action: Action) -> Outcome | None:
+        if isinstance(action, SendCommand) and action.stage == stage:
+            return reply
+        if stage == "greeting" and isinstance(action, ReadGreeting):
+            return reply
+        if stage == "message" and isinstance(action, SendMessage):
+            return reply
+        return normal(candidate, action)
+
+    return script
+
+
+def new(*recipients: str, profile: Profile | None = None,
+        candidates: tuple[Candidate, ...] = (MX1, MX2)) -> Attempt:
+    return Attempt("bob@example.net", recipients or ("alice@example.test",), candidates,
+                   profile or Profile())
+
+
+def test_a_normal_session_in_rfc_order() -> None:
+    attempt = new()
+    log = drive(attempt, normal)
+    assert [step for _, step in log] == [
+        "Connect", "ReadGreeting", "EHLO sender.sandbox.test", "MAIL FROM:<bob@example.net>",
+        "RCPT TO:<alice@example.test>", "DATA", "SendMessage", "Disconnect",
+    ]
+    state = attempt.recipients["alice@example.test"]
+    assert (state.status, state.host, state.dsn) == ("delivered", "mx1.example.test", "2.0.0")
+
+
+def test_refused_primary_fails_over_to_the_backup_in_the_same_attempt() -> None:
+    attempt = new()
+    log = drive(attempt, host_script(mx1=refuse))
+    assert log[0] == ("mx1", "Connect")
+    assert log[1] == ("mx2", "Connect")
+    assert attempt.recipients["alice@example.test"].host == "mx2.example.test"
+    assert [n.action for n in attempt.take_notes()] == ["next_host", "next_host", "deliver"]
+
+
+def test_all_hosts_down_leaves_the_recipient_pending_with_the_last_error() -> None:
+    attempt = new()
+    drive(attempt, refuse)
+    state = attempt.recipients["alice@example.test"]
+    assert state.status == "pending"
+    assert state.dsn == "4.4.1"
+    assert state.reply == "connect to mx2.example.test[192.0.2.11]:25: Connection refused"
+
+
+def test_5xx_to_rcpt_bounces_that_recipient_only_and_there_is_no_failover() -> None:
+    def carol_unknown(candidate: Candidate, action: Action) -> Outcome | None:
+        if isinstance(action, SendCommand) and "carol" in action.line:
+            return ServerReply(550, "5.1.1 No such user")
+        return normal(candidate, action)
+
+    attempt = new("alice@example.test", "carol@example.test")
+    log = drive(attempt, carol_unknown)
+    assert {host for host, _ in log} == {"mx1"}
+    assert attempt.recipients["alice@example.test"].status == "delivered"
+    carol = attempt.recipients["carol@example.test"]
+    assert (carol.status, carol.dsn) == ("bounced", "5.1.1")
+    assert "(in reply to RCPT TO command)" in carol.reply
+
+
+def test_4xx_to_rcpt_keeps_the_recipient_for_the_next_host() -> None:
+    attempt = new()
+    drive(attempt, host_script(mx1=reply_at("rcpt", ServerReply(451, "4.7.1 Greylisted"))))
+    assert attempt.recipients["alice@example.test"].host == "mx2.example.test"
+
+
+def test_421_greeting_moves_on_without_quit() -> None:
+    attempt = new()
+    log = drive(attempt, host_script(mx1=reply_at("greeting", ServerReply(421, "4.3.2 bye"))))
+    assert ("mx1", "Disconnect") in log
+    assert attempt.recipients["alice@example.test"].host == "mx2.example.test"
+
+
+def test_5xx_greeting_at_the_last_host_defers_rather_than_bounces() -> None:
+    attempt = new(candidates=(MX1,))
+    drive(attempt, reply_at("greeting", ServerReply(554, "5.7.1 go away")))
+    assert attempt.recipients["alice@example.test"].status == "pending"
+
+
+def test_5xx_to_mail_bounces_the_message() -> None:
+    attempt = new("a@example.test", "b@example.test")
+    log = drive(attempt, reply_at("mail", ServerReply(553, "5.7.1 sender rejected")))
+    assert {s.status for s in attempt.recipients.values()} == {"bounced"}
+    assert {host for host, _ in log} == {"mx1"}
+
+
+def test_ehlo_refused_falls_back_to_helo() -> None:
+    attempt = new()
+    log = drive(attempt, reply_at("ehlo", ServerReply(502, "5.5.1 EHLO not supported")))
+    assert ("mx1", "HELO sender.sandbox.test") in log
+    assert attempt.recipients["alice@example.test"].status == "delivered"
+
+
+def test_lost_after_the_dot_is_unsure_and_tries_the_next_host() -> None:
+    def drop_after_dot(candidate: Candidate, action: Action) -> Outcome | None:
+        if isinstance(action, SendMessage):
+            return NoReply("lost")
+        return normal(candidate, action)
+
+    attempt = new()
+    drive(attempt, host_script(mx1=drop_after_dot))
+    state = attempt.recipients["alice@example.test"]
+    assert state.unsure
+    assert state.host == "mx2.example.test"
+
+
+def test_session_limit_stops_the_walk() -> None:
+    mx3 = Candidate("mx3.example.test", "192.0.2.12", 30)
+    attempt = new(candidates=(MX1, MX2, mx3))
+    log = drive(attempt, reply_at("mail", ServerReply(451, "4.3.0 busy")))
+    assert {host for host, _ in log} == {"mx1", "mx2"}
+    assert attempt.take_notes()[-1].action == "give_up"
+
+
+def test_settle_defers_by_age_then_gives_up_after_the_lifetime() -> None:
+    profile = Profile()
+    assert settle_deferred(profile, 0, 0).retry_at == 300
+    assert settle_deferred(profile, 0, 2400).retry_at == 4800
+    assert settle_deferred(profile, 0, 5 * 86400 - 1).give_up is False
+    assert settle_deferred(profile, 0, 5 * 86400).give_up is True
