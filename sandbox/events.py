@@ -1,0 +1,268 @@
+"""Events: one stream of facts that every part of the sandbox emits, and every sink reads.
+
+Each event is a frozen dataclass with the virtual time ``t`` (seconds from the start of the
+run) and the correlation fields that apply (message number, recipient, attempt, host,
+address). Sinks (narrative, Postfix-style log, JSON Lines, the recorder) only read events;
+nothing in the sandbox reads a sink, so what a person sees and what a test asserts come from
+the same facts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "AttemptFinished",
+    "AttemptStarted",
+    "ConnectFailed",
+    "Connected",
+    "Decision",
+    "DnsAnswered",
+    "DnsAsked",
+    "DnsServed",
+    "Emit",
+    "Event",
+    "HostAccepted",
+    "HostSession",
+    "MessageQueued",
+    "RecipientFinal",
+    "RouteChosen",
+    "RunFinished",
+    "RunStarted",
+    "SmtpExchange",
+    "SmtpFailure",
+    "Warning",
+    "event_to_dict",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    kind: ClassVar[str] = "event"
+    t: float
+
+
+Emit = Callable[[Event], None]
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    scenario: str
+    seed: int
+    title: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Event):
+    kind: ClassVar[str] = "run_finished"
+    reason: str  # "settled" (every message final) or "until" (the scenario's time ran out)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Warning(Event):  # noqa: A001 - the narrative's word; never raised, only reported
+    kind: ClassVar[str] = "warning"
+    text: str
+    message: int | None = None
+    rule: str = ""
+
+
+# --- the sender ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageQueued(Event):
+    kind: ClassVar[str] = "message_queued"
+    message: int
+    sender: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptStarted(Event):
+    kind: ClassVar[str] = "attempt_started"
+    message: int
+    domain: str
+    attempt: int
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsAsked(Event):
+    kind: ClassVar[str] = "dns_asked"
+    message: int
+    attempt: int
+    name: str
+    rdtype: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsAnswered(Event):
+    kind: ClassVar[str] = "dns_answered"
+    message: int
+    attempt: int
+    name: str
+    rdtype: str
+    rcode: str
+    records: tuple[str, ...]  # presentation form: "10 mx1.example.test.", "192.0.2.10"
+    cnames: tuple[str, ...] = ()
+    ttl: int = 0
+    cached: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteChosen(Event):
+    kind: ClassVar[str] = "route_chosen"
+    message: int
+    attempt: int
+    domain: str
+    route: str  # "mx", "implicit", "null", "none"
+    hosts: tuple[tuple[int, str, tuple[str, ...]], ...]  # (preference, host, addresses)
+    why: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connected(Event):
+    kind: ClassVar[str] = "connected"
+    message: int
+    attempt: int
+    host: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectFailed(Event):
+    kind: ClassVar[str] = "connect_failed"
+    message: int
+    attempt: int
+    host: str
+    address: str
+    reason: str  # "refused", "timeout", "error"
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmtpExchange(Event):
+    """One command and its reply (the greeting has no command)."""
+
+    kind: ClassVar[str] = "smtp"
+    message: int
+    attempt: int
+    host: str
+    address: str
+    stage: str
+    command: str
+    code: int
+    reply: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmtpFailure(Event):
+    """A stage that got no reply: the connection was lost, or the reply never came."""
+
+    kind: ClassVar[str] = "smtp_failure"
+    message: int
+    attempt: int
+    host: str
+    address: str
+    stage: str
+    command: str
+    reason: str  # "timeout", "lost"
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision(Event):
+    """What the sender decided and why: ``next_host``, ``deliver``, ``defer``, ``bounce``."""
+
+    kind: ClassVar[str] = "decision"
+    message: int
+    attempt: int
+    action: str
+    why: str
+    recipients: tuple[str, ...] = ()
+    retry_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptFinished(Event):
+    kind: ClassVar[str] = "attempt_finished"
+    message: int
+    domain: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecipientFinal(Event):
+    """A (message, recipient) reached its final state for this run."""
+
+    kind: ClassVar[str] = "recipient_final"
+    message: int
+    recipient: str
+    status: str  # delivered, bounced, deferred
+    host: str | None
+    address: str | None
+    dsn: str
+    reply: str
+    attempts: int
+
+
+# --- the servers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsServed(Event):
+    """The DNS server's view of one query."""
+
+    kind: ClassVar[str] = "dns_served"
+    client: str
+    transport: str  # "udp" or "tcp"
+    name: str
+    rdtype: str
+    rcode: str  # NOERROR, NXDOMAIN, SERVFAIL, FORMERR, or "dropped" for a timeout fault
+    answers: int = 0
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostSession(Event):
+    """A mail host's view of one connection, when it ends."""
+
+    kind: ClassVar[str] = "host_session"
+    host: str
+    address: str
+    client: str
+    behaviour: str
+    transcript: tuple[tuple[float, str, str], ...]  # (t, "C" or "S", line)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostAccepted(Event):
+    kind: ClassVar[str] = "host_accepted"
+    host: str
+    address: str
+    sender: str
+    recipients: tuple[str, ...]
+    message_id: str
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict: ``{"t": …, "kind": …, …fields}`` (tuples become lists)."""
+    data: dict[str, Any] = {"t": round(event.t, 6), "kind": event.kind}
+    for f in dataclasses.fields(event):
+        if f.name != "t":
+            data[f.name] = _plain(getattr(event, f.name))
+    return data
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,63 @@
+"""The sandbox's network: which real loopback socket stands for each zone address.
+
+MX records carry no port, so a mail host is an address. DNS answers with the zone's own
+addresses (192.0.2.10, 2001:db8::25: what ``dig`` shows matches the zone text); this map
+tells the sender which loopback (host, port) plays each of them. The sender connects only
+through it, and every server binds only after ``ensure_loopback``: nothing leaves loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from sandbox.errors import SandboxError
+
+__all__ = ["AddressMap", "NotInSandbox", "canonical", "ensure_loopback", "is_loopback"]
+
+
+class NotInSandbox(SandboxError, LookupError):
+    """An address that no sandbox host plays: the sender never connects outside."""
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def ensure_loopback(host: str) -> None:
+    """Refuse to bind or connect anywhere but 127.0.0.0/8 or ::1."""
+    if not is_loopback(host):
+        raise SandboxError(
+            f"{host!r} is not a loopback address; the sandbox binds and connects only on "
+            "127.0.0.0/8 or ::1"
+        )
+
+
+def canonical(address: str) -> str:
+    """One spelling per address, so that 2001:DB8::0:25 and 2001:db8::25 are the same key."""
+    return str(ipaddress.ip_address(address))
+
+
+class AddressMap:
+    """zone address → the loopback (host, port) of the socket that plays it."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[str, tuple[str, int]] = {}
+
+    def add(self, zone_address: str, listen: tuple[str, int]) -> None:
+        ensure_loopback(listen[0])
+        self._sockets[canonical(zone_address)] = listen
+
+    def socket_for(self, zone_address: str) -> tuple[str, int]:
+        try:
+            return self._sockets[canonical(zone_address)]
+        except (KeyError, ValueError):
+            raise NotInSandbox(f"no sandbox host plays {zone_address}") from None
+
+    def __contains__(self, zone_address: object) -> bool:
+        try:
+            return canonical(str(zone_address)) in self._sockets
+        except ValueError:
+            return False

@@ -1,0 +1,212 @@
+"""The typed scenario model: what a scenario file means once it has been validated.
+
+Everything here is a frozen, slotted dataclass with plain values (seconds as floats, names in
+lower case without the final dot), so the rest of the sandbox never sees YAML or strings that
+still need parsing. ``scenario.load`` builds these; the runner and the core read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+__all__ = [
+    "ACCEPT",
+    "STAGES",
+    "Behaviour",
+    "DeliveryExpectation",
+    "DnsBehaviour",
+    "Expectation",
+    "HostExpectation",
+    "MessageSpec",
+    "Phase",
+    "Reply",
+    "Scenario",
+    "SenderSpec",
+    "Stage",
+    "Timeline",
+    "ZoneSpec",
+]
+
+Stage = Literal["greeting", "ehlo", "mail", "rcpt", "data", "message"]
+# In the order a session reaches them. "data" is the reply to DATA (354 when all is well),
+# "message" the reply after the final dot.
+STAGES: tuple[Stage, ...] = ("greeting", "ehlo", "mail", "rcpt", "data", "message")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An SMTP reply a scripted host gives: ``451 4.7.1 Try again later``."""
+
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".rstrip()
+
+    @property
+    def closes(self) -> bool:
+        """A 421 reply closes the connection (RFC 5321 §3.8)."""
+        return self.code == 421
+
+
+@dataclass(frozen=True, slots=True)
+class Phase(Generic[T]):
+    """One stretch of a timeline: ``value`` holds from the previous phase's end until ``until``
+    (virtual seconds from the start of the run); the last phase has ``until=None``."""
+
+    until: float | None
+    value: T
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline(Generic[T]):
+    """A value that changes over virtual time: a host's behaviour, a name's DNS behaviour, a
+    zone's text. A constant is a timeline of one phase."""
+
+    phases: tuple[Phase[T], ...]
+
+    @classmethod
+    def constant(cls, value: T) -> Timeline[T]:
+        return cls((Phase(None, value),))
+
+    def at(self, t: float) -> T:
+        for phase in self.phases:
+            if phase.until is None or t < phase.until:
+                return phase.value
+        return self.phases[-1].value
+
+    @property
+    def boundaries(self) -> tuple[float, ...]:
+        """The times at which the value changes, in order."""
+        return tuple(p.until for p in self.phases if p.until is not None)
+
+    @property
+    def initial(self) -> T:
+        return self.phases[0].value
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """What one mail host does during one phase.
+
+    ``connection`` is about the socket: ``accept`` (a normal SMTP server answers), ``refuse``
+    (nothing listens: connection refused), ``timeout`` (the TCP handshake never completes) or
+    ``silent`` (the connection opens, no greeting ever comes). The other fields script the SMTP
+    conversation of an accepting host; left empty, it is an ordinary mail host.
+    """
+
+    connection: Literal["accept", "refuse", "timeout", "silent"] = "accept"
+    replies: Mapping[Stage, Reply] = field(default_factory=dict)
+    recipients: Mapping[str, Reply] = field(default_factory=dict)
+    disconnect: Stage | None = None
+    delays: Mapping[Stage, float] = field(default_factory=dict)
+    greylist: float | None = None
+
+    def describe(self) -> str:
+        """A few words for tables and the narrative: ``refuse``, ``rcpt→451``, ``greylist 5m``."""
+        from sandbox.durations import format_duration
+
+        if self.connection != "accept":
+            return self.connection
+        parts = [f"{stage}→{reply.code}" for stage, reply in self.replies.items()]
+        parts += [f"{addr}→{reply.code}" for addr, reply in self.recipients.items()]
+        if self.disconnect:
+            parts.append(f"disconnect at {self.disconnect}")
+        parts += [f"{stage} +{format_duration(s)}" for stage, s in self.delays.items()]
+        if self.greylist is not None:
+            parts.append(f"greylist {format_duration(self.greylist)}")
+        return ", ".join(parts) or "accept"
+
+
+ACCEPT = Behaviour()
+
+
+@dataclass(frozen=True, slots=True)
+class DnsBehaviour:
+    """How the DNS server treats queries for one name during one phase."""
+
+    kind: Literal["answer", "servfail", "timeout", "nxdomain"] = "answer"
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneSpec:
+    """A zone as written in the scenario: its apex and its zone-file text over time.
+
+    ``line`` is the line in the scenario file where the zone text starts, so that a zone
+    finding at zone line N can be reported at file line ``line + N - 1``.
+    """
+
+    apex: str
+    texts: Timeline[str]
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSpec:
+    """One message, after ``count`` has been expanded. ``number`` counts from 1 in file order."""
+
+    number: int
+    sender: str
+    recipients: tuple[str, ...]
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSpec:
+    """The sender agent's settings: a profile name plus per-scenario overrides (validated
+    against the profile's fields by the loader)."""
+
+    profile: str = "postfix"
+    overrides: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryExpectation:
+    """``{message: N|all, recipient?, status?, host?, dsn?, attempts?, after?, before?}``."""
+
+    message: int | Literal["all"]
+    recipient: str | None = None
+    status: Literal["delivered", "bounced", "deferred"] | None = None
+    host: str | None = None
+    dsn: str | None = None
+    attempts: int | None = None
+    after: float | None = None
+    before: float | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostExpectation:
+    """``{host: NAME, accepted?, connections?, share?, tolerance?}``."""
+
+    host: str
+    accepted: int | None = None
+    connections: int | None = None
+    share: float | None = None
+    tolerance: float = 0.1
+    line: int | None = None
+
+
+Expectation = DeliveryExpectation | HostExpectation
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A whole validated scenario. ``source`` is the file it came from (for messages)."""
+
+    name: str
+    zones: tuple[ZoneSpec, ...]
+    messages: tuple[MessageSpec, ...]
+    title: str = ""
+    description: str = ""
+    seed: int = 0
+    until: float | None = None
+    hosts: Mapping[str, Timeline[Behaviour]] = field(default_factory=dict)
+    dns: Mapping[str, Timeline[DnsBehaviour]] = field(default_factory=dict)
+    sender: SenderSpec = field(default_factory=SenderSpec)
+    expect: tuple[Expectation, ...] = ()
+    source: str = "<scenario>"
