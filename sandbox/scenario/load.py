@@ -1,0 +1,1176 @@
+"""Scenario files (format v1) -> the typed model of ``model.py``, with errors people can act on.
+
+How errors get their lines
+--------------------------
+The YAML is read by ``_LineLoader``, a ``yaml.SafeLoader`` that builds every mapping as a
+``LineDict`` and every sequence as a ``LineList``: an ordinary dict or list that also remembers
+the line of each key and of each value, and, for a block scalar such as a zone's ``|`` text, the
+line where the text itself begins (the one after the ``|``). The same loader records keys that a
+mapping repeats, which PyYAML would otherwise let the last one win silently.
+
+The validators then walk the data with a ``_Spot``: the file, the key path
+(``hosts.mx1.example.test.greeting``, ``messages[2].to``) and the line of the value being read.
+Every error is raised from a spot, so each one reads ``FILE:LINE: KEY: what is wrong; how to
+mend it``. Data that did not come from YAML (an inline dict given to ``scenario_from_mapping``)
+is made of plain dicts and lists: the same code runs, and its errors carry the key path with no
+line.
+
+YAML's own errors (scanner, parser, composer, constructor) carry a mark: they are translated
+in one place, ``_yaml_error``, into a ScenarioError at the mark's line, never a traceback. Zone
+text is parsed by ``sandbox.zone``; its errors count lines within the zone, which are shifted
+by the line where the zone's text starts in the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NoReturn, TypeVar, cast
+
+import yaml
+
+from sandbox.core import policy
+from sandbox.durations import format_duration, parse_duration
+from sandbox.errors import ScenarioError, ZoneSyntaxError
+from sandbox.scenario.model import (
+    STAGES,
+    Behaviour,
+    DeliveryExpectation,
+    DnsBehaviour,
+    Expectation,
+    HostExpectation,
+    MessageSpec,
+    Phase,
+    Reply,
+    Scenario,
+    SenderSpec,
+    Stage,
+    Timeline,
+    ZoneSpec,
+)
+from sandbox.zone import Zone, find_zone, parse_zone
+
+__all__ = ["LineDict", "LineList", "load_scenario", "load_scenario_text", "scenario_from_mapping"]
+
+_T = TypeVar("_T")
+
+TOP_LEVEL_KEYS = (
+    "name",
+    "title",
+    "description",
+    "seed",
+    "until",
+    "zones",
+    "hosts",
+    "dns",
+    "messages",
+    "sender",
+    "expect",
+)
+CONNECTIONS = ("accept", "refuse", "timeout", "silent")
+BEHAVIOUR_KEYS = (*STAGES, "recipients", "disconnect", "delay", "greylist")
+DNS_KINDS = ("answer", "servfail", "timeout", "nxdomain")
+MESSAGE_KEYS = ("from", "to", "count", "at")
+DELIVERY_KEYS = ("message", "recipient", "status", "host", "dsn", "attempts", "after", "before")
+HOST_EXPECTATION_KEYS = ("host", "accepted", "connections", "share", "tolerance")
+STATUSES = ("delivered", "bounced", "deferred")
+# Sender keys that are not profile fields but that the sender agent reads as well.
+SENDER_EXTRA_KINDS: dict[str, str | tuple[str, ...]] = {
+    "address": "address",
+    "delay_warning": "duration",
+}
+# Expanding `count` builds one object per message: a typo such as `count: 1000000000` must be
+# an error, not an out-of-memory crash.
+MAX_MESSAGES = 100_000
+
+_REPLY = re.compile(r"(\d{3})(?:[ -](.*))?", re.DOTALL)
+_DSN = re.compile(r"\d\.\d{1,3}\.\d{1,3}")
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Letters, digits, '-' and '_' (SRV-style labels); '*' alone for a wildcard. International
+# names are written in their ASCII (xn--) form, as in a zone file.
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}|\*")
+_REPLY_EXAMPLE = '"421 4.3.2 Shutting down"'
+_DURATION_HINT = "write seconds or a number with s, m, h or d, such as 30s, 5m, 2h or 5d"
+
+
+# --- YAML with lines ---------------------------------------------------------------------------
+
+
+def _line_of_node(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _text_line_of_node(node: yaml.Node) -> int:
+    """Where a scalar's text begins: a block scalar (``|``, ``>``) starts on the next line."""
+    block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
+    return _line_of_node(node) + (1 if block else 0)
+
+
+class LineDict(dict[object, object]):
+    """A mapping read from YAML that remembers where each key and value was written."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.key_lines: dict[object, int] = {}
+        self.value_lines: dict[object, int] = {}
+        self.text_lines: dict[object, int] = {}
+        # (key, line of its first appearance, line of the repeat), in file order.
+        self.duplicates: list[tuple[object, int, int]] = []
+
+    def line_of(self, key: object) -> int | None:
+        """The line of ``key`` itself."""
+        return self.key_lines.get(key)
+
+    def remember(self, key: object, key_node: yaml.Node, value_node: yaml.Node) -> None:
+        self.key_lines[key] = _line_of_node(key_node)
+        self.value_lines[key] = _line_of_node(value_node)
+        self.text_lines[key] = _text_line_of_node(value_node)
+
+
+class LineList(list[object]):
+    """A sequence read from YAML that remembers the line of each item."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.item_lines: list[int] = []
+        self.text_lines: list[int] = []
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader building LineDict/LineList, which leaves dates as the strings people wrote."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> object:
+        # Explicit tags (`!!float abc`) fail inside PyYAML's constructors with bare ValueErrors;
+        # give them the node's mark so that they are reported at their line like the rest.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as error:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value ({error})", node.start_mark
+            ) from error
+
+
+# `title: 2024-05-01` should stay text: no scenario value is a date.
+_LineLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _construct_line_dict(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[LineDict]:
+    data = LineDict(_line_of_node(node))
+    yield data
+    own_key_nodes = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
+    loader.flatten_mapping(node)  # `<<: *anchor` merges come first, the mapping's own keys last
+    own_lines: dict[object, int] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=False)
+        _check_hashable(key, node, key_node)
+        data[key] = loader.construct_object(value_node, deep=False)
+        data.remember(key, key_node, value_node)
+        if id(key_node) in own_key_nodes:  # a merged key may be overridden, not repeated
+            line = _line_of_node(key_node)
+            if key in own_lines:
+                data.duplicates.append((key, own_lines[key], line))
+            own_lines.setdefault(key, line)
+
+
+def _check_hashable(key: object, node: yaml.Node, key_node: yaml.Node) -> None:
+    try:
+        hash(key)
+    except TypeError:
+        raise yaml.constructor.ConstructorError(
+            "while constructing a mapping",
+            node.start_mark,
+            "found unhashable key",
+            key_node.start_mark,
+        ) from None
+
+
+def _construct_line_list(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Iterator[LineList]:
+    data = LineList(_line_of_node(node))
+    yield data
+    for child in node.value:
+        data.append(loader.construct_object(child, deep=False))
+        data.item_lines.append(_line_of_node(child))
+        data.text_lines.append(_text_line_of_node(child))
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_line_dict)
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_line_list)
+
+
+def _read_yaml(text: str, source: str) -> object:
+    """The document in ``text``, built of LineDict/LineList; YAML errors become ScenarioError."""
+    try:
+        return _single_document(text)
+    except yaml.MarkedYAMLError as error:
+        raise _yaml_error(error, source) from None
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        raise ScenarioError(
+            f"character #x{error.character:04x} is not allowed in YAML; delete it or write it "
+            "as an escape inside a double-quoted string",
+            file=source,
+            line=line,
+        ) from None
+    except RecursionError:
+        raise ScenarioError(
+            "the YAML nests too deeply to read; flatten it", file=source, line=1
+        ) from None
+    except yaml.YAMLError as error:
+        raise ScenarioError(f"invalid YAML ({error}); correct it", file=source) from None
+
+
+def _single_document(text: str) -> object:
+    loader = _LineLoader(text)  # checks for unprintable characters at once
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _yaml_error(error: yaml.MarkedYAMLError, source: str) -> ScenarioError:
+    """One sentence at the line of the YAML mark that says what to change."""
+    problem = (error.problem or "").strip()
+    context = (error.context or "").strip()
+    mark = error.problem_mark or error.context_mark
+    line = None if mark is None else int(mark.line) + 1
+    if "\\t" in problem:
+        message = "a tab cannot indent YAML; indent with spaces instead"
+    elif "quoted scalar" in context and error.context_mark is not None:
+        line = int(error.context_mark.line) + 1
+        message = "the quoted text that starts on this line is never closed; add the closing quote"
+    elif "single document" in context + problem:
+        message = "the file holds more than one YAML document; keep one scenario per file"
+    elif "undefined alias" in problem:
+        message = f"invalid YAML: {problem}; define the anchor (&name) before using *name"
+    elif "constructor for the tag" in problem:
+        message = f"invalid YAML: {problem}; remove the tag"
+    elif problem.startswith("cannot read this value"):
+        message = f"{problem}; remove its '!!' tag or correct the value"
+    elif "unhashable key" in problem:
+        message = "a key is a list or a mapping; keys must be plain words such as 'hosts'"
+    elif "mapping values are not allowed" in problem:
+        message = (
+            "a ': ' inside a value reads as the start of a new key; put the whole value in "
+            "quotes, or fix the indentation"
+        )
+    else:
+        said = f"{context}, {problem}" if context else problem
+        message = f"invalid YAML ({said}); check the indentation and quoting on this line"
+    return ScenarioError(message, file=source, line=line)
+
+
+# --- where a value sits ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Spot:
+    """Where a value sits: file, key path and line (None for inline data), and, for text, the
+    line where the text begins."""
+
+    file: str
+    key: str
+    line: int | None
+    text_line: int | None = None
+
+    def fail(self, message: str) -> NoReturn:
+        raise ScenarioError(message, file=self.file, line=self.line, key=self.key)
+
+    def child(self, name: object, line: int | None, text_line: int | None = None) -> _Spot:
+        key = f"{self.key}.{name}" if self.key else str(name)
+        return _Spot(self.file, key, self.line if line is None else line, text_line)
+
+    def item(self, index: int, line: int | None, text_line: int | None = None) -> _Spot:
+        return _Spot(
+            self.file, f"{self.key}[{index}]", self.line if line is None else line, text_line
+        )
+
+
+def _value_spot(mapping: Mapping[object, object], key: object, spot: _Spot) -> _Spot:
+    """The spot of the value under ``key``."""
+    if isinstance(mapping, LineDict):
+        return spot.child(key, mapping.value_lines.get(key), mapping.text_lines.get(key))
+    return spot.child(key, None)
+
+
+def _key_spot(mapping: Mapping[object, object], key: object, spot: _Spot) -> _Spot:
+    """The spot of ``key`` itself (for unknown and repeated keys)."""
+    line = mapping.line_of(key) if isinstance(mapping, LineDict) else None
+    return spot.child(key, line)
+
+
+def _item_spots(items: Sequence[object], spot: _Spot) -> Iterator[tuple[object, _Spot]]:
+    for index, item in enumerate(items):
+        if isinstance(items, LineList):
+            yield item, spot.item(index, items.item_lines[index], items.text_lines[index])
+        else:
+            yield item, spot.item(index, None)
+
+
+def _mapping_spot(mapping: Mapping[object, object], spot: _Spot) -> _Spot:
+    """The spot of a whole mapping: the line where it starts (for keys it lacks)."""
+    if isinstance(mapping, LineDict):
+        return _Spot(spot.file, spot.key, mapping.line, spot.text_line)
+    return spot
+
+
+# --- small readers -----------------------------------------------------------------------------
+
+
+def _shown(value: object) -> str:
+    """A value as the user would recognise it in an error."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
+    return repr(value)
+
+
+def _did_you_mean(word: object, allowed: Sequence[str]) -> str:
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word.lower(), allowed, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def _one_of(allowed: Sequence[str]) -> str:
+    return ", ".join(allowed)
+
+
+def _check_keys(
+    mapping: Mapping[object, object],
+    spot: _Spot,
+    allowed: Sequence[str],
+    misplaced: Mapping[str, str] | None = None,
+) -> None:
+    """Every key must be one of ``allowed``; ``misplaced`` says where a known stray belongs."""
+    for key in mapping:
+        if isinstance(key, str) and key in allowed:
+            continue
+        key_spot = _key_spot(mapping, key, spot)
+        if misplaced and isinstance(key, str) and key in misplaced:
+            key_spot.fail(misplaced[key])
+        key_spot.fail(
+            f"unknown key {_shown(key)}; {_did_you_mean(key, allowed)}allowed: {_one_of(allowed)}"
+        )
+
+
+def _as_mapping(value: object, spot: _Spot, example: str) -> Mapping[object, object]:
+    if not isinstance(value, Mapping):
+        spot.fail(f"expected a mapping such as {example}, found {_shown(value)}")
+    return cast(Mapping[object, object], value)
+
+
+def _as_list(value: object, spot: _Spot, example: str) -> Sequence[object]:
+    if not isinstance(value, list | tuple):
+        spot.fail(f"expected a list such as {example}, found {_shown(value)}")
+    return cast(Sequence[object], value)
+
+
+def _require(mapping: Mapping[object, object], key: str, spot: _Spot, hint: str) -> object:
+    value = mapping.get(key)
+    if value is None and key in mapping:
+        _value_spot(mapping, key, spot).fail(f"{key} is empty; {hint}")
+    if value is None:
+        _mapping_spot(mapping, spot).child(key, None).fail(f"{key} is missing; {hint}")
+    return value
+
+
+def _text(value: object, spot: _Spot, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        spot.fail(f"{what} must be text, found {_shown(value)}; put it in quotes")
+    return str(value).strip()
+
+
+def _word(value: object, spot: _Spot, allowed: Sequence[str], what: str) -> str:
+    if isinstance(value, str) and value.strip().lower() in allowed:
+        return value.strip().lower()
+    spot.fail(
+        f"{_shown(value)} is not {what}; {_did_you_mean(value, allowed)}"
+        f"use one of: {_one_of(allowed)}"
+    )
+
+
+def _duration(value: object, spot: _Spot) -> float:
+    try:
+        seconds = parse_duration(value)
+    except (ValueError, OverflowError):
+        spot.fail(f"{_shown(value)} is not a duration; {_DURATION_HINT}")
+    if not math.isfinite(seconds):
+        spot.fail(f"{_shown(value)} is not a finite duration; {_DURATION_HINT}")
+    return seconds
+
+
+def _whole_number(value: object, spot: _Spot, minimum: int, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        spot.fail(
+            f"{_shown(value)} is not a whole number of {minimum} or more; write one such as "
+            f"{example}"
+        )
+    return value
+
+
+def _fraction(value: object, spot: _Spot, example: str) -> float:
+    number_ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number_ok or not 0 <= cast(float, value) <= 1:
+        spot.fail(f"{_shown(value)} is not a fraction from 0 to 1; write one such as {example}")
+    return float(cast(float, value))
+
+
+def _flag(value: object, spot: _Spot) -> bool:
+    if not isinstance(value, bool):
+        spot.fail(f"{_shown(value)} is not true or false; write true or false")
+    return value
+
+
+def _ip_address(value: object) -> str | None:
+    """The normalised spelling of an IP address, or None when ``value`` is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+def _domain(value: object, spot: _Spot, what: str) -> str:
+    """A domain name in the sandbox's spelling: lower case, without the one final dot."""
+    if not isinstance(value, str):
+        spot.fail(f"{what} must be a domain name such as mx1.example.test, found {_shown(value)}")
+    name = value.strip().lower()
+    name = name[:-1] if name.endswith(".") else name
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        spot.fail(
+            f"{_shown(value)} is not a domain name; write one such as mx1.example.test, in "
+            "ASCII letters, digits and '-' (international names in their xn-- form)"
+        )
+    return name
+
+
+def _mailbox(value: object, spot: _Spot, what: str) -> str:
+    """``local@domain`` with both parts present; the domain in lower case."""
+    text = value.strip() if isinstance(value, str) else None
+    if text is not None and text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    local, at, domain = (text or "").rpartition("@")
+    domain = domain.lower().rstrip(".")
+    if text is None or not at or not local or not domain or any(c.isspace() for c in text):
+        spot.fail(
+            f"{_shown(value)} is not a mail address; write {what} as local@domain, "
+            "such as alice@example.test"
+        )
+    return f"{local}@{domain}"
+
+
+# --- timelines ---------------------------------------------------------------------------------
+
+
+def _timeline(
+    value: object,
+    spot: _Spot,
+    read_one: Callable[[object, _Spot], _T],
+    value_key: str = "do",
+) -> Timeline[_T]:
+    """A single value, or a list of phases ``[{until: 2h, do: …}, {do: …}]``."""
+    if isinstance(value, list | tuple):
+        return _phases(cast(Sequence[object], value), spot, read_one, value_key)
+    return Timeline.constant(read_one(value, spot))
+
+
+def _phases(
+    items: Sequence[object],
+    spot: _Spot,
+    read_one: Callable[[object, _Spot], _T],
+    value_key: str,
+) -> Timeline[_T]:
+    example = f"[{{until: 2h, {value_key}: …}}, {{{value_key}: …}}]"
+    if not items:
+        spot.fail(f"the list of phases is empty; write at least one phase, such as {example}")
+    phases: list[Phase[_T]] = []
+    previous = 0.0
+    for index, (item, item_spot) in enumerate(_item_spots(items, spot)):
+        phase = _as_mapping(item, item_spot, f"{{until: 2h, {value_key}: …}}")
+        _check_keys(phase, item_spot, ("until", value_key), _misplaced_in_phase(value_key))
+        hint = f"write what holds during this phase, such as {{until: 2h, {value_key}: …}}"
+        value_spot = _value_spot(phase, value_key, item_spot)
+        value = _require(phase, value_key, item_spot, hint)
+        if isinstance(value, list | tuple):
+            value_spot.fail(f"{value_key} holds one value, not another list of phases")
+        is_last = index == len(items) - 1
+        until = _phase_end(phase, item_spot, value_key, is_last=is_last, previous=previous)
+        phases.append(Phase(until, read_one(value, value_spot)))
+        previous = until if until is not None else previous
+    return Timeline(tuple(phases))
+
+
+def _misplaced_in_phase(value_key: str) -> dict[str, str]:
+    """A behaviour's own keys written straight into a phase: say that they go under ``do``."""
+    if value_key != "do":
+        return {}
+    return {
+        key: f"a phase's behaviour goes under do, such as {{until: 2h, do: {{{key}: …}}}}"
+        for key in BEHAVIOUR_KEYS
+    }
+
+
+def _phase_end(
+    phase: Mapping[object, object], spot: _Spot, value_key: str, *, is_last: bool, previous: float
+) -> float | None:
+    """A phase's ``until``: required and increasing, except on the last phase, which has none."""
+    if phase.get("until") is None:
+        if is_last:
+            return None
+        _mapping_spot(phase, spot).child("until", None).fail(
+            "every phase but the last needs an until; add until: DURATION, when this phase ends"
+        )
+    until_spot = _value_spot(phase, "until", spot)
+    if is_last:
+        until_spot.fail(
+            "the last phase must not have an until because it lasts to the end of the run; "
+            f"remove it or add a final phase such as {{{value_key}: …}}"
+        )
+    until = _duration(phase["until"], until_spot)
+    if until <= previous:
+        until_spot.fail(
+            f"until {format_duration(until)} is not later than the previous phase's end "
+            f"({format_duration(previous)}); list the phases in time order"
+        )
+    return until
+
+
+# --- zones -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ZoneText:
+    text: str
+    zone: Zone
+
+
+@dataclass(frozen=True, slots=True)
+class _World:
+    """What the zones name, across all their phases: for the cross checks."""
+
+    zones: tuple[Zone, ...]
+    host_names: frozenset[str]
+    addresses: frozenset[str]
+
+    @classmethod
+    def of(cls, zones: Sequence[Zone]) -> _World:
+        names: set[str] = set()
+        addresses: set[str] = set()
+        for record in (r for zone in zones for r in zone.records):
+            if record.rtype in ("A", "AAAA", "CNAME"):
+                names.add(record.name)
+            for candidate in (record.address, record.target):
+                address = _ip_address(candidate)
+                if address is not None:
+                    addresses.add(address)
+        return cls(tuple(zones), frozenset(names), frozenset(addresses))
+
+    def names_host(self, name: str) -> bool:
+        return name in self.host_names or name in self.addresses
+
+    def free_address(self, version: int) -> str:
+        """An address no zone uses yet, for the hint in an error message."""
+        base = ipaddress.ip_address("192.0.2.0" if version == 4 else "2001:db8::")
+        for offset in range(10, 255):
+            candidate = str(base + offset)
+            if candidate not in self.addresses:
+                return candidate
+        return str(base + 254)
+
+
+def _zones(value: object, spot: _Spot) -> tuple[tuple[ZoneSpec, ...], _World]:
+    if value is None:
+        return (), _World.of(())
+    mapping = _as_mapping(value, spot, "{example.test: ZONE TEXT}")
+    specs: list[ZoneSpec] = []
+    parsed: list[Zone] = []
+    for key, text in mapping.items():
+        key_spot = _key_spot(mapping, key, spot)
+        apex = _domain(key, key_spot, "a zone's apex")
+        if any(spec.apex == apex for spec in specs):
+            key_spot.fail(f"the zone {apex} is written twice; merge the two into one")
+        texts = _timeline(text, _value_spot(mapping, key, spot), _zone_reader(apex), "zone")
+        parsed.extend(phase.value.zone for phase in texts.phases)
+        plain = Timeline(tuple(Phase(p.until, p.value.text) for p in texts.phases))
+        specs.append(ZoneSpec(apex, plain, _first_text_line(mapping, key)))
+    return tuple(specs), _World.of(parsed)
+
+
+def _first_text_line(mapping: Mapping[object, object], key: object) -> int | None:
+    if not isinstance(mapping, LineDict):
+        return None
+    value = mapping.get(key)
+    if isinstance(value, LineList) and value and isinstance(value[0], LineDict):
+        return value[0].text_lines.get("zone")
+    return mapping.text_lines.get(key)
+
+
+def _zone_reader(apex: str) -> Callable[[object, _Spot], _ZoneText]:
+    def read(value: object, spot: _Spot) -> _ZoneText:
+        if not isinstance(value, str):
+            spot.fail(
+                f"the zone text must be a string, found {_shown(value)}; write it as a "
+                f"block: '{apex}: |' and the records indented below"
+            )
+        try:
+            return _ZoneText(value, parse_zone(apex, value))
+        except ZoneSyntaxError as error:
+            start = spot.text_line
+            line = None if start is None else start + error.line - 1
+            raise ScenarioError(
+                f"{error.message} (zone line {error.line})",
+                file=spot.file,
+                line=line,
+                key=spot.key,
+            ) from None
+
+    return read
+
+
+# --- hosts and dns -----------------------------------------------------------------------------
+
+
+def _hosts(value: object, spot: _Spot, world: _World) -> dict[str, Timeline[Behaviour]]:
+    if value is None:
+        return {}
+    mapping = _as_mapping(value, spot, "{mx1.example.test: refuse}")
+    hosts: dict[str, Timeline[Behaviour]] = {}
+    for key, behaviour in mapping.items():
+        key_spot = _key_spot(mapping, key, spot)
+        host = _ip_address(key) or _domain(key, key_spot, "a host")
+        if host in hosts:
+            key_spot.fail(f"the host {host} is listed twice; keep one entry for it")
+        _check_named(host, key_spot, world)
+        hosts[host] = _timeline(behaviour, _value_spot(mapping, key, spot), _behaviour)
+    return hosts
+
+
+def _check_named(host: str, spot: _Spot, world: _World) -> None:
+    """A scripted host must be something DNS can lead the sender to."""
+    if world.names_host(host):
+        return
+    address = _ip_address(host)
+    if address is not None:
+        version = ipaddress.ip_address(address).version
+        rtype = "A" if version == 4 else "AAAA"
+        spot.fail(
+            f"the address {address} appears in no zone; add a record such as "
+            f"'mx IN {rtype} {address}' to a zone, or remove this host"
+        )
+    zone = find_zone(world.zones, host)
+    if zone is None:
+        parent = host.partition(".")[2] or host
+        spot.fail(
+            f"host '{host}' is not named by any zone; add a zone such as {parent} with an A "
+            "record for it, or remove it"
+        )
+    relative = host[: -len(zone.apex) - 1] if host != zone.apex else "@"
+    spot.fail(
+        f"host '{host}' is not named by any zone; add '{relative} IN A "
+        f"{world.free_address(4)}' to {zone.apex} or remove it"
+    )
+
+
+def _behaviour(value: object, spot: _Spot) -> Behaviour:
+    if isinstance(value, str):
+        word = _word(value, spot, CONNECTIONS, "a host behaviour")
+        return Behaviour(connection=cast(Literal["accept", "refuse", "timeout", "silent"], word))
+    example = f"accept, refuse, timeout, silent or {{greeting: {_REPLY_EXAMPLE}}}"
+    if not isinstance(value, Mapping):
+        spot.fail(f"{_shown(value)} is not a host behaviour; write one such as {example}")
+    mapping = cast(Mapping[object, object], value)
+    phase_hint = (
+        "until and do belong to phases, which go in a list; write "
+        "[{until: 2h, do: refuse}, {do: accept}]"
+    )
+    _check_keys(mapping, spot, BEHAVIOUR_KEYS, {"until": phase_hint, "do": phase_hint})
+    return _scripted_behaviour(mapping, spot)
+
+
+def _scripted_behaviour(mapping: Mapping[object, object], spot: _Spot) -> Behaviour:
+    """An accepting host whose SMTP conversation the mapping scripts."""
+    replies = {
+        stage: _reply(mapping[stage], _value_spot(mapping, stage, spot))
+        for stage in STAGES
+        if stage in mapping
+    }
+    recipients = _recipient_replies(
+        mapping.get("recipients"), _value_spot(mapping, "recipients", spot)
+    )
+    disconnect = None
+    if mapping.get("disconnect") is not None:
+        disconnect = _stage(mapping["disconnect"], _value_spot(mapping, "disconnect", spot))
+    delays = _delays(mapping.get("delay"), _value_spot(mapping, "delay", spot))
+    greylist = None
+    if mapping.get("greylist") is not None:
+        greylist = _duration(mapping["greylist"], _value_spot(mapping, "greylist", spot))
+    return Behaviour(
+        replies=replies,
+        recipients=recipients,
+        disconnect=disconnect,
+        delays=delays,
+        greylist=greylist,
+    )
+
+
+def _stage(value: object, spot: _Spot) -> Stage:
+    return cast(Stage, _word(value, spot, STAGES, "an SMTP stage"))
+
+
+def _reply(value: object, spot: _Spot) -> Reply:
+    """``"421 4.3.2 Shutting down"`` -> Reply(421, "4.3.2 Shutting down")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    match = _REPLY.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        spot.fail(
+            f"{_shown(value)} does not start with a 3-digit reply code; write a reply such as "
+            f"{_REPLY_EXAMPLE}"
+        )
+    code = int(match.group(1))
+    if not 200 <= code <= 599:
+        spot.fail(
+            f"reply code {code} is outside 200-599; use a 4xx code for a temporary failure "
+            f"or a 5xx code for a permanent one, such as {_REPLY_EXAMPLE}"
+        )
+    return Reply(code, (match.group(2) or "").strip())
+
+
+def _recipient_replies(value: object, spot: _Spot) -> dict[str, Reply]:
+    if value is None:
+        return {}
+    example = '{"carol@example.test": "550 5.1.1 No such user"}'
+    mapping = _as_mapping(value, spot, example)
+    replies: dict[str, Reply] = {}
+    for key, reply in mapping.items():
+        address = _mailbox(key, _key_spot(mapping, key, spot), "the recipient")
+        replies[address] = _reply(reply, _value_spot(mapping, key, spot))
+    return replies
+
+
+def _delays(value: object, spot: _Spot) -> dict[Stage, float]:
+    if value is None:
+        return {}
+    mapping = _as_mapping(value, spot, "{greeting: 5m}")
+    delays: dict[Stage, float] = {}
+    for key, duration in mapping.items():
+        stage = _stage(key, _key_spot(mapping, key, spot))
+        delays[stage] = _duration(duration, _value_spot(mapping, key, spot))
+    return delays
+
+
+def _dns(value: object, spot: _Spot) -> dict[str, Timeline[DnsBehaviour]]:
+    if value is None:
+        return {}
+    mapping = _as_mapping(value, spot, "{example.test: servfail}")
+    dns: dict[str, Timeline[DnsBehaviour]] = {}
+    for key, behaviour in mapping.items():
+        key_spot = _key_spot(mapping, key, spot)
+        name = _domain(key, key_spot, "a DNS name")
+        if name in dns:
+            key_spot.fail(f"the name {name} is listed twice; keep one entry for it")
+        dns[name] = _timeline(behaviour, _value_spot(mapping, key, spot), _dns_behaviour)
+    return dns
+
+
+def _dns_behaviour(value: object, spot: _Spot) -> DnsBehaviour:
+    kind = _word(value, spot, DNS_KINDS, "a DNS behaviour")
+    return DnsBehaviour(cast(Literal["answer", "servfail", "timeout", "nxdomain"], kind))
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+
+def _messages(value: object, spot: _Spot) -> tuple[MessageSpec, ...]:
+    if value is None:
+        return ()
+    example = "[{from: bob@example.net, to: alice@example.test}]"
+    messages: list[MessageSpec] = []
+    for item, item_spot in _item_spots(_as_list(value, spot, example), spot):
+        mapping = _as_mapping(item, item_spot, "{from: bob@example.net, to: alice@example.test}")
+        _check_keys(mapping, item_spot, MESSAGE_KEYS)
+        sender, recipients, count, at = _message_fields(mapping, item_spot)
+        if len(messages) + count > MAX_MESSAGES:
+            _value_spot(mapping, "count", item_spot).fail(
+                f"this makes more than {MAX_MESSAGES} messages; use a smaller count"
+            )
+        for _ in range(count):
+            messages.append(MessageSpec(len(messages) + 1, sender, recipients, at))
+    return tuple(messages)
+
+
+def _message_fields(
+    mapping: Mapping[object, object], spot: _Spot
+) -> tuple[str, tuple[str, ...], int, float]:
+    from_hint = 'add from: bob@example.net (or from: "" for a null reverse-path, as in a bounce)'
+    sender = _reverse_path(
+        _require_present(mapping, "from", spot, from_hint), _value_spot(mapping, "from", spot)
+    )
+    to_hint = "add to: alice@example.test (or a list of addresses)"
+    to_spot = _value_spot(mapping, "to", spot)
+    recipients = _recipients(_require(mapping, "to", spot, to_hint), to_spot)
+    count = _whole_number(mapping.get("count", 1), _value_spot(mapping, "count", spot), 1, "3")
+    at = _duration(mapping.get("at", 0), _value_spot(mapping, "at", spot))
+    return sender, recipients, count, at
+
+
+def _require_present(mapping: Mapping[object, object], key: str, spot: _Spot, hint: str) -> object:
+    """Like ``_require``, but an explicit empty value (``from: ""``) is allowed."""
+    if key not in mapping:
+        _mapping_spot(mapping, spot).child(key, None).fail(f"{key} is missing; {hint}")
+    return mapping[key]
+
+
+def _reverse_path(value: object, spot: _Spot) -> str:
+    """The envelope sender: an address, or ``""`` (also ``<>``) for the null reverse-path."""
+    if isinstance(value, str) and value.strip() in ("", "<>"):
+        return ""
+    return _mailbox(value, spot, 'from (or "" for a null reverse-path)')
+
+
+def _recipients(value: object, spot: _Spot) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        return (_mailbox(value, spot, "to"),)
+    items = cast(Sequence[object], value)
+    if not items:
+        spot.fail("the list of recipients is empty; add at least one address")
+    recipients: list[str] = []
+    for item, item_spot in _item_spots(items, spot):
+        address = _mailbox(item, item_spot, "each recipient")
+        if address in recipients:
+            item_spot.fail(f"{address} is listed twice; list each recipient once")
+        recipients.append(address)
+    return tuple(recipients)
+
+
+# --- sender ------------------------------------------------------------------------------------
+
+
+def _sender(value: object, spot: _Spot) -> SenderSpec:
+    if value is None:
+        return SenderSpec()
+    mapping = _as_mapping(value, spot, "{profile: postfix}")
+    kinds = {**policy.FIELD_KINDS, **SENDER_EXTRA_KINDS}
+    _check_keys(mapping, spot, ("profile", *kinds))
+    profile = "postfix"
+    if mapping.get("profile") is not None:
+        profile_spot = _value_spot(mapping, "profile", spot)
+        profile = _word(
+            mapping["profile"], profile_spot, tuple(policy.PROFILES), "a known sender profile"
+        )
+    overrides = {
+        str(key): _override(kinds[str(key)], field_value, _value_spot(mapping, key, spot))
+        for key, field_value in mapping.items()
+        if key != "profile"
+    }
+    return SenderSpec(profile, overrides)
+
+
+def _override(kind: str | tuple[str, ...], value: object, spot: _Spot) -> object:
+    """One sender setting, read the way ``policy.FIELD_KINDS`` says."""
+    if isinstance(kind, tuple):
+        return _word(value, spot, kind, "a choice this setting allows")
+    if kind == "duration":
+        return _duration(value, spot)
+    if kind == "count":
+        return _whole_number(value, spot, 1, "5")
+    if kind == "flag":
+        return _flag(value, spot)
+    if kind == "text":
+        return _text(value, spot, "this setting")
+    if kind == "address":
+        address = _ip_address(value)
+        if address is None:
+            spot.fail(f"{_shown(value)} is not an IP address; write one such as 192.0.2.1")
+        return address
+    return value  # a kind added to policy after this reader: passed on as written
+
+
+# --- expectations ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What expectations are checked against."""
+
+    world: _World
+    messages: tuple[MessageSpec, ...]
+
+
+def _expectations(value: object, spot: _Spot, known: _Known) -> tuple[Expectation, ...]:
+    if value is None:
+        return ()
+    example = "[{message: 1, status: delivered}]"
+    expectations: list[Expectation] = []
+    for item, item_spot in _item_spots(_as_list(value, spot, example), spot):
+        mapping = _as_mapping(item, item_spot, "{message: 1, status: delivered}")
+        if "message" in mapping:
+            expectations.append(_delivery_expectation(mapping, item_spot, known))
+        elif "host" in mapping:
+            expectations.append(_host_expectation(mapping, item_spot, known))
+        else:
+            item_spot.fail(
+                "an expectation needs message: N (about a delivery) or host: NAME "
+                "(about a host); add one of them"
+            )
+    return tuple(expectations)
+
+
+def _delivery_expectation(
+    mapping: Mapping[object, object], spot: _Spot, known: _Known
+) -> DeliveryExpectation:
+    misplaced = {
+        key: f"'{key}' belongs to an expectation about a host; move it to its own "
+        f"{{host: NAME, {key}: …}}"
+        for key in HOST_EXPECTATION_KEYS
+        if key != "host"
+    }
+    _check_keys(mapping, spot, DELIVERY_KEYS, misplaced)
+
+    def at(key: str) -> _Spot:
+        return _value_spot(mapping, key, spot)
+
+    def optional(key: str, read: Callable[[object, _Spot], _T]) -> _T | None:
+        return None if mapping.get(key) is None else read(mapping[key], at(key))
+
+    message = _message_number(mapping["message"], at("message"), len(known.messages))
+    recipient = optional("recipient", lambda v, s: _mailbox(v, s, "recipient"))
+    if recipient is not None:
+        _check_recipient(recipient, message, at("recipient"), known.messages)
+    status = optional("status", lambda v, s: _word(v, s, STATUSES, "a delivery status"))
+    after = optional("after", _duration)
+    before = optional("before", _duration)
+    if after is not None and before is not None and after >= before:
+        at("before").fail(
+            f"before ({format_duration(before)}) must be later than after "
+            f"({format_duration(after)}); swap them or widen the window"
+        )
+    return DeliveryExpectation(
+        message=message,
+        recipient=recipient,
+        status=cast(Literal["delivered", "bounced", "deferred"] | None, status),
+        host=optional("host", lambda v, s: _expected_host(v, s, known.world)),
+        dsn=optional("dsn", _dsn),
+        attempts=optional("attempts", lambda v, s: _whole_number(v, s, 0, "1")),
+        after=after,
+        before=before,
+        line=_mapping_spot(mapping, spot).line,
+    )
+
+
+def _message_number(value: object, spot: _Spot, total: int) -> int | Literal["all"]:
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        spot.fail(f"{_shown(value)} is not a message number; write 1, 2, … or all")
+    if total == 0:
+        spot.fail(f"there is no message {value} because the scenario has none; add messages")
+    if value > total:
+        plural = "" if total == 1 else "s"
+        spot.fail(
+            f"there is no message {value} because the scenario has {total} message{plural} "
+            f"(count expanded); use a number from 1 to {total}, or all"
+        )
+    return value
+
+
+def _check_recipient(
+    recipient: str, message: int | str, spot: _Spot, messages: Sequence[MessageSpec]
+) -> None:
+    about = messages if message == "all" else [messages[int(message) - 1]]
+    listed = sorted({r for m in about for r in m.recipients})
+    if not listed:
+        spot.fail("the scenario has no messages, so no recipients; add messages or remove this")
+    if recipient not in listed:
+        which = "any message" if message == "all" else f"message {message}"
+        spot.fail(f"{recipient} is not a recipient of {which}; use one of: {_one_of(listed)}")
+
+
+def _expected_host(value: object, spot: _Spot, world: _World) -> str:
+    host = _ip_address(value) or _domain(value, spot, "host")
+    if not world.names_host(host):
+        named = sorted(world.host_names)
+        spot.fail(
+            f"no zone names the host '{host}'; {_did_you_mean(host, named)}"
+            f"use a host that has an A or AAAA record in a zone"
+        )
+    return host
+
+
+def _dsn(value: object, spot: _Spot) -> str:
+    if not isinstance(value, str) or not _DSN.fullmatch(value.strip()):
+        spot.fail(
+            f"{_shown(value)} is not a DSN status code; write it in quotes as class.subject.detail,"
+            ' such as "5.1.1"'
+        )
+    return value.strip()
+
+
+def _host_expectation(
+    mapping: Mapping[object, object], spot: _Spot, known: _Known
+) -> HostExpectation:
+    misplaced = {
+        key: f"'{key}' is about a message; add message: N (or message: all) to this expectation"
+        for key in DELIVERY_KEYS
+        if key != "host"
+    }
+    _check_keys(mapping, spot, HOST_EXPECTATION_KEYS, misplaced)
+
+    def at(key: str) -> _Spot:
+        return _value_spot(mapping, key, spot)
+
+    def count(key: str) -> int | None:
+        value = mapping.get(key)
+        return None if value is None else _whole_number(value, at(key), 0, "2")
+
+    share = mapping.get("share")
+    tolerance = mapping.get("tolerance")
+    return HostExpectation(
+        host=_expected_host(mapping["host"], at("host"), known.world),
+        accepted=count("accepted"),
+        connections=count("connections"),
+        share=None if share is None else _fraction(share, at("share"), "0.5"),
+        tolerance=0.1 if tolerance is None else _fraction(tolerance, at("tolerance"), "0.1"),
+        line=_mapping_spot(mapping, spot).line,
+    )
+
+
+# --- the whole scenario ------------------------------------------------------------------------
+
+
+def _reject_duplicate_keys(data: object, spot: _Spot) -> None:
+    """Report the earliest key that a mapping repeats, anywhere in the document."""
+    found: list[tuple[int, _Spot, object, int]] = []
+    seen: set[int] = set()
+
+    def walk(value: object, here: _Spot) -> None:
+        if id(value) in seen:  # anchors and aliases can make the same object appear twice
+            return
+        seen.add(id(value))
+        if isinstance(value, LineDict):
+            for key, first, repeat in value.duplicates:
+                found.append((repeat, here.child(key, repeat), key, first))
+            for key, child in value.items():
+                walk(child, _value_spot(value, key, here))
+        elif isinstance(value, LineList):
+            for child, child_spot in _item_spots(value, here):
+                walk(child, child_spot)
+
+    walk(data, spot)
+    if found:
+        _, where, key, first = min(found, key=lambda entry: entry[0])
+        where.fail(
+            f"the key {_shown(key)} appears twice in this mapping (first on line {first}); "
+            "keep one of them"
+        )
+
+
+def _name(mapping: Mapping[object, object], spot: _Spot) -> str:
+    value = _require(mapping, "name", spot, "add a short slug such as 'name: primary-down'")
+    name_spot = _value_spot(mapping, "name", spot)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _SLUG.fullmatch(value.strip()):
+        name_spot.fail(
+            f"{_shown(value)} is not a slug; use letters, digits and '-', such as 'primary-down'"
+        )
+    return value.strip()
+
+
+def _seed(value: object, spot: _Spot) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        spot.fail(f"{_shown(value)} is not a whole number; write the seed as one, such as 7")
+    return value
+
+
+def _build(data: object, source: str) -> Scenario:
+    if not isinstance(data, Mapping):
+        line = data.line if isinstance(data, LineList) else 1
+        found = "an empty file" if data is None else _shown(data)
+        _Spot(source, "", line).fail(
+            f"expected a mapping of keys such as name, zones, hosts and messages at the top of "
+            f"the file, found {found}"
+        )
+    mapping = cast(Mapping[object, object], data)
+    root = _mapping_spot(mapping, _Spot(source, "", None))
+    _reject_duplicate_keys(mapping, root)
+    _check_keys(mapping, root, TOP_LEVEL_KEYS)
+
+    def at(key: str) -> _Spot:
+        return _value_spot(mapping, key, root)
+
+    def optional(key: str, read: Callable[[object, _Spot], _T], default: _T) -> _T:
+        return default if mapping.get(key) is None else read(mapping[key], at(key))
+
+    name = _name(mapping, root)
+    zones, world = _zones(mapping.get("zones"), at("zones"))
+    messages = _messages(mapping.get("messages"), at("messages"))
+    return Scenario(
+        name=name,
+        zones=zones,
+        messages=messages,
+        title=optional("title", lambda v, s: _text(v, s, "title"), ""),
+        description=optional("description", lambda v, s: _text(v, s, "description"), ""),
+        seed=optional("seed", _seed, 0),
+        until=optional("until", _duration, None),
+        hosts=_hosts(mapping.get("hosts"), at("hosts"), world),
+        dns=_dns(mapping.get("dns"), at("dns")),
+        sender=_sender(mapping.get("sender"), at("sender")),
+        expect=_expectations(mapping.get("expect"), at("expect"), _Known(world, messages)),
+        source=source,
+    )
+
+
+def load_scenario_text(text: str, source: str = "<scenario>") -> Scenario:
+    """A scenario from YAML text; ``source`` names it in error messages."""
+    return _build(_read_yaml(text, source), source)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """A scenario from a YAML file. Every mistake, unreadable file included, is a ScenarioError."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError("no such file; check the path", file=source) from None
+    except IsADirectoryError:
+        raise ScenarioError(
+            "this is a directory; give the path of a scenario file", file=source
+        ) from None
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ScenarioError(
+            f"cannot read the file ({reason}); check its permissions", file=source
+        ) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ScenarioError(
+            "the file is not UTF-8 text; save it as UTF-8", file=source, line=line
+        ) from None
+    return load_scenario_text(text, source)
+
+
+def scenario_from_mapping(data: Mapping[str, object], source: str = "<inline>") -> Scenario:
+    """A scenario from a mapping built in Python (the pytest plugin); errors have no lines."""
+    return _build(data, source)
