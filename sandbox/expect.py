@@ -1,0 +1,124 @@
+"""Checking a scenario's expectations against a run's result, one sentence each.
+
+Every check says what was expected and what happened, so a failing scenario reads like a
+failing test: "message 1 to alice@example.test: expected host mx2.example.test, but it was
+delivered by mx1.example.test".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sandbox.durations import format_duration
+from sandbox.scenario.model import DeliveryExpectation, Expectation, HostExpectation
+
+if TYPE_CHECKING:
+    from sandbox.runner import DeliveryRow, RunResult
+
+__all__ = ["ExpectationResult", "check_expectations", "describe_expectation"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectationResult:
+    text: str
+    ok: bool
+    detail: str
+
+
+def check_expectations(
+    expectations: tuple[Expectation, ...], result: RunResult
+) -> tuple[ExpectationResult, ...]:
+    return tuple(_check(e, result) for e in expectations)
+
+
+def describe_expectation(e: Expectation) -> str:
+    """The expectation as a compact ``{key: value}`` line, as the scenario wrote it."""
+    if isinstance(e, HostExpectation):
+        parts = {"host": e.host, "accepted": e.accepted, "connections": e.connections,
+                 "share": e.share, "tolerance": e.tolerance if e.share is not None else None}
+    else:
+        parts = {"message": e.message, "recipient": e.recipient, "status": e.status,
+                 "host": e.host, "dsn": e.dsn, "attempts": e.attempts,
+                 "after": None if e.after is None else format_duration(e.after),
+                 "before": None if e.before is None else format_duration(e.before)}
+    return "{" + ", ".join(f"{k}: {v}" for k, v in parts.items() if v is not None) + "}"
+
+
+def _check(e: Expectation, result: RunResult) -> ExpectationResult:
+    text = describe_expectation(e)
+    if isinstance(e, HostExpectation):
+        ok, detail = _check_host(e, result)
+    else:
+        ok, detail = _check_delivery(e, result)
+    return ExpectationResult(text, ok, detail)
+
+
+def _check_delivery(e: DeliveryExpectation, result: RunResult) -> tuple[bool, str]:
+    rows = [
+        d for d in result.deliveries
+        if (e.message == "all" or d.message == e.message)
+        and (e.recipient is None or d.recipient.lower() == e.recipient.lower())
+    ]
+    if not rows:
+        return False, "no delivery matches this expectation (check the message number and recipient)"
+    for row in rows:
+        problem = _row_problem(e, row)
+        if problem:
+            return False, f"{_who(row)}: {problem}"
+    if len(rows) == 1:
+        return True, f"{_who(rows[0])}: {_story(rows[0])}"
+    return True, f"all {len(rows)} matching deliveries hold"
+
+
+def _row_problem(e: DeliveryExpectation, row: DeliveryRow) -> str:
+    if e.status is not None and row.status != e.status:
+        return f"expected {e.status}, but it was {_story(row)}"
+    if e.host is not None and row.host != e.host:
+        got = f"delivered by {row.host}" if row.host else _story(row)
+        return f"expected host {e.host}, but it was {got}"
+    if e.dsn is not None and row.dsn != e.dsn:
+        return f"expected DSN {e.dsn}, but it was {row.dsn} ({row.reply})"
+    if e.attempts is not None and row.attempts != e.attempts:
+        return f"expected {e.attempts} attempt(s), but it took {row.attempts}"
+    if e.after is not None and row.at < e.after:
+        return f"expected it after {format_duration(e.after)}, but it was final at {_at(row.at)}"
+    if e.before is not None and row.at > e.before:
+        return f"expected it before {format_duration(e.before)}, but it was final at {_at(row.at)}"
+    return ""
+
+
+def _check_host(e: HostExpectation, result: RunResult) -> tuple[bool, str]:
+    stats = result.host(e.host)
+    if stats is None:
+        return False, f"no mail host is called {e.host}"
+    facts = f"{e.host} had {stats.connections} connection(s) and accepted {stats.accepted}"
+    if e.accepted is not None and stats.accepted != e.accepted:
+        return False, f"expected {e.host} to accept {e.accepted}, but {facts}"
+    if e.connections is not None and stats.connections != e.connections:
+        return False, f"expected {e.connections} connection(s) to {e.host}, but {facts}"
+    if e.share is not None:
+        total = sum(h.accepted for h in result.hosts)
+        share = stats.accepted / total if total else 0.0
+        facts += f", a share of {share:.3f} of {total}"
+        if abs(share - e.share) > e.tolerance:
+            return False, f"expected a share of {e.share} ± {e.tolerance}, but {facts}"
+    return True, facts
+
+
+def _who(row: DeliveryRow) -> str:
+    return f"message {row.message} to {row.recipient}"
+
+
+def _at(t: float) -> str:
+    return format_duration(round(t, 3))
+
+
+def _story(row: DeliveryRow) -> str:
+    if row.status == "delivered":
+        how = f"delivered by {row.host} at {_at(row.at)}"
+    elif row.status == "bounced":
+        how = f"bounced at {_at(row.at)} with {row.dsn} ({row.reply})"
+    else:
+        how = f"still deferred at {_at(row.at)} ({row.dsn} {row.reply})"
+    return f"{how}, after {row.attempts} attempt(s)"

@@ -1,0 +1,326 @@
+"""The story of a run, for people: each message step by step, then a summary.
+
+It reads only events and the run's result. Each message's story follows the sender: the DNS
+question and answer, the order chosen and why, each connection and reply, and each decision
+(next host, defer until T, bounce, delivered). Long stories are shortened the way a teacher
+would: the first attempts and the last one in full, the ones between in a line each; with
+many messages, the first few stories and then the summary.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sandbox.durations import format_duration
+from sandbox.events import (
+    AttemptStarted,
+    ConnectFailed,
+    Connected,
+    Decision,
+    DnsAnswered,
+    DnsAsked,
+    Event,
+    MessageQueued,
+    RecipientFinal,
+    RouteChosen,
+    SmtpExchange,
+    SmtpFailure,
+    Warning,
+)
+from sandbox.runner import RunResult
+
+__all__ = ["clock_text", "render_narrative"]
+
+FULL_ATTEMPTS_FIRST = 2
+FULL_STORIES = 3
+
+
+def clock_text(t: float) -> str:
+    """Virtual time as a clock from the start of the run: ``0:05:00``, ``2d 3:00:00``."""
+    whole = int(t)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{seconds:02d}"
+    if t != whole:
+        text += f".{int(round((t - whole) * 1000)):03d}"
+    return f"{days}d {text}" if days else text
+
+
+@dataclass(slots=True)
+class _Lines:
+    lines: list[str]
+
+    def at(self, t: float, text: str) -> None:
+        self.lines.append(f"  {clock_text(t):>12}  {text}")
+
+    def more(self, text: str) -> None:
+        self.lines.append(f"  {'':>12}    {text}")
+
+
+def render_narrative(result: RunResult, *, all_stories: bool = False) -> str:
+    scenario = result.scenario
+    out = _Lines([])
+    heading = scenario.name + (f" — {scenario.title}" if scenario.title else "")
+    out.lines += [heading, "=" * len(heading)]
+    if scenario.description:
+        out.lines += [line.rstrip() for line in scenario.description.strip().splitlines()]
+    out.lines.append(f"(seed {result.seed}, sender profile {result.profile.name})")
+    by_message = _events_by_message(result.events)
+    numbers = sorted(by_message)
+    shown = numbers if all_stories or len(numbers) <= FULL_STORIES + 2 else numbers[:FULL_STORIES]
+    for number in shown:
+        out.lines.append("")
+        _story(out, by_message[number])
+    if len(shown) < len(numbers):
+        out.lines += ["", f"… and {len(numbers) - len(shown)} more messages: their outcomes are "
+                          "in the summary (--all-stories tells every story)."]
+    out.lines.append("")
+    out.lines += render_summary(result)
+    return "\n".join(out.lines) + "\n"
+
+
+def _events_by_message(events: Iterable[Event]) -> dict[int, list[Event]]:
+    grouped: dict[int, list[Event]] = defaultdict(list)
+    for event in events:
+        number = getattr(event, "message", None)
+        if isinstance(number, int):
+            grouped[number].append(event)
+    return grouped
+
+
+def _story(out: _Lines, events: list[Event]) -> None:
+    attempts: dict[int, list[Event]] = defaultdict(list)
+    current = 0
+    for event in events:
+        if isinstance(event, MessageQueued):
+            out.lines.append(f"Message {event.message}: {event.sender or '<>'} → "
+                             f"{', '.join(event.recipients)}")
+            out.at(event.t, "enters the queue")
+            continue
+        number = getattr(event, "attempt", None)
+        if isinstance(number, int):
+            current = number
+        attempts[current].append(event)
+    last = max(attempts, default=0)
+    shorts: list[tuple[float, str]] = []
+    for number, group in sorted(attempts.items()):
+        if number <= FULL_ATTEMPTS_FIRST or number == last:
+            _flush_short(out, shorts)
+            _full_attempt(out, group)
+        else:
+            shorts.append((group[0].t, _short_attempt(group)))
+    _flush_short(out, shorts)
+
+
+def _flush_short(out: _Lines, shorts: list[tuple[float, str]]) -> None:
+    """One line per middle attempt; a long run of identical ones folds into three lines."""
+    index = 0
+    while index < len(shorts):
+        end = index
+        while end + 1 < len(shorts) and _same(shorts[end + 1][1], shorts[index][1]):
+            end += 1
+        if end - index >= 3:
+            out.at(*shorts[index])
+            out.more(f"… {end - index - 1} more attempts like this one …")
+            out.at(*shorts[end])
+        else:
+            for t, text in shorts[index:end + 1]:
+                out.at(t, text)
+        index = end + 1
+    shorts.clear()
+
+
+def _same(a: str, b: str) -> bool:
+    """Two attempt lines that differ only in their numbers (attempt, retry time)."""
+    strip = str.maketrans("", "", "0123456789:d ")
+    return a.translate(strip) == b.translate(strip)
+
+
+def _full_attempt(out: _Lines, events: list[Event]) -> None:
+    # The order is decided from the MX answer, so tell it right there, before the address
+    # lookups it leads to (the event itself comes once the addresses are known).
+    route = next((e for e in events if isinstance(e, RouteChosen)), None)
+    pending_a: DnsAnswered | None = None
+    for event in events:
+        if isinstance(event, DnsAsked | RouteChosen):
+            continue
+        if isinstance(event, DnsAnswered) and event.rdtype == "MX" and route is not None:
+            _full_line(out, event)
+            _route_lines(out, route)
+            continue
+        if isinstance(event, DnsAnswered) and event.rdtype == "A":
+            pending_a = event
+            continue
+        if pending_a is not None:
+            if isinstance(event, DnsAnswered) and event.rdtype == "AAAA" \
+                    and event.name == pending_a.name:
+                out.at(pending_a.t, _addresses_line(pending_a, event))
+                pending_a = None
+                continue
+            out.at(pending_a.t, _addresses_line(pending_a, None))
+            pending_a = None
+        _full_line(out, event)
+    if pending_a is not None:
+        out.at(pending_a.t, _addresses_line(pending_a, None))
+
+
+def _full_line(out: _Lines, event: Event) -> None:
+    match event:
+        case AttemptStarted():
+            out.at(event.t, f"attempt {event.attempt}: deliver to {event.domain} "
+                            f"({', '.join(event.recipients)})")
+        case DnsAnswered(rdtype="MX"):
+            out.at(event.t, f"DNS: MX {event.name}? → {_records(event)}")
+        case DnsAnswered():
+            out.at(event.t, f"DNS: {event.rdtype} {event.name}? → {_records(event)}")
+        case RouteChosen():
+            _route_lines(out, event)  # an implicit MX: no MX answer to hang it on
+        case Warning():
+            out.at(event.t, f"warning: {event.text}")
+        case Connected():
+            out.at(event.t, f"connect to {event.host}[{event.address}]:25 … connected")
+        case ConnectFailed():
+            what = {"refused": "refused", "timeout": "timed out"}.get(event.reason, event.detail)
+            out.at(event.t, f"connect to {event.host}[{event.address}]:25 … {what}")
+        case SmtpExchange():
+            _exchange_lines(out, event)
+        case SmtpFailure():
+            what = "no reply (timed out)" if event.reason == "timeout" else "connection lost"
+            sent = f"C: {event.command}   " if event.command else ""
+            out.at(event.t, f"{sent}S: … {what}")
+        case Decision():
+            _decision_line(out, event)
+        case RecipientFinal():
+            _final_line(out, event)
+        case _:
+            pass
+
+
+def _short_attempt(events: list[Event]) -> str:
+    tried = []
+    decision = ""
+    for event in events:
+        if isinstance(event, ConnectFailed):
+            tried.append(f"{event.host} {event.reason}")
+        elif isinstance(event, SmtpExchange) and event.code >= 400:
+            tried.append(f"{event.host} {event.code}")
+        elif isinstance(event, SmtpFailure):
+            tried.append(f"{event.host} {event.reason} at {event.stage}")
+        elif isinstance(event, Decision) and event.action == "defer" and event.retry_at:
+            decision = f"→ defer until {clock_text(event.retry_at)}"
+        elif isinstance(event, RecipientFinal):
+            decision = f"→ {event.status}"
+    number = getattr(events[0], "attempt", "?")
+    summary = ", ".join(tried) or "no route"
+    return f"attempt {number}: {summary} {decision}".rstrip()
+
+
+def _addresses_line(a: DnsAnswered, aaaa: DnsAnswered | None) -> str:
+    found = list(a.records) + (list(aaaa.records) if aaaa else [])
+    alias = f" (an alias: {' → '.join((a.name, *a.cnames))})" if a.cnames else ""
+    if found:
+        return f"DNS: address of {a.name}? → {', '.join(found)}{alias}{_cached(a)}"
+    if a.rcode in ("SERVFAIL", "TIMEOUT"):
+        return f"DNS: address of {a.name}? → {a.rcode}{_cached(a)}"
+    return f"DNS: address of {a.name}? → {a.rcode}, no address{alias}"
+
+
+def _records(event: DnsAnswered) -> str:
+    if event.rcode != "NOERROR":
+        return event.rcode + _cached(event)
+    if not event.records:
+        return "no records (NOERROR, NODATA)" + _cached(event)
+    return ", ".join(event.records) + f"  (TTL {event.ttl})" + _cached(event)
+
+
+def _cached(event: DnsAnswered) -> str:
+    return " [from cache]" if event.cached else ""
+
+
+def _route_lines(out: _Lines, event: RouteChosen) -> None:
+    if event.route == "implicit":
+        out.at(event.t, f"route: {event.why}")
+        return
+    order = ", then ".join(f"{host} ({pref})" for pref, host, _ in event.hosts)
+    out.at(event.t, f"order: {order}")
+    out.more(f"why: {event.why}")
+
+
+def _exchange_lines(out: _Lines, event: SmtpExchange) -> None:
+    first, *rest = event.reply.splitlines() or [""]
+    extra = f"  (+{len(rest)} lines)" if rest else ""
+    reply = f"S: {event.code} {first}{extra}"
+    if event.command:
+        out.at(event.t, f"C: {event.command:<32} {reply}")
+    else:
+        out.at(event.t, reply)
+
+
+def _decision_line(out: _Lines, event: Decision) -> None:
+    match event.action:
+        case "defer":
+            assert event.retry_at is not None
+            out.more(f"⇒ defer: {event.why}")
+            out.more(f"  try again at {clock_text(event.retry_at)} "
+                     f"(in {format_duration(round(event.retry_at - event.t))})")
+        case "next_host":
+            out.more(f"⇒ {event.why}")
+        case "bounce":
+            out.more(f"⇒ bounce: {event.why}")
+        case "fallback" | "give_up":
+            out.more(f"⇒ {event.why}")
+        case _:
+            pass
+
+
+def _final_line(out: _Lines, event: RecipientFinal) -> None:
+    if event.status == "delivered":
+        text = f"✔ delivered to {event.recipient} by {event.host} (dsn {event.dsn})"
+    elif event.status == "bounced":
+        text = f"✘ bounced {event.recipient}: {event.dsn} {event.reply}"
+    else:
+        text = f"… still deferred for {event.recipient} when the run ended: {event.dsn} {event.reply}"
+    out.at(event.t, text)
+
+
+def render_summary(result: RunResult) -> list[str]:
+    lines = ["Summary", "-------"]
+    rows = [("message", "recipient", "status", "host", "at", "attempts", "dsn")]
+    for d in result.deliveries:
+        rows.append((str(d.message), d.recipient, d.status, d.host or "-", clock_text(d.at),
+                     str(d.attempts), d.dsn))
+    lines += _table(rows)
+    counts = defaultdict(int)
+    for d in result.deliveries:
+        counts[d.status] += 1
+    lines.append("  " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    lines.append("")
+    host_rows = [("host", "addresses", "behaviour", "connections", "accepted", "share")]
+    total = sum(h.accepted for h in result.hosts)
+    for h in result.hosts:
+        share = f"{h.accepted / total:.2f}" if total else "-"
+        host_rows.append((h.name, ", ".join(h.addresses), h.behaviour, str(h.connections),
+                          str(h.accepted), share))
+    lines += _table(host_rows)
+    if result.expectations:
+        lines += ["", "Expectations", "------------"]
+        for e in result.expectations:
+            mark = "✔" if e.ok else "✘"
+            lines.append(f"  {mark} {e.text}")
+            lines.append(f"      {e.detail}")
+        failed = sum(not e.ok for e in result.expectations)
+        lines.append("")
+        lines.append("All expectations hold." if not failed else
+                     f"{failed} of {len(result.expectations)} expectations failed.")
+    return lines
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    if len(rows) > 60:
+        rows = [*rows[:51], ("…",) * len(rows[0]), *rows[-5:]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]

@@ -1,0 +1,289 @@
+"""The Sandbox: build a scenario's world on one event loop, run the sender through it, report.
+
+``Sandbox`` starts the DNS server and one ``MailHost`` per zone address on loopback port 0,
+maps each zone address to its socket, and runs the sender agent until every message is
+delivered or bounced (or the scenario's ``until``). ``run_scenario`` does all of that on a
+looptime event loop, so the run's clock is virtual: the loop jumps to the next timer whenever
+nothing is ready, and five days of retries take milliseconds.
+
+Every part emits events into one stream; the result (deliveries, per-host counts, the checked
+expectations) is computed from the sender's and the hosts' records after the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import looptime
+
+from sandbox.core.policy import PROFILES, Profile
+from sandbox.dns.resolver import StubResolver
+from sandbox.dns.server import Authority, DnsServer
+from sandbox.events import Connected, ConnectFailed, Emit, Event, RunFinished, RunStarted
+from sandbox.expect import ExpectationResult, check_expectations
+from sandbox.hosts import MailHost
+from sandbox.net import AddressMap, canonical
+from sandbox.scenario.model import ACCEPT, Behaviour, DnsBehaviour, Scenario, Timeline
+from sandbox.sender.agent import SenderAgent
+from sandbox.zone import Zone, parse_zone
+
+__all__ = ["DeliveryRow", "HostStats", "RunResult", "Sandbox", "profile_for", "run_scenario"]
+
+_ANSWER = DnsBehaviour()
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    message: int
+    recipient: str
+    status: str
+    host: str | None
+    address: str | None
+    at: float
+    attempts: int
+    dsn: str
+    reply: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    name: str
+    addresses: tuple[str, ...]
+    connections: int
+    accepted: int
+    behaviour: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    scenario: Scenario
+    seed: int
+    profile: Profile
+    deliveries: tuple[DeliveryRow, ...]
+    hosts: tuple[HostStats, ...]
+    expectations: tuple[ExpectationResult, ...]
+    events: tuple[Event, ...] = field(repr=False)
+    ended_at: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(e.ok for e in self.expectations)
+
+    def host(self, name: str) -> HostStats | None:
+        return next((h for h in self.hosts if h.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` object of the output contract."""
+        return {
+            "scenario": self.scenario.name,
+            "seed": self.seed,
+            "ok": self.ok,
+            "deliveries": [
+                {
+                    "message": d.message, "recipient": d.recipient, "status": d.status,
+                    "host": d.host, "address": d.address, "at": round(d.at, 6),
+                    "attempts": d.attempts, "dsn": d.dsn, "reply": d.reply,
+                }
+                for d in self.deliveries
+            ],
+            "hosts": {h.name: {"connections": h.connections, "accepted": h.accepted}
+                      for h in self.hosts},
+            "expectations": [{"expect": e.text, "ok": e.ok, "detail": e.detail}
+                             for e in self.expectations],
+        }
+
+
+def profile_for(scenario: Scenario, override_profile: str | None = None) -> Profile:
+    """The scenario's profile with its overrides; ``override_profile`` swaps the base."""
+    base = PROFILES[override_profile or scenario.sender.profile]
+    return base.with_overrides(dict(scenario.sender.overrides))
+
+
+class Sandbox:
+    """A scenario's DNS server, mail hosts and sender, on the running event loop."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        seed: int | None = None,
+        profile: Profile | None = None,
+        sinks: Sequence[Emit] = (),
+    ) -> None:
+        self.scenario = scenario
+        self.seed = scenario.seed if seed is None else seed
+        self.profile = profile or profile_for(scenario)
+        self.events: list[Event] = []
+        self._sinks = list(sinks)
+        self.network = AddressMap()
+        self.hosts: list[MailHost] = []
+        self.dns: DnsServer | None = None
+        self._zone_texts = {spec.apex: spec.texts for spec in scenario.zones}
+        self._parsed: dict[tuple[str, str], Zone] = {}
+        self._authority_cache: tuple[tuple[Zone, ...], Authority] | None = None
+        self._start = 0.0
+
+    # --- events ------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+        for sink in self._sinks:
+            sink(event)
+
+    def clock(self) -> float:
+        return asyncio.get_running_loop().time() - self._start
+
+    # --- life cycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._start = asyncio.get_running_loop().time()
+        self.dns = DnsServer(self._authority, behaviour=self._dns_behaviour,
+                             clock=self.clock, emit=self.emit)
+        try:
+            await self.dns.start("127.0.0.1", 0)
+            for name, address in self._host_addresses():
+                host = MailHost(name, address, self._behaviour_of(name, address),
+                                clock=self.clock, emit=self.emit)
+                self.hosts.append(host)
+                await host.start()
+                self.network.add(address, host.listen)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        for host in self.hosts:
+            await host.close()
+        if self.dns is not None:
+            await self.dns.close()
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def run(self) -> RunResult:
+        """Send the scenario's messages and wait for them to settle (or for ``until``)."""
+        assert self.dns is not None, "start() the sandbox first"
+        scenario = self.scenario
+        self.emit(RunStarted(t=self.clock(), scenario=scenario.name, seed=self.seed,
+                             title=scenario.title, description=scenario.description))
+        agent = SenderAgent(
+            profile=self.profile,
+            resolver=StubResolver(self.dns.address, clock=self.clock),
+            network=self.network, emit=self.emit, clock=self.clock, seed=self.seed,
+            scenario=scenario.name,
+        )
+        reason = "settled"
+        try:
+            async with asyncio.timeout(scenario.until):
+                await agent.deliver(scenario.messages)
+        except TimeoutError:
+            reason = "until"
+        agent.settle_unfinished()
+        self.emit(RunFinished(t=self.clock(), reason=reason))
+        return self._result(agent)
+
+    # --- building the world ------------------------------------------------------------
+
+    def _zones_now(self) -> list[Zone]:
+        now = self.clock()
+        return [self._zone(apex, texts.at(now)) for apex, texts in self._zone_texts.items()]
+
+    def _zone(self, apex: str, text: str) -> Zone:
+        key = (apex, text)
+        if key not in self._parsed:
+            self._parsed[key] = parse_zone(apex, text)
+        return self._parsed[key]
+
+    def _authority(self) -> Authority:
+        # Zones change only at phase boundaries: build the authority again only then.
+        zones = tuple(self._zones_now())
+        cached = self._authority_cache
+        if cached is not None and cached[0] == zones:
+            return cached[1]
+        authority = Authority(zones)
+        self._authority_cache = (zones, authority)
+        return authority
+
+    def _dns_behaviour(self, name: str) -> DnsBehaviour:
+        timeline = self.scenario.dns.get(name)
+        return timeline.at(self.clock()) if timeline else _ANSWER
+
+    def _host_addresses(self) -> list[tuple[str, str]]:
+        """(owner name, address) for every A/AAAA in every zone phase, one per address."""
+        seen: dict[str, str] = {}
+        for apex, texts in self._zone_texts.items():
+            for phase in texts.phases:
+                for record in self._zone(apex, phase.value).records:
+                    if record.address is not None:
+                        seen.setdefault(canonical(record.address), record.name)
+        return [(name, address) for address, name in seen.items()]
+
+    def _behaviour_of(self, name: str, address: str) -> Timeline[Behaviour]:
+        hosts = self.scenario.hosts
+        for key in (address, name):
+            if key in hosts:
+                return hosts[key]
+        return Timeline.constant(ACCEPT)
+
+    # --- the result ----------------------------------------------------------------------
+
+    def _result(self, agent: SenderAgent) -> RunResult:
+        rows = tuple(
+            DeliveryRow(e.message, e.recipient, e.status, e.host, e.address, e.t, e.attempts,
+                        e.dsn, e.reply)
+            for _, e in sorted(agent.final.items())
+        )
+        hosts = self._host_stats()
+        result = RunResult(self.scenario, self.seed, self.profile, rows, hosts, (),
+                           tuple(self.events), self.clock())
+        checked = check_expectations(self.scenario.expect, result)
+        return RunResult(self.scenario, self.seed, self.profile, rows, hosts, checked,
+                         tuple(self.events), self.clock())
+
+    def _host_stats(self) -> tuple[HostStats, ...]:
+        tried: dict[str, int] = {}
+        for event in self.events:
+            if isinstance(event, Connected | ConnectFailed):
+                tried[canonical(event.address)] = tried.get(canonical(event.address), 0) + 1
+        by_name: dict[str, list[MailHost]] = {}
+        for host in self.hosts:
+            by_name.setdefault(host.name, []).append(host)
+        return tuple(
+            HostStats(
+                name,
+                tuple(h.address for h in group),
+                sum(tried.get(canonical(h.address), 0) for h in group),
+                sum(len(h.mailbox) for h in group),
+                group[0].behaviour_now().describe(),
+            )
+            for name, group in sorted(by_name.items())
+        )
+
+
+def run_scenario(
+    scenario: Scenario,
+    *,
+    seed: int | None = None,
+    profile: Profile | None = None,
+    sinks: Sequence[Emit] = (),
+) -> RunResult:
+    """Run a scenario to the end on its own virtual-time event loop."""
+
+    async def main() -> RunResult:
+        async with Sandbox(scenario, seed=seed, profile=profile, sinks=sinks) as sandbox:
+            return await sandbox.run()
+
+    with asyncio.Runner(loop_factory=_virtual_loop) as runner:
+        return runner.run(main())
+
+
+def _virtual_loop() -> asyncio.AbstractEventLoop:
+    return looptime.new_event_loop(start=0.0)
+

@@ -1,0 +1,129 @@
+"""The sender's SMTP client: performs the core's actions with aiosmtplib on real sockets.
+
+This is the one boundary where socket errors and aiosmtplib's exceptions become the core's
+outcomes (``ServerReply`` or ``NoReply``); nothing above it sees an exception from the wire.
+
+The TCP connect is done here, with the profile's connect timeout, and the connected socket is
+handed to aiosmtplib, which then reads the greeting with the greeting timeout: two stages,
+two timeouts, as in Postfix. Commands go through ``execute_command`` so that every reply,
+4xx and 5xx included, comes back as data rather than as an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+
+import aiosmtplib
+
+from sandbox.core.classify import NoReply, Outcome, ServerReply
+from sandbox.net import AddressMap, NotInSandbox
+
+__all__ = ["SmtpConnection", "dot_stuff"]
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def dot_stuff(message: bytes) -> bytes:
+    """The DATA payload: CRLF line ends, leading dots doubled (RFC 5321 §4.5.2), final dot."""
+    lines = _LINE_END.split(message)
+    if lines and lines[-1] == b"":
+        lines.pop()
+    stuffed = [b"." + line if line.startswith(b".") else line for line in lines]
+    return b"".join(line + b"\r\n" for line in stuffed) + b".\r\n"
+
+
+class SmtpConnection:
+    """One SMTP session to one zone address, through the sandbox's address map."""
+
+    def __init__(self, network: AddressMap, helo_name: str) -> None:
+        self._network = network
+        self._helo_name = helo_name
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def connect(self, address: str, timeout: float) -> NoReply | None:
+        try:
+            host, port = self._network.socket_for(address)
+        except NotInSandbox as error:
+            return NoReply("error", str(error))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # proto=IPPROTO_TCP so that asyncio turns Nagle off: with it on, a reply's second
+        # segment waits ~40 ms of real time for a delayed ACK, and on a virtual clock that
+        # idle wait lets time jump past every timeout.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
+        except TimeoutError:
+            sock.close()
+            return NoReply("timeout", "Connection timed out")
+        except ConnectionRefusedError:
+            sock.close()
+            return NoReply("refused", "Connection refused")
+        except OSError as error:
+            sock.close()
+            return NoReply("error", error.strerror or str(error))
+        self._client = aiosmtplib.SMTP(
+            sock=sock, local_hostname=self._helo_name, start_tls=False, timeout=None
+        )
+        return None
+
+    async def read_greeting(self, timeout: float) -> Outcome:
+        client = self._require()
+        try:
+            response = await client.connect(timeout=timeout)
+        except aiosmtplib.SMTPConnectResponseError as error:
+            return ServerReply(error.code, error.message)
+        except aiosmtplib.SMTPConnectTimeoutError:
+            return NoReply("timeout")
+        except (aiosmtplib.SMTPException, OSError) as error:
+            return NoReply("lost", str(error))
+        return ServerReply(response.code, response.message)
+
+    async def command(self, line: str, timeout: float) -> Outcome:
+        client = self._require()
+        try:
+            response = await client.execute_command(line.encode(), timeout=timeout)
+        except aiosmtplib.SMTPTimeoutError:
+            return NoReply("timeout")
+        except (aiosmtplib.SMTPException, OSError) as error:
+            return NoReply("lost", str(error))
+        return ServerReply(response.code, response.message)
+
+    async def message(self, content: bytes, timeout: float) -> Outcome:
+        """Send the content after a 354 and read the reply to the final dot."""
+        client = self._require()
+        protocol = client.protocol
+        if protocol is None:
+            return NoReply("lost", "Connection lost")
+        try:
+            # No await between the write and read_response(), so the reply cannot arrive
+            # before aiosmtplib is waiting for it.
+            protocol.write(dot_stuff(content))
+            response = await protocol.read_response(timeout=timeout)
+        except aiosmtplib.SMTPTimeoutError:
+            client.close()
+            return NoReply("timeout")
+        except (aiosmtplib.SMTPException, OSError) as error:
+            client.close()
+            return NoReply("lost", str(error))
+        return ServerReply(response.code, response.message)
+
+    async def close(self, *, quit: bool, timeout: float) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        if quit and client.is_connected:
+            try:
+                await client.execute_command(b"QUIT", timeout=timeout)
+            except (aiosmtplib.SMTPException, OSError):
+                pass
+        client.close()
+
+    def _require(self) -> aiosmtplib.SMTP:
+        if self._client is None:
+            raise RuntimeError("no SMTP connection: connect() first")
+        return self._client
