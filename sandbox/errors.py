@@ -19,8 +19,9 @@ class ScenarioError(SandboxError, ValueError):
     ``str()`` gives one line: ``FILE:LINE: KEY: what is wrong; how to mend it``.
     """
 
-    def __init__(self, message: str, *, file: str = "<scenario>", line: int | None = None,
-                 key: str = "") -> None:
+    def __init__(
+        self, message: str, *, file: str = "<scenario>", line: int | None = None, key: str = ""
+    ) -> None:
         self.file = file
         self.line = line
         self.key = key

@@ -23,11 +23,13 @@ __all__ = [
     "DnsAnswered",
     "DnsAsked",
     "DnsServed",
+    "DsnCreated",
     "Emit",
     "Event",
     "HostAccepted",
     "HostSession",
     "MessageQueued",
+    "RecipientDeferred",
     "RecipientFinal",
     "RouteChosen",
     "RunFinished",
@@ -67,7 +69,7 @@ class RunFinished(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Warning(Event):  # noqa: A001 - the narrative's word; never raised, only reported
+class Warning(Event):
     kind: ClassVar[str] = "warning"
     text: str
     message: int | None = None
@@ -83,6 +85,9 @@ class MessageQueued(Event):
     message: int
     sender: str
     recipients: tuple[str, ...]
+    size: int = 0
+    message_id: str = ""
+    about: int | None = None  # for a bounce report (DSN): the message it reports on
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,6 +205,35 @@ class AttemptFinished(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RecipientDeferred(Event):
+    """A recipient an attempt could not deliver; it stays queued until ``retry_at``."""
+
+    kind: ClassVar[str] = "recipient_deferred"
+    message: int
+    recipient: str
+    attempt: int
+    host: str | None  # the host that gave the last error, if any
+    address: str | None
+    dsn: str
+    reply: str
+    retry_at: float
+    suspended: bool = False  # deferred without a try: the destination is suspended
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DsnCreated(Event):
+    """A delivery status notification for ``message``, sent to its envelope sender."""
+
+    kind: ClassVar[str] = "dsn_created"
+    message: int
+    action: str  # "failed" (a bounce) or "delayed" (a warning)
+    to: str
+    recipients: tuple[str, ...]
+    dsn_message: int | None  # its own message number when it is sent by SMTP
+    via: str  # "mx" (delivered through the scenario's MX hosts) or "returned_mailbox"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecipientFinal(Event):
     """A (message, recipient) reached its final state for this run."""
 
@@ -212,6 +246,8 @@ class RecipientFinal(Event):
     dsn: str
     reply: str
     attempts: int
+    expired: bool = False  # bounced because the retry schedule ran out
+    relay: str | None = None  # "host[address]" of the last host that answered, if any
 
 
 # --- the servers ---------------------------------------------------------------------------

@@ -826,6 +826,11 @@ class _SmtpSession(SMTP, _Live):
             self._client, envelope.mail_from or "", address, behaviour.greylist
         ):
             return _GREYLISTED
+        limit = behaviour.max_recipients
+        if limit is not None and len(envelope.rcpt_tos) >= limit:
+            # RFC 5321 §4.5.3.1.10: a server may refuse recipients past its limit with 452;
+            # the client sends those in a later transaction.
+            return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return str(scripted) if scripted is not None else "250 2.1.5 Ok"

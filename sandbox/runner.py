@@ -13,6 +13,9 @@ expectations) is computed from the sender's and the hosts' records after the run
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
+from email.parser import BytesHeaderParser
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,15 +25,32 @@ import looptime
 from sandbox.core.policy import PROFILES, Profile
 from sandbox.dns.resolver import StubResolver
 from sandbox.dns.server import Authority, DnsServer
-from sandbox.events import Connected, ConnectFailed, Emit, Event, RunFinished, RunStarted
+from sandbox.events import (
+    Connected,
+    ConnectFailed,
+    DsnCreated,
+    Emit,
+    Event,
+    RunFinished,
+    RunStarted,
+)
 from sandbox.expect import ExpectationResult, check_expectations
 from sandbox.hosts import MailHost
 from sandbox.net import AddressMap, canonical
 from sandbox.scenario.model import ACCEPT, Behaviour, DnsBehaviour, Scenario, Timeline
 from sandbox.sender.agent import SenderAgent
-from sandbox.zone import Zone, parse_zone
+from sandbox.sender.message import message_id
+from sandbox.zone import Zone, find_zone, parse_zone
 
-__all__ = ["DeliveryRow", "HostStats", "RunResult", "Sandbox", "profile_for", "run_scenario"]
+__all__ = [
+    "DeliveryRow",
+    "HostStats",
+    "ReturnedRow",
+    "RunResult",
+    "Sandbox",
+    "profile_for",
+    "run_scenario",
+]
 
 _ANSWER = DnsBehaviour()
 
@@ -58,6 +78,21 @@ class HostStats:
 
 
 @dataclass(frozen=True, slots=True)
+class ReturnedRow:
+    """A delivery status notification sent back to a message's envelope sender."""
+
+    message: int
+    action: str  # failed, delayed
+    to: str
+    recipients: tuple[str, ...]
+    at: float
+    via: str  # "mx" or "returned_mailbox"
+    dsn_message: int | None
+    status: str  # the DSN's own fate: delivered, bounced, deferred, or "returned_mailbox"
+    data: bytes = field(repr=False, default=b"")
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     scenario: Scenario
     seed: int
@@ -67,6 +102,9 @@ class RunResult:
     expectations: tuple[ExpectationResult, ...]
     events: tuple[Event, ...] = field(repr=False)
     ended_at: float = 0.0
+    returned: tuple[ReturnedRow, ...] = ()
+    # message number -> copies found in the hosts' mailboxes, for messages that arrived twice
+    duplicates: dict[int, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -93,6 +131,14 @@ class RunResult:
                       for h in self.hosts},
             "expectations": [{"expect": e.text, "ok": e.ok, "detail": e.detail}
                              for e in self.expectations],
+            # Extensions of the v1 contract: DSNs sent back, and messages that arrived twice.
+            "returned": [
+                {"message": r.message, "action": r.action, "to": r.to,
+                 "recipients": list(r.recipients), "at": round(r.at, 6), "via": r.via,
+                 "status": r.status}
+                for r in self.returned
+            ],
+            "duplicates": [{"message": m, "copies": n} for m, n in sorted(self.duplicates.items())],
         }
 
 
@@ -177,7 +223,7 @@ class Sandbox:
             profile=self.profile,
             resolver=StubResolver(self.dns.address, clock=self.clock),
             network=self.network, emit=self.emit, clock=self.clock, seed=self.seed,
-            scenario=scenario.name,
+            scenario=scenario.name, in_scenario=self._in_scenario,
         )
         reason = "settled"
         try:
@@ -207,9 +253,17 @@ class Sandbox:
         cached = self._authority_cache
         if cached is not None and cached[0] == zones:
             return cached[1]
-        authority = Authority(zones)
+        authority = Authority(tuple(self._served_zone(zone) for zone in zones))
         self._authority_cache = (zones, authority)
         return authority
+
+    def _served_zone(self, zone: Zone) -> Zone:
+        """The zone as the DNS server answers it. Run mode serves the zone as written; serve
+        mode (``sandbox.serve``) overrides this to answer with the loopback addresses it plays."""
+        return zone
+
+    def _in_scenario(self, domain: str) -> bool:
+        return find_zone(self._zones_now(), domain) is not None
 
     def _dns_behaviour(self, name: str) -> DnsBehaviour:
         timeline = self.scenario.dns.get(name)
@@ -223,6 +277,9 @@ class Sandbox:
                 for record in self._zone(apex, phase.value).records:
                     if record.address is not None:
                         seen.setdefault(canonical(record.address), record.name)
+                    elif record.rtype == "MX" and record.target and _is_ip(record.target):
+                        # An MX naming an IP literal: a host plays that address too.
+                        seen.setdefault(canonical(record.target), record.target)
         return [(name, address) for address, name in seen.items()]
 
     def _behaviour_of(self, name: str, address: str) -> Timeline[Behaviour]:
@@ -238,14 +295,42 @@ class Sandbox:
         rows = tuple(
             DeliveryRow(e.message, e.recipient, e.status, e.host, e.address, e.t, e.attempts,
                         e.dsn, e.reply)
-            for _, e in sorted(agent.final.items())
+            for (number, _), e in sorted(agent.final.items())
+            if number not in agent.dsn_messages
         )
         hosts = self._host_stats()
         result = RunResult(self.scenario, self.seed, self.profile, rows, hosts, (),
-                           tuple(self.events), self.clock())
+                           tuple(self.events), self.clock(), self._returned(agent),
+                           self._duplicates())
         checked = check_expectations(self.scenario.expect, result)
-        return RunResult(self.scenario, self.seed, self.profile, rows, hosts, checked,
-                         tuple(self.events), self.clock())
+        return dataclasses.replace(result, expectations=checked)
+
+    def _returned(self, agent: SenderAgent) -> tuple[ReturnedRow, ...]:
+        rows = []
+        kept = iter(agent.returned)
+        for event in self.events:
+            if not isinstance(event, DsnCreated):
+                continue
+            if event.dsn_message is None:
+                status, data = "returned_mailbox", next(kept).data
+            else:
+                final = agent.final.get((event.dsn_message, event.to))
+                status, data = (final.status if final else "deferred"), b""
+            rows.append(ReturnedRow(event.message, event.action, event.to, event.recipients,
+                                    event.t, event.via, event.dsn_message, status, data))
+        return tuple(rows)
+
+    def _duplicates(self) -> dict[int, int]:
+        """Messages found more than once across the mailboxes (by their Message-ID)."""
+        copies: dict[str, int] = {}
+        parser = BytesHeaderParser()
+        for host in self.hosts:
+            for stored in host.mailbox:
+                mid = parser.parsebytes(stored.data).get("Message-ID", "")
+                copies[mid] = copies.get(mid, 0) + 1
+        numbers = {message_id(self.scenario.name, self.seed, m.number): m.number
+                   for m in self.scenario.messages}
+        return {numbers[mid]: n for mid, n in copies.items() if n > 1 and mid in numbers}
 
     def _host_stats(self) -> tuple[HostStats, ...]:
         tried: dict[str, int] = {}
@@ -265,6 +350,14 @@ class Sandbox:
             )
             for name, group in sorted(by_name.items())
         )
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def run_scenario(

@@ -6,6 +6,8 @@ connection was refused, timed out or was lost). ``classify`` turns that into a v
 - ``continue``: go on to the next step of the session;
 - ``next_host``: a temporary failure with this host: keep the recipients and try the next
   address in the same attempt (or defer them if there is none left);
+- ``defer``: a temporary failure that ends the whole attempt at once (Haraka, for a 4xx
+  greeting, MAIL or DATA: the profile's ``tempfail_ends_attempt``);
 - ``bounce``: a permanent failure: return the recipients concerned to the sender;
 - ``delivered``: the host took responsibility for the message.
 
@@ -44,7 +46,7 @@ __all__ = [
     "dsn_of",
 ]
 
-Verdict = Literal["continue", "next_host", "bounce", "delivered"]
+Verdict = Literal["continue", "next_host", "defer", "bounce", "delivered"]
 Stage = Literal["connect", "greeting", "ehlo", "helo", "mail", "rcpt", "data", "message"]
 
 
@@ -97,7 +99,10 @@ _TABLE: dict[tuple[str, str], tuple[Verdict, str]] = {
     ("data", "4"): ("next_host", "a 4xx reply to DATA is temporary: try the next host"),
     ("data", "5"): ("bounce", "a 5xx reply to DATA refuses the message: permanent"),
     ("message", "2"): ("delivered", "the host accepted the message"),
-    ("message", "4"): ("next_host", "a 4xx reply after the message is temporary: try the next host"),
+    ("message", "4"): (
+        "next_host",
+        "a 4xx reply after the message is temporary: try the next host",
+    ),
     ("message", "5"): ("bounce", "a 5xx reply after the message refuses it: permanent"),
 }
 
@@ -119,6 +124,12 @@ def classify(stage: Stage, outcome: Outcome, profile: Profile) -> Classified:
     if stage == "greeting" and reply_class == "5" and not profile.skip_5xx_greeting:
         return Classified("bounce", dsn_of(outcome), "a 5xx greeting is permanent for this sender")
     verdict, why = _TABLE.get((stage, reply_class), ("next_host", "an unexpected reply"))
+    if verdict == "next_host" and reply_class == "4" and stage in profile.tempfail_ends_attempt:
+        return Classified(
+            "defer",
+            dsn_of(outcome),
+            f"a 4xx reply at {stage} ends this attempt: no next host for this sender",
+        )
     return Classified(verdict, dsn_of(outcome), why)
 
 

@@ -33,7 +33,7 @@ from typing import Literal
 
 from sandbox.core.classify import Classified, NoReply, Outcome, ServerReply, Stage, classify
 from sandbox.core.mx import Candidate
-from sandbox.core.policy import Profile, next_retry, should_give_up
+from sandbox.core.policy import Profile, Retry, RetryHistory, next_retry
 from sandbox.durations import format_duration
 
 __all__ = [
@@ -100,7 +100,7 @@ class RecipientState:
     status: Literal["pending", "delivered", "bounced"] = "pending"
     dsn: str = ""
     reply: str = ""  # the last reply or error, in Postfix's words
-    host: str | None = None
+    host: str | None = None  # the host that delivered it, or that gave the last error
     address: str | None = None
     unsure: bool = False  # a final dot went unanswered: the message may have arrived
 
@@ -165,6 +165,8 @@ class Attempt:
         self.profile = profile
         self.recipients = {r: RecipientState(r) for r in recipients}
         self._notes: list[Note] = []
+        self._stopped = False  # a "defer" verdict ends the walk
+        self.connected = False  # some session got past the TCP connect
         self._script = self._walk()
         self._action: Action | None = next(self._script, None)
 
@@ -194,7 +196,7 @@ class Attempt:
     def _walk(self) -> Generator[Action, Outcome | None, None]:
         sessions = 0
         for index, candidate in enumerate(self.candidates):
-            if not self.pending:
+            if not self.pending or self._stopped:
                 return
             if self.profile.max_sessions and sessions >= self.profile.max_sessions:
                 self._note(
@@ -205,7 +207,7 @@ class Attempt:
             session = _Session(candidate)
             yield from self._session(session)
             sessions += session.handshake_done
-            if self.pending and index + 1 < len(self.candidates):
+            if self.pending and not self._stopped and index + 1 < len(self.candidates):
                 nxt = self.candidates[index + 1]
                 self._note("next_host", f"try the next address: {_where(nxt)}", self.pending)
 
@@ -215,6 +217,7 @@ class Attempt:
         if isinstance(outcome, NoReply):
             self._fail_pending("connect", candidate, outcome)
             return
+        self.connected = True
         yield from self._dialogue(session)
         # Every connected session ends here: QUIT when the connection is still usable.
         yield Disconnect(quit=session.open)
@@ -300,13 +303,15 @@ class Attempt:
             session.open = False
         if verdict.verdict in ("continue", "delivered"):
             return verdict
+        if verdict.verdict == "defer":
+            self._stopped = True
         text = describe_outcome(stage, session.candidate, outcome)
         for r in names:
             state = self.recipients[r]
             state.dsn, state.reply = verdict.dsn, text
+            state.host, state.address = session.candidate.host, session.candidate.address
             if verdict.verdict == "bounce":
                 state.status = "bounced"
-                state.host, state.address = session.candidate.host, session.candidate.address
         self._note(verdict.verdict, verdict.why, names)
         return verdict
 
@@ -314,12 +319,12 @@ class Attempt:
         verdict = classify(stage, outcome, self.profile)
         text = describe_outcome(stage, candidate, outcome)
         for r in self.pending:
-            self.recipients[r].dsn, self.recipients[r].reply = verdict.dsn, text
+            state = self.recipients[r]
+            state.dsn, state.reply = verdict.dsn, text
+            state.host, state.address = candidate.host, candidate.address
         self._note(verdict.verdict, verdict.why, self.pending)
 
-    def _deliver(
-        self, candidate: Candidate, reply: Outcome, dsn: str, accepted: list[str]
-    ) -> None:
+    def _deliver(self, candidate: Candidate, reply: Outcome, dsn: str, accepted: list[str]) -> None:
         for r in accepted:
             state = self.recipients[r]
             state.status, state.dsn, state.reply = "delivered", dsn, str(reply)
@@ -332,22 +337,29 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """What becomes of recipients an attempt left deferred."""
+    """What becomes of recipients an attempt left deferred: retried, or returned."""
 
-    give_up: bool
-    retry_at: float | None
+    retry: Retry | None
     why: str
 
+    @property
+    def give_up(self) -> bool:
+        return self.retry is None
 
-def settle_deferred(profile: Profile, arrived: float, now: float) -> Settlement:
-    """Retry later, or return to the sender once the message has outlived max_lifetime."""
-    if should_give_up(profile, arrived, now):
-        return Settlement(
-            True,
-            None,
-            f"the message has been queued for {format_duration(now - arrived)}, "
-            f"past the {format_duration(profile.max_lifetime)} limit: return it to the sender",
-        )
-    retry_at = next_retry(profile, arrived, now)
-    return Settlement(False, retry_at, "")
 
+def settle_deferred(profile: Profile, history: RetryHistory, now: float) -> Settlement:
+    """Retry later, or return to the sender once the profile's schedule is used up."""
+    retry = next_retry(profile, history, now)
+    if retry is not None:
+        return Settlement(retry, "")
+    queued = format_duration(round(now - history.arrived))
+    if profile.retry == "doubling":
+        why = f"{history.failures} temporary failures, the most this sender allows"
+    elif profile.retry == "rules":
+        cutoff = format_duration(profile.retry_rules[-1].cutoff)
+        why = f"the retry rules end {cutoff} after the first failure"
+    else:
+        why = f"past the {format_duration(profile.max_lifetime)} limit"
+    return Settlement(
+        None, f"the message has been queued for {queued}, {why}: return it to the sender"
+    )

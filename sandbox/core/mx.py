@@ -122,13 +122,19 @@ class NoRoute:
     warnings: tuple[str, ...] = ()
 
 
-def order_mx(records: tuple[MxRecord, ...], rng: random.Random) -> tuple[MxRecord, ...]:
-    """Lowest preference first; equal preferences in an order drawn from ``rng``."""
+def order_mx(
+    records: tuple[MxRecord, ...], rng: random.Random, *, shuffle: bool = True
+) -> tuple[MxRecord, ...]:
+    """Lowest preference first; equal preferences in an order drawn from ``rng``.
+
+    ``shuffle=False`` keeps equal preferences in name order: a biased sender, for tests.
+    """
     ordered: list[MxRecord] = []
     by_preference = sorted(records, key=lambda r: (r.preference, r.exchange))
     for _, group in groupby(by_preference, key=lambda r: r.preference):
         same = list(group)
-        rng.shuffle(same)
+        if shuffle:
+            rng.shuffle(same)
         ordered.extend(same)
     return tuple(ordered)
 
@@ -196,7 +202,10 @@ class Resolution:
         if answer.rcode in ("SERVFAIL", "TIMEOUT"):
             what = "no answer" if answer.rcode == "TIMEOUT" else "SERVFAIL"
             self._finish_no_route(
-                "dns_failure", False, "4.4.3", f"DNS gave {what} for the MX records of {self.domain}"
+                "dns_failure",
+                False,
+                "4.4.3",
+                f"DNS gave {what} for the MX records of {self.domain}",
             )
             return
         if any(r.is_null for r in answer.mx):
@@ -221,9 +230,10 @@ class Resolution:
         self._pending = self._address_queries()
 
     def _start_mx(self, records: tuple[MxRecord, ...]) -> None:
-        ordered = order_mx(records, self._rng)
+        shuffle = self._profile.shuffle_equal
+        ordered = order_mx(records, self._rng, shuffle=shuffle)
         self._hosts = [_HostState(r.preference, r.exchange) for r in ordered]
-        self._why = _explain_order(ordered)
+        self._why = _explain_order(ordered, shuffled=shuffle)
         for state in self._hosts:
             literal = _ip_literal(state.host)
             if literal is None:
@@ -249,9 +259,8 @@ class Resolution:
 
     def _on_address(self, query: Query, answer: Answer) -> None:
         state = next(s for s in self._hosts if s.host == query.name and not s.skipped)
-        if answer.cnames and self._kind == "mx":
-            if not self._cname_allowed(state, answer):
-                return
+        if answer.cnames and self._kind == "mx" and not self._cname_allowed(state, answer):
+            return
         if answer.rcode in ("SERVFAIL", "TIMEOUT"):
             state.failed = "temporary"
         elif answer.rcode == "NXDOMAIN" and not state.failed:
@@ -322,18 +331,25 @@ class Resolution:
         )
         if not kept:
             self._finish_no_route(
-                "loop", True, "5.4.6",
+                "loop",
+                True,
+                "5.4.6",
                 f"mail for {self.domain} loops back to myself: no MX is better than this sender",
             )
             return None
         return kept
 
-    def _finish_no_address(self, hosts: list[_HostState], route_hosts: tuple[RouteHost, ...]) -> None:
+    def _finish_no_address(
+        self, hosts: list[_HostState], route_hosts: tuple[RouteHost, ...]
+    ) -> None:
         names = ", ".join(s.host for s in hosts) or self.domain
         if any(s.failed == "temporary" for s in hosts):
             self._finish_no_route(
-                "dns_failure", False, "4.4.3",
-                f"DNS failed while looking up the address of {names}", route_hosts,
+                "dns_failure",
+                False,
+                "4.4.3",
+                f"DNS failed while looking up the address of {names}",
+                route_hosts,
             )
         else:
             self._finish_no_route(
@@ -352,14 +368,17 @@ class Resolution:
         self.result = NoRoute(kind, permanent, dsn, reason, hosts, self.warnings)
 
 
-def _explain_order(ordered: tuple[MxRecord, ...]) -> str:
+def _explain_order(ordered: tuple[MxRecord, ...], *, shuffled: bool = True) -> str:
     if len(ordered) == 1:
         return f"a single MX: {ordered[0].exchange} (preference {ordered[0].preference})"
     groups = [
-        [r.exchange for r in group]
-        for _, group in groupby(ordered, key=lambda r: r.preference)
+        [r.exchange for r in group] for _, group in groupby(ordered, key=lambda r: r.preference)
     ]
     text = "lowest preference first"
     if any(len(g) > 1 for g in groups):
-        text += "; equal preferences in a shuffled order, to share the load"
+        text += (
+            "; equal preferences in a shuffled order, to share the load"
+            if shuffled
+            else "; equal preferences in name order (shuffle_equal is off: no load sharing)"
+        )
     return text

@@ -1,9 +1,26 @@
 """Sender profiles: the timeouts, limits and retry schedule of a real MTA, as plain data.
 
-A profile is what makes our sender behave like Postfix (the default) or another MTA. Every
-field can be overridden under ``sender:`` in a scenario; ``FIELD_KINDS`` tells the scenario
-loader how to read each one. The retry arithmetic lives here too, as pure functions of the
-message's arrival time and the current time, so it is tested without a clock.
+A profile is what makes our sender behave like Postfix (the default), Exim, Haraka or the
+bare RFC. Every field can be overridden under ``sender:`` in a scenario; ``FIELD_KINDS``
+tells the scenario loader how to read each one. The retry arithmetic lives here too, as pure
+functions of a message's ``RetryHistory`` and the current time, so it is tested to the second
+without a clock.
+
+Retry schedules (``Profile.retry``):
+
+=========  =============================================================================
+backoff    Postfix: wait the message's age, clamped to [min_backoff, max_backoff]; the
+           queue manager picks it up at its next scan (every queue_run_delay); the first
+           failure at or after max_lifetime returns the message to its sender.
+rules      Exim: retry rules counted from the first failure. ``F,2h,15m`` retries every
+           15 minutes until 2 hours after the first failure; ``G,16h,1h,1.5`` then waits
+           1 hour, 1.5 hours, 2.25 hours … until 16 hours; ``F,4d,6h`` every 6 hours until
+           4 days. A failure past the last rule's cutoff bounces.
+doubling   Haraka: after failure n (1, 2, …) wait 2^(n+5) seconds (64 s … 2^17 s); failure
+           number max_failures bounces.
+fixed      RFC 5321 §4.5.4.1: a fixed retry_interval (at least 30 minutes), give up after
+           max_lifetime (4 to 5 days).
+=========  =============================================================================
 """
 
 from __future__ import annotations
@@ -17,11 +34,34 @@ __all__ = [
     "FIELD_KINDS",
     "PROFILES",
     "Profile",
+    "Retry",
+    "RetryHistory",
+    "RetryRule",
     "next_retry",
     "should_give_up",
 ]
 
+MINUTE = 60.0
+HOUR = 3600.0
 DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRule:
+    """One Exim retry rule: ``F`` (fixed) or ``G`` (geometric), in force until ``cutoff``
+    seconds after the first failure."""
+
+    kind: Literal["F", "G"]
+    cutoff: float
+    interval: float
+    factor: float = 1.0
+
+
+EXIM_RULES = (
+    RetryRule("F", 2 * HOUR, 15 * MINUTE),
+    RetryRule("G", 16 * HOUR, 1 * HOUR, 1.5),
+    RetryRule("F", 4 * DAY, 6 * HOUR),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +82,28 @@ class Profile:
     # smtp_mx_address_limit and smtp_mx_session_limit: how far one attempt walks the MX list.
     max_addresses: int = 5
     max_sessions: int = 2
-    # Postfix's queue manager: a deferred message waits its own age, clamped to
-    # [minimal_backoff_time, maximal_backoff_time]; the queue is scanned every queue_run_delay;
-    # after maximal_queue_lifetime the next failure returns the message to its sender.
+    # The retry schedule (see the module docstring) and its parameters.
+    retry: Literal["backoff", "rules", "doubling", "fixed"] = "backoff"
     min_backoff: float = 300.0
     max_backoff: float = 4000.0
     queue_run_delay: float = 300.0
     max_lifetime: float = 5 * DAY
+    retry_rules: tuple[RetryRule, ...] = ()
+    retry_interval: float = 30 * MINUTE
+    max_failures: int = 0
     # smtp_skip_5xx_greeting: a 5xx greeting moves on to the next MX instead of bouncing.
     skip_5xx_greeting: bool = True
+    # Stages where a 4xx ends the whole attempt at once instead of trying the next MX
+    # (Haraka's outbound does this for the greeting, MAIL and DATA).
+    tempfail_ends_attempt: frozenset[str] = frozenset()
     # What to do with an MX that names a CNAME (RFC 2181 §10.3 forbids it) or an IP literal.
     cname: Literal["follow", "reject"] = "follow"
     ip_literal: Literal["use", "reject"] = "use"
+    # MX records exist but none of their hosts has an address: return the mail, or wait.
+    no_address: Literal["bounce", "defer"] = "bounce"
+    # Postfix suspends a destination whose last attempt failed to connect, for the other
+    # messages to it, until min_backoff has passed ("delivery temporarily suspended").
+    suspend_dead_destinations: bool = True
     # The name our sender gives in EHLO.
     helo_name: str = "sender.sandbox.test"
     # The sender's own address, when it is itself one of the MX hosts (RFC 5321 §5.1: it
@@ -61,6 +111,12 @@ class Profile:
     address: str | None = None
     # Postfix's destination concurrency: how many sessions to one domain run at once.
     concurrency: int = 20
+    # Send a "delayed" DSN (RFC 3464 Action: delayed) once a message has waited this long.
+    delay_warning: float | None = None
+    # Shuffle MX records of equal preference (RFC 5321 §5.1). Deliberately undocumented: it
+    # exists so that a test can build a biased sender (always the first of a group, in name
+    # order) and show that the balancing statistics catch it.
+    shuffle_equal: bool = True
 
     def with_overrides(self, overrides: dict[str, object]) -> Profile:
         return dataclasses.replace(self, **overrides)  # type: ignore[arg-type]
@@ -83,33 +139,151 @@ FIELD_KINDS: dict[str, str | tuple[str, ...]] = {
     "max_backoff": "duration",
     "queue_run_delay": "duration",
     "max_lifetime": "duration",
+    "retry_interval": "duration",
+    "max_failures": "count",
     "skip_5xx_greeting": "flag",
     "cname": ("follow", "reject"),
     "ip_literal": ("use", "reject"),
+    "no_address": ("bounce", "defer"),
+    "suspend_dead_destinations": "flag",
     "helo_name": "text",
     "address": "address",
     "concurrency": "count",
+    "delay_warning": "duration",
+    "shuffle_equal": "flag",
 }
+
+POSTFIX = Profile()
 
 PROFILES: dict[str, Profile] = {
-    "postfix": Profile(),
+    "postfix": POSTFIX,
+    # Exim's default configuration: one retry rule set for everything, 5 minute timeouts.
+    "exim": Profile(
+        name="exim",
+        connect_timeout=5 * MINUTE,
+        greeting_timeout=5 * MINUTE,
+        ehlo_timeout=5 * MINUTE,
+        mail_timeout=5 * MINUTE,
+        rcpt_timeout=5 * MINUTE,
+        data_timeout=5 * MINUTE,
+        data_transfer_timeout=5 * MINUTE,
+        dot_timeout=10 * MINUTE,
+        max_addresses=5,
+        max_sessions=0,
+        retry="rules",
+        retry_rules=EXIM_RULES,
+        queue_run_delay=0,
+        max_lifetime=4 * DAY,
+        ip_literal="reject",
+        suspend_dead_destinations=False,
+    ),
+    # Haraka's outbound: doubling delays, 13 failures, a 4xx early in the session ends the try.
+    "haraka": Profile(
+        name="haraka",
+        connect_timeout=30.0,
+        greeting_timeout=5 * MINUTE,
+        ehlo_timeout=5 * MINUTE,
+        mail_timeout=5 * MINUTE,
+        rcpt_timeout=5 * MINUTE,
+        data_timeout=5 * MINUTE,
+        dot_timeout=10 * MINUTE,
+        max_addresses=0,
+        max_sessions=0,
+        retry="doubling",
+        max_failures=13,
+        queue_run_delay=0,
+        skip_5xx_greeting=False,
+        tempfail_ends_attempt=frozenset({"greeting", "mail", "data"}),
+        no_address="defer",
+        suspend_dead_destinations=False,
+    ),
+    # RFC 5321's own numbers: §4.5.3.2 timeouts, §4.5.4.1 retries.
+    "rfc5321": Profile(
+        name="rfc5321",
+        connect_timeout=5 * MINUTE,
+        greeting_timeout=5 * MINUTE,
+        ehlo_timeout=5 * MINUTE,
+        mail_timeout=5 * MINUTE,
+        rcpt_timeout=5 * MINUTE,
+        data_timeout=2 * MINUTE,
+        data_transfer_timeout=3 * MINUTE,
+        dot_timeout=10 * MINUTE,
+        max_addresses=0,
+        max_sessions=0,
+        retry="fixed",
+        retry_interval=30 * MINUTE,
+        queue_run_delay=0,
+        max_lifetime=5 * DAY,
+        no_address="defer",
+        suspend_dead_destinations=False,
+    ),
 }
 
 
-def next_retry(profile: Profile, arrived: float, now: float) -> float:
-    """When a message deferred at ``now`` is next tried.
+@dataclass(frozen=True, slots=True)
+class RetryHistory:
+    """What a retry schedule needs to know about one message's failures so far.
 
-    Postfix waits the message's age, clamped to [min_backoff, max_backoff], and then the queue
-    manager picks it up at its next scan (every ``queue_run_delay`` from the start).
+    ``failures`` counts failed attempts including the one just finished; ``last`` is the
+    retry chosen after the previous failure (Exim's geometric rules grow its wait).
     """
-    age = now - arrived
-    eligible = now + min(max(age, profile.min_backoff), profile.max_backoff)
+
+    arrived: float
+    first_failure: float
+    failures: int
+    last: Retry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """The next try: at ``at``, after waiting ``wait``; ``rule`` is the Exim rule used."""
+
+    at: float
+    wait: float
+    rule: int = -1
+
+
+def next_retry(profile: Profile, history: RetryHistory, now: float) -> Retry | None:
+    """When a message that failed at ``now`` is tried next; None means give up."""
+    if should_give_up(profile, history, now):
+        return None
+    rule = -1
+    if profile.retry == "backoff":
+        wait = min(max(now - history.arrived, profile.min_backoff), profile.max_backoff)
+    elif profile.retry == "rules":
+        rule, wait = _rule_interval(profile.retry_rules, history, now)
+    elif profile.retry == "doubling":
+        wait = 2.0 ** (history.failures + 5)
+    else:
+        wait = profile.retry_interval
+    return Retry(_at_queue_scan(profile, now + wait), wait, rule)
+
+
+def should_give_up(profile: Profile, history: RetryHistory, now: float) -> bool:
+    """A failure at this time returns the message to its sender."""
+    if profile.retry == "rules":
+        cutoff = profile.retry_rules[-1].cutoff if profile.retry_rules else profile.max_lifetime
+        return now - history.first_failure >= cutoff
+    if profile.retry == "doubling":
+        return history.failures >= profile.max_failures > 0
+    return now - history.arrived >= profile.max_lifetime
+
+
+def _rule_interval(
+    rules: tuple[RetryRule, ...], history: RetryHistory, now: float
+) -> tuple[int, float]:
+    """The rule in force ``now`` and its wait: a G rule grows the wait it chose last time."""
+    elapsed = now - history.first_failure
+    index = next((i for i, r in enumerate(rules) if elapsed < r.cutoff), len(rules) - 1)
+    rule = rules[index]
+    last = history.last
+    if rule.kind == "G" and last is not None and last.rule == index:
+        return index, last.wait * rule.factor
+    return index, rule.interval
+
+
+def _at_queue_scan(profile: Profile, eligible: float) -> float:
     scan = profile.queue_run_delay
     if scan <= 0:
         return eligible
     return math.ceil(eligible / scan - 1e-9) * scan
-
-
-def should_give_up(profile: Profile, arrived: float, now: float) -> bool:
-    """A message that fails at or after its maximal lifetime goes back to its sender."""
-    return now - arrived >= profile.max_lifetime

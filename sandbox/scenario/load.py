@@ -55,7 +55,14 @@ from sandbox.scenario.model import (
 )
 from sandbox.zone import Zone, find_zone, parse_zone
 
-__all__ = ["LineDict", "LineList", "load_scenario", "load_scenario_text", "scenario_from_mapping"]
+__all__ = [
+    "LineDict",
+    "LineList",
+    "host_behaviour",
+    "load_scenario",
+    "load_scenario_text",
+    "scenario_from_mapping",
+]
 
 _T = TypeVar("_T")
 
@@ -73,17 +80,12 @@ TOP_LEVEL_KEYS = (
     "expect",
 )
 CONNECTIONS = ("accept", "refuse", "timeout", "silent")
-BEHAVIOUR_KEYS = (*STAGES, "recipients", "disconnect", "delay", "greylist")
+BEHAVIOUR_KEYS = (*STAGES, "recipients", "disconnect", "delay", "greylist", "max_recipients")
 DNS_KINDS = ("answer", "servfail", "timeout", "nxdomain")
 MESSAGE_KEYS = ("from", "to", "count", "at")
 DELIVERY_KEYS = ("message", "recipient", "status", "host", "dsn", "attempts", "after", "before")
 HOST_EXPECTATION_KEYS = ("host", "accepted", "connections", "share", "tolerance")
 STATUSES = ("delivered", "bounced", "deferred")
-# Sender keys that are not profile fields but that the sender agent reads as well.
-SENDER_EXTRA_KINDS: dict[str, str | tuple[str, ...]] = {
-    "address": "address",
-    "delay_warning": "duration",
-}
 # Expanding `count` builds one object per message: a typo such as `count: 1000000000` must be
 # an error, not an out-of-memory crash.
 MAX_MESSAGES = 100_000
@@ -611,7 +613,8 @@ def _zones(value: object, spot: _Spot) -> tuple[tuple[ZoneSpec, ...], _World]:
         texts = _timeline(text, _value_spot(mapping, key, spot), _zone_reader(apex), "zone")
         parsed.extend(phase.value.zone for phase in texts.phases)
         plain = Timeline(tuple(Phase(p.until, p.value.text) for p in texts.phases))
-        specs.append(ZoneSpec(apex, plain, _first_text_line(mapping, key)))
+        lines = _phase_text_lines(mapping, key)
+        specs.append(ZoneSpec(apex, plain, _first_text_line(mapping, key), lines))
     return tuple(specs), _World.of(parsed)
 
 
@@ -622,6 +625,16 @@ def _first_text_line(mapping: Mapping[object, object], key: object) -> int | Non
     if isinstance(value, LineList) and value and isinstance(value[0], LineDict):
         return value[0].text_lines.get("zone")
     return mapping.text_lines.get(key)
+
+
+def _phase_text_lines(mapping: Mapping[object, object], key: object) -> tuple[int | None, ...]:
+    """Where each phase's zone text starts, for a zone written as a list of phases."""
+    value = mapping.get(key)
+    if not isinstance(value, LineList):
+        return ()
+    return tuple(
+        phase.text_lines.get("zone") if isinstance(phase, LineDict) else None for phase in value
+    )
 
 
 def _zone_reader(apex: str) -> Callable[[object, _Spot], _ZoneText]:
@@ -723,12 +736,18 @@ def _scripted_behaviour(mapping: Mapping[object, object], spot: _Spot) -> Behavi
     greylist = None
     if mapping.get("greylist") is not None:
         greylist = _duration(mapping["greylist"], _value_spot(mapping, "greylist", spot))
+    max_recipients = None
+    if mapping.get("max_recipients") is not None:
+        max_recipients = _whole_number(
+            mapping["max_recipients"], _value_spot(mapping, "max_recipients", spot), 1, "100"
+        )
     return Behaviour(
         replies=replies,
         recipients=recipients,
         disconnect=disconnect,
         delays=delays,
         greylist=greylist,
+        max_recipients=max_recipients,
     )
 
 
@@ -869,7 +888,7 @@ def _sender(value: object, spot: _Spot) -> SenderSpec:
     if value is None:
         return SenderSpec()
     mapping = _as_mapping(value, spot, "{profile: postfix}")
-    kinds = {**policy.FIELD_KINDS, **SENDER_EXTRA_KINDS}
+    kinds = policy.FIELD_KINDS
     _check_keys(mapping, spot, ("profile", *kinds))
     profile = "postfix"
     if mapping.get("profile") is not None:
@@ -1174,3 +1193,10 @@ def load_scenario(path: str | Path) -> Scenario:
 def scenario_from_mapping(data: Mapping[str, object], source: str = "<inline>") -> Scenario:
     """A scenario from a mapping built in Python (the pytest plugin); errors have no lines."""
     return _build(data, source)
+
+
+def host_behaviour(value: object, source: str = "<behaviour>") -> Timeline[Behaviour]:
+    """A host behaviour written as under a scenario's ``hosts``: a word (``refuse``), a mapping
+    (``{greylist: 2s}``) or a list of phases. For changing a host at run time (the plugin's
+    ``set_behaviour``); a mistake is a ScenarioError naming ``source``."""
+    return _timeline(value, _Spot(source, "", None), _behaviour)

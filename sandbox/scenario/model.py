@@ -105,6 +105,7 @@ class Behaviour:
     disconnect: Stage | None = None
     delays: Mapping[Stage, float] = field(default_factory=dict)
     greylist: float | None = None
+    max_recipients: int | None = None  # RCPT past this many in one transaction gets 452
 
     def describe(self) -> str:
         """A few words for tables and the narrative: ``refuse``, ``rcpt→451``, ``greylist 5m``."""
@@ -119,6 +120,8 @@ class Behaviour:
         parts += [f"{stage} +{format_duration(s)}" for stage, s in self.delays.items()]
         if self.greylist is not None:
             parts.append(f"greylist {format_duration(self.greylist)}")
+        if self.max_recipients is not None:
+            parts.append(f"at most {self.max_recipients} recipients")
         return ", ".join(parts) or "accept"
 
 
@@ -143,6 +146,14 @@ class ZoneSpec:
     apex: str
     texts: Timeline[str]
     line: int | None = None
+    # Where each phase's text starts (``line`` is the first's), for a zone written as phases.
+    phase_lines: tuple[int | None, ...] = ()
+
+    def line_of_phase(self, index: int) -> int | None:
+        """The file line where phase ``index``'s zone text starts, when known."""
+        if index < len(self.phase_lines):
+            return self.phase_lines[index]
+        return self.line if index == 0 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,17 @@ questions to ask, then the core's ``Attempt`` which SMTP steps to take, performs
 feeds back what happened. The shell takes no decision of its own; it reports everything as
 events.
 
+Around the attempts, the agent keeps what a queue manager keeps:
+
+- each job's ``RetryHistory``, from which the profile's schedule picks the next try;
+- the destinations whose last attempt could not connect anywhere: with Postfix, the other
+  messages to them are deferred without a try ("delivery temporarily suspended") until the
+  minimum backoff has passed;
+- the delivery status notifications: a bounce for recipients that failed for good, a
+  "delayed" warning once a message has waited ``delay_warning``. A DSN is a new message from
+  ``<>`` to the envelope sender, delivered through the scenario's MX hosts when the sender's
+  domain is in the scenario, and otherwise put in the "returned mail" mailbox.
+
 At most ``profile.concurrency`` attempts to one domain run at once, like Postfix's
 destination concurrency limit.
 """
@@ -17,7 +28,9 @@ import asyncio
 import random
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
+from email.parser import BytesHeaderParser
 from typing import Literal, TypedDict
 
 from sandbox.core.classify import NoReply, ServerReply
@@ -32,19 +45,22 @@ from sandbox.core.delivery import (
     SendMessage,
     settle_deferred,
 )
+from sandbox.core.dsn import DsnRecipient, build_dsn
 from sandbox.core.mx import Answer, NoRoute, Resolution, Route
-from sandbox.core.policy import Profile
+from sandbox.core.policy import Profile, Retry, RetryHistory
 from sandbox.dns.resolver import StubResolver
 from sandbox.events import (
     AttemptFinished,
     AttemptStarted,
-    ConnectFailed,
     Connected,
+    ConnectFailed,
     Decision,
     DnsAnswered,
     DnsAsked,
+    DsnCreated,
     Emit,
     MessageQueued,
+    RecipientDeferred,
     RecipientFinal,
     RouteChosen,
     SmtpExchange,
@@ -53,10 +69,10 @@ from sandbox.events import (
 )
 from sandbox.net import AddressMap
 from sandbox.scenario.model import MessageSpec
-from sandbox.sender.message import compose
+from sandbox.sender.message import RUN_EPOCH, compose
 from sandbox.sender.smtp import SmtpConnection
 
-__all__ = ["SenderAgent"]
+__all__ = ["ReturnedMail", "SenderAgent"]
 
 
 class _Where(TypedDict):
@@ -69,13 +85,28 @@ class _Where(TypedDict):
     address: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReturnedMail:
+    """A DSN whose recipient is outside the scenario: kept in the returned-mail mailbox."""
+
+    t: float
+    message: int
+    to: str
+    action: str
+    data: bytes
+
+
 @dataclass(slots=True)
 class _Job:
     spec: MessageSpec
     domain: str
     recipients: tuple[str, ...]
     content: bytes
+    is_dsn: bool = False
     attempt: int = 0
+    history: RetryHistory | None = None
+    warned: bool = False
+    suspended_reply: dict[str, str] = field(default_factory=dict)
 
 
 class SenderAgent:
@@ -89,6 +120,7 @@ class SenderAgent:
         clock: Callable[[], float],
         seed: int,
         scenario: str = "",
+        in_scenario: Callable[[str], bool] = lambda domain: False,
     ) -> None:
         self.profile = profile
         self._resolver = resolver
@@ -97,22 +129,28 @@ class SenderAgent:
         self._clock = clock
         self._seed = seed
         self._scenario = scenario
+        self._in_scenario = in_scenario
         self._slots: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(max(1, profile.concurrency))
         )
+        self._suspended_until: dict[str, tuple[float, str]] = {}
+        self._group: asyncio.TaskGroup | None = None
+        self._next_number = 1
         self.attempts: dict[tuple[int, str], int] = defaultdict(int)
         self.last: dict[tuple[int, str], RecipientState] = {}
         self.final: dict[tuple[int, str], RecipientFinal] = {}
+        self.dsn_messages: dict[int, int] = {}  # DSN message number -> the message it reports
+        self.returned: list[ReturnedMail] = []
 
     # --- the queue ---------------------------------------------------------------------
 
     async def deliver(self, messages: tuple[MessageSpec, ...]) -> None:
-        """Deliver every message; returns when every recipient is delivered or bounced."""
+        """Deliver every message (and the DSNs they cause); returns when all are settled."""
+        self._next_number = max((m.number for m in messages), default=0) + 1
         async with asyncio.TaskGroup() as group:
+            self._group = group
             for spec in messages:
-                content = compose(spec, self._scenario, self._seed)
-                for domain, recipients in _by_domain(spec.recipients).items():
-                    group.create_task(self._run_job(_Job(spec, domain, recipients, content)))
+                self._enqueue(spec, compose(spec, self._scenario, self._seed))
 
     def settle_unfinished(self) -> None:
         """At the end of the run: whatever is still queued is reported as deferred."""
@@ -120,64 +158,231 @@ class SenderAgent:
             if key not in self.final:
                 self._finalise(key[0], state, "deferred")
 
+    def _enqueue(self, spec: MessageSpec, content: bytes, *, is_dsn: bool = False) -> None:
+        assert self._group is not None
+        for domain, recipients in _by_domain(spec.recipients).items():
+            job = _Job(spec, domain, recipients, content, is_dsn)
+            self._group.create_task(self._run_job(job))
+
     async def _run_job(self, job: _Job) -> None:
         await self._sleep_until(job.spec.at)
-        if job.domain == min(_by_domain(job.spec.recipients)):
-            self._emit(MessageQueued(t=self._clock(), message=job.spec.number,
-                                     sender=job.spec.sender, recipients=job.spec.recipients))
+        number = job.spec.number
+        if job.domain == next(iter(_by_domain(job.spec.recipients))):
+            self._emit(
+                MessageQueued(
+                    t=self._clock(),
+                    message=number,
+                    sender=job.spec.sender,
+                    recipients=job.spec.recipients,
+                    size=len(job.content),
+                    message_id=_message_id_of(job),
+                    about=self.dsn_messages.get(number),
+                )
+            )
         pending = job.recipients
         for r in pending:
-            self.last[(job.spec.number, r)] = RecipientState(r)
+            self.last[(number, r)] = RecipientState(r)
         while pending:
-            job.attempt += 1
-            async with self._slots[job.domain]:
-                states = await self._attempt(job, pending)
+            states = await self._attempt_or_suspend(job, pending)
             pending = self._settle(job, states)
             if pending:
-                retry_at = self._retry_or_give_up(job, pending)
-                if retry_at is None:
+                retry = self._retry_or_give_up(job, pending)
+                if retry is None:
                     return
-                await self._sleep_until(retry_at)
+                await self._sleep_until(retry.at)
+
+    async def _attempt_or_suspend(
+        self, job: _Job, pending: tuple[str, ...]
+    ) -> dict[str, RecipientState]:
+        suspended = self._suspended_until.get(job.domain)
+        if suspended is not None and self._clock() < suspended[0]:
+            reply = f"delivery temporarily suspended: {suspended[1]}"
+            job.suspended_reply = dict.fromkeys(pending, reply)
+            return {
+                r: RecipientState(
+                    r, "pending", self.last[(job.spec.number, r)].dsn or "4.4.1", reply
+                )
+                for r in pending
+            }
+        job.suspended_reply = {}
+        job.attempt += 1
+        async with self._slots[job.domain]:
+            return await self._attempt(job, pending)
 
     def _settle(self, job: _Job, states: dict[str, RecipientState]) -> tuple[str, ...]:
-        deferred = []
+        deferred, bounced = [], []
         for r, state in states.items():
             self.last[(job.spec.number, r)] = state
             if state.status == "pending":
                 deferred.append(r)
             else:
                 self._finalise(job.spec.number, state, state.status)
+                if state.status == "bounced":
+                    bounced.append(state)
+        self._return_to_sender(job, tuple(bounced), "failed")
         return tuple(deferred)
 
-    def _retry_or_give_up(self, job: _Job, pending: tuple[str, ...]) -> float | None:
+    def _retry_or_give_up(self, job: _Job, pending: tuple[str, ...]) -> Retry | None:
         now = self._clock()
-        settlement = settle_deferred(self.profile, job.spec.at, now)
+        history = self._history_after_failure(job, now)
+        settlement = settle_deferred(self.profile, history, now)
         number = job.spec.number
-        if settlement.give_up:
+        if settlement.retry is None:
             self._decide(job, "bounce", settlement.why, pending)
+            states = []
             for r in pending:
                 state = self.last[(number, r)]
                 state.reply = f"{state.reply} (message expired)" if state.reply else "expired"
-                self._finalise(number, state, "bounced")
+                self._finalise(number, state, "bounced", expired=True)
+                states.append(state)
+            self._return_to_sender(job, tuple(states), "failed")
             return None
-        assert settlement.retry_at is not None
+        retry = settlement.retry
+        job.history = RetryHistory(history.arrived, history.first_failure, history.failures, retry)
+        self._report_deferral(job, pending, retry)
+        self._maybe_warn(job, pending, now, retry)
+        return retry
+
+    def _history_after_failure(self, job: _Job, now: float) -> RetryHistory:
+        if job.suspended_reply and job.history is not None:
+            return job.history  # a suspended destination costs no failure
+        if job.history is None:
+            return RetryHistory(job.spec.at, now, 1)
+        return RetryHistory(
+            job.history.arrived,
+            job.history.first_failure,
+            job.history.failures + 1,
+            job.history.last,
+        )
+
+    def _report_deferral(self, job: _Job, pending: tuple[str, ...], retry: Retry) -> None:
+        now, number = self._clock(), job.spec.number
         last = self.last[(number, pending[0])]
         why = f"{last.dsn or '4.0.0'} {last.reply}".strip()
-        self._emit(Decision(t=now, message=number, attempt=job.attempt, action="defer",
-                            why=why, recipients=pending, retry_at=settlement.retry_at))
-        return settlement.retry_at
+        self._emit(
+            Decision(
+                t=now,
+                message=number,
+                attempt=job.attempt,
+                action="defer",
+                why=why,
+                recipients=pending,
+                retry_at=retry.at,
+            )
+        )
+        for r in pending:
+            state = self.last[(number, r)]
+            self._emit(
+                RecipientDeferred(
+                    t=now,
+                    message=number,
+                    recipient=r,
+                    attempt=job.attempt,
+                    host=state.host,
+                    address=state.address,
+                    dsn=state.dsn or "4.0.0",
+                    reply=state.reply,
+                    retry_at=retry.at,
+                    suspended=bool(job.suspended_reply),
+                )
+            )
 
-    def _finalise(self, number: int, state: RecipientState, status: str) -> None:
+    def _finalise(
+        self, number: int, state: RecipientState, status: str, *, expired: bool = False
+    ) -> None:
         key = (number, state.recipient)
         event = RecipientFinal(
-            t=self._clock(), message=number, recipient=state.recipient, status=status,
+            t=self._clock(),
+            message=number,
+            recipient=state.recipient,
+            status=status,
             host=state.host if status == "delivered" else None,
             address=state.address if status == "delivered" else None,
             dsn=state.dsn or ("2.0.0" if status == "delivered" else "4.0.0"),
-            reply=state.reply, attempts=self.attempts[key],
+            reply=state.reply,
+            attempts=self.attempts[key],
+            expired=expired,
+            relay=f"{state.host}[{state.address}]" if state.host else None,
         )
         self.final[key] = event
         self._emit(event)
+
+    # --- delivery status notifications -------------------------------------------------
+
+    def _maybe_warn(self, job: _Job, pending: tuple[str, ...], now: float, retry: Retry) -> None:
+        warning = self.profile.delay_warning
+        if warning is None or job.warned or now - job.spec.at < warning:
+            return
+        job.warned = True
+        states = tuple(self.last[(job.spec.number, r)] for r in pending)
+        self._return_to_sender(job, states, "delayed")
+
+    def _return_to_sender(
+        self, job: _Job, states: tuple[RecipientState, ...], action: Literal["failed", "delayed"]
+    ) -> None:
+        sender = job.spec.sender
+        if not states or job.is_dsn or not sender:
+            return  # never a bounce about a bounce (RFC 5321 §4.5.5 / RFC 3464 §2)
+        now = self._clock()
+        data = self._dsn_bytes(job, states, action, now)
+        domain = sender.rpartition("@")[2].lower()
+        recipients = tuple(s.recipient for s in states)
+        if self._in_scenario(domain):
+            number = self._next_number
+            self._next_number += 1
+            self.dsn_messages[number] = job.spec.number
+            spec = MessageSpec(number, "", (sender,), now)
+            self._emit(
+                DsnCreated(
+                    t=now,
+                    message=job.spec.number,
+                    action=action,
+                    to=sender,
+                    recipients=recipients,
+                    dsn_message=number,
+                    via="mx",
+                )
+            )
+            self._enqueue(spec, data, is_dsn=True)
+        else:
+            self.returned.append(ReturnedMail(now, job.spec.number, sender, action, data))
+            self._emit(
+                DsnCreated(
+                    t=now,
+                    message=job.spec.number,
+                    action=action,
+                    to=sender,
+                    recipients=recipients,
+                    dsn_message=None,
+                    via="returned_mailbox",
+                )
+            )
+
+    def _dsn_bytes(
+        self,
+        job: _Job,
+        states: tuple[RecipientState, ...],
+        action: Literal["failed", "delayed"],
+        now: float,
+    ) -> bytes:
+        when = RUN_EPOCH + timedelta(seconds=now)
+        history = job.history
+        until = None
+        if action == "delayed" and history is not None:
+            until = RUN_EPOCH + timedelta(seconds=history.arrived + self.profile.max_lifetime)
+        return build_dsn(
+            original=job.content,
+            original_sender=job.spec.sender,
+            arrival=RUN_EPOCH + timedelta(seconds=job.spec.at),
+            recipients=tuple(
+                # An expired recipient keeps its last 4.x.x status, as Postfix reports it.
+                DsnRecipient(s.recipient, action, s.dsn or "4.0.0", s.reply, s.host, when)
+                for s in states
+            ),
+            message_id=f"<dsn.{action}.{job.spec.number}.{round(now)}@sender.sandbox.test>",
+            date=when,
+            will_retry_until=until,
+        )
 
     # --- one attempt -----------------------------------------------------------------------
 
@@ -185,25 +390,53 @@ class SenderAgent:
         number = job.spec.number
         for r in pending:
             self.attempts[(number, r)] += 1
-        self._emit(AttemptStarted(t=self._clock(), message=number, domain=job.domain,
-                                  attempt=job.attempt, recipients=pending))
+        self._emit(
+            AttemptStarted(
+                t=self._clock(),
+                message=number,
+                domain=job.domain,
+                attempt=job.attempt,
+                recipients=pending,
+            )
+        )
         try:
             route = await self._resolve(job)
             if isinstance(route, NoRoute):
                 return self._no_route(job, route, pending)
             attempt = Attempt(job.spec.sender, pending, route.candidates, self.profile)
             await self._walk(job, attempt)
+            self._note_dead_destination(job.domain, attempt)
             return attempt.recipients
         finally:
-            self._emit(AttemptFinished(t=self._clock(), message=number, domain=job.domain,
-                                       attempt=job.attempt))
+            self._emit(
+                AttemptFinished(
+                    t=self._clock(), message=number, domain=job.domain, attempt=job.attempt
+                )
+            )
+
+    def _note_dead_destination(self, domain: str, attempt: Attempt) -> None:
+        """Postfix marks a destination dead when an attempt could not connect anywhere."""
+        if not self.profile.suspend_dead_destinations:
+            return
+        if attempt.connected or not attempt.pending:
+            self._suspended_until.pop(domain, None)
+            return
+        last = attempt.recipients[attempt.pending[0]].reply
+        self._suspended_until[domain] = (self._clock() + self.profile.min_backoff, last)
 
     async def _resolve(self, job: _Job) -> Route | NoRoute:
         rng = random.Random(f"{self._seed}:{job.spec.number}:{job.domain}:{job.attempt}")
         resolution = Resolution(job.domain, self.profile, rng)
         while (query := resolution.next_query()) is not None:
-            self._emit(DnsAsked(t=self._clock(), message=job.spec.number, attempt=job.attempt,
-                                name=query.name, rdtype=query.rdtype))
+            self._emit(
+                DnsAsked(
+                    t=self._clock(),
+                    message=job.spec.number,
+                    attempt=job.attempt,
+                    name=query.name,
+                    rdtype=query.rdtype,
+                )
+            )
             result = await self._resolver.query(query.name, query.rdtype)
             self._report_answer(job, result.answer, result.cached)
             resolution.feed(result.answer)
@@ -213,23 +446,46 @@ class SenderAgent:
             self._emit(Warning(t=self._clock(), message=job.spec.number, text=text))
         hosts = tuple((h.preference, h.host, h.addresses) for h in route.hosts)
         if isinstance(route, Route):
-            self._emit(RouteChosen(t=self._clock(), message=job.spec.number, attempt=job.attempt,
-                                   domain=job.domain, route=route.kind, hosts=hosts, why=route.why))
+            self._emit(
+                RouteChosen(
+                    t=self._clock(),
+                    message=job.spec.number,
+                    attempt=job.attempt,
+                    domain=job.domain,
+                    route=route.kind,
+                    hosts=hosts,
+                    why=route.why,
+                )
+            )
         return route
 
     def _report_answer(self, job: _Job, answer: Answer, cached: bool) -> None:
         records = tuple(str(r) for r in answer.mx) + answer.addresses
-        self._emit(DnsAnswered(t=self._clock(), message=job.spec.number, attempt=job.attempt,
-                               name=answer.name, rdtype=answer.rdtype, rcode=answer.rcode,
-                               records=records, cnames=answer.cnames, ttl=answer.ttl,
-                               cached=cached))
+        self._emit(
+            DnsAnswered(
+                t=self._clock(),
+                message=job.spec.number,
+                attempt=job.attempt,
+                name=answer.name,
+                rdtype=answer.rdtype,
+                rcode=answer.rcode,
+                records=records,
+                cnames=answer.cnames,
+                ttl=answer.ttl,
+                cached=cached,
+            )
+        )
 
     def _no_route(
         self, job: _Job, route: NoRoute, pending: tuple[str, ...]
     ) -> dict[str, RecipientState]:
-        status: Literal["bounced", "pending"] = "bounced" if route.permanent else "pending"
-        states = {r: RecipientState(r, status, route.dsn, route.reason) for r in pending}
-        if route.permanent:
+        permanent = route.permanent
+        if route.kind == "no_address" and self.profile.no_address == "defer":
+            permanent = False
+        status: Literal["bounced", "pending"] = "bounced" if permanent else "pending"
+        dsn = route.dsn if permanent else "4" + route.dsn[1:]
+        states = {r: RecipientState(r, status, dsn, route.reason) for r in pending}
+        if permanent:
             self._decide(job, "bounce", f"{route.reason}: permanent ({route.dsn})", pending)
         return states
 
@@ -275,8 +531,13 @@ class SenderAgent:
         outcome: ServerReply | NoReply | None,
         stage: str,
     ) -> str:
-        base = _Where(t=self._clock(), message=job.spec.number, attempt=job.attempt,
-                      host=current.candidate.host, address=current.candidate.address)
+        base = _Where(
+            t=self._clock(),
+            message=job.spec.number,
+            attempt=job.attempt,
+            host=current.candidate.host,
+            address=current.candidate.address,
+        )
         if isinstance(action, Connect):
             if isinstance(outcome, NoReply):
                 self._emit(ConnectFailed(**base, reason=outcome.reason, detail=outcome.detail))
@@ -292,16 +553,34 @@ class SenderAgent:
         elif isinstance(action, SendMessage):
             command = "<message> ."
         if isinstance(outcome, ServerReply):
-            self._emit(SmtpExchange(**base, stage=stage, command=command, code=outcome.code,
-                                    reply=outcome.text))
+            self._emit(
+                SmtpExchange(
+                    **base, stage=stage, command=command, code=outcome.code, reply=outcome.text
+                )
+            )
         elif isinstance(outcome, NoReply):
-            self._emit(SmtpFailure(**base, stage=stage, command=command, reason=outcome.reason,
-                                   detail=outcome.detail))
+            self._emit(
+                SmtpFailure(
+                    **base,
+                    stage=stage,
+                    command=command,
+                    reason=outcome.reason,
+                    detail=outcome.detail,
+                )
+            )
         return stage
 
     def _decide(self, job: _Job, action: str, why: str, recipients: tuple[str, ...]) -> None:
-        self._emit(Decision(t=self._clock(), message=job.spec.number, attempt=job.attempt,
-                            action=action, why=why, recipients=recipients))
+        self._emit(
+            Decision(
+                t=self._clock(),
+                message=job.spec.number,
+                attempt=job.attempt,
+                action=action,
+                why=why,
+                recipients=recipients,
+            )
+        )
 
     async def _sleep_until(self, when: float) -> None:
         delay = when - self._clock()
@@ -315,3 +594,7 @@ def _by_domain(recipients: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     for r in recipients:
         groups.setdefault(r.rpartition("@")[2].lower(), []).append(r)
     return {domain: tuple(rs) for domain, rs in groups.items()}
+
+
+def _message_id_of(job: _Job) -> str:
+    return BytesHeaderParser().parsebytes(job.content).get("Message-ID", "")

@@ -12,6 +12,7 @@ two timeouts, as in Postfix. Commands go through ``execute_command`` so that eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 
@@ -117,10 +118,8 @@ class SmtpConnection:
         if client is None:
             return
         if quit and client.is_connected:
-            try:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await client.execute_command(b"QUIT", timeout=timeout)
-            except (aiosmtplib.SMTPException, OSError):
-                pass
         client.close()
 
     def _require(self) -> aiosmtplib.SMTP:

@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def mxsandbox(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_run_tells_the_story_and_exits_0() -> None:
@@ -23,7 +29,8 @@ def test_run_tells_the_story_and_exits_0() -> None:
     out = done.stdout
     assert "DNS: MX example.test? → 10 mx1.example.test., 20 mx2.example.test." in out
     assert out.index("mx1.example.test[192.0.2.10]:25 … refused") < out.index(
-        "mx2.example.test[192.0.2.11]:25 … connected")
+        "mx2.example.test[192.0.2.11]:25 … connected"
+    )
     assert "✔ delivered to alice@example.test by mx2.example.test" in out
     assert "All expectations hold." in out
 
@@ -32,16 +39,29 @@ def test_json_follows_the_output_contract() -> None:
     done = mxsandbox("run", "scenarios/primary-down.yaml", "--json")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
-    assert set(data) == {"scenario", "seed", "ok", "deliveries", "hosts", "expectations"}
+    # The contract's keys, plus the documented extensions.
+    assert set(data) == {"scenario", "seed", "ok", "deliveries", "hosts", "expectations",
+                         "returned", "duplicates"}
+    assert (data["returned"], data["duplicates"]) == ([], [])
     assert (data["scenario"], data["seed"], data["ok"]) == ("primary-down", 7, True)
-    assert data["deliveries"] == [{
-        "message": 1, "recipient": "alice@example.test", "status": "delivered",
-        "host": "mx2.example.test", "address": "192.0.2.11", "at": 0.0, "attempts": 1,
-        "dsn": "2.0.0", "reply": data["deliveries"][0]["reply"],
-    }]
+    assert data["deliveries"] == [
+        {
+            "message": 1,
+            "recipient": "alice@example.test",
+            "status": "delivered",
+            "host": "mx2.example.test",
+            "address": "192.0.2.11",
+            "at": 0.0,
+            "attempts": 1,
+            "dsn": "2.0.0",
+            "reply": data["deliveries"][0]["reply"],
+        }
+    ]
     assert data["deliveries"][0]["reply"].startswith("250 2.0.0")
-    assert data["hosts"] == {"mx1.example.test": {"connections": 1, "accepted": 0},
-                             "mx2.example.test": {"connections": 1, "accepted": 1}}
+    assert data["hosts"] == {
+        "mx1.example.test": {"connections": 1, "accepted": 0},
+        "mx2.example.test": {"connections": 1, "accepted": 1},
+    }
     assert all(e["ok"] and e["detail"] for e in data["expectations"])
 
 
@@ -52,15 +72,16 @@ def test_seed_option_changes_the_seed_in_the_json() -> None:
 
 def test_a_false_expectation_exits_1_and_says_which_and_why(tmp_path: Path) -> None:
     text = (ROOT / "scenarios" / "primary-down.yaml").read_text()
-    wrong = text.replace("{message: 1, status: delivered, host: mx2.example.test}",
-                         "{message: 1, status: delivered, host: mx1.example.test}")
+    wrong = text.replace(
+        "{message: 1, status: delivered, host: mx2.example.test}",
+        "{message: 1, status: delivered, host: mx1.example.test}",
+    )
     path = tmp_path / "wrong.yaml"
     path.write_text(wrong)
     done = mxsandbox("run", str(path))
     assert done.returncode == 1
     assert "✘ {message: 1, status: delivered, host: mx1.example.test}" in done.stdout
-    assert ("expected host mx1.example.test, but it was delivered by mx2.example.test"
-            in done.stdout)
+    assert "expected host mx1.example.test, but it was delivered by mx2.example.test" in done.stdout
     assert "1 of 3 expectations failed." in done.stdout
 
 
@@ -91,8 +112,16 @@ def test_trace_writes_every_event_as_json_lines(tmp_path: Path) -> None:
     events = [json.loads(line) for line in trace.read_text().splitlines()]
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
-    assert {"dns_served", "dns_answered", "connect_failed", "connected", "smtp",
-            "host_session", "host_accepted", "recipient_final"} <= set(kinds)
+    assert {
+        "dns_served",
+        "dns_answered",
+        "connect_failed",
+        "connected",
+        "smtp",
+        "host_session",
+        "host_accepted",
+        "recipient_final",
+    } <= set(kinds)
     times = [e["t"] for e in events]
     assert times == sorted(times)
 
@@ -101,8 +130,9 @@ def test_list_shows_every_scenario_with_its_title() -> None:
     done = mxsandbox("list")
     assert done.returncode == 0
     lines = done.stdout.splitlines()
-    assert any(line.startswith("primary-down ") and "backup takes the mail" in line
-               for line in lines)
+    assert any(
+        line.startswith("primary-down ") and "backup takes the mail" in line for line in lines
+    )
     assert len(lines) == len(list((ROOT / "scenarios").glob("*.yaml")))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.events import ConnectFailed, Connected, DnsServed, HostAccepted, SmtpExchange
+from sandbox.events import Connected, ConnectFailed, DnsServed, HostAccepted, SmtpExchange
 from sandbox.runner import RunResult, run_scenario
 from sandbox.scenario import scenario_from_mapping
 
@@ -45,10 +45,16 @@ def test_refused_primary_then_backup_in_one_attempt() -> None:
     ]
     (row,) = result.deliveries
     assert (row.status, row.host, row.address, row.attempts, row.dsn) == (
-        "delivered", "mx2.example.test", "192.0.2.11", 1, "2.0.0")
+        "delivered",
+        "mx2.example.test",
+        "192.0.2.11",
+        1,
+        "2.0.0",
+    )
     accepted = [e for e in result.events if isinstance(e, HostAccepted)]
-    assert [(e.host, e.recipients) for e in accepted] == [("mx2.example.test",
-                                                            ("alice@example.test",))]
+    assert [(e.host, e.recipients) for e in accepted] == [
+        ("mx2.example.test", ("alice@example.test",))
+    ]
 
 
 def test_the_sender_asked_the_real_dns_server() -> None:
@@ -74,15 +80,22 @@ def test_silent_host_costs_the_300_second_greeting_timeout() -> None:
 
 
 def test_greylisting_defers_then_delivers_to_the_primary() -> None:
-    result = run({"mx1.example.test": {"greylist": "5m"},
-                  "mx2.example.test": {"greylist": "5m"}})
+    result = run({"mx1.example.test": {"greylist": "5m"}, "mx2.example.test": {"greylist": "5m"}})
     (row,) = result.deliveries
     assert (row.status, row.host, row.attempts, row.at) == (
-        "delivered", "mx1.example.test", 2, 300.0)
-    replies = [(e.host, e.code) for e in result.events
-               if isinstance(e, SmtpExchange) and e.stage == "rcpt"]
-    assert replies == [("mx1.example.test", 451), ("mx2.example.test", 451),
-                       ("mx1.example.test", 250)]
+        "delivered",
+        "mx1.example.test",
+        2,
+        300.0,
+    )
+    replies = [
+        (e.host, e.code) for e in result.events if isinstance(e, SmtpExchange) and e.stage == "rcpt"
+    ]
+    assert replies == [
+        ("mx1.example.test", 451),
+        ("mx2.example.test", 451),
+        ("mx1.example.test", 250),
+    ]
 
 
 def test_5xx_at_rcpt_bounces_without_failover() -> None:
@@ -98,7 +111,11 @@ def test_phases_over_virtual_time() -> None:
     result = run({"mx1.example.test": down_two_hours, "mx2.example.test": down_two_hours})
     (row,) = result.deliveries
     assert (row.status, row.host, row.attempts, row.at) == (
-        "delivered", "mx1.example.test", 7, 9000.0)
+        "delivered",
+        "mx1.example.test",
+        7,
+        9000.0,
+    )
 
 
 def test_five_day_give_up_bounces_with_the_last_error() -> None:

@@ -36,7 +36,13 @@ def test_same_seed_gives_identical_json(path: Path) -> None:
 def test_the_scenario_folder_has_the_teaching_set() -> None:
     names = {p.stem for p in SCENARIOS}
     assert {
-        "primary-down", "backup-while-primary-tempfails", "all-down-then-recovered",
-        "equal-preference-balancing", "null-mx", "implicit-mx", "mx-points-at-cname",
-        "rejected-recipient", "give-up-after-5-days",
+        "primary-down",
+        "backup-while-primary-tempfails",
+        "all-down-then-recovered",
+        "equal-preference-balancing",
+        "null-mx",
+        "implicit-mx",
+        "mx-points-at-cname",
+        "rejected-recipient",
+        "give-up-after-5-days",
     } <= names

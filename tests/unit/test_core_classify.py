@@ -13,12 +13,22 @@ POSTFIX = Profile()
 @pytest.mark.parametrize(
     ("stage", "code", "verdict"),
     [
-        ("greeting", 220, "continue"), ("greeting", 421, "next_host"),
-        ("greeting", 554, "next_host"), ("ehlo", 250, "continue"), ("ehlo", 421, "next_host"),
-        ("helo", 550, "bounce"), ("mail", 451, "next_host"), ("mail", 553, "bounce"),
-        ("rcpt", 250, "continue"), ("rcpt", 451, "next_host"), ("rcpt", 550, "bounce"),
-        ("data", 354, "continue"), ("data", 451, "next_host"), ("data", 554, "bounce"),
-        ("message", 250, "delivered"), ("message", 452, "next_host"),
+        ("greeting", 220, "continue"),
+        ("greeting", 421, "next_host"),
+        ("greeting", 554, "next_host"),
+        ("ehlo", 250, "continue"),
+        ("ehlo", 421, "next_host"),
+        ("helo", 550, "bounce"),
+        ("mail", 451, "next_host"),
+        ("mail", 553, "bounce"),
+        ("rcpt", 250, "continue"),
+        ("rcpt", 451, "next_host"),
+        ("rcpt", 550, "bounce"),
+        ("data", 354, "continue"),
+        ("data", 451, "next_host"),
+        ("data", 554, "bounce"),
+        ("message", 250, "delivered"),
+        ("message", 452, "next_host"),
         ("message", 552, "bounce"),
     ],
 )
@@ -50,9 +60,14 @@ def test_5xx_greeting_bounces_when_the_profile_does_not_skip_it() -> None:
 
 @pytest.mark.parametrize(
     ("code", "text", "dsn"),
-    [(451, "4.7.1 Greylisted", "4.7.1"), (550, "5.1.1 No such user", "5.1.1"),
-     (250, "2.0.0 Ok", "2.0.0"), (451, "try later", "4.0.0"), (550, "4.1.1 mismatch", "5.0.0"),
-     (554, "5.7.1", "5.7.1")],
+    [
+        (451, "4.7.1 Greylisted", "4.7.1"),
+        (550, "5.1.1 No such user", "5.1.1"),
+        (250, "2.0.0 Ok", "2.0.0"),
+        (451, "try later", "4.0.0"),
+        (550, "4.1.1 mismatch", "5.0.0"),
+        (554, "5.7.1", "5.7.1"),
+    ],
 )
 def test_dsn_from_the_enhanced_code_or_the_class(code: int, text: str, dsn: str) -> None:
     assert dsn_of(ServerReply(code, text)) == dsn

@@ -16,7 +16,7 @@ from sandbox.core.delivery import (
     settle_deferred,
 )
 from sandbox.core.mx import Candidate
-from sandbox.core.policy import Profile
+from sandbox.core.policy import PROFILES, Profile, Retry, RetryHistory
 
 MX1 = Candidate("mx1.example.test", "192.0.2.10", 10)
 MX2 = Candidate("mx2.example.test", "192.0.2.11", 20)
@@ -74,18 +74,26 @@ def reply_at(stage: str, reply: ServerReply) -> Script:
     return script
 
 
-def new(*recipients: str, profile: Profile | None = None,
-        candidates: tuple[Candidate, ...] = (MX1, MX2)) -> Attempt:
-    return Attempt("bob@example.net", recipients or ("alice@example.test",), candidates,
-                   profile or Profile())
+def new(
+    *recipients: str, profile: Profile | None = None, candidates: tuple[Candidate, ...] = (MX1, MX2)
+) -> Attempt:
+    return Attempt(
+        "bob@example.net", recipients or ("alice@example.test",), candidates, profile or Profile()
+    )
 
 
 def test_a_normal_session_in_rfc_order() -> None:
     attempt = new()
     log = drive(attempt, normal)
     assert [step for _, step in log] == [
-        "Connect", "ReadGreeting", "EHLO sender.sandbox.test", "MAIL FROM:<bob@example.net>",
-        "RCPT TO:<alice@example.test>", "DATA", "SendMessage", "Disconnect",
+        "Connect",
+        "ReadGreeting",
+        "EHLO sender.sandbox.test",
+        "MAIL FROM:<bob@example.net>",
+        "RCPT TO:<alice@example.test>",
+        "DATA",
+        "SendMessage",
+        "Disconnect",
     ]
     state = attempt.recipients["alice@example.test"]
     assert (state.status, state.host, state.dsn) == ("delivered", "mx1.example.test", "2.0.0")
@@ -180,7 +188,24 @@ def test_session_limit_stops_the_walk() -> None:
 
 def test_settle_defers_by_age_then_gives_up_after_the_lifetime() -> None:
     profile = Profile()
-    assert settle_deferred(profile, 0, 0).retry_at == 300
-    assert settle_deferred(profile, 0, 2400).retry_at == 4800
-    assert settle_deferred(profile, 0, 5 * 86400 - 1).give_up is False
-    assert settle_deferred(profile, 0, 5 * 86400).give_up is True
+    assert settle_deferred(profile, RetryHistory(0, 0, 1), 0).retry == Retry(300, 300)
+    assert settle_deferred(profile, RetryHistory(0, 0, 5), 2400).retry == Retry(4800, 2400)
+    assert not settle_deferred(profile, RetryHistory(0, 0, 9), 5 * 86400 - 1).give_up
+    expired = settle_deferred(profile, RetryHistory(0, 0, 99), 5 * 86400)
+    assert expired.give_up
+    assert "past the 5d limit" in expired.why
+
+
+def test_haraka_defers_the_whole_attempt_on_a_4xx_greeting() -> None:
+    haraka = PROFILES["haraka"]
+    attempt = new(profile=haraka)
+    log = drive(attempt, host_script(mx1=reply_at("greeting", ServerReply(421, "4.3.2 busy"))))
+    assert {host for host, _ in log} == {"mx1"}
+    assert attempt.recipients["alice@example.test"].status == "pending"
+    assert attempt.take_notes()[-1].action == "defer"
+
+
+def test_haraka_bounces_on_a_5xx_greeting() -> None:
+    attempt = new(profile=PROFILES["haraka"])
+    drive(attempt, reply_at("greeting", ServerReply(554, "5.7.1 no")))
+    assert attempt.recipients["alice@example.test"].status == "bounced"

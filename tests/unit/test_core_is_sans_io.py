@@ -8,8 +8,18 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parents[2] / "sandbox" / "core"
-FORBIDDEN = {"asyncio", "socket", "selectors", "ssl", "dnslib", "aiosmtplib", "aiosmtpd",
-             "dns", "looptime", "smtplib"}
+FORBIDDEN = {
+    "asyncio",
+    "socket",
+    "selectors",
+    "ssl",
+    "dnslib",
+    "aiosmtplib",
+    "aiosmtpd",
+    "dns",
+    "looptime",
+    "smtplib",
+}
 
 
 @pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
@@ -22,5 +32,17 @@ def test_core_module_imports_no_io(path: Path) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             imported.add(node.module.split(".")[0])
     assert not imported & FORBIDDEN, f"{path.name} imports {imported & FORBIDDEN}"
-    assert imported <= FORBIDDEN | {"__future__", "sandbox", "dataclasses", "typing", "random",
-                                    "re", "math", "ipaddress", "itertools", "collections"}
+    assert imported <= FORBIDDEN | {
+        "__future__",
+        "sandbox",
+        "dataclasses",
+        "typing",
+        "random",
+        "re",
+        "math",
+        "ipaddress",
+        "itertools",
+        "collections",
+        "email",
+        "datetime",
+    }

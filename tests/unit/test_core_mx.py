@@ -26,8 +26,12 @@ def addresses(zone: dict[tuple[str, str], Answer]):
     return answer
 
 
-def resolve(first: Answer, zone: dict[tuple[str, str], Answer] | None = None,
-            profile: Profile = POSTFIX, seed: int = 0) -> tuple[Route | NoRoute, list[Query]]:
+def resolve(
+    first: Answer,
+    zone: dict[tuple[str, str], Answer] | None = None,
+    profile: Profile = POSTFIX,
+    seed: int = 0,
+) -> tuple[Route | NoRoute, list[Query]]:
     resolution = Resolution("example.test", profile, random.Random(seed))
     asked = []
     answer_for = addresses(zone or {})
@@ -45,9 +49,13 @@ def a(name: str, *ips: str, rdtype: str = "A") -> tuple[tuple[str, str], Answer]
 def test_lowest_preference_first_and_every_address_in_order() -> None:
     route, asked = resolve(
         mx((20, "mx2.example.test"), (10, "mx1.example.test")),
-        dict([a("mx1.example.test", "192.0.2.10", "192.0.2.12"),
-              a("mx1.example.test", "2001:db8::10", rdtype="AAAA"),
-              a("mx2.example.test", "192.0.2.11")]),
+        dict(
+            [
+                a("mx1.example.test", "192.0.2.10", "192.0.2.12"),
+                a("mx1.example.test", "2001:db8::10", rdtype="AAAA"),
+                a("mx2.example.test", "192.0.2.11"),
+            ]
+        ),
     )
     assert isinstance(route, Route)
     assert [(c.host, c.address) for c in route.candidates] == [
@@ -57,8 +65,12 @@ def test_lowest_preference_first_and_every_address_in_order() -> None:
         ("mx2.example.test", "192.0.2.11"),
     ]
     assert asked[0] == Query("example.test", "MX")
-    assert asked[1:] == [Query("mx1.example.test", "A"), Query("mx1.example.test", "AAAA"),
-                         Query("mx2.example.test", "A"), Query("mx2.example.test", "AAAA")]
+    assert asked[1:] == [
+        Query("mx1.example.test", "A"),
+        Query("mx1.example.test", "AAAA"),
+        Query("mx2.example.test", "A"),
+        Query("mx2.example.test", "AAAA"),
+    ]
 
 
 def test_equal_preferences_are_shuffled_by_the_seed_only() -> None:
@@ -87,7 +99,7 @@ def test_null_mx_mixed_with_real_records_takes_no_mail_with_a_warning() -> None:
 
 def test_no_mx_records_means_the_implicit_mx() -> None:
     nodata = Answer("example.test", "MX", "NOERROR")
-    route, asked = resolve(nodata, dict([a("example.test", "192.0.2.50")]))
+    route, _asked = resolve(nodata, dict([a("example.test", "192.0.2.50")]))
     assert isinstance(route, Route)
     assert route.kind == "implicit"
     assert [(c.host, c.address, c.preference) for c in route.candidates] == [
@@ -124,23 +136,30 @@ def test_mx_hosts_without_addresses_bounce_but_a_dns_failure_defers() -> None:
 
 
 def test_a_host_without_address_is_skipped_and_the_next_one_used() -> None:
-    route, _ = resolve(mx((10, "mx1.example.test"), (20, "mx2.example.test")),
-                       dict([a("mx2.example.test", "192.0.2.11")]))
+    route, _ = resolve(
+        mx((10, "mx1.example.test"), (20, "mx2.example.test")),
+        dict([a("mx2.example.test", "192.0.2.11")]),
+    )
     assert isinstance(route, Route)
     assert [c.host for c in route.candidates] == ["mx2.example.test"]
     assert route.hosts[0].addresses == ()
 
 
 def test_cname_follow_warns_and_reject_skips() -> None:
-    aliased = {("mail.example.test", "A"): Answer("mail.example.test", "A", "NOERROR",
-                                                  addresses=("192.0.2.30",),
-                                                  cnames=("server1.example.test",))}
+    aliased = {
+        ("mail.example.test", "A"): Answer(
+            "mail.example.test",
+            "A",
+            "NOERROR",
+            addresses=("192.0.2.30",),
+            cnames=("server1.example.test",),
+        )
+    }
     route, _ = resolve(mx((10, "mail.example.test")), aliased)
     assert isinstance(route, Route)
     assert [c.address for c in route.candidates] == ["192.0.2.30"]
     assert "RFC 2181 §10.3" in route.warnings[0]
-    route, asked = resolve(mx((10, "mail.example.test")), aliased,
-                           profile=Profile(cname="reject"))
+    route, asked = resolve(mx((10, "mail.example.test")), aliased, profile=Profile(cname="reject"))
     assert isinstance(route, NoRoute)
     assert Query("mail.example.test", "AAAA") not in asked
 
@@ -155,8 +174,13 @@ def test_ip_literal_is_used_or_rejected_by_policy() -> None:
 
 
 def test_own_address_discards_its_preference_and_worse() -> None:
-    zone = dict([a("mx1.example.test", "192.0.2.10"), a("mx2.example.test", "192.0.2.11"),
-                 a("mx3.example.test", "192.0.2.12")])
+    zone = dict(
+        [
+            a("mx1.example.test", "192.0.2.10"),
+            a("mx2.example.test", "192.0.2.11"),
+            a("mx3.example.test", "192.0.2.12"),
+        ]
+    )
     records = mx((10, "mx1.example.test"), (20, "mx2.example.test"), (30, "mx3.example.test"))
     route, _ = resolve(records, zone, profile=Profile(address="192.0.2.11"))
     assert isinstance(route, Route)

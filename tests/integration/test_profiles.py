@@ -1,0 +1,40 @@
+"""Each profile against a host that is down for three days, through real sockets: the tries
+the host saw match the profile's rules to the second."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox.core.policy import PROFILES
+from sandbox.events import Connected, ConnectFailed
+from sandbox.runner import profile_for, run_scenario
+from sandbox.scenario import scenario_from_mapping
+from tests.unit.test_policy import schedule
+
+DAY = 86400
+
+DOWN_THREE_DAYS = {
+    "name": "down-three-days",
+    "zones": {"example.test": "@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n"},
+    "hosts": {"mx1.example.test": [{"until": "3d", "do": "refuse"}, {"do": "accept"}]},
+    "messages": [{"from": "bob@example.net", "to": "alice@example.test"}],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_retry_times_for_a_host_down_three_days(name: str) -> None:
+    scenario = scenario_from_mapping(DOWN_THREE_DAYS)
+    result = run_scenario(scenario, profile=profile_for(scenario, name))
+    tries = [e.t for e in result.events if isinstance(e, Connected | ConnectFailed)]
+    print(f"{name}: {len(tries)} tries at {tries}")
+    assert tries == schedule(PROFILES[name], 3 * DAY)
+    (row,) = result.deliveries
+    assert (row.status, row.attempts, row.at) == ("delivered", len(tries), tries[-1])
+
+
+def test_haraka_gives_up_after_13_failures() -> None:
+    forever = dict(DOWN_THREE_DAYS, hosts={"mx1.example.test": "refuse"})
+    scenario = scenario_from_mapping(forever)
+    result = run_scenario(scenario, profile=profile_for(scenario, "haraka"))
+    (row,) = result.deliveries
+    assert (row.status, row.attempts, row.at, row.dsn) == ("bounced", 13, 262080.0, "4.4.1")
