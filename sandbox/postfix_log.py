@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal, cast
 
-from sandbox.core.classify import NoReply
-from sandbox.core.delivery import describe_outcome
+from sandbox.core.classify import NoReply, Stage
+from sandbox.core.delivery import COMMAND_NAMES, describe_outcome
 from sandbox.core.mx import Candidate
 from sandbox.events import (
     AttemptStarted,
@@ -34,15 +35,6 @@ from sandbox.sender.message import RUN_EPOCH
 __all__ = ["PostfixLog", "queue_id"]
 
 _PIDS = {"cleanup": 1001, "qmgr": 1002, "smtp": 1003, "bounce": 1004}
-_COMMAND = {
-    "greeting": "initial greeting",
-    "ehlo": "EHLO command",
-    "helo": "HELO command",
-    "mail": "MAIL FROM command",
-    "rcpt": "RCPT TO command",
-    "data": "DATA command",
-    "message": "end of DATA command",
-}
 
 
 def queue_id(message: int) -> str:
@@ -85,52 +77,91 @@ class PostfixLog:
             case ConnectFailed():
                 reason = {"refused": "Connection refused", "timeout": "Connection timed out"}
                 detail = reason.get(event.reason, event.detail)
-                self._line(event.t, "smtp", f"connect to {event.host}[{event.address}]:25: {detail}")
+                self._line(
+                    event.t, "smtp", f"connect to {event.host}[{event.address}]:25: {detail}"
+                )
             case SmtpExchange() if event.code >= 400:
-                self._line(event.t, "smtp", f"{queue_id(event.message)}: host {event.host}"
-                           f"[{event.address}] said: {event.code} {event.reply} "
-                           f"(in reply to {_COMMAND.get(event.stage, event.stage)})")
+                self._line(
+                    event.t,
+                    "smtp",
+                    f"{queue_id(event.message)}: host {event.host}"
+                    f"[{event.address}] said: {event.code} {event.reply} "
+                    f"(in reply to {COMMAND_NAMES.get(event.stage, event.stage)})",
+                )
             case SmtpFailure():
-                text = describe_outcome(event.stage, Candidate(event.host, event.address, 0),  # type: ignore[arg-type]
-                                        NoReply(event.reason))  # type: ignore[arg-type]
+                # Events carry plain strings; these are the core's own stage and reason words.
+                stage = cast(Stage, event.stage)
+                lost = cast(Literal["timeout", "lost"], event.reason)
+                candidate = Candidate(event.host, event.address, 0)
+                text = describe_outcome(stage, candidate, NoReply(lost))
                 self._line(event.t, "smtp", f"{queue_id(event.message)}: {text}")
             case RecipientDeferred():
                 relay = f"{event.host}[{event.address}]:25" if event.host else "none"
-                self._status(event.t, event.message, event.recipient, relay, event.dsn,
-                             "deferred", event.reply)
+                self._status(
+                    event.t,
+                    event.message,
+                    event.recipient,
+                    relay,
+                    event.dsn,
+                    "deferred",
+                    event.reply,
+                )
             case RecipientFinal():
                 self._final(event)
             case DsnCreated() if event.dsn_message is not None:
-                what = ("non-delivery notification" if event.action == "failed"
-                        else "delay status notification")
-                self._line(event.t, "bounce", f"{queue_id(event.message)}: sender {what}: "
-                                              f"{queue_id(event.dsn_message)}")
+                what = (
+                    "non-delivery notification"
+                    if event.action == "failed"
+                    else "delay status notification"
+                )
+                self._line(
+                    event.t,
+                    "bounce",
+                    f"{queue_id(event.message)}: sender {what}: {queue_id(event.dsn_message)}",
+                )
             case _:
                 pass
 
     def _queued(self, event: MessageQueued) -> None:
-        self._messages[event.message] = _Message(event.t, event.sender, set(event.recipients),
-                                                 event.t)
+        self._messages[event.message] = _Message(
+            event.t, event.sender, set(event.recipients), event.t
+        )
         qid = queue_id(event.message)
         if event.message_id:
             self._line(event.t, "cleanup", f"{qid}: message-id={event.message_id}")
-        self._line(event.t, "qmgr", f"{qid}: from=<{event.sender}>, size={event.size}, "
-                                    f"nrcpt={len(event.recipients)} (queue active)")
+        self._line(
+            event.t,
+            "qmgr",
+            f"{qid}: from=<{event.sender}>, size={event.size}, "
+            f"nrcpt={len(event.recipients)} (queue active)",
+        )
 
     def _final(self, event: RecipientFinal) -> None:
         relay = f"{event.relay}:25" if event.relay else "none"
         if event.status == "delivered":
-            self._status(event.t, event.message, event.recipient, relay, event.dsn, "sent",
-                         event.reply)
+            self._status(
+                event.t, event.message, event.recipient, relay, event.dsn, "sent", event.reply
+            )
         elif event.expired:
-            self._status(event.t, event.message, event.recipient, relay, event.dsn, "deferred",
-                         event.reply.removesuffix(" (message expired)"))
+            self._status(
+                event.t,
+                event.message,
+                event.recipient,
+                relay,
+                event.dsn,
+                "deferred",
+                event.reply.removesuffix(" (message expired)"),
+            )
             sender = self._messages[event.message].sender if event.message in self._messages else ""
-            self._line(event.t, "qmgr", f"{queue_id(event.message)}: from=<{sender}>, "
-                                        "status=expired, returned to sender")
+            self._line(
+                event.t,
+                "qmgr",
+                f"{queue_id(event.message)}: from=<{sender}>, status=expired, returned to sender",
+            )
         elif event.status == "bounced":
-            self._status(event.t, event.message, event.recipient, relay, event.dsn, "bounced",
-                         event.reply)
+            self._status(
+                event.t, event.message, event.recipient, relay, event.dsn, "bounced", event.reply
+            )
         else:
             return  # still queued when the run ended: Postfix would say nothing yet
         message = self._messages.get(event.message)
@@ -139,15 +170,20 @@ class PostfixLog:
             if not message.waiting:
                 self._line(event.t, "qmgr", f"{queue_id(event.message)}: removed")
 
-    def _status(self, t: float, number: int, recipient: str, relay: str, dsn: str,
-                status: str, reply: str) -> None:
+    def _status(
+        self, t: float, number: int, recipient: str, relay: str, dsn: str, status: str, reply: str
+    ) -> None:
         message = self._messages.get(number)
         arrived = message.arrived if message else t
         started = message.attempt_started if message else t
         delays = f"0/{_seconds(started - arrived)}/0/{_seconds(t - started)}"
-        self._line(t, "smtp", f"{queue_id(number)}: to=<{recipient}>, relay={relay}, "
-                              f"delay={_seconds(t - arrived)}, delays={delays}, dsn={dsn}, "
-                              f"status={status} ({reply})")
+        self._line(
+            t,
+            "smtp",
+            f"{queue_id(number)}: to=<{recipient}>, relay={relay}, "
+            f"delay={_seconds(t - arrived)}, delays={delays}, dsn={dsn}, "
+            f"status={status} ({reply})",
+        )
 
     def _line(self, t: float, process: str, text: str) -> None:
         self.write(f"{_stamp(t)} {self.hostname} postfix/{process}[{_PIDS[process]}]: {text}")

@@ -37,6 +37,7 @@ from sandbox.core.policy import Profile, Retry, RetryHistory, next_retry
 from sandbox.durations import format_duration
 
 __all__ = [
+    "COMMAND_NAMES",
     "Action",
     "Attempt",
     "Connect",
@@ -115,7 +116,7 @@ _DOING = {
     "data": "sending DATA command",
     "message": "sending end of data -- message may be sent more than once",
 }
-_COMMAND = {
+COMMAND_NAMES = {
     "greeting": "initial greeting",
     "ehlo": "EHLO command",
     "helo": "HELO command",
@@ -133,7 +134,7 @@ def _where(candidate: Candidate) -> str:
 def describe_outcome(stage: Stage, candidate: Candidate, outcome: Outcome) -> str:
     """The error text a Postfix log would show for this outcome."""
     if isinstance(outcome, ServerReply):
-        return f"host {_where(candidate)} said: {outcome} (in reply to {_COMMAND[stage]})"
+        return f"host {_where(candidate)} said: {outcome} (in reply to {COMMAND_NAMES[stage]})"
     if stage == "connect":
         text = {"refused": "Connection refused", "timeout": "Connection timed out"}
         detail = text.get(outcome.reason, outcome.detail or "connection failed")

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from sandbox.events import (
-    ConnectFailed,
     Connected,
+    ConnectFailed,
     DsnCreated,
     HostAccepted,
     HostSession,
@@ -71,8 +71,9 @@ def only(result: RunResult) -> tuple[str, str | None, str, int, float]:
 
 
 def test_a_backup_mx_sender_discards_its_own_preference_and_worse() -> None:
-    result = run(hosts={"mx1.example.test": "refuse"}, sender={"address": "192.0.2.11"},
-                 until="10m")
+    result = run(
+        hosts={"mx1.example.test": "refuse"}, sender={"address": "192.0.2.11"}, until="10m"
+    )
     assert set(tried(result)) == {"mx1.example.test"}
     assert only(result)[0] == "deferred"
     assert any("itself an MX" in w for w in warnings(result))
@@ -168,23 +169,28 @@ def test_a_cached_mx_outlives_the_zone_change_until_its_ttl_runs_out() -> None:
     result = run(
         zones=moving(7200),
         hosts={"old.example.test": [{"until": "1h", "do": "accept"}, {"do": "refuse"}]},
-        messages=[{"from": "bob@example.net", "to": "alice@example.test"},
-                  {"from": "bob@example.net", "to": "alice@example.test", "at": "90m"}],
+        messages=[
+            {"from": "bob@example.net", "to": "alice@example.test"},
+            {"from": "bob@example.net", "to": "alice@example.test", "at": "90m"},
+        ],
     )
     first, second = result.deliveries
     assert (first.host, first.at) == ("old.example.test", 0.0)
     assert second.host == "new.example.test"
     assert second.at >= 7200  # the MX answer cached at 0:00 lived until 2:00
-    assert "old.example.test" in [e.host for e in result.events
-                                  if isinstance(e, ConnectFailed) and e.message == 2]
+    assert "old.example.test" in [
+        e.host for e in result.events if isinstance(e, ConnectFailed) and e.message == 2
+    ]
 
 
 def test_a_low_ttl_sees_the_new_mx_at_once() -> None:
     result = run(
         zones=moving(300),
         hosts={"old.example.test": [{"until": "1h", "do": "accept"}, {"do": "refuse"}]},
-        messages=[{"from": "bob@example.net", "to": "alice@example.test"},
-                  {"from": "bob@example.net", "to": "alice@example.test", "at": "90m"}],
+        messages=[
+            {"from": "bob@example.net", "to": "alice@example.test"},
+            {"from": "bob@example.net", "to": "alice@example.test", "at": "90m"},
+        ],
     )
     second = result.deliveries[1]
     assert (second.host, second.at, second.attempts) == ("new.example.test", 5400.0, 1)
@@ -204,8 +210,11 @@ def test_recipients_of_one_domain_share_one_transaction() -> None:
 
 def test_a_452_to_the_101st_recipient_defers_only_the_rest() -> None:
     people = [f"user{i}@example.test" for i in range(101)]
-    result = run("@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n",
-                 {"mx1.example.test": {"max_recipients": 100}}, to=people)
+    result = run(
+        "@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n",
+        {"mx1.example.test": {"max_recipients": 100}},
+        to=people,
+    )
     by_time: dict[float, int] = {}
     for row in result.deliveries:
         assert row.status == "delivered"
@@ -216,13 +225,16 @@ def test_a_452_to_the_101st_recipient_defers_only_the_rest() -> None:
 
 
 def test_recipients_in_several_domains_are_delivered_separately() -> None:
-    zones = {"example.test": "@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n",
-             "other.test": "@ IN MX 10 mx\nmx IN A 192.0.2.50\n"}
+    zones = {
+        "example.test": "@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n",
+        "other.test": "@ IN MX 10 mx\nmx IN A 192.0.2.50\n",
+    }
     result = run(zones=zones, to=["alice@example.test", "dave@other.test"])
-    accepted = sorted((e.host, e.recipients) for e in result.events
-                      if isinstance(e, HostAccepted))
-    assert accepted == [("mx.other.test", ("dave@other.test",)),
-                        ("mx1.example.test", ("alice@example.test",))]
+    accepted = sorted((e.host, e.recipients) for e in result.events if isinstance(e, HostAccepted))
+    assert accepted == [
+        ("mx.other.test", ("dave@other.test",)),
+        ("mx1.example.test", ("alice@example.test",)),
+    ]
 
 
 # --- 8 and 11. the lost final dot -----------------------------------------------------------
@@ -261,8 +273,11 @@ def delivery_status(report: EmailMessage) -> list[Any]:
 def test_the_five_day_bounce_is_an_rfc3464_report() -> None:
     result = run(hosts={"mx1.example.test": "refuse", "mx2.example.test": "refuse"})
     (returned,) = result.returned
-    assert (returned.action, returned.to, returned.via) == ("failed", "bob@example.net",
-                                                             "returned_mailbox")
+    assert (returned.action, returned.to, returned.via) == (
+        "failed",
+        "bob@example.net",
+        "returned_mailbox",
+    )
     report = parse(returned.data)
     assert report.get_content_type() == "multipart/report"
     assert report.get_param("report-type") == "delivery-status"
@@ -279,21 +294,26 @@ def test_the_five_day_bounce_is_an_rfc3464_report() -> None:
 
 
 def test_a_bounce_goes_through_the_senders_own_mx_when_it_is_in_the_scenario() -> None:
-    zones = {"example.test": "@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n",
-             "example.net": "@ IN MX 10 mail\nmail IN A 192.0.2.60\n"}
-    result = run(zones=zones,
-                 hosts={"mx1.example.test": {"rcpt": "550 5.1.1 No such user"}})
+    zones = {
+        "example.test": "@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n",
+        "example.net": "@ IN MX 10 mail\nmail IN A 192.0.2.60\n",
+    }
+    result = run(zones=zones, hosts={"mx1.example.test": {"rcpt": "550 5.1.1 No such user"}})
     (returned,) = result.returned
     assert (returned.via, returned.status) == ("mx", "delivered")
     accepted = [e for e in result.events if isinstance(e, HostAccepted)]
     assert [(e.host, e.sender, e.recipients) for e in accepted] == [
-        ("mail.example.net", "<>", ("bob@example.net",))]
+        ("mail.example.net", "<>", ("bob@example.net",))
+    ]
     assert [row.recipient for row in result.deliveries] == ["alice@example.test"]
 
 
 def test_delay_warning_sends_a_delayed_dsn_once() -> None:
-    result = run(hosts={"mx1.example.test": "refuse", "mx2.example.test": "refuse"},
-                 sender={"delay_warning": "4h"}, until="10h")
+    result = run(
+        hosts={"mx1.example.test": "refuse", "mx2.example.test": "refuse"},
+        sender={"delay_warning": "4h"},
+        until="10h",
+    )
     created = [e for e in result.events if isinstance(e, DsnCreated)]
     assert [e.action for e in created] == ["delayed"]
     assert 4 * 3600 <= created[0].t < 5 * 3600
@@ -307,10 +327,15 @@ def test_delay_warning_sends_a_delayed_dsn_once() -> None:
 
 
 def test_a_dead_destination_is_suspended_for_the_other_messages() -> None:
-    result = run("@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n", {"mx1.example.test": "refuse"},
-                 messages=[{"from": "bob@example.net", "to": "alice@example.test"},
-                           {"from": "bob@example.net", "to": "carol@example.test", "at": "1m"}],
-                 until="4m")
+    result = run(
+        "@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n",
+        {"mx1.example.test": "refuse"},
+        messages=[
+            {"from": "bob@example.net", "to": "alice@example.test"},
+            {"from": "bob@example.net", "to": "carol@example.test", "at": "1m"},
+        ],
+        until="4m",
+    )
     suspended = [e for e in result.events if isinstance(e, RecipientDeferred) and e.suspended]
     assert [(e.message, e.t) for e in suspended] == [(2, 60.0)]
     assert suspended[0].reply.startswith("delivery temporarily suspended: connect to")
@@ -321,8 +346,9 @@ def test_a_dead_destination_is_suspended_for_the_other_messages() -> None:
 
 
 def test_haraka_stops_at_a_4xx_greeting_without_trying_the_backup() -> None:
-    result = run(hosts={"mx1.example.test": {"greeting": "421 4.3.2 busy"}}, profile="haraka",
-                 until="1m")
+    result = run(
+        hosts={"mx1.example.test": {"greeting": "421 4.3.2 busy"}}, profile="haraka", until="1m"
+    )
     assert tried(result) == ["mx1.example.test"]
     assert only(result)[0] == "deferred"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.runner import run_scenario
+from sandbox.runner import profile_for, run_scenario
 from sandbox.scenario import load_scenario
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
@@ -45,4 +45,18 @@ def test_the_scenario_folder_has_the_teaching_set() -> None:
         "mx-points-at-cname",
         "rejected-recipient",
         "give-up-after-5-days",
+        # sender fidelity
+        "moving-your-mx",
+        "duplicate-after-lost-dot",
+        "client-is-backup-mx",
+        "profiles-compared",
+        "greylisting",
     } <= names
+
+
+@pytest.mark.parametrize("profile", ["postfix", "exim", "haraka", "rfc5321"])
+def test_profiles_compared_holds_for_every_profile(profile: str) -> None:
+    path = Path(__file__).resolve().parents[2] / "scenarios" / "profiles-compared.yaml"
+    scenario = load_scenario(path)
+    result = run_scenario(scenario, profile=profile_for(scenario, profile))
+    assert result.ok, [e.detail for e in result.expectations if not e.ok]
