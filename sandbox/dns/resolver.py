@@ -6,6 +6,10 @@ run's clock (virtual in ``run`` mode), negative answers for the SOA's negative T
 so a zone that changes is seen only once the cached answer has expired: the lesson behind
 "lower your TTL before you move your MX". Failures (no reply, SERVFAIL) are not cached.
 
+A question already on the wire is not asked twice: when twenty deliveries to one domain start
+at the same instant, the first asks and the others wait for its answer and take it from the
+cache, as a caching resolver does. Each UDP exchange uses a fresh socket (a new source port).
+
 dnslib is the codec; everything it returns is turned here into the core's ``Answer``.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -34,19 +39,6 @@ class CachedAnswer:
     cached: bool
 
 
-class _UdpExchange(asyncio.DatagramProtocol):
-    def __init__(self, waiter: asyncio.Future[bytes]) -> None:
-        self._waiter = waiter
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if not self._waiter.done():
-            self._waiter.set_result(data)
-
-    def error_received(self, exc: Exception) -> None:
-        if not self._waiter.done():
-            self._waiter.set_exception(exc)
-
-
 class StubResolver:
     def __init__(
         self,
@@ -62,17 +54,38 @@ class StubResolver:
         self._timeout = timeout
         self._tries = tries
         self._cache: dict[tuple[str, str], tuple[float, Answer]] = {}
+        self._asking: dict[tuple[str, str], asyncio.Future[Answer]] = {}
 
     async def query(self, name: str, rdtype: str) -> CachedAnswer:
         key = (name.lower().rstrip("."), rdtype)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > self._clock():
-            remaining = int(hit[0] - self._clock())
-            return CachedAnswer(replace(hit[1], ttl=remaining), True)
-        answer = await self._ask(key[0], rdtype)
-        if answer.rcode in ("NOERROR", "NXDOMAIN") and answer.ttl > 0:
+        while True:
+            hit = self._cache.get(key)
+            now = self._clock()
+            if hit is not None and hit[0] > now:
+                return CachedAnswer(replace(hit[1], ttl=int(hit[0] - now)), True)
+            asking = self._asking.get(key)
+            if asking is None:
+                return CachedAnswer(await self._ask_once(key), False)
+            shared = await _follow(asking)
+            if shared is not None and not _cacheable(shared):
+                return CachedAnswer(shared, False)  # a failure: shared, never cached
+            # A cacheable answer is in the cache now; an asker that was cancelled left the
+            # question to us. Either way, go round again.
+
+    async def _ask_once(self, key: tuple[str, str]) -> Answer:
+        asking: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._asking[key] = asking
+        try:
+            answer = await self._ask(*key)
+        except BaseException:
+            asking.cancel()  # whoever waits for it asks again
+            raise
+        finally:
+            del self._asking[key]
+        if _cacheable(answer):
             self._cache[key] = (self._clock() + answer.ttl, answer)
-        return CachedAnswer(answer, False)
+        asking.set_result(answer)
+        return answer
 
     async def _ask(self, name: str, rdtype: str) -> Answer:
         request = dnslib.DNSRecord.question(name or ".", rdtype)
@@ -96,16 +109,15 @@ class StubResolver:
         return Answer(name, rdtype, "TIMEOUT")
 
     async def _udp(self, payload: bytes) -> bytes:
+        # A plain non-blocking socket: half the cost of a datagram transport per exchange.
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bytes] = loop.create_future()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpExchange(waiter), remote_addr=self.server
-        )
-        try:
-            transport.sendto(payload)
-            return await asyncio.wait_for(waiter, self._timeout)
-        finally:
-            transport.close()
+        family = socket.AF_INET6 if ":" in self.server[0] else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.connect(self.server)
+            await loop.sock_sendall(sock, payload)
+            async with asyncio.timeout(self._timeout):
+                return await loop.sock_recv(sock, 65535)
 
     async def _tcp(self, payload: bytes) -> bytes:
         async def exchange() -> bytes:
@@ -120,6 +132,21 @@ class StubResolver:
                     await writer.wait_closed()
 
         return await asyncio.wait_for(exchange(), self._timeout)
+
+
+def _cacheable(answer: Answer) -> bool:
+    return answer.rcode in ("NOERROR", "NXDOMAIN") and answer.ttl > 0
+
+
+async def _follow(asking: asyncio.Future[Answer]) -> Answer | None:
+    """Wait for the answer to a question already asked; None if its asker was cancelled."""
+    try:
+        return await asyncio.shield(asking)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if asking.cancelled() and (task is None or not task.cancelling()):
+            return None
+        raise
 
 
 def _to_answer(name: str, rdtype: str, response: Any) -> Answer:

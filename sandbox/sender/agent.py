@@ -160,6 +160,9 @@ class SenderAgent:
 
     def _enqueue(self, spec: MessageSpec, content: bytes, *, is_dsn: bool = False) -> None:
         assert self._group is not None
+        for r in spec.recipients:
+            # Known from the start, so that a message the run ends before is still reported.
+            self.last[(spec.number, r)] = RecipientState(r, reply="not yet in the queue")
         for domain, recipients in _by_domain(spec.recipients).items():
             job = _Job(spec, domain, recipients, content, is_dsn)
             self._group.create_task(self._run_job(job))
@@ -181,7 +184,7 @@ class SenderAgent:
             )
         pending = job.recipients
         for r in pending:
-            self.last[(number, r)] = RecipientState(r)
+            self.last[(number, r)] = RecipientState(r, reply="in its first attempt")
         while pending:
             states = await self._attempt_or_suspend(job, pending)
             pending = self._settle(job, states)

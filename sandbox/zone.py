@@ -1,0 +1,660 @@
+"""Zone text -> records: the scenario's zones, read the way BIND reads a zone file.
+
+Theory of operation
+-------------------
+A scenario writes each zone as zone-file text (RFC 1035 §5.1), the way people write it for
+BIND or paste it from a DNS provider. Reading it takes three passes, each small:
+
+1. **Lines -> tokens.** Each line is split into words, honouring ``;`` comments, quoted
+   strings (``"v=spf1 -all"``) and the parentheses that let one record (the SOA, usually)
+   span several lines. Every token keeps its line number, and a record keeps the line where
+   it starts, so every finding can point at a line the user can see.
+2. **Tokens -> entries.** Tokens are joined into entries: one per directive (``$ORIGIN``,
+   ``$TTL``) or record. Newlines end an entry unless a ``(`` is still open. A line that
+   starts with white space has no owner field: it repeats the previous record's owner.
+3. **Entries -> records.** Directives update the origin and the default TTL; each record's
+   owner, TTL, class and type are read here, and its data by a small reader per common type
+   (A, AAAA, MX, CNAME, NS, PTR, SOA, TXT) that says in plain words what is wrong and how to
+   mend it. Rarer types go to dnslib's own ``fromZone`` readers. The result is a ``dnslib.RR``
+   ready to pack, plus the plain fields (name, preference, target, address) that the rest
+   of the sandbox reads, so that nothing else has to know dnslib.
+
+Names are kept absolute, in lower case and without the final dot (``mx1.example.test``; the
+root is ``""``): DNS compares names case-insensitively, and one spelling everywhere makes
+dictionary look-ups and comparisons trivially right.
+
+dnslib's own ``ZoneParser`` is not used for the record structure: it keeps no line numbers,
+treats ``@`` in record data as a relative label, and reports mistakes as bare
+``ValueError``/``KeyError`` without saying where.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dnslib
+
+from sandbox.errors import ZoneSyntaxError
+
+__all__ = ["Zone", "ZoneRecord", "find_zone", "parse_zone"]
+
+MAX_TTL = 2**31 - 1  # RFC 2181 §8
+_CLASSES = frozenset({"IN", "CH", "CS", "HS", "NONE", "ANY"})
+# Query-only and pseudo types: they have no place in a zone's data.
+_META_TYPES = frozenset({"ANY", "OPT", "AXFR", "IXFR", "TKEY", "TSIG"})
+_COMMON_TYPES = "A, AAAA, MX, CNAME, NS, TXT, SOA, PTR or SRV"
+_TTL_PART = re.compile(r"(\d+)([smhdw]?)", re.IGNORECASE | re.ASCII)
+_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+# --- the public model ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneRecord:
+    """One resource record of a zone, with the line of the zone text where it starts."""
+
+    name: str
+    rtype: str
+    ttl: int
+    rdata: str
+    line: int
+    # dnslib objects define __eq__ without __hash__: left out of comparison (and so of the
+    # hash), they would otherwise make every record unhashable. The other fields already
+    # say everything the RR holds.
+    rr: Any = field(compare=False)
+    preference: int | None = None
+    target: str | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """A parsed zone: its apex, its records in file order and its SOA."""
+
+    apex: str
+    records: tuple[ZoneRecord, ...]
+    soa: Any = field(compare=False)
+    default_ttl: int
+    ttl_directive: bool
+    # Indexes built once: the servers look names up on every query.
+    _by_name: Mapping[str, tuple[ZoneRecord, ...]] = field(init=False, repr=False, compare=False)
+    _existing: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, list[ZoneRecord]] = {}
+        for record in self.records:
+            by_name.setdefault(record.name, []).append(record)
+        object.__setattr__(self, "_by_name", {k: tuple(v) for k, v in by_name.items()})
+        object.__setattr__(self, "_existing", _with_ancestors(self.names(), self.apex))
+
+    def names(self) -> frozenset[str]:
+        """The owner names of the zone's records, and the apex (which always holds the SOA)."""
+        return frozenset(self._by_name) | {self.apex}
+
+    def lookup(self, name: str, rtype: str) -> tuple[ZoneRecord, ...]:
+        """The records at exactly ``name`` of type ``rtype`` (``"ANY"``: all), in zone order.
+
+        The synthesised SOA of a zone without one is not a record: see ``soa``.
+        """
+        records = self._by_name.get(_normalise(name), ())
+        wanted = rtype.upper()
+        if wanted == "ANY":
+            return records
+        return tuple(r for r in records if r.rtype == wanted)
+
+    def addresses_of(self, name: str) -> tuple[str, ...]:
+        """The A addresses of ``name``, then its AAAA addresses, each in zone order."""
+        return tuple(r.address for r in self.lookup(name, "A") if r.address) + tuple(
+            r.address for r in self.lookup(name, "AAAA") if r.address
+        )
+
+    def contains(self, name: str) -> bool:
+        """True when ``name`` is at or below the apex."""
+        return _is_at_or_below(_normalise(name), self.apex)
+
+    def exists(self, name: str) -> bool:
+        """True when ``name`` owns records or is an empty non-terminal (a name below it does).
+
+        This is what separates NODATA from NXDOMAIN (RFC 8020): ``b.example.test`` exists
+        when only ``a.b.example.test`` has records.
+        """
+        return _normalise(name) in self._existing
+
+
+def find_zone(zones: Iterable[Zone], name: str) -> Zone | None:
+    """The zone with the longest apex that contains ``name``, or None."""
+    best: Zone | None = None
+    for zone in zones:
+        if zone.contains(name) and (best is None or len(zone.apex) > len(best.apex)):
+            best = zone
+    return best
+
+
+def parse_zone(apex: str, text: str, *, default_ttl: int = 3600) -> Zone:
+    """Read zone text for the zone at ``apex``. Raises ``ZoneSyntaxError`` with the line."""
+    reader = _ZoneReader(_ascii(_normalise(apex), apex, line=1), default_ttl)
+    # A zone pasted with a uniform indent (a Python string, say) would otherwise read as
+    # "every record repeats the previous owner". Dedenting keeps the line numbers.
+    for entry in _entries(textwrap.dedent(text)):
+        reader.read(entry)
+    return reader.zone()
+
+
+# --- names -------------------------------------------------------------------------------------
+
+
+def _normalise(name: str) -> str:
+    """Lower case, no final dot: ``MX1.Example.TEST.`` -> ``mx1.example.test``; root -> ``""``."""
+    return name.lower().rstrip(".")
+
+
+def _is_at_or_below(name: str, apex: str) -> bool:
+    return apex == "" or name == apex or name.endswith("." + apex)
+
+
+def _with_ancestors(names: Iterable[str], apex: str) -> frozenset[str]:
+    """Every name, and every name between it and the apex (the empty non-terminals)."""
+    found: set[str] = set()
+    for name in names:
+        while _is_at_or_below(name, apex) and name not in found:
+            found.add(name)
+            if name == apex or not name:
+                break
+            name = name.partition(".")[2]
+    return frozenset(found)
+
+
+def _label(name: str) -> dnslib.DNSLabel:
+    """A dnslib label for an absolute name in our spelling."""
+    return dnslib.DNSLabel(name + "." if name else ".")
+
+
+# --- pass 1 and 2: lines -> tokens -> entries ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    text: str
+    quoted: bool
+    line: int
+
+
+@dataclass(slots=True)
+class _Entry:
+    line: int
+    indented: bool  # the line starts with white space: no owner field
+    tokens: list[_Token]
+
+
+def _entries(text: str) -> Iterable[_Entry]:
+    """Join the tokens of each line into entries; parentheses continue an entry."""
+    entry: _Entry | None = None
+    open_line = 0  # the line of the '(' still open, or 0
+    line_no = 0
+    # Split on "\n" only: str.splitlines() also breaks at \v, \f and other separators that
+    # editors and YAML do not count, and the line numbers must match what the user sees.
+    for line_no, raw in enumerate(text.split("\n"), start=1):
+        tokens = _tokens(raw.removesuffix("\r"), line_no)
+        if entry is None:
+            if not tokens:
+                continue
+            entry = _Entry(line_no, raw[:1] in " \t", [])
+        for token in tokens:
+            open_line = _take(entry, token, open_line)
+        if not open_line:
+            if entry.tokens:
+                yield entry
+            entry = None
+    if open_line:
+        raise ZoneSyntaxError(
+            "this '(' is never closed: add ')' after the record's last field", line=open_line
+        )
+
+
+def _take(entry: _Entry, token: _Token, open_line: int) -> int:
+    """Add one token to the entry; return the line of the '(' still open, or 0."""
+    if not token.quoted and token.text == "(":
+        if open_line:
+            raise ZoneSyntaxError(
+                f"a second '(' while the one from line {open_line} is still open: "
+                "close the first with ')'",
+                line=token.line,
+            )
+        return token.line
+    if not token.quoted and token.text == ")":
+        if not open_line:
+            raise ZoneSyntaxError(
+                "')' without a '(' before it: remove it, or open the record with '('",
+                line=token.line,
+            )
+        return 0
+    entry.tokens.append(token)
+    return open_line
+
+
+def _tokens(line: str, line_no: int) -> list[_Token]:
+    """Split one line into words, quoted strings and parentheses, dropping the comment."""
+    tokens: list[_Token] = []
+    i = 0
+    while i < len(line):
+        char = line[i]
+        if char in " \t":
+            i += 1
+        elif char == ";":
+            break
+        elif char in "()":
+            tokens.append(_Token(char, False, line_no))
+            i += 1
+        elif char == '"':
+            text, i = _quoted(line, i + 1, line_no)
+            tokens.append(_Token(text, True, line_no))
+        else:
+            text, i = _word(line, i)
+            tokens.append(_Token(text, False, line_no))
+    return tokens
+
+
+def _quoted(line: str, i: int, line_no: int) -> tuple[str, int]:
+    """Read a quoted string from just after its opening quote; resolve \\X and \\DDD."""
+    start = i
+    while i < len(line):
+        if line[i] == '"':
+            return _unescape(line[start:i]), i + 1
+        i += 2 if line[i] == "\\" else 1
+    raise ZoneSyntaxError(
+        'this quoted string has no closing quote: end it with " on the same line', line=line_no
+    )
+
+
+def _unescape(text: str) -> str:
+    """Resolve the zone-file escapes: ``\\X`` is X itself, ``\\DDD`` the character numbered DDD."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        digits = text[i + 1 : i + 4]
+        if text[i] == "\\" and len(digits) == 3 and _is_number(digits):
+            out.append(chr(int(digits)))
+            i += 4
+        elif text[i] == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _word(line: str, i: int) -> tuple[str, int]:
+    """Read an unquoted word; a backslash keeps the next character in the word as written."""
+    start = i
+    while i < len(line) and line[i] not in ' \t;()"':
+        i += 2 if line[i] == "\\" else 1
+    return line[start:i], min(i, len(line))
+
+
+# --- pass 3: entries -> records ------------------------------------------------------------------
+
+
+class _ZoneReader:
+    """Reads entries in order, keeping the state the zone-file format carries between them."""
+
+    def __init__(self, apex: str, default_ttl: int) -> None:
+        self.apex = apex
+        self.origin = apex
+        self.ttl = default_ttl
+        self.default_ttl = default_ttl
+        self.ttl_directive = False
+        self.owner: str | None = None
+        self.records: list[ZoneRecord] = []
+
+    def read(self, entry: _Entry) -> None:
+        first = entry.tokens[0]
+        if not entry.indented and not first.quoted and first.text.startswith("$"):
+            self._directive(entry)
+        else:
+            self.records.append(self._record(entry))
+
+    def zone(self) -> Zone:
+        soas = [r for r in self.records if r.rtype == "SOA"]
+        soa = soas[0].rr if soas else self._synthesised_soa()
+        return Zone(self.apex, tuple(self.records), soa, self.default_ttl, self.ttl_directive)
+
+    def _synthesised_soa(self) -> Any:
+        """An SOA for a zone that wrote none: every authoritative NODATA/NXDOMAIN needs one."""
+        suffix = f".{self.apex}" if self.apex else ""
+        rdata = dnslib.SOA(
+            _label("ns" + suffix),
+            _label("hostmaster" + suffix),
+            (1, 3600, 600, 604800, self.default_ttl),
+        )
+        return dnslib.RR(_label(self.apex), dnslib.QTYPE.SOA, ttl=self.default_ttl, rdata=rdata)
+
+    # -- directives --
+
+    def _directive(self, entry: _Entry) -> None:
+        name, args = entry.tokens[0].text.upper(), entry.tokens[1:]
+        if name == "$ORIGIN":
+            arg = _one_argument(args, "$ORIGIN needs one name, like '$ORIGIN example.test.'", entry)
+            self.origin = self.absolute(arg)
+        elif name == "$TTL":
+            arg = _one_argument(args, "$TTL needs one value, like '$TTL 3600' or '$TTL 1h'", entry)
+            self.ttl = _ttl(arg)
+            if not self.ttl_directive:
+                self.default_ttl = self.ttl
+            self.ttl_directive = True
+        elif name in ("$INCLUDE", "$GENERATE"):
+            raise ZoneSyntaxError(
+                f"{name} is not supported in a scenario: write the records out instead",
+                line=entry.line,
+            )
+        else:
+            raise ZoneSyntaxError(
+                f"unknown directive {entry.tokens[0].text}: use $ORIGIN or $TTL", line=entry.line
+            )
+
+    # -- records --
+
+    def _record(self, entry: _Entry) -> ZoneRecord:
+        fields = list(entry.tokens)
+        owner = self._owner(entry, fields)
+        ttl, rtype = self._ttl_class_type(entry, fields)
+        reader = _RDATA_READERS.get(rtype, _read_other)
+        rdata, extras = reader(self, rtype, fields, entry.line)
+        rr = dnslib.RR(_label(owner), getattr(dnslib.QTYPE, rtype), ttl=ttl, rdata=rdata)
+        _check_packs(rr, rtype, entry.line)
+        if rtype == "SOA":
+            self._check_soa(owner, entry.line)
+        return ZoneRecord(owner, rtype, ttl, rdata.toZone(), entry.line, rr, **extras)
+
+    def _owner(self, entry: _Entry, fields: list[_Token]) -> str:
+        if entry.indented:
+            if self.owner is None:
+                raise ZoneSyntaxError(
+                    "this line starts with a space, so it repeats the previous record's name, "
+                    "but there is none yet: start the line with the name (or @)",
+                    line=entry.line,
+                )
+            return self.owner
+        token = fields.pop(0)
+        # "IN MX 10 mx1" at the start of a line reads as a record owned by a host named
+        # "in": almost always an indent lost on the way, so say so instead of obeying.
+        if token.text.upper() == "IN" and fields and fields[0].text.upper() in dnslib.RDMAP:
+            raise ZoneSyntaxError(
+                "the line starts with 'IN', which would be read as a name: start it with the "
+                "name (or @), or indent it to repeat the previous record's name",
+                line=entry.line,
+            )
+        owner = self.absolute(token)
+        if not _is_at_or_below(owner, self.apex):
+            raise ZoneSyntaxError(
+                f"'{owner}' is outside the zone {self.apex}: write the name relative to the "
+                f"zone (no final dot) or end it with '.{self.apex}.'",
+                line=entry.line,
+            )
+        self.owner = owner
+        return owner
+
+    def _ttl_class_type(self, entry: _Entry, fields: list[_Token]) -> tuple[int, str]:
+        """Read the optional TTL and class (in either order), then the type."""
+        ttl: int | None = None
+        while fields and not fields[0].quoted:
+            word = fields[0].text
+            if _is_number(word[:1]) and ttl is None:
+                ttl = _ttl(fields.pop(0))
+            elif word.upper() in _CLASSES:
+                _check_class(fields.pop(0))
+            else:
+                break
+        if not fields:
+            raise ZoneSyntaxError(
+                "the record has no type: after the name come an optional TTL and class, then "
+                "the type and its data, like 'mx1 IN A 192.0.2.10'",
+                line=entry.line,
+            )
+        return (self.ttl if ttl is None else ttl), _rtype(fields.pop(0))
+
+    def _check_soa(self, owner: str, line: int) -> None:
+        if owner != self.apex:
+            raise ZoneSyntaxError(
+                f"the SOA record belongs at the zone's apex: write it as '@ IN SOA …', "
+                f"not at {owner}",
+                line=line,
+            )
+        if any(r.rtype == "SOA" for r in self.records):
+            raise ZoneSyntaxError(
+                "a second SOA record: a zone has exactly one, remove this one", line=line
+            )
+
+    def absolute(self, token: _Token) -> str:
+        """A name field made absolute against the current origin."""
+        return _absolute(token, self.origin)
+
+
+def _absolute(token: _Token, origin: str) -> str:
+    text = token.text
+    if text == "@":
+        return origin
+    if "\\" in text:
+        raise ZoneSyntaxError(
+            f"'{text}': escapes in names are not supported; use plain letters, digits, '-' and '_'",
+            line=token.line,
+        )
+    if text == ".":
+        return ""
+    name = text[:-1] if text.endswith(".") else f"{text}.{origin}" if origin else text
+    name = _ascii(name.lower(), text, line=token.line)
+    _check_name(name, token)
+    return name
+
+
+def _ascii(name: str, written: str, *, line: int) -> str:
+    """The name as it goes on the wire: a Unicode name becomes its IDNA form (``xn--…``).
+
+    dnslib would encode it so anyway; doing it here keeps ``ZoneRecord.name`` equal to the
+    name a client asks for.
+    """
+    if name.isascii():
+        return name
+    try:
+        return _normalise(str(dnslib.DNSLabel(name + ".")))
+    except UnicodeError:
+        raise ZoneSyntaxError(
+            f"'{written}' is not a valid international name: check its spelling, or write "
+            "its xn-- form",
+            line=line,
+        ) from None
+
+
+def _check_name(name: str, token: _Token) -> None:
+    labels = name.split(".") if name else []
+    if any(not label for label in labels):
+        raise ZoneSyntaxError(
+            f"'{token.text}' has an empty label (two dots in a row, or a leading dot): "
+            "remove the extra dot",
+            line=token.line,
+        )
+    if any(len(label) > 63 for label in labels) or len(name) > 253:
+        raise ZoneSyntaxError(
+            f"'{token.text}' is too long: a label has at most 63 characters and a name at most 253",
+            line=token.line,
+        )
+
+
+def _one_argument(args: list[_Token], message: str, entry: _Entry) -> _Token:
+    if len(args) != 1:
+        raise ZoneSyntaxError(message, line=entry.line)
+    return args[0]
+
+
+def _ttl(token: _Token) -> int:
+    """Seconds, or BIND's units: ``3600``, ``1h``, ``1h30m``, ``2d``, ``1w``."""
+    parts = _TTL_PART.findall(token.text)
+    if token.quoted or not parts or "".join(n + u for n, u in parts) != token.text:
+        raise ZoneSyntaxError(
+            f"'{token.text}' is not a TTL: write seconds like 3600, or 30m, 1h, 2d, 1w",
+            line=token.line,
+        )
+    seconds = sum(int(n) * _TTL_UNITS[u.lower()] for n, u in parts)
+    if seconds > MAX_TTL:
+        raise ZoneSyntaxError(
+            f"the TTL {token.text} is too large: at most {MAX_TTL} seconds", line=token.line
+        )
+    return seconds
+
+
+def _is_number(text: str) -> bool:
+    # ASCII only: str.isdigit() also accepts "²", which int() then refuses.
+    return text.isascii() and text.isdigit()
+
+
+def _check_class(token: _Token) -> None:
+    if token.text.upper() != "IN":
+        raise ZoneSyntaxError(
+            f"class {token.text} is not served: the sandbox serves class IN only "
+            "(or leave the class out)",
+            line=token.line,
+        )
+
+
+def _rtype(token: _Token) -> str:
+    rtype = token.text.upper()
+    known = rtype in dnslib.QTYPE.reverse and rtype not in _META_TYPES
+    if token.quoted or not known:
+        raise ZoneSyntaxError(
+            f"unknown record type '{token.text}': write a type like {_COMMON_TYPES}",
+            line=token.line,
+        )
+    if rtype not in dnslib.RDMAP:
+        raise ZoneSyntaxError(
+            f"dnslib cannot read {rtype} records: the sandbox serves {_COMMON_TYPES} "
+            "(among others)",
+            line=token.line,
+        )
+    return rtype
+
+
+def _check_packs(rr: Any, rtype: str, line: int) -> None:
+    """Pack the record once now, so that a record that cannot go on the wire fails here."""
+    try:
+        rr.pack(dnslib.DNSBuffer())
+    except Exception as exc:  # dnslib raises many kinds; all mean "bad data"
+        raise ZoneSyntaxError(f"the {rtype} record cannot be encoded: {exc}", line=line) from exc
+
+
+# --- record data readers --------------------------------------------------------------------------
+
+# Each reader takes the data fields and returns the dnslib RD and the ZoneRecord's extras.
+_Extras = dict[str, Any]
+_Reader = Callable[[_ZoneReader, str, list[_Token], int], tuple[Any, _Extras]]
+
+
+def _fields(fields: list[_Token], count: int, message: str, line: int) -> list[_Token]:
+    if len(fields) != count:
+        raise ZoneSyntaxError(message, line=line)
+    return fields
+
+
+def _read_a(zr: _ZoneReader, rtype: str, fields: list[_Token], line: int) -> tuple[Any, _Extras]:
+    example = "'mx1 IN A 192.0.2.10'" if rtype == "A" else "'mx1 IN AAAA 2001:db8::10'"
+    family = "IPv4" if rtype == "A" else "IPv6"
+    (token,) = _fields(fields, 1, f"{rtype} needs one {family} address, like {example}", line)
+    parse = ipaddress.IPv4Address if rtype == "A" else ipaddress.IPv6Address
+    try:
+        address = str(parse(token.text))
+    except ValueError:
+        raise ZoneSyntaxError(
+            f"'{token.text}' is not an {family} address: {rtype} needs one, like {example}",
+            line=token.line,
+        ) from None
+    rdata = dnslib.A(address) if rtype == "A" else dnslib.AAAA(address)
+    return rdata, {"address": address}
+
+
+def _read_mx(zr: _ZoneReader, rtype: str, fields: list[_Token], line: int) -> tuple[Any, _Extras]:
+    message = "MX needs a preference and a host name, like '@ IN MX 10 mx1'"
+    pref_token, host_token = _fields(fields, 2, message, line)
+    preference = _uint16(pref_token, "the MX preference", "'@ IN MX 10 mx1'")
+    target = zr.absolute(host_token)
+    return dnslib.MX(_label(target), preference), {"preference": preference, "target": target}
+
+
+def _read_host(zr: _ZoneReader, rtype: str, fields: list[_Token], line: int) -> tuple[Any, _Extras]:
+    example = {"CNAME": "'www IN CNAME web1'", "NS": "'@ IN NS ns1'"}.get(
+        rtype, f"'name IN {rtype} host.example.test.'"
+    )
+    (token,) = _fields(fields, 1, f"{rtype} needs one host name, like {example}", line)
+    target = zr.absolute(token)
+    return dnslib.RDMAP[rtype](_label(target)), {"target": target}
+
+
+def _read_soa(zr: _ZoneReader, rtype: str, fields: list[_Token], line: int) -> tuple[Any, _Extras]:
+    message = (
+        f"SOA needs 7 fields (it has {len(fields)}): primary server, contact, serial, refresh, "
+        "retry, expire and minimum TTL, like '@ IN SOA ns1 hostmaster ( 1 1h 15m 1w 1h )'"
+    )
+    mname, rname, serial, *times = _fields(fields, 7, message, line)
+    if not _is_number(serial.text) or int(serial.text) >= 2**32:
+        raise ZoneSyntaxError(
+            f"'{serial.text}' is not an SOA serial: write a whole number, like 2024010101",
+            line=serial.line,
+        )
+    values = (int(serial.text), *(_ttl(t) for t in times))
+    rdata = dnslib.SOA(_label(zr.absolute(mname)), _label(zr.absolute(rname)), values)
+    return rdata, {}
+
+
+def _read_txt(zr: _ZoneReader, rtype: str, fields: list[_Token], line: int) -> tuple[Any, _Extras]:
+    if not fields:
+        raise ZoneSyntaxError(
+            "TXT needs at least one string, like '@ IN TXT \"v=spf1 -all\"'", line=line
+        )
+    strings = [(t.text if t.quoted else _unescape(t.text)).encode() for t in fields]
+    if any(len(s) > 255 for s in strings):
+        raise ZoneSyntaxError(
+            "a TXT string is longer than 255 bytes: split it into several quoted strings "
+            'on the same record, like "first part" "second part"',
+            line=line,
+        )
+    return dnslib.TXT(strings), {}
+
+
+def _read_other(
+    zr: _ZoneReader, rtype: str, fields: list[_Token], line: int
+) -> tuple[Any, _Extras]:
+    """Any other type dnslib knows: its own reader, with names relative to the origin."""
+    words = [t.text for t in fields]
+    try:
+        return dnslib.RDMAP[rtype].fromZone(words, _label(zr.origin)), {}
+    except Exception as exc:  # dnslib's readers raise whatever their parsing hits
+        raise ZoneSyntaxError(
+            f"could not read the {rtype} data '{' '.join(words)}' ({exc}): check the fields "
+            f"against the {rtype} format",
+            line=line,
+        ) from exc
+
+
+def _uint16(token: _Token, what: str, example: str) -> int:
+    if not _is_number(token.text) or int(token.text) > 65535:
+        raise ZoneSyntaxError(
+            f"'{token.text}' is not {what}: write a number from 0 to 65535, like {example}",
+            line=token.line,
+        )
+    return int(token.text)
+
+
+_RDATA_READERS: dict[str, _Reader] = {
+    "A": _read_a,
+    "AAAA": _read_a,
+    "MX": _read_mx,
+    "CNAME": _read_host,
+    "NS": _read_host,
+    "PTR": _read_host,
+    "SOA": _read_soa,
+    "TXT": _read_txt,
+}
