@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from sandbox.durations import format_duration
 from sandbox.scenario.model import DeliveryExpectation, Expectation, HostExpectation
+from sandbox.stats import SIGNIFICANCE, BalanceGroup, balance_groups, format_p
 
 if TYPE_CHECKING:
     from sandbox.runner import DeliveryRow, RunResult
@@ -35,13 +36,24 @@ def check_expectations(
 def describe_expectation(e: Expectation) -> str:
     """The expectation as a compact ``{key: value}`` line, as the scenario wrote it."""
     if isinstance(e, HostExpectation):
-        parts = {"host": e.host, "accepted": e.accepted, "connections": e.connections,
-                 "share": e.share, "tolerance": e.tolerance if e.share is not None else None}
+        parts = {
+            "host": e.host,
+            "accepted": e.accepted,
+            "connections": e.connections,
+            "share": e.share,
+            "tolerance": e.tolerance if e.share is not None else None,
+        }
     else:
-        parts = {"message": e.message, "recipient": e.recipient, "status": e.status,
-                 "host": e.host, "dsn": e.dsn, "attempts": e.attempts,
-                 "after": None if e.after is None else format_duration(e.after),
-                 "before": None if e.before is None else format_duration(e.before)}
+        parts = {
+            "message": e.message,
+            "recipient": e.recipient,
+            "status": e.status,
+            "host": e.host,
+            "dsn": e.dsn,
+            "attempts": e.attempts,
+            "after": None if e.after is None else format_duration(e.after),
+            "before": None if e.before is None else format_duration(e.before),
+        }
     return "{" + ", ".join(f"{k}: {v}" for k, v in parts.items() if v is not None) + "}"
 
 
@@ -56,12 +68,16 @@ def _check(e: Expectation, result: RunResult) -> ExpectationResult:
 
 def _check_delivery(e: DeliveryExpectation, result: RunResult) -> tuple[bool, str]:
     rows = [
-        d for d in result.deliveries
+        d
+        for d in result.deliveries
         if (e.message == "all" or d.message == e.message)
         and (e.recipient is None or d.recipient.lower() == e.recipient.lower())
     ]
     if not rows:
-        return False, "no delivery matches this expectation (check the message number and recipient)"
+        return (
+            False,
+            "no delivery matches this expectation (check the message number and recipient)",
+        )
     for row in rows:
         problem = _row_problem(e, row)
         if problem:
@@ -101,9 +117,36 @@ def _check_host(e: HostExpectation, result: RunResult) -> tuple[bool, str]:
         total = sum(h.accepted for h in result.hosts)
         share = stats.accepted / total if total else 0.0
         facts += f", a share of {share:.3f} of {total}"
+        group = _balance_group(e.host, result)
+        if group is not None and group.p_value is not None:
+            facts += (
+                f" (its {len(group.hosts)} equal-preference hosts: chi-square "
+                f"{group.statistic:.2f}, p = {format_p(group.p_value)})"
+            )
         if abs(share - e.share) > e.tolerance:
             return False, f"expected a share of {e.share} ± {e.tolerance}, but {facts}"
+        if group is not None and group.biased and _claims_even_split(e.share, group, total):
+            return False, (
+                f"expected an even share of {e.share}, and {facts}: the split is "
+                f"not even, and chance does not explain it (p < {SIGNIFICANCE})"
+            )
     return True, facts
+
+
+def _balance_group(host: str, result: RunResult) -> BalanceGroup | None:
+    """The equal-preference group this host belongs to, when there is exactly one."""
+    groups = [g for g in balance_groups(result.events) if g.share_of(host) is not None]
+    return groups[0] if len(groups) == 1 else None
+
+
+def _claims_even_split(share: float, group: BalanceGroup, delivered: int) -> bool:
+    """The expectation asserts a fair split of this group: its share is the group's 1/k and
+    the group took every delivered message, so the chi-square test speaks to it. A small
+    sample inside the tolerance can look uneven by chance, so only a large, clear bias
+    fails an expectation that the tolerance alone would let pass."""
+    return (
+        group.total == delivered and group.reliable and abs(share - 1 / len(group.hosts)) <= 0.005
+    )
 
 
 def _who(row: DeliveryRow) -> str:

@@ -10,17 +10,18 @@ many messages, the first few stories and then the summary.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sandbox.durations import format_duration
 from sandbox.events import (
     AttemptStarted,
-    ConnectFailed,
     Connected,
+    ConnectFailed,
     Decision,
     DnsAnswered,
     DnsAsked,
+    DsnCreated,
     Event,
     MessageQueued,
     RecipientFinal,
@@ -30,6 +31,8 @@ from sandbox.events import (
     Warning,
 )
 from sandbox.runner import RunResult
+from sandbox.stats import BalanceGroup, balance_groups, verdict
+from sandbox.term import PLAIN, Style, table
 
 __all__ = ["clock_text", "render_narrative"]
 
@@ -45,7 +48,7 @@ def clock_text(t: float) -> str:
     minutes, seconds = divmod(rest, 60)
     text = f"{hours}:{minutes:02d}:{seconds:02d}"
     if t != whole:
-        text += f".{int(round((t - whole) * 1000)):03d}"
+        text += f".{round((t - whole) * 1000):03d}"
     return f"{days}d {text}" if days else text
 
 
@@ -60,7 +63,15 @@ class _Lines:
         self.lines.append(f"  {'':>12}    {text}")
 
 
-def render_narrative(result: RunResult, *, all_stories: bool = False) -> str:
+def render_narrative(
+    result: RunResult,
+    *,
+    all_stories: bool = False,
+    style: Style = PLAIN,
+    preface: Sequence[str] = (),
+) -> str:
+    """The story and the summary. ``preface`` (the zone check) goes after the heading;
+    ``style`` paints the text for a terminal (plain by default)."""
     scenario = result.scenario
     out = _Lines([])
     heading = scenario.name + (f" — {scenario.title}" if scenario.title else "")
@@ -68,6 +79,8 @@ def render_narrative(result: RunResult, *, all_stories: bool = False) -> str:
     if scenario.description:
         out.lines += [line.rstrip() for line in scenario.description.strip().splitlines()]
     out.lines.append(f"(seed {result.seed}, sender profile {result.profile.name})")
+    if preface:
+        out.lines += ["", *preface]
     by_message = _events_by_message(result.events)
     numbers = sorted(by_message)
     shown = numbers if all_stories or len(numbers) <= FULL_STORIES + 2 else numbers[:FULL_STORIES]
@@ -75,11 +88,14 @@ def render_narrative(result: RunResult, *, all_stories: bool = False) -> str:
         out.lines.append("")
         _story(out, by_message[number])
     if len(shown) < len(numbers):
-        out.lines += ["", f"… and {len(numbers) - len(shown)} more messages: their outcomes are "
-                          "in the summary (--all-stories tells every story)."]
+        out.lines += [
+            "",
+            f"… and {len(numbers) - len(shown)} more messages: their outcomes are "
+            "in the summary (--all-stories tells every story).",
+        ]
     out.lines.append("")
-    out.lines += render_summary(result)
-    return "\n".join(out.lines) + "\n"
+    out.lines += render_summary(result, style)
+    return style.text("\n".join(out.lines)) + "\n"
 
 
 def _events_by_message(events: Iterable[Event]) -> dict[int, list[Event]]:
@@ -96,8 +112,9 @@ def _story(out: _Lines, events: list[Event]) -> None:
     current = 0
     for event in events:
         if isinstance(event, MessageQueued):
-            out.lines.append(f"Message {event.message}: {event.sender or '<>'} → "
-                             f"{', '.join(event.recipients)}")
+            out.lines.append(
+                f"Message {event.message}: {event.sender or '<>'} → {', '.join(event.recipients)}"
+            )
             out.at(event.t, "enters the queue")
             continue
         number = getattr(event, "attempt", None)
@@ -127,7 +144,7 @@ def _flush_short(out: _Lines, shorts: list[tuple[float, str]]) -> None:
             out.more(f"… {end - index - 1} more attempts like this one …")
             out.at(*shorts[end])
         else:
-            for t, text in shorts[index:end + 1]:
+            for t, text in shorts[index : end + 1]:
                 out.at(t, text)
         index = end + 1
     shorts.clear()
@@ -155,8 +172,11 @@ def _full_attempt(out: _Lines, events: list[Event]) -> None:
             pending_a = event
             continue
         if pending_a is not None:
-            if isinstance(event, DnsAnswered) and event.rdtype == "AAAA" \
-                    and event.name == pending_a.name:
+            if (
+                isinstance(event, DnsAnswered)
+                and event.rdtype == "AAAA"
+                and event.name == pending_a.name
+            ):
                 out.at(pending_a.t, _addresses_line(pending_a, event))
                 pending_a = None
                 continue
@@ -170,8 +190,11 @@ def _full_attempt(out: _Lines, events: list[Event]) -> None:
 def _full_line(out: _Lines, event: Event) -> None:
     match event:
         case AttemptStarted():
-            out.at(event.t, f"attempt {event.attempt}: deliver to {event.domain} "
-                            f"({', '.join(event.recipients)})")
+            out.at(
+                event.t,
+                f"attempt {event.attempt}: deliver to {event.domain} "
+                f"({', '.join(event.recipients)})",
+            )
         case DnsAnswered(rdtype="MX"):
             out.at(event.t, f"DNS: MX {event.name}? → {_records(event)}")
         case DnsAnswered():
@@ -195,6 +218,17 @@ def _full_line(out: _Lines, event: Event) -> None:
             _decision_line(out, event)
         case RecipientFinal():
             _final_line(out, event)
+        case DsnCreated():
+            what = "a bounce report" if event.action == "failed" else "a delay warning"
+            where = (
+                f"sent as message {event.dsn_message}"
+                if event.dsn_message is not None
+                else "kept in the returned-mail mailbox (the sender's domain is not "
+                "in this scenario)"
+            )
+            out.more(
+                f"↩ {what} (DSN) for {', '.join(event.recipients)} goes back to {event.to}: {where}"
+            )
         case _:
             pass
 
@@ -264,8 +298,10 @@ def _decision_line(out: _Lines, event: Decision) -> None:
         case "defer":
             assert event.retry_at is not None
             out.more(f"⇒ defer: {event.why}")
-            out.more(f"  try again at {clock_text(event.retry_at)} "
-                     f"(in {format_duration(round(event.retry_at - event.t))})")
+            out.more(
+                f"  try again at {clock_text(event.retry_at)} "
+                f"(in {format_duration(round(event.retry_at - event.t))})"
+            )
         case "next_host":
             out.more(f"⇒ {event.why}")
         case "bounce":
@@ -282,18 +318,29 @@ def _final_line(out: _Lines, event: RecipientFinal) -> None:
     elif event.status == "bounced":
         text = f"✘ bounced {event.recipient}: {event.dsn} {event.reply}"
     else:
-        text = f"… still deferred for {event.recipient} when the run ended: {event.dsn} {event.reply}"
+        text = (
+            f"… still deferred for {event.recipient} when the run ended: {event.dsn} {event.reply}"
+        )
     out.at(event.t, text)
 
 
-def render_summary(result: RunResult) -> list[str]:
+def render_summary(result: RunResult, style: Style = PLAIN) -> list[str]:
     lines = ["Summary", "-------"]
     rows = [("message", "recipient", "status", "host", "at", "attempts", "dsn")]
     for d in result.deliveries:
-        rows.append((str(d.message), d.recipient, d.status, d.host or "-", clock_text(d.at),
-                     str(d.attempts), d.dsn))
-    lines += _table(rows)
-    counts = defaultdict(int)
+        rows.append(
+            (
+                str(d.message),
+                d.recipient,
+                d.status,
+                d.host or "-",
+                clock_text(d.at),
+                str(d.attempts),
+                d.dsn,
+            )
+        )
+    lines += _table(rows, style)
+    counts: defaultdict[str, int] = defaultdict(int)
     for d in result.deliveries:
         counts[d.status] += 1
     lines.append("  " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
@@ -302,9 +349,21 @@ def render_summary(result: RunResult) -> list[str]:
     total = sum(h.accepted for h in result.hosts)
     for h in result.hosts:
         share = f"{h.accepted / total:.2f}" if total else "-"
-        host_rows.append((h.name, ", ".join(h.addresses), h.behaviour, str(h.connections),
-                          str(h.accepted), share))
-    lines += _table(host_rows)
+        host_rows.append(
+            (
+                h.name,
+                ", ".join(h.addresses),
+                h.behaviour,
+                str(h.connections),
+                str(h.accepted),
+                share,
+            )
+        )
+    lines += _table(host_rows, style)
+    for group in balance_groups(result.events):
+        lines += ["", *_balance_lines(group, style)]
+    lines += _returned_lines(result, style)
+    lines += _duplicate_lines(result)
     if result.expectations:
         lines += ["", "Expectations", "------------"]
         for e in result.expectations:
@@ -313,14 +372,62 @@ def render_summary(result: RunResult) -> list[str]:
             lines.append(f"      {e.detail}")
         failed = sum(not e.ok for e in result.expectations)
         lines.append("")
-        lines.append("All expectations hold." if not failed else
-                     f"{failed} of {len(result.expectations)} expectations failed.")
+        lines.append(
+            "All expectations hold."
+            if not failed
+            else f"{failed} of {len(result.expectations)} expectations failed."
+        )
     return lines
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    if len(rows) > 60:
-        rows = [*rows[:51], ("…",) * len(rows[0]), *rows[-5:]]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in rows]
+def _returned_lines(result: RunResult, style: Style) -> list[str]:
+    """The bounce reports (DSNs) sent back to the envelope senders, and where they went."""
+    if not result.returned:
+        return []
+    rows = [("message", "report", "to", "at", "went")]
+    for r in result.returned:
+        went = (
+            "kept in the returned-mail mailbox"
+            if r.via == "returned_mailbox"
+            else f"message {r.dsn_message} via MX: {r.status}"
+        )
+        kind = "bounce" if r.action == "failed" else "delay warning"
+        rows.append((str(r.message), kind, r.to, clock_text(r.at), went))
+    return ["", "Returned to sender (RFC 3464 delivery status notifications)", *_table(rows, style)]
+
+
+def _duplicate_lines(result: RunResult) -> list[str]:
+    if not result.duplicates:
+        return []
+    lines = ["", "Duplicates"]
+    for number, copies in sorted(result.duplicates.items()):
+        lines.append(
+            f"  message {number} arrived {copies} times: a connection was lost after "
+            "the final dot, so the sender could not know the host had taken it, and "
+            "sent it again (RFC 5321 §4.5.3.2, §6.1)."
+        )
+    return lines
+
+
+def _balance_lines(group: BalanceGroup, style: Style) -> list[str]:
+    """Each host's share of its equal-preference group, against a fair split."""
+    lines = [
+        f"Balancing: {group.domain}, preference {group.preference} "
+        f"({len(group.hosts)} hosts, {group.total} messages)"
+    ]
+    rows = [("host", "accepted", "share", "expected")]
+    rows += [(h.host, str(h.accepted), f"{h.share:.3f}", f"{h.expected:.3f}") for h in group.hosts]
+    lines += _table(rows, style)
+    if group.statistic is not None:
+        dof = "degree" if group.dof == 1 else "degrees"
+        lines.append(
+            f"  chi-square {group.statistic:.2f} with {group.dof} {dof} of freedom: "
+            f"{verdict(group)}"
+        )
+    else:
+        lines.append(f"  {verdict(group)}")
+    return lines
+
+
+def _table(rows: Sequence[Sequence[str]], style: Style = PLAIN) -> list[str]:
+    return table(rows, style)

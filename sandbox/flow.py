@@ -1,0 +1,369 @@
+"""The run as a picture's data: lanes, phases, connection marks, paths and the MX order.
+
+``build_flow`` reads a run's result (its events, its hosts and its scenario) and returns the
+plain facts a timeline shows, with no drawing in them:
+
+- one ``Lane`` per mail host, with the phases of its scripted behaviour over virtual time;
+- one ``Mark`` per connection attempt, with the outcome of that session, decided by what
+  came after the connect: refused, timed out, a 4xx, a 5xx, a lost connection, or accepted;
+- one ``Path`` per message: its marks in order, across attempts, and how it ended;
+- the MX table of each recipient domain, in the order the sender chose.
+
+The HTML report (``report.py``) draws these; tests assert on them directly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from sandbox.events import (
+    Connected,
+    ConnectFailed,
+    Event,
+    RecipientFinal,
+    RouteChosen,
+    SmtpExchange,
+    SmtpFailure,
+)
+from sandbox.net import canonical
+from sandbox.scenario.model import ACCEPT, Behaviour, Scenario, Timeline
+from sandbox.zone import Zone, parse_zone
+
+if TYPE_CHECKING:
+    from sandbox.runner import RunResult
+
+__all__ = [
+    "OUTCOMES",
+    "PHASE_KINDS",
+    "Flow",
+    "Lane",
+    "Mark",
+    "MxRow",
+    "Path",
+    "PhaseSpan",
+    "build_flow",
+    "phase_kind",
+]
+
+Outcome = Literal["accepted", "refused", "timeout", "tempfail", "rejected", "lost", "error"]
+# In the order a legend lists them, with the words it uses.
+OUTCOMES: dict[str, str] = {
+    "accepted": "accepted the message",
+    "refused": "connection refused",
+    "timeout": "no answer (timed out)",
+    "tempfail": "4xx: try again later",
+    "rejected": "5xx: rejected",
+    "lost": "connection lost",
+    "error": "other connection error",
+}
+PHASE_KINDS: dict[str, str] = {
+    "up": "up",
+    "refuse": "down: refuses connections",
+    "timeout": "down: never answers",
+    "silent": "silent: connects, never greets",
+    "tempfail": "temporary failure (4xx)",
+    "greylist": "greylisting",
+    "reject": "rejecting (5xx)",
+    "drop": "drops the connection",
+    "slow": "slow replies",
+    "partial": "rejects some recipients",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseSpan:
+    start: float
+    end: float
+    kind: str  # a key of PHASE_KINDS
+    label: str  # Behaviour.describe(): "refuse", "greeting→421", "greylist 5m"
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    host: str
+    addresses: tuple[str, ...]
+    phases: tuple[PhaseSpan, ...]
+    connections: int
+    accepted: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """One connection attempt: to which lane, when, for which message, and how it went."""
+
+    index: int  # its place among all connection attempts of the run, from 0
+    t: float
+    lane: int
+    message: int
+    attempt: int
+    mx: str  # the MX name the sender connected to (may differ from the lane's host)
+    address: str
+    outcome: Outcome
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """A message's way through the hosts: its marks in order, and how it ended."""
+
+    message: int
+    marks: tuple[int, ...]  # indices into Flow.marks
+    status: str  # delivered, bounced, deferred (the worst of its recipients)
+    host: str | None
+    at: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class MxRow:
+    """One MX record of a recipient domain, in the order the sender first chose."""
+
+    domain: str
+    rank: int
+    preference: int
+    host: str
+    addresses: tuple[str, ...]
+    first: float  # the fraction of the sender's attempts that tried this host first
+    zone_line: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    lanes: tuple[Lane, ...]
+    marks: tuple[Mark, ...]
+    paths: tuple[Path, ...]
+    mx_rows: tuple[MxRow, ...]
+    notes: tuple[str, ...]  # per domain without an MX route: what the sender found instead
+    end: float  # the last virtual second worth showing
+
+
+def phase_kind(behaviour: Behaviour) -> str:
+    """The kind of phase a behaviour is, for shading: the most disruptive thing it does."""
+    if behaviour.connection != "accept":
+        return behaviour.connection
+    codes = [reply.code for reply in behaviour.replies.values()]
+    if any(code >= 500 for code in codes):
+        return "reject"
+    if any(code >= 400 for code in codes):
+        return "tempfail"
+    if behaviour.disconnect:
+        return "drop"
+    if behaviour.greylist is not None:
+        return "greylist"
+    if behaviour.recipients:
+        return "partial"
+    if behaviour.delays:
+        return "slow"
+    return "up"
+
+
+# --- building ------------------------------------------------------------------------------------
+
+
+def build_flow(result: RunResult) -> Flow:
+    lanes_by_address: dict[str, int] = {}
+    for index, host in enumerate(result.hosts):
+        for address in host.addresses:
+            lanes_by_address[canonical(address)] = index
+    marks = _marks(result.events, lanes_by_address)
+    end = max([result.ended_at, *(m.t for m in marks)])
+    lanes = tuple(
+        Lane(
+            host.name,
+            host.addresses,
+            _phases(_timeline_of(result.scenario, host.name, host.addresses), end),
+            host.connections,
+            host.accepted,
+        )
+        for host in result.hosts
+    )
+    rows, notes = _mx_rows(result)
+    return Flow(lanes, marks, _paths(result.events, marks), rows, notes, end)
+
+
+def _timeline_of(scenario: Scenario, name: str, addresses: tuple[str, ...]) -> Timeline[Behaviour]:
+    """The host's scripted behaviour, looked up as the runner does: by address, then name."""
+    for key in (*addresses, name):
+        if key in scenario.hosts:
+            return scenario.hosts[key]
+    return Timeline.constant(ACCEPT)
+
+
+def _phases(timeline: Timeline[Behaviour], end: float) -> tuple[PhaseSpan, ...]:
+    spans: list[PhaseSpan] = []
+    start = 0.0
+    for phase in timeline.phases:
+        stop = end if phase.until is None else phase.until
+        if start <= end:
+            spans.append(
+                PhaseSpan(start, min(stop, end), phase_kind(phase.value), phase.value.describe())
+            )
+        start = stop
+    return tuple(spans)
+
+
+@dataclass(slots=True)
+class _Session:
+    index: int
+    t: float
+    lane: int
+    message: int
+    attempt: int
+    mx: str
+    address: str
+    outcome: Outcome
+    detail: str
+    codes: list[int] = field(default_factory=list)
+
+    def freeze(self) -> Mark:
+        return Mark(
+            self.index,
+            self.t,
+            self.lane,
+            self.message,
+            self.attempt,
+            self.mx,
+            self.address,
+            self.outcome,
+            self.detail,
+        )
+
+
+def _marks(events: tuple[Event, ...], lanes: dict[str, int]) -> tuple[Mark, ...]:
+    """One mark per connection attempt; the events of its session decide its outcome."""
+    sessions: list[_Session] = []
+    open_: dict[tuple[int, int], _Session] = {}
+    for event in events:
+        if isinstance(event, Connected | ConnectFailed):
+            lane = lanes.get(canonical(event.address), -1)
+            session = _Session(
+                len(sessions),
+                event.t,
+                lane,
+                event.message,
+                event.attempt,
+                event.host,
+                event.address,
+                "lost",
+                "connected",
+            )
+            if isinstance(event, ConnectFailed):
+                session.outcome = _connect_outcome(event.reason)
+                session.detail = event.detail or event.reason
+            else:
+                open_[(event.message, event.attempt)] = session
+            sessions.append(session)
+        elif isinstance(event, SmtpExchange | SmtpFailure):
+            current = open_.get((event.message, event.attempt))
+            if current is not None and current.address == event.address:
+                _follow(current, event)
+    return tuple(s.freeze() for s in sessions if s.lane >= 0)
+
+
+def _connect_outcome(reason: str) -> Outcome:
+    if reason == "refused":
+        return "refused"
+    if reason == "timeout":
+        return "timeout"
+    return "error"
+
+
+def _follow(session: _Session, event: SmtpExchange | SmtpFailure) -> None:
+    """Let one step of a session settle its outcome: the message accepted wins; otherwise
+    the first failure says what went wrong."""
+    if session.outcome == "accepted":
+        return
+    if isinstance(event, SmtpFailure):
+        if session.detail == "connected":
+            session.outcome = "timeout" if event.reason == "timeout" else "lost"
+            session.detail = f"{event.stage}: {event.reason} {event.detail}".strip()
+        return
+    if event.stage == "message" and event.code < 400:
+        session.outcome = "accepted"
+        session.detail = f"{event.code} {event.reply}".strip()
+        return
+    if event.code >= 400 and session.detail == "connected":
+        session.outcome = "rejected" if event.code >= 500 else "tempfail"
+        session.detail = f"{event.stage}: {event.code} {event.reply}".strip()
+
+
+_STATUS_ORDER = {"bounced": 0, "deferred": 1, "delivered": 2}
+
+
+def _paths(events: tuple[Event, ...], marks: tuple[Mark, ...]) -> tuple[Path, ...]:
+    by_message: dict[int, list[int]] = defaultdict(list)
+    for mark in marks:
+        by_message[mark.message].append(mark.index)
+    finals: dict[int, list[RecipientFinal]] = defaultdict(list)
+    for event in events:
+        if isinstance(event, RecipientFinal):
+            finals[event.message].append(event)
+    paths = []
+    for number in sorted(set(by_message) | set(finals)):
+        ends = finals.get(number, [])
+        worst = min(ends, key=lambda e: _STATUS_ORDER.get(e.status, 0), default=None)
+        paths.append(
+            Path(
+                number,
+                tuple(by_message.get(number, ())),
+                worst.status if worst else "deferred",
+                worst.host if worst else None,
+                max((e.t for e in ends), default=0.0),
+                max((e.attempts for e in ends), default=0),
+            )
+        )
+    return tuple(paths)
+
+
+def _mx_rows(result: RunResult) -> tuple[tuple[MxRow, ...], tuple[str, ...]]:
+    """Each recipient domain's MX records in the order the sender first chose them, with
+    how often each came first (for equal preferences, the shuffle shows here)."""
+    routes: dict[str, list[RouteChosen]] = defaultdict(list)
+    for event in result.events:
+        if isinstance(event, RouteChosen):
+            routes[event.domain].append(event)
+    zones = [parse_zone(spec.apex, spec.texts.initial) for spec in result.scenario.zones]
+    domains = sorted(
+        {r.rpartition("@")[2].lower() for m in result.scenario.messages for r in m.recipients}
+    )
+    rows: list[MxRow] = []
+    notes: list[str] = []
+    for domain in domains:
+        chosen = routes.get(domain)
+        if not chosen:
+            notes.append(_no_route_note(result.events, domain))
+            continue
+        if chosen[0].route == "implicit":
+            notes.append(f"{domain}: {chosen[0].why}")
+        firsts = Counter(route.hosts[0][1] for route in chosen if route.hosts)
+        for rank, (preference, host, addresses) in enumerate(chosen[0].hosts, start=1):
+            rows.append(
+                MxRow(
+                    domain,
+                    rank,
+                    preference,
+                    host,
+                    addresses,
+                    firsts[host] / len(chosen),
+                    _mx_line(zones, domain, host),
+                )
+            )
+    return tuple(rows), tuple(notes)
+
+
+def _no_route_note(events: tuple[Event, ...], domain: str) -> str:
+    """Why no connection was made to a domain, in the words of its first final status."""
+    for event in events:
+        if isinstance(event, RecipientFinal) and event.recipient.lower().endswith("@" + domain):
+            return f"{domain}: no MX host to try; {event.status} with {event.dsn}: {event.reply}"
+    return f"{domain}: no MX host to try"
+
+
+def _mx_line(zones: list[Zone], domain: str, host: str) -> int | None:
+    for zone in zones:
+        for record in zone.lookup(domain, "MX"):
+            if record.target == host:
+                return record.line
+    return None

@@ -1,0 +1,492 @@
+"""Zone lint: the classic MX mistakes, found in a scenario's zones before anything runs.
+
+MX-health checkers teach with a list of findings; so does this module. Each finding names
+the zone line (and the scenario file line) of the record at fault, a severity, the rule and
+its RFC, and a sentence on how to mend it. Everything here is a pure function of parsed
+zones: ``lint_zone`` looks at one zone against the world of zones around it (an MX may name
+a host in another zone of the scenario), and ``lint_scenario`` runs it over every zone and
+every phase of a zone that changes over time.
+
+Severities
+----------
+- ``error``: mail will not flow the way the zone's author meant (an MX to a name with no
+  address, a missing final dot, an IP literal in place of a name, a null MX mixed with real
+  ones, a host outside the scenario that nobody will answer for).
+- ``warning``: it works here, but is against the RFCs or a trap elsewhere (an MX naming a
+  CNAME, two MX leading to one machine, duplicate records, TTL 0, no ``$TTL``).
+- ``info``: worth knowing (a single MX: no backup).
+
+An out-of-range MX preference (outside 0 to 65535) cannot be put on the wire at all, so the zone
+reader refuses it while loading the scenario, at its line: it never reaches the lint.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import textwrap
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from sandbox.durations import format_duration
+from sandbox.scenario.model import Scenario, ZoneSpec
+from sandbox.zone import Zone, ZoneRecord, find_zone, parse_zone
+
+__all__ = [
+    "SEVERITIES",
+    "Finding",
+    "Severity",
+    "count_by_severity",
+    "format_finding",
+    "has_errors",
+    "lint_scenario",
+    "lint_zone",
+]
+
+Severity = Literal["error", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
+
+# Rule ids, with the RFC each one rests on.
+RFC_MX = "RFC 5321 §5.1"
+RFC_CNAME = "RFC 2181 §10.3, RFC 5321 §5.1"
+RFC_NULL_MX = "RFC 7505 §3"
+RFC_RRSET = "RFC 2181 §5"
+RFC_TTL = "RFC 2308 §4"
+RFC_TTL_ZERO = "RFC 1035 §3.2.1"
+_MAX_CNAME_CHAIN = 8
+_TTL_DIRECTIVE = re.compile(r"\$ttl\s+(\S+)", re.IGNORECASE)
+_ORIGIN_DIRECTIVE = re.compile(r"\$origin\s+(\S+)", re.IGNORECASE)
+_ZERO_TTL = re.compile(r"(0+[smhdw]?)+", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One lint finding, at a line of a zone's text."""
+
+    severity: Severity
+    rule: str
+    zone: str
+    zone_line: int
+    message: str
+    mend: str
+    rfc: str = ""
+    line: int | None = None  # in the scenario file, when known
+    phase: int = 0  # which phase of the zone's text (0: the first, or the only one)
+    phase_start: float = 0.0  # when that phase begins, in virtual seconds
+
+
+def has_errors(findings: Iterable[Finding]) -> bool:
+    return any(f.severity == "error" for f in findings)
+
+
+def count_by_severity(findings: Iterable[Finding]) -> dict[Severity, int]:
+    counts: dict[Severity, int] = dict.fromkeys(SEVERITIES, 0)
+    for finding in findings:
+        counts[finding.severity] += 1
+    return counts
+
+
+def format_finding(finding: Finding, source: str) -> tuple[str, str]:
+    """Two lines, like a compiler's: where, severity and what; then how to mend it."""
+    where = f"{source}:{finding.line}" if finding.line is not None else source
+    zone = f"zone {finding.zone} line {finding.zone_line}"
+    if finding.phase:
+        zone += f" (phase {finding.phase + 1}, from {format_duration(finding.phase_start)})"
+    tag = f"{finding.rule}; {finding.rfc}" if finding.rfc else finding.rule
+    return (
+        f"{where}: {finding.severity}: {zone}: {finding.message} [{tag}]",
+        f"    mend: {finding.mend}",
+    )
+
+
+# --- the scenario -----------------------------------------------------------------------------
+
+
+def lint_scenario(scenario: Scenario) -> tuple[Finding, ...]:
+    """Every zone of the scenario, every phase of it, in file order."""
+    findings: list[Finding] = []
+    for spec in scenario.zones:
+        starts = (0.0, *spec.texts.boundaries)
+        for index, (phase, start) in enumerate(zip(spec.texts.phases, starts, strict=True)):
+            world = [_zone_at(other, start) for other in scenario.zones]
+            zone = parse_zone(spec.apex, phase.value)
+            for finding in lint_zone(zone, world, text=phase.value):
+                findings.append(_placed(finding, spec, index, start))
+    return tuple(findings)
+
+
+def _zone_at(spec: ZoneSpec, t: float) -> Zone:
+    return parse_zone(spec.apex, spec.texts.at(t))
+
+
+def _placed(finding: Finding, spec: ZoneSpec, phase: int, start: float) -> Finding:
+    first = spec.line_of_phase(phase)
+    line = None if first is None else first + finding.zone_line - 1
+    return Finding(
+        finding.severity,
+        finding.rule,
+        finding.zone,
+        finding.zone_line,
+        finding.message,
+        finding.mend,
+        finding.rfc,
+        line,
+        phase,
+        start,
+    )
+
+
+# --- one zone ----------------------------------------------------------------------------------
+
+
+def lint_zone(zone: Zone, world: Sequence[Zone] = (), *, text: str | None = None) -> list[Finding]:
+    """The findings for one zone. ``world`` is every zone the sender can see (this one is
+    added if missing); ``text``, the zone's text, lets the ``$TTL`` checks point at lines."""
+    zones = list(world) if any(z.apex == zone.apex for z in world) else [*world, zone]
+    lint = _ZoneLint(zone, zones, _origin_directives(text, zone.apex) if text else ())
+    lint.ttl(text)
+    lint.duplicates()
+    for owner in dict.fromkeys(r.name for r in zone.records if r.rtype == "MX"):
+        lint.mx_set(owner)
+    return sorted(lint.findings, key=lambda f: (f.zone_line, SEVERITIES.index(f.severity)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """Where a name leads in the scenario's DNS: through its CNAMEs to its addresses."""
+
+    final: str
+    chain: tuple[str, ...]  # the aliases' targets, in order
+    addresses: tuple[str, ...]
+
+
+class _ZoneLint:
+    def __init__(self, zone: Zone, world: list[Zone], origins: Sequence[str] = ()) -> None:
+        self.zone = zone
+        self.world = world
+        self.origins = tuple(origins)
+        self.findings: list[Finding] = []
+
+    def add(
+        self, severity: Severity, rule: str, line: int, message: str, mend: str, rfc: str = ""
+    ) -> None:
+        self.findings.append(Finding(severity, rule, self.zone.apex, line, message, mend, rfc))
+
+    # -- names in the scenario's DNS --
+
+    def records(self, name: str, rtype: str) -> tuple[ZoneRecord, ...]:
+        zone = find_zone(self.world, name)
+        return () if zone is None else zone.lookup(name, rtype)
+
+    def owns_records(self, name: str) -> bool:
+        zone = find_zone(self.world, name)
+        return zone is not None and bool(zone.lookup(name, "ANY"))
+
+    def resolve(self, name: str) -> _Resolved:
+        chain: list[str] = []
+        current = name
+        for _ in range(_MAX_CNAME_CHAIN):
+            cnames = self.records(current, "CNAME")
+            if not cnames or cnames[0].target is None or cnames[0].target in chain:
+                break
+            current = cnames[0].target
+            chain.append(current)
+        zone = find_zone(self.world, current)
+        addresses = () if zone is None else zone.addresses_of(current)
+        return _Resolved(current, tuple(chain), addresses)
+
+    def relative(self, name: str) -> str:
+        """How the name is written inside this zone: ``mx1`` for ``mx1.example.test``."""
+        apex = self.zone.apex
+        if name == apex:
+            return "@"
+        return name[: -len(apex) - 1] if name.endswith("." + apex) else name + "."
+
+    def free_address(self) -> str:
+        used = {r.address for z in self.world for r in z.records if r.address}
+        for last in range(10, 255):
+            candidate = f"192.0.2.{last}"
+            if candidate not in used:
+                return candidate
+        return "192.0.2.254"
+
+    # -- TTLs --
+
+    def ttl(self, text: str | None) -> None:
+        if not self.zone.ttl_directive:
+            self.add(
+                "warning",
+                "no-ttl",
+                1,
+                f"the zone has no $TTL line, so records without a TTL get "
+                f"{self.zone.default_ttl} s here, and a different default elsewhere "
+                "(BIND warns and takes the SOA's minimum)",
+                "add '$TTL 3600' (or the TTL you mean) as the zone's first line",
+                RFC_TTL,
+            )
+        zero_directives = _zero_ttl_lines(text) if text is not None else []
+        for line in zero_directives:
+            self.add(
+                "warning",
+                "ttl-zero",
+                line,
+                "$TTL 0: every record without its own TTL may not be cached, so each "
+                "delivery asks DNS again, and some resolvers mishandle TTL 0",
+                "use a real TTL such as '$TTL 300' (5 minutes) even for a zone you change often",
+                RFC_TTL_ZERO,
+            )
+        directive_lines = _ttl_directive_lines(text) if text is not None else []
+        for record in self.zone.records:
+            if record.ttl != 0:
+                continue
+            governing = [line for line, _ in directive_lines if line < record.line]
+            if governing and governing[-1] in zero_directives:
+                continue  # the $TTL 0 above it is the finding
+            self.add(
+                "warning",
+                "ttl-zero",
+                record.line,
+                f"the {record.rtype} record of {record.name} has TTL 0: it may not be cached, so "
+                "each delivery asks DNS again, and some resolvers mishandle TTL 0",
+                "give it a real TTL such as 300 (or leave the TTL out to use $TTL)",
+                RFC_TTL_ZERO,
+            )
+
+    # -- duplicates --
+
+    def duplicates(self) -> None:
+        seen: dict[tuple[str, str, str], ZoneRecord] = {}
+        for record in self.zone.records:
+            key = (record.name, record.rtype, record.rdata.lower())
+            first = seen.setdefault(key, record)
+            if first is record:
+                continue
+            self.add(
+                "warning",
+                "duplicate-record",
+                record.line,
+                f"this {record.rtype} record of {record.name} repeats zone line {first.line}; "
+                "DNS keeps one copy of a record, so the repeat adds nothing (an MX written "
+                "twice does not get twice the mail)",
+                "delete one of the two lines",
+                RFC_RRSET,
+            )
+
+    # -- MX sets --
+
+    def mx_set(self, owner: str) -> None:
+        records = self.zone.lookup(owner, "MX")
+        nulls = [r for r in records if r.target == ""]
+        real = [r for r in records if r.target != ""]
+        for null in nulls:
+            self.null_mx(null, real)
+        targets: list[tuple[ZoneRecord, _Resolved]] = []
+        for record in real:
+            resolved = self.mx_target(record)
+            if resolved is not None:
+                targets.append((record, resolved))
+        if len({r.target for r in real}) == 1 and not nulls:
+            self.single_mx(owner, real[0])
+        self.same_address(targets)
+
+    def null_mx(self, null: ZoneRecord, real: list[ZoneRecord]) -> None:
+        if real:
+            lines = ", ".join(str(r.line) for r in real)
+            self.add(
+                "error",
+                "null-mx-mixed",
+                null.line,
+                f"{null.name} publishes a null MX ('MX 0 .': no mail accepted) beside other MX "
+                f"records (zone line {lines}); senders then treat the domain as taking no mail",
+                "keep either the null MX (the domain takes no mail) or the real MX records, "
+                "not both",
+                RFC_NULL_MX,
+            )
+        if null.preference != 0:
+            self.add(
+                "warning",
+                "null-mx-preference",
+                null.line,
+                f"a null MX should have preference 0, not {null.preference}",
+                f"write '{self.relative(null.name)} IN MX 0 .'",
+                RFC_NULL_MX,
+            )
+
+    def mx_target(self, record: ZoneRecord) -> _Resolved | None:
+        """The checks on one MX's target, most telling first; the resolved target when the
+        name is one the sender can look up at all."""
+        target = record.target or ""
+        if self.ip_literal(record, target) or self.missing_dot(record, target):
+            return None
+        if find_zone(self.world, target) is None:
+            parent = target.partition(".")[2] or target
+            self.add(
+                "error",
+                "mx-outside-scenario",
+                record.line,
+                f"the MX names {target}, which is outside every zone of this scenario: in the "
+                "sandbox's DNS it does not exist (NXDOMAIN), so nobody will answer for it",
+                f"add a zone for {parent} with an A record for {target}, or point the MX at a "
+                "host of this scenario",
+                RFC_MX,
+            )
+            return None
+        resolved = self.resolve(target)
+        if resolved.chain:
+            chain = " → ".join((target, *resolved.chain))
+            self.add(
+                "warning",
+                "mx-cname",
+                record.line,
+                f"the MX names {target}, an alias ({chain}); an MX must name a host with its "
+                "own address records, never a CNAME. Many senders follow it; some refuse",
+                f"point the MX at {resolved.final}. directly",
+                RFC_CNAME,
+            )
+        if not resolved.addresses:
+            final = resolved.final
+            where = find_zone(self.world, final)
+            zone_name = where.apex if where is not None else self.zone.apex
+            relative = final[: -len(zone_name) - 1] if final.endswith("." + zone_name) else "@"
+            self.add(
+                "error",
+                "mx-no-address",
+                record.line,
+                f"the MX names {target}, but {final} has no A or AAAA record: the sender finds "
+                "no address to connect to",
+                f"add '{relative} IN A {self.free_address()}' to the zone {zone_name}, or remove "
+                "this MX",
+                RFC_MX,
+            )
+        return resolved
+
+    def ip_literal(self, record: ZoneRecord, target: str) -> bool:
+        written, appended = target, False
+        if _address(written) is None:
+            for origin in self._origins():
+                if target.endswith("." + origin) and _address(target[: -len(origin) - 1]):
+                    written, appended = target[: -len(origin) - 1], True
+                    break
+            else:
+                return False
+        address = _address(written)
+        rtype = "AAAA" if ":" in str(address) else "A"
+        also = f"; and without a final dot it even became the name {target}" if appended else ""
+        self.add(
+            "error",
+            "mx-ip-literal",
+            record.line,
+            f"the MX names {written}, an IP address: an MX must name a host{also}. Postfix and "
+            "most MTAs skip such a record",
+            f"name the host: 'mx IN {rtype} {address}' and '{self.relative(record.name)} IN MX "
+            f"{record.preference} mx'",
+            RFC_MX,
+        )
+        return True
+
+    def missing_dot(self, record: ZoneRecord, target: str) -> bool:
+        """``mx1.example.test`` written without its final dot is read relative to the origin:
+        ``mx1.example.test.example.test``. Seen when that name does not exist, while the name
+        as written (the dotted form) does, or is itself a full name in one of the zones."""
+        if self.owns_records(target):
+            return False
+        apexes = {z.apex for z in self.world if z.apex}
+        for origin in self._origins():
+            if not target.endswith("." + origin):
+                continue
+            meant = target[: -len(origin) - 1]
+            full_name = any(meant == apex or meant.endswith("." + apex) for apex in apexes)
+            if self.owns_records(meant) or full_name:
+                self.add(
+                    "error",
+                    "mx-missing-dot",
+                    record.line,
+                    f"the MX names {target}. because the name was written without a final "
+                    f"dot, so the origin {origin} was added to it; {meant} was meant",
+                    f"end the name with a dot ('{meant}.')" + _relative_form(meant, origin),
+                    "RFC 1035 §5.1",
+                )
+                return True
+        return False
+
+    def _origins(self) -> list[str]:
+        """The origins a relative name could have been completed with: the zones' apexes and
+        this zone's $ORIGIN lines, longest first."""
+        found = {z.apex for z in self.world if z.apex} | set(self.origins)
+        return sorted(found, key=len, reverse=True)
+
+    def single_mx(self, owner: str, record: ZoneRecord) -> None:
+        self.add(
+            "info",
+            "single-mx",
+            record.line,
+            f"{owner} has a single MX, {record.target}: no backup. When it is down, mail waits "
+            "in the senders' queues (for days) rather than going elsewhere; often that is fine",
+            f"for a backup, add a second MX with a higher preference number, such as "
+            f"'{self.relative(owner)} IN MX {min((record.preference or 0) + 10, 65535)} mx2'",
+        )
+
+    def same_address(self, targets: list[tuple[ZoneRecord, _Resolved]]) -> None:
+        first_by_address: dict[str, ZoneRecord] = {}
+        for record, resolved in targets:
+            for address in resolved.addresses:
+                first = first_by_address.setdefault(address, record)
+                if first is record or first.target == record.target:
+                    continue
+                self.add(
+                    "warning",
+                    "mx-same-address",
+                    record.line,
+                    f"the MX {record.target} leads to {address}, like the MX {first.target} "
+                    f"(zone line {first.line}): both names are one machine, so when it is down "
+                    "there is no backup",
+                    f"give {record.target} an address of its own, or remove one of the two MX "
+                    "records",
+                    RFC_MX,
+                )
+                break
+
+
+def _relative_form(name: str, origin: str) -> str:
+    """The other way to write ``name`` under ``origin``, when there is one."""
+    if name.endswith("." + origin):
+        return f" or write it relative ('{name[: -len(origin) - 1]}')"
+    return ""
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _ttl_directive_lines(text: str) -> list[tuple[int, str]]:
+    """(line, value) of each $TTL directive, read the way the zone reader reads lines."""
+    found = []
+    for number, raw in enumerate(textwrap.dedent(text).split("\n"), start=1):
+        if raw[:1] in " \t":
+            continue  # an indented line is a record, not a directive
+        match = _TTL_DIRECTIVE.match(raw.split(";", 1)[0])
+        if match:
+            found.append((number, match.group(1)))
+    return found
+
+
+def _origin_directives(text: str, apex: str) -> list[str]:
+    """The names of the zone's $ORIGIN lines, absolute, in our spelling."""
+    origins = []
+    origin = apex
+    for raw in textwrap.dedent(text).split("\n"):
+        match = _ORIGIN_DIRECTIVE.match(raw.split(";", 1)[0])
+        if match is None or raw[:1] in " \t":
+            continue
+        name = match.group(1).lower()
+        origin = name.rstrip(".") if name.endswith(".") else f"{name}.{origin}".strip(".")
+        origins.append(origin)
+    return origins
+
+
+def _zero_ttl_lines(text: str) -> list[int]:
+    return [line for line, value in _ttl_directive_lines(text) if _ZERO_TTL.fullmatch(value)]
