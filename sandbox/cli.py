@@ -1,4 +1,4 @@
-"""``mxsandbox``: run, check and list scenarios.
+"""``mxsandbox``: run, check, list and serve scenarios.
 
 Exit codes are part of the output contract: 0 every expectation holds, 1 an expectation
 failed, 2 the scenario or the command line is invalid. A mistake of the user's is printed as
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +18,14 @@ from typing import IO
 from sandbox.core.policy import PROFILES
 from sandbox.errors import ScenarioError
 from sandbox.events import Emit, Event, event_to_dict
-from sandbox.narrative import render_narrative
+from sandbox.lint import has_errors, lint_scenario
+from sandbox.narrative import clock_text, render_narrative, render_summary
+from sandbox.postfix_log import PostfixLog
 from sandbox.runner import profile_for, run_scenario
-from sandbox.scenario import load_scenario
+from sandbox.scenario import Scenario, load_scenario
+from sandbox.serve_cli import add_serve_arguments, serve_scenario
+from sandbox.term import Progress, is_terminal, style_for
+from sandbox.views import check_verdict, finding_lines, write_report, zone_check
 
 __all__ = ["main"]
 
@@ -46,14 +52,31 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=sorted(PROFILES), help="swap the sender profile")
     run.add_argument("--json", action="store_true", help="print one JSON object, no story")
     run.add_argument("--trace", metavar="FILE", help="write every event as JSON Lines")
-    run.add_argument("--all-stories", action="store_true",
-                     help="tell every message's story, however many there are")
+    run.add_argument(
+        "--log",
+        choices=["postfix"],
+        help="tell the story as Postfix log lines instead of the narrative",
+    )
+    run.add_argument(
+        "--all-stories",
+        action="store_true",
+        help="tell every message's story, however many there are",
+    )
+    run.add_argument(
+        "--report", metavar="FILE", help="write a self-contained HTML timeline of the run"
+    )
+    run.add_argument("--quiet", action="store_true", help="print only the summary")
 
-    check = commands.add_parser("check", help="validate a scenario file")
+    check = commands.add_parser("check", help="validate a scenario file and lint its zones")
     check.add_argument("file")
 
     listing = commands.add_parser("list", help="list the scenarios in a folder")
     listing.add_argument("folder", nargs="?", default=str(DEFAULT_SCENARIOS))
+
+    serve = commands.add_parser(
+        "serve", help="serve a scenario's DNS and mail hosts in real time, for your own sender"
+    )
+    add_serve_arguments(serve)
     return parser
 
 
@@ -64,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "serve":
+            return serve_scenario(load_scenario(_scenario_path(args.file)), args)
         return _list(args)
     except _UsageError as error:
         print(error, file=sys.stderr)
@@ -71,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScenarioError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
+    except BrokenPipeError:
+        # The reader went away (`mxsandbox run … | head`): not an error worth a traceback.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the closed stdout for good
+        return EXIT_OK
 
 
 def _scenario_path(name: str) -> Path:
@@ -84,26 +113,55 @@ def _scenario_path(name: str) -> Path:
 
 def _run(args: argparse.Namespace) -> int:
     scenario = load_scenario(_scenario_path(args.file))
+    findings = lint_scenario(scenario)
     profile = profile_for(scenario, args.profile)
     sinks: list[Emit] = []
+    progress = _progress(scenario, quiet=args.quiet)
+    if progress is not None:
+        sinks.append(progress)
     trace: IO[str] | None = None
     try:
         if args.trace:
             try:
                 trace = open(args.trace, "w", encoding="utf-8")  # noqa: SIM115 - closed below
             except OSError as error:
-                raise ScenarioError(f"cannot write the trace: {error.strerror}",
-                                    file=args.trace) from None
+                raise ScenarioError(
+                    f"cannot write the trace: {error.strerror}", file=args.trace
+                ) from None
             sinks.append(_jsonl_sink(trace))
+        log_lines: list[str] = []
+        if args.log == "postfix" and not args.json:
+            sinks.append(PostfixLog(log_lines.append))
         result = run_scenario(scenario, seed=args.seed, profile=profile, sinks=sinks)
     finally:
+        if progress is not None:
+            progress.close()
         if trace is not None:
             trace.close()
+    if args.report:
+        write_report(result, findings, args.report)
+    style = style_for(sys.stdout)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
+    elif args.log == "postfix":
+        sys.stdout.write("".join(line + "\n" for line in log_lines))
+        sys.stdout.write("\n" + "\n".join(render_summary(result)) + "\n")
+    elif args.quiet:
+        sys.stdout.write("\n".join(render_summary(result, style)) + "\n")
     else:
-        sys.stdout.write(render_narrative(result, all_stories=args.all_stories))
+        preface = zone_check(findings, scenario.source, style)
+        sys.stdout.write(
+            render_narrative(result, all_stories=args.all_stories, style=style, preface=preface)
+        )
     return EXIT_OK if result.ok else EXIT_EXPECTATION_FAILED
+
+
+def _progress(scenario: Scenario, *, quiet: bool) -> Progress | None:
+    """Progress on stderr, for a person watching a terminal (never in a pipe or a log)."""
+    if quiet or not is_terminal(sys.stderr):
+        return None
+    total = sum(len(m.recipients) for m in scenario.messages)
+    return Progress(sys.stderr, total, show_time=clock_text)
 
 
 def _jsonl_sink(stream: IO[str]) -> Emit:
@@ -115,9 +173,11 @@ def _jsonl_sink(stream: IO[str]) -> Emit:
 
 def _check(args: argparse.Namespace) -> int:
     scenario = load_scenario(_scenario_path(args.file))
-    print(f"{args.file}: ok — {scenario.name}: {len(scenario.zones)} zone(s), "
-          f"{len(scenario.messages)} message(s), {len(scenario.expect)} expectation(s)")
-    return EXIT_OK
+    findings = lint_scenario(scenario)
+    for line in finding_lines(findings, scenario.source, style_for(sys.stdout)):
+        print(line)
+    print(check_verdict(scenario, findings, args.file))
+    return EXIT_EXPECTATION_FAILED if has_errors(findings) else EXIT_OK
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -67,7 +67,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 from aiosmtpd.smtp import SMTP
 
@@ -91,6 +91,10 @@ _MIN_IDLE_TIMEOUT = 600.0
 _DELAY_MARGIN = 300.0
 # A client line longer than this (with no end of line) is recorded in pieces, not buffered.
 _MAX_PENDING = 8192
+
+# Parsed MAIL FROM / RCPT TO arguments, shared by every session (see _SmtpSession._getaddr).
+_PARSED_ADDRESSES: dict[str, tuple[str | None, str | None]] = {}
+_MAX_PARSED_ADDRESSES = 4096
 
 _GREYLISTED = "451 4.7.1 Greylisted, please try again later"
 _BAD_SEQUENCE = "503 5.5.1 Bad sequence of commands"
@@ -161,17 +165,44 @@ class _ClientLines:
 
     Commands end at LF (as aiosmtpd reads them). Between a 354 and the final dot the bytes
     are message content: only counted, then logged as one ``<message: N bytes>`` line.
+
+    A client may send its content before the 354 arrives (pipelining it behind DATA). Whether
+    those bytes are content depends on the reply to DATA, so with ``hold_after_data`` the
+    bytes after a DATA command are held until the session says: :meth:`start_content` (a 354)
+    or :meth:`data_refused` (any other reply: they were commands after all).
     """
 
-    def __init__(self, log: _SessionLog) -> None:
+    def __init__(self, log: _SessionLog, *, hold_after_data: bool = False) -> None:
         self._log = log
         self._pending = bytearray()
         self._content: int | None = None  # bytes of message content so far, None outside DATA
         self._mid_line = False  # inside content, a long line was counted in pieces
+        self._hold_after_data = hold_after_data
+        self._held = False  # a DATA command waits for its reply; the bytes after it wait too
+        self.contents = 0  # how many times content started (354s), to tell DATAs apart
 
     def start_content(self) -> None:
+        """DATA got its 354: what follows is content. :meth:`catch_up` reads what is held."""
         self._content = 0
         self._mid_line = False
+        self._held = False
+        self.contents += 1
+
+    def data_refused(self) -> None:
+        """The DATA command got no 354: the bytes held after it are commands after all."""
+        if self._held:
+            self._held = False
+            self.catch_up()
+
+    def never_hold(self) -> list[str]:
+        """Stop holding bytes after DATA (a session that answers 503 to everything); return
+        the command lines that were held."""
+        self._hold_after_data = self._held = False
+        return self.catch_up()
+
+    def catch_up(self) -> list[str]:
+        """Log the complete lines already received; return the command lines among them."""
+        return self.feed(b"")
 
     def feed(self, data: bytes) -> list[str]:
         """Log the complete lines in ``data``; return the command lines among them."""
@@ -183,6 +214,8 @@ class _ClientLines:
 
     def finish(self) -> None:
         """The connection ended: log what was cut off."""
+        self._held = False
+        self.catch_up()
         if self._content is not None:
             self._content += len(self._pending)
             self._log.add("C", f"<message: {self._content} bytes, incomplete>")
@@ -194,6 +227,8 @@ class _ClientLines:
     def _next_line(self, commands: list[str]) -> bool:
         if self._content is not None:
             return self._next_content_line()
+        if self._held:
+            return False
         end = self._pending.find(b"\n")
         if end < 0:
             if len(self._pending) > _MAX_PENDING:
@@ -204,6 +239,9 @@ class _ClientLines:
         del self._pending[: end + 1]
         self._log.add("C", line)
         commands.append(line)
+        # aiosmtpd's reading of the verb: the word before the first space, in any case.
+        if self._hold_after_data and line.partition(" ")[0].upper() == "DATA":
+            self._held = True
         return True
 
     def _next_content_line(self) -> bool:
@@ -589,8 +627,10 @@ class _SilentSession(asyncio.Protocol, _Live):
     def connection_lost(self, exc: Exception | None) -> None:
         assert self._log is not None and self._lines is not None
         self._lines.finish()
-        self._host._session_closed(self, self._log)
-        self._lost.set_result(None)
+        try:
+            self._host._session_closed(self, self._log)
+        finally:  # an event sink that raises must not leave close() waiting forever
+            self._lost.set_result(None)
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -654,13 +694,40 @@ class _SmtpSession(SMTP, _Live):
         self._hung_up = False
         self._override: Reply | None = None  # a positive scripted reply for the next answer
 
+    # -- what aiosmtpd costs per session ------------------------------------------------------
+    # A session is built for every connection, and aiosmtpd's __init__ spent two thirds of its
+    # time in inspect.getmembers(self) and dir(self), looking for the ``smtp_*`` commands and
+    # ``auth_*`` mechanisms. Those are the only names it lists, so listing only them (once per
+    # class) gives it the same tables at a third of the cost.
+
+    _listed: ClassVar[list[str] | None] = None
+
+    def __dir__(self) -> list[str]:
+        cls = type(self)
+        listed: list[str] | None = cls.__dict__.get("_listed")  # per class, not inherited
+        if listed is None:
+            names = object.__dir__(self)
+            listed = sorted(n for n in names if n.startswith(("smtp_", "auth_")))
+            cls._listed = listed
+        return list(listed)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd parses every address with the email package's header parser (and defines a
+        # class on each call); a sandbox sees the same few addresses all run long.
+        parsed = _PARSED_ADDRESSES.get(arg)
+        if parsed is None:
+            parsed = super()._getaddr(arg)
+            if len(_PARSED_ADDRESSES) < _MAX_PARSED_ADDRESSES:
+                _PARSED_ADDRESSES[arg] = parsed
+        return parsed
+
     # -- connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._wire = cast(asyncio.Transport, transport)
         self._client = _client_of(transport)
         self._log = self._host._session_opened(self, self._client, self._behaviour)
-        self._lines = _ClientLines(self._log)
+        self._lines = _ClientLines(self._log, hold_after_data=True)
         super().connection_made(transport)
         if self._host._closed:  # accepted while the host was closing
             self._wire.abort()
@@ -673,9 +740,11 @@ class _SmtpSession(SMTP, _Live):
         super().connection_lost(error)
         assert self._log is not None and self._lines is not None
         self._lines.finish()
-        self._host._session_closed(self, self._log)
-        if not self._lost.done():
-            self._lost.set_result(None)
+        try:
+            self._host._session_closed(self, self._log)
+        finally:  # an event sink that raises must not leave close() waiting forever
+            if not self._lost.done():
+                self._lost.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         assert self._lines is not None
@@ -709,12 +778,15 @@ class _SmtpSession(SMTP, _Live):
             self._greeted = True
             await self._greet(line)
             return
-        if line.startswith("354"):  # aiosmtpd now reads the content: count it, do not log it
-            assert self._lines is not None
+        assert self._lines is not None
+        content = line.startswith("354")  # aiosmtpd now reads the content: count it, not log it
+        if content:
             self._lines.start_content()
         replaced = self._apply_override(line)
         if replaced is not None:
             await self._send(replaced)
+        if content:  # content the client sent ahead of the 354, logged after the 354 itself
+            self._lines.catch_up()
 
     async def _greet(self, natural: str) -> None:
         if not await self._script("greeting"):
@@ -726,7 +798,8 @@ class _SmtpSession(SMTP, _Live):
         if self._hung_up or not early:
             return
         if self._rejecting:
-            self._answer_rejected(self._early_commands)
+            assert self._lines is not None
+            self._answer_rejected(self._early_commands + self._lines.never_hold())
         else:
             super().data_received(bytes(early))
 
@@ -814,8 +887,12 @@ class _SmtpSession(SMTP, _Live):
             await super().smtp_RCPT(arg)
 
     async def smtp_DATA(self, arg: str | None) -> None:
+        assert self._lines is not None
+        contents = self._lines.contents
         if not await self._script("data"):
             await super().smtp_DATA(arg)
+        if self._lines.contents == contents:
+            self._lines.data_refused()
 
     def answer_rcpt(self, envelope: Any, address: str, options: list[str]) -> str:
         behaviour = self._host.behaviour_now()
@@ -853,6 +930,19 @@ class _SmtpSession(SMTP, _Live):
             self._hang_up()  # stored, never confirmed: the sender cannot know it arrived
             return ""
         return str(scripted) if scripted is not None else f"250 2.0.0 Ok: queued as {message_id}"
+
+
+def _keep_help_text(cls: type[SMTP]) -> None:
+    """An override of an aiosmtpd command loses the ``@syntax`` marks of the original, and HELP
+    then leaves the command out (and answers ``HELP MAIL`` with 501): copy the marks over."""
+    for name, method in vars(cls).items():
+        original = getattr(SMTP, name, None) if name.startswith("smtp_") else None
+        for mark in ("__smtp_syntax__", "__smtp_syntax_extended__", "__smtp_syntax_when__"):
+            if original is not None and hasattr(original, mark):
+                setattr(method, mark, getattr(original, mark))
+
+
+_keep_help_text(_SmtpSession)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

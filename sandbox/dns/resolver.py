@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import dnslib
 
@@ -31,6 +32,10 @@ from sandbox.net import ensure_loopback
 __all__ = ["CachedAnswer", "StubResolver"]
 
 _RCODES = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN"}
+_MEMORY = 1024
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,10 @@ class StubResolver:
         self._tries = tries
         self._cache: dict[tuple[str, str], tuple[float, Answer]] = {}
         self._asking: dict[tuple[str, str], asyncio.Future[Answer]] = {}
+        # The server packs each reply once, so a question asked again gets the same bytes
+        # (but the ID): decode those once too. Both are bounded, by _MEMORY entries.
+        self._decoded: dict[tuple[str, str, bytes], Answer] = {}
+        self._requests: dict[tuple[str, str], bytes] = {}
 
     async def query(self, name: str, rdtype: str) -> CachedAnswer:
         key = (name.lower().rstrip("."), rdtype)
@@ -88,15 +97,19 @@ class StubResolver:
         return answer
 
     async def _ask(self, name: str, rdtype: str) -> Answer:
-        request = dnslib.DNSRecord.question(name or ".", rdtype)
+        request = self._request(name, rdtype)
         for _ in range(self._tries):
             try:
-                packet = await self._udp(request.pack())
+                packet = await self._udp(request)
+                if packet[:2] != request[:2]:
+                    continue  # not the reply to this query (the ID differs)
+                known = self._decoded.get((name, rdtype, packet[2:]))
+                if known is not None:
+                    return known
                 response = dnslib.DNSRecord.parse(packet)
-                if response.header.id != request.header.id:
-                    continue
                 if response.header.tc:
-                    response = dnslib.DNSRecord.parse(await self._tcp(request.pack()))
+                    response = dnslib.DNSRecord.parse(await self._tcp(request))
+                    return _to_answer(name, rdtype, response)
             except (
                 TimeoutError,
                 OSError,
@@ -105,8 +118,18 @@ class StubResolver:
                 asyncio.IncompleteReadError,
             ):
                 continue
-            return _to_answer(name, rdtype, response)
+            answer = _to_answer(name, rdtype, response)
+            _remember(self._decoded, (name, rdtype, packet[2:]), answer)
+            return answer
         return Answer(name, rdtype, "TIMEOUT")
+
+    def _request(self, name: str, rdtype: str) -> bytes:
+        """The packed query, with a fresh random ID (dnslib's own way of choosing one)."""
+        packed = self._requests.get((name, rdtype))
+        if packed is None:
+            packed = bytes(dnslib.DNSRecord.question(name or ".", rdtype).pack())
+            _remember(self._requests, (name, rdtype), packed)
+        return random.randint(0, 0xFFFF).to_bytes(2, "big") + packed[2:]
 
     async def _udp(self, payload: bytes) -> bytes:
         # A plain non-blocking socket: half the cost of a datagram transport per exchange.
@@ -132,6 +155,12 @@ class StubResolver:
                     await writer.wait_closed()
 
         return await asyncio.wait_for(exchange(), self._timeout)
+
+
+def _remember(memory: dict[_K, _V], key: _K, value: _V) -> None:
+    if len(memory) >= _MEMORY:
+        del memory[next(iter(memory))]  # the oldest: insertion order
+    memory[key] = value
 
 
 def _cacheable(answer: Answer) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,8 +41,16 @@ def test_json_follows_the_output_contract() -> None:
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     # The contract's keys, plus the documented extensions.
-    assert set(data) == {"scenario", "seed", "ok", "deliveries", "hosts", "expectations",
-                         "returned", "duplicates"}
+    assert set(data) == {
+        "scenario",
+        "seed",
+        "ok",
+        "deliveries",
+        "hosts",
+        "expectations",
+        "returned",
+        "duplicates",
+    }
     assert (data["returned"], data["duplicates"]) == ([], [])
     assert (data["scenario"], data["seed"], data["ok"]) == ("primary-down", 7, True)
     assert data["deliveries"] == [
@@ -139,3 +148,50 @@ def test_list_shows_every_scenario_with_its_title() -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.stem)
 def test_check_accepts_every_scenario(path: Path) -> None:
     assert mxsandbox("check", str(path)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("scenario", "patterns"),
+    [
+        (
+            "primary-down",
+            [
+                r"^Jan  1 00:00:00 sender postfix/smtp\[\d+\]: connect to "
+                r"mx1\.example\.test\[192\.0\.2\.10\]:25: Connection refused$",
+                r"^Jan  1 00:00:00 sender postfix/smtp\[\d+\]: 10A0001: to=<alice@example\.test>, "
+                r"relay=mx2\.example\.test\[192\.0\.2\.11\]:25, delay=0, delays=0/0/0/0, "
+                r"dsn=2\.0\.0, status=sent \(250 2\.0\.0 Ok: queued as \w+\)$",
+                r"postfix/qmgr\[\d+\]: 10A0001: removed$",
+            ],
+        ),
+        (
+            "greylisting",
+            [
+                r"10A0001: host mx1\.example\.test\[192\.0\.2\.10\] said: 451 4\.7\.1 .* "
+                r"\(in reply to RCPT TO command\)$",
+                r"10A0001: to=<alice@example\.test>, .* dsn=4\.7\.1, status=deferred \(",
+                r"^Jan  1 00:05:00 .* status=sent \(250",
+            ],
+        ),
+        (
+            "rejected-recipient",
+            [
+                r"to=<carol@example\.test>, relay=mx1\.example\.test\[192\.0\.2\.10\]:25, .*"
+                r"dsn=5\.1\.1, status=bounced \(host .* said: 550 5\.1\.1 No such user",
+            ],
+        ),
+        (
+            "give-up-after-5-days",
+            [
+                r"^Jan  6 00:55:30 sender postfix/qmgr\[\d+\]: 10A0001: from=<bob@example\.net>, "
+                r"status=expired, returned to sender$",
+            ],
+        ),
+    ],
+)
+def test_log_postfix_prints_postfix_log_lines(scenario: str, patterns: list[str]) -> None:
+    done = mxsandbox("run", scenario, "--log", "postfix")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for pattern in patterns:
+        assert any(re.search(pattern, line) for line in lines), pattern

@@ -1,0 +1,301 @@
+"""``mxsandbox serve FILE``: a scenario's DNS server and mail hosts, up until interrupted.
+
+It prints where everything listens (a table for people, and one ``ready:`` line that a script
+can parse), then one line per DNS query and per SMTP session as they happen. Ctrl-C (SIGINT)
+or SIGTERM closes every server and prints what each host saw. With ``--json`` the output is
+JSON Lines instead: ``{"kind": "ready", …}``, every event as ``--trace`` writes it, and
+``{"kind": "stopped", …}`` with every host's sessions and accepted messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from sandbox.errors import SandboxError
+from sandbox.events import DnsServed, Event, HostAccepted, HostSession, Warning, event_to_dict
+from sandbox.narrative import clock_text
+from sandbox.net import is_loopback
+from sandbox.scenario import Scenario
+from sandbox.serve import (
+    CLI_FIRST_ADDRESS,
+    DEFAULT_DNS,
+    DEFAULT_SMTP_PORT,
+    ServeSandbox,
+    session_outline,
+)
+
+__all__ = ["add_serve_arguments", "serve_scenario"]
+
+EXIT_OK, EXIT_INVALID = 0, 2
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="a scenario file, or the name of one in ./scenarios")
+    parser.add_argument(
+        "--dns",
+        type=_host_port,
+        default=DEFAULT_DNS,
+        metavar="HOST:PORT",
+        help="where the DNS server listens, UDP and TCP (default 127.0.0.1:5353; port 0: any "
+        "free port)",
+    )
+    parser.add_argument(
+        "--smtp-port",
+        type=_port,
+        default=DEFAULT_SMTP_PORT,
+        metavar="N",
+        help="the port every mail host listens on (default 2525; 25 where allowed; 0: any "
+        "free port)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON Lines: ready, every event, then what the hosts saw",
+    )
+
+
+def serve_scenario(scenario: Scenario, args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM; 0 after a clean stop, 2 when it cannot start."""
+    try:
+        asyncio.run(_serve(scenario, args.dns, args.smtp_port, _Output(sys.stdout, args.json)))
+    except SandboxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:  # interrupted before the signal handlers were in place
+        return EXIT_OK
+    return EXIT_OK
+
+
+async def _serve(scenario: Scenario, dns: tuple[str, int], smtp_port: int, out: _Output) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    sandbox = ServeSandbox(
+        scenario, dns=dns, smtp_port=smtp_port, first_address=CLI_FIRST_ADDRESS, sinks=[out.event]
+    )
+    out.sandbox = sandbox
+    await sandbox.start()
+    try:
+        out.ready(sandbox)
+        await stop.wait()
+    finally:
+        ended = sandbox.clock()
+        await sandbox.stop()
+    out.stopped(sandbox, ended)
+
+
+# --- the command line's values ---------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
+    return port
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, colon, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, such as 127.0.0.1:5353")
+    if not is_loopback(host):
+        raise argparse.ArgumentTypeError(
+            f"{host} is not a loopback address; the sandbox listens only on 127.0.0.0/8 or ::1"
+        )
+    return host, _port(port)
+
+
+# --- what it prints --------------------------------------------------------------------------
+
+
+class _Output:
+    """Writes for people, or JSON Lines for programs; flushes every line (stdout is often a
+    pipe, and the reader is waiting for the ready line)."""
+
+    def __init__(self, stream: TextIO, as_json: bool) -> None:
+        self._stream = stream
+        self._json = as_json
+        self.sandbox: ServeSandbox | None = None
+
+    def line(self, text: str = "") -> None:
+        try:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+        except BrokenPipeError:  # the reader went away; keep serving until told to stop
+            pass
+
+    def record(self, data: dict[str, Any]) -> None:
+        self.line(json.dumps(data))
+
+    def ready(self, sandbox: ServeSandbox) -> None:
+        host, port = sandbox.dns_address
+        if self._json:
+            self.record(
+                {
+                    "kind": "ready",
+                    "scenario": sandbox.scenario.name,
+                    "dns": {"host": host, "port": port},
+                    "smtp_port": sandbox.smtp_port,
+                    "hosts": [
+                        {
+                            "name": p.name,
+                            "zone_address": p.zone_address,
+                            "address": p.address,
+                            "port": p.port,
+                            "answer": p.answer,
+                            "behaviour": h.behaviour_now().describe(),
+                        }
+                        for p, h in zip(sandbox.placements, sandbox.hosts, strict=True)
+                    ],
+                }
+            )
+            return
+        scenario = sandbox.scenario
+        title = f" — {scenario.title}" if scenario.title else ""
+        self.line(f"Serving {scenario.name}{title}")
+        self.line("Real time. The file's messages and expectations are for `mxsandbox run`.")
+        self.line()
+        dns_where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.line(f"  DNS server   {dns_where} (UDP and TCP)")
+        self.line(f"  SMTP port    {sandbox.smtp_port} on every mail host address")
+        self.line()
+        rows = [("host", "zone address", "listens on", "behaviour")]
+        for placement, mail_host in zip(sandbox.placements, sandbox.hosts, strict=True):
+            rows.append(
+                (
+                    placement.name,
+                    placement.zone_address,
+                    f"{placement.address}:{placement.port}",
+                    mail_host.behaviour_now().describe(),
+                )
+            )
+        for row in _table(rows):
+            self.line(row)
+        self.line()
+        for spec in scenario.zones[:1]:
+            self.line(f"  Try: dig @{host} -p {port} MX {spec.apex} +short")
+        self.line()
+        self.line(f"ready: dns {dns_where} smtp-port {sandbox.smtp_port}")
+        self.line("Ctrl-C stops the sandbox and prints what each host saw.")
+
+    def event(self, event: Event) -> None:
+        if self._json:
+            self.record(event_to_dict(event))
+            return
+        text = self._describe(event)
+        if text is not None:
+            self.line(f"  {clock_text(event.t):>12}  {text}")
+
+    def _describe(self, event: Event) -> str | None:
+        if isinstance(event, DnsServed):
+            answers = f", {event.answers} answer(s)" if event.rcode == "NOERROR" else ""
+            return (
+                f"DNS     {event.rdtype} {event.name}? from {event.client} "
+                f"({event.transport}) → {event.rcode}{answers}"
+            )
+        if isinstance(event, HostSession):
+            return (
+                f"SMTP    {event.host} [{self._listen_of(event.address)}] from "
+                f"{event.client}: {session_outline(event.transcript)}"
+            )
+        if isinstance(event, HostAccepted):
+            return (
+                f"SMTP    {event.host} accepted a message from <{event.sender}> for "
+                f"{', '.join(event.recipients)} (queued as {event.message_id})"
+            )
+        if isinstance(event, Warning):
+            return f"warning {event.text}"
+        return None
+
+    def _listen_of(self, zone_address: str) -> str:
+        placements = self.sandbox.placements if self.sandbox is not None else ()
+        for placement in placements:
+            if placement.zone_address == zone_address:
+                return placement.address
+        return zone_address
+
+    def stopped(self, sandbox: ServeSandbox, ended: float) -> None:
+        pairs = list(zip(sandbox.placements, sandbox.hosts, strict=True))
+        if self._json:
+            self.record(
+                {
+                    "kind": "stopped",
+                    "t": round(ended, 6),
+                    "hosts": [
+                        {
+                            "name": p.name,
+                            "zone_address": p.zone_address,
+                            "address": p.address,
+                            "port": p.port,
+                            "sessions": [
+                                {
+                                    "opened": round(s.opened, 6),
+                                    "closed": None if s.closed is None else round(s.closed, 6),
+                                    "client": s.client,
+                                    "behaviour": s.behaviour,
+                                    "transcript": [
+                                        [round(t, 6), side, line] for t, side, line in s.transcript
+                                    ],
+                                }
+                                for s in h.sessions
+                            ],
+                            "accepted": [
+                                {
+                                    "t": round(m.t, 6),
+                                    "sender": m.sender,
+                                    "recipients": list(m.recipients),
+                                    "message_id": m.message_id,
+                                    "client": m.client,
+                                }
+                                for m in h.mailbox
+                            ],
+                        }
+                        for p, h in pairs
+                    ],
+                }
+            )
+            return
+        self.line()
+        self.line(f"Stopped after {clock_text(ended)}. What each host saw:")
+        rows = [("host", "listens on", "sessions", "accepted")]
+        for placement, mail_host in pairs:
+            rows.append(
+                (
+                    placement.name,
+                    f"{placement.address}:{placement.port}",
+                    str(len(mail_host.sessions)),
+                    str(len(mail_host.mailbox)),
+                )
+            )
+        for row in _table(rows):
+            self.line(row)
+        sessions = sorted(
+            (
+                (s.opened, p.name, s.client, session_outline(s.transcript))
+                for p, h in pairs
+                for s in h.sessions
+            ),
+        )
+        if sessions:
+            self.line()
+            for opened, name, client, outline in sessions:
+                self.line(f"  {clock_text(opened):>12}  {name} from {client}: {outline}")
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
