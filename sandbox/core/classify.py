@@ -130,7 +130,12 @@ def classify(stage: Stage, outcome: Outcome, profile: Profile) -> Classified:
             dsn_of(outcome),
             f"a 4xx reply at {stage} ends this attempt: no next host for this sender",
         )
-    return Classified(verdict, dsn_of(outcome), why)
+    dsn = dsn_of(outcome)
+    if verdict == "next_host" and dsn.startswith("5"):
+        # A permanent code that we treat as temporary (a skipped 5xx greeting) is reported
+        # as temporary, as Postfix does: the recipient is deferred, not failed.
+        dsn = "4" + dsn[1:]
+    return Classified(verdict, dsn, why)
 
 
 def _classify_no_reply(stage: Stage, outcome: NoReply) -> Classified:

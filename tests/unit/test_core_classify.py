@@ -71,3 +71,8 @@ def test_5xx_greeting_bounces_when_the_profile_does_not_skip_it() -> None:
 )
 def test_dsn_from_the_enhanced_code_or_the_class(code: int, text: str, dsn: str) -> None:
     assert dsn_of(ServerReply(code, text)) == dsn
+
+
+def test_a_skipped_5xx_greeting_is_reported_as_temporary() -> None:
+    result = classify("greeting", ServerReply(554, "5.7.1 go away"), POSTFIX)
+    assert (result.verdict, result.dsn) == ("next_host", "4.7.1")
