@@ -30,7 +30,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from email.parser import BytesHeaderParser
 from typing import Literal, TypedDict
 
 from sandbox.core.classify import NoReply, ServerReply
@@ -69,7 +68,7 @@ from sandbox.events import (
 )
 from sandbox.net import AddressMap
 from sandbox.scenario.model import MessageSpec
-from sandbox.sender.message import RUN_EPOCH, compose
+from sandbox.sender.message import RUN_EPOCH, compose, message_id
 from sandbox.sender.smtp import SmtpConnection
 
 __all__ = ["ReturnedMail", "SenderAgent"]
@@ -102,6 +101,7 @@ class _Job:
     domain: str
     recipients: tuple[str, ...]
     content: bytes
+    message_id: str
     is_dsn: bool = False
     attempt: int = 0
     history: RetryHistory | None = None
@@ -150,7 +150,8 @@ class SenderAgent:
         async with asyncio.TaskGroup() as group:
             self._group = group
             for spec in messages:
-                self._enqueue(spec, compose(spec, self._scenario, self._seed))
+                mid = message_id(self._scenario, self._seed, spec.number)
+                self._enqueue(spec, compose(spec, self._scenario, self._seed), mid)
 
     def settle_unfinished(self) -> None:
         """At the end of the run: whatever is still queued is reported as deferred."""
@@ -158,13 +159,15 @@ class SenderAgent:
             if key not in self.final:
                 self._finalise(key[0], state, "deferred")
 
-    def _enqueue(self, spec: MessageSpec, content: bytes, *, is_dsn: bool = False) -> None:
+    def _enqueue(
+        self, spec: MessageSpec, content: bytes, mid: str, *, is_dsn: bool = False
+    ) -> None:
         assert self._group is not None
         for r in spec.recipients:
             # Known from the start, so that a message the run ends before is still reported.
             self.last[(spec.number, r)] = RecipientState(r, reply="not yet in the queue")
         for domain, recipients in _by_domain(spec.recipients).items():
-            job = _Job(spec, domain, recipients, content, is_dsn)
+            job = _Job(spec, domain, recipients, content, mid, is_dsn)
             self._group.create_task(self._run_job(job))
 
     async def _run_job(self, job: _Job) -> None:
@@ -178,7 +181,7 @@ class SenderAgent:
                     sender=job.spec.sender,
                     recipients=job.spec.recipients,
                     size=len(job.content),
-                    message_id=_message_id_of(job),
+                    message_id=job.message_id,
                     about=self.dsn_messages.get(number),
                 )
             )
@@ -327,7 +330,8 @@ class SenderAgent:
         if not states or job.is_dsn or not sender:
             return  # never a bounce about a bounce (RFC 5321 §4.5.5 / RFC 3464 §2)
         now = self._clock()
-        data = self._dsn_bytes(job, states, action, now)
+        mid = f"<dsn.{action}.{job.spec.number}.{round(now)}@sender.sandbox.test>"
+        data = self._dsn_bytes(job, states, action, now, mid)
         domain = sender.rpartition("@")[2].lower()
         recipients = tuple(s.recipient for s in states)
         if self._in_scenario(domain):
@@ -346,7 +350,7 @@ class SenderAgent:
                     via="mx",
                 )
             )
-            self._enqueue(spec, data, is_dsn=True)
+            self._enqueue(spec, data, mid, is_dsn=True)
         else:
             self.returned.append(ReturnedMail(now, job.spec.number, sender, action, data))
             self._emit(
@@ -367,6 +371,7 @@ class SenderAgent:
         states: tuple[RecipientState, ...],
         action: Literal["failed", "delayed"],
         now: float,
+        mid: str,
     ) -> bytes:
         when = RUN_EPOCH + timedelta(seconds=now)
         history = job.history
@@ -382,7 +387,7 @@ class SenderAgent:
                 DsnRecipient(s.recipient, action, s.dsn or "4.0.0", s.reply, s.host, when)
                 for s in states
             ),
-            message_id=f"<dsn.{action}.{job.spec.number}.{round(now)}@sender.sandbox.test>",
+            message_id=mid,
             date=when,
             will_retry_until=until,
         )
@@ -597,7 +602,3 @@ def _by_domain(recipients: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     for r in recipients:
         groups.setdefault(r.rpartition("@")[2].lower(), []).append(r)
     return {domain: tuple(rs) for domain, rs in groups.items()}
-
-
-def _message_id_of(job: _Job) -> str:
-    return BytesHeaderParser().parsebytes(job.content).get("Message-ID", "")
