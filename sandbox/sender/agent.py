@@ -200,20 +200,29 @@ class SenderAgent:
     async def _attempt_or_suspend(
         self, job: _Job, pending: tuple[str, ...]
     ) -> dict[str, RecipientState]:
-        suspended = self._suspended_until.get(job.domain)
-        if suspended is not None and self._clock() < suspended[0]:
-            reply = f"delivery temporarily suspended: {suspended[1]}"
-            job.suspended_reply = dict.fromkeys(pending, reply)
-            return {
-                r: RecipientState(
-                    r, "pending", self.last[(job.spec.number, r)].dsn or "4.4.1", reply
-                )
-                for r in pending
-            }
-        job.suspended_reply = {}
-        job.attempt += 1
+        # Checked before waiting for a slot, and again once the slot is ours: the attempts
+        # ahead of this one may have found the destination dead in the meantime.
+        if (suspended := self._suspended(job, pending)) is not None:
+            return suspended
         async with self._slots[job.domain]:
+            if (suspended := self._suspended(job, pending)) is not None:
+                return suspended
+            job.suspended_reply = {}
+            job.attempt += 1
             return await self._attempt(job, pending)
+
+    def _suspended(self, job: _Job, pending: tuple[str, ...]) -> dict[str, RecipientState] | None:
+        """Deferred without a try while the destination is marked dead (Postfix)."""
+        suspended = self._suspended_until.get(job.domain)
+        if suspended is None or self._clock() >= suspended[0]:
+            return None
+        reply = f"delivery temporarily suspended: {suspended[1]}"
+        job.suspended_reply = dict.fromkeys(pending, reply)
+        number = job.spec.number
+        return {
+            r: RecipientState(r, "pending", self.last[(number, r)].dsn or "4.4.1", reply)
+            for r in pending
+        }
 
     def _settle(self, job: _Job, states: dict[str, RecipientState]) -> tuple[str, ...]:
         deferred, bounced = [], []

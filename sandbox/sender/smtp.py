@@ -35,6 +35,14 @@ def dot_stuff(message: bytes) -> bytes:
     return b"".join(line + b"\r\n" for line in stuffed) + b".\r\n"
 
 
+def _connect_failure(error: TimeoutError | OSError) -> NoReply:
+    if isinstance(error, TimeoutError):
+        return NoReply("timeout", "Connection timed out")
+    if isinstance(error, ConnectionRefusedError):
+        return NoReply("refused", "Connection refused")
+    return NoReply("error", error.strerror or str(error))
+
+
 class SmtpConnection:
     """One SMTP session to one zone address, through the sandbox's address map."""
 
@@ -42,6 +50,8 @@ class SmtpConnection:
         self._network = network
         self._helo_name = helo_name
         self._client: aiosmtplib.SMTP | None = None
+        # A connected socket that aiosmtplib has not taken over yet: ours to close.
+        self._unclaimed: socket.socket | None = None
 
     async def connect(self, address: str, timeout: float) -> NoReply | None:
         try:
@@ -58,15 +68,12 @@ class SmtpConnection:
         loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
-        except TimeoutError:
-            sock.close()
-            return NoReply("timeout", "Connection timed out")
-        except ConnectionRefusedError:
-            sock.close()
-            return NoReply("refused", "Connection refused")
-        except OSError as error:
-            sock.close()
-            return NoReply("error", error.strerror or str(error))
+        except BaseException as error:
+            sock.close()  # also when the run is cancelled mid-connect: never leak the socket
+            if isinstance(error, TimeoutError | OSError):
+                return _connect_failure(error)
+            raise
+        self._unclaimed = sock
         self._client = aiosmtplib.SMTP(
             sock=sock, local_hostname=self._helo_name, start_tls=False, timeout=None
         )
@@ -74,6 +81,7 @@ class SmtpConnection:
 
     async def read_greeting(self, timeout: float) -> Outcome:
         client = self._require()
+        self._unclaimed = None  # from here on aiosmtplib's transport owns and closes it
         try:
             response = await client.connect(timeout=timeout)
         except aiosmtplib.SMTPConnectResponseError as error:
@@ -115,6 +123,9 @@ class SmtpConnection:
 
     async def close(self, *, quit: bool, timeout: float) -> None:
         client, self._client = self._client, None
+        unclaimed, self._unclaimed = self._unclaimed, None
+        if unclaimed is not None:
+            unclaimed.close()
         if client is None:
             return
         if quit and client.is_connected:
