@@ -32,6 +32,6 @@ unit: setup
 	$(PYTHON) -m pytest -q tests/unit
 
 # The benchmarks (README, "Performance"): a table of figures beside their baselines, written
-# to bench/results.json; about four minutes on two cores.
+# to bench/results.json; two to four minutes on two cores.
 bench: setup
 	$(PYTHON) -m bench

@@ -292,10 +292,23 @@ class HostAccepted(Event):
 def event_to_dict(event: Event) -> dict[str, Any]:
     """A JSON-ready dict: ``{"t": …, "kind": …, …fields}`` (tuples become lists)."""
     data: dict[str, Any] = {"t": round(event.t, 6), "kind": event.kind}
-    for f in dataclasses.fields(event):
-        if f.name != "t":
-            data[f.name] = _plain(getattr(event, f.name))
+    for name in _field_names(type(event)):
+        value = getattr(event, name)
+        data[name] = _plain(value) if isinstance(value, tuple | list) else value
     return data
+
+
+# Field names per event class: ``dataclasses.fields`` is rebuilt on every call, and a trace
+# writes every event of a run.
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _field_names(kind: type[Event]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(kind) if f.name != "t")
+        _FIELD_NAMES[kind] = names
+    return names
 
 
 def _plain(value: Any) -> Any:

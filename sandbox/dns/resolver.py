@@ -44,6 +44,23 @@ class CachedAnswer:
     cached: bool
 
 
+class _Cached:
+    """A cached answer, and the copy of it last handed out with its remaining TTL: in virtual
+    time a whole wave of deliveries reads the cache at one instant, and they can share it."""
+
+    __slots__ = ("_last", "answer", "expires")
+
+    def __init__(self, expires: float, answer: Answer) -> None:
+        self.expires = expires
+        self.answer = answer
+        self._last = answer
+
+    def aged(self, remaining: int) -> Answer:
+        if self._last.ttl != remaining:
+            self._last = replace(self.answer, ttl=remaining)
+        return self._last
+
+
 class StubResolver:
     def __init__(
         self,
@@ -58,7 +75,7 @@ class StubResolver:
         self._clock = clock
         self._timeout = timeout
         self._tries = tries
-        self._cache: dict[tuple[str, str], tuple[float, Answer]] = {}
+        self._cache: dict[tuple[str, str], _Cached] = {}
         self._asking: dict[tuple[str, str], asyncio.Future[Answer]] = {}
         # The server packs each reply once, so a question asked again gets the same bytes
         # (but the ID): decode those once too. Both are bounded, by _MEMORY entries.
@@ -70,8 +87,8 @@ class StubResolver:
         while True:
             hit = self._cache.get(key)
             now = self._clock()
-            if hit is not None and hit[0] > now:
-                return CachedAnswer(replace(hit[1], ttl=int(hit[0] - now)), True)
+            if hit is not None and hit.expires > now:
+                return CachedAnswer(hit.aged(int(hit.expires - now)), True)
             asking = self._asking.get(key)
             if asking is None:
                 return CachedAnswer(await self._ask_once(key), False)
@@ -92,7 +109,7 @@ class StubResolver:
         finally:
             del self._asking[key]
         if _cacheable(answer):
-            self._cache[key] = (self._clock() + answer.ttl, answer)
+            self._cache[key] = _Cached(self._clock() + answer.ttl, answer)
         asking.set_result(answer)
         return answer
 
