@@ -140,6 +140,7 @@ class Connected(Event):
     attempt: int
     host: str
     address: str
+    reused: bool = False  # a session kept open from an earlier delivery (connection cache)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -203,6 +203,8 @@ def _full_line(out: _Lines, event: Event) -> None:
             _route_lines(out, event)  # an implicit MX: no MX answer to hang it on
         case Warning():
             out.at(event.t, f"warning: {event.text}")
+        case Connected(reused=True):
+            out.at(event.t, f"reuse the open connection to {event.host}[{event.address}]:25")
         case Connected():
             out.at(event.t, f"connect to {event.host}[{event.address}]:25 … connected")
         case ConnectFailed():
@@ -306,7 +308,7 @@ def _decision_line(out: _Lines, event: Decision) -> None:
             out.more(f"⇒ {event.why}")
         case "bounce":
             out.more(f"⇒ bounce: {event.why}")
-        case "fallback" | "give_up":
+        case "fallback" | "give_up" | "keep_open":
             out.more(f"⇒ {event.why}")
         case _:
             pass

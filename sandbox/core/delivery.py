@@ -14,8 +14,9 @@ recipient, DATA, the message, QUIT. The I/O shell drives it:
 
 Actions are plain data (``Connect``, ``ReadGreeting``, ``SendCommand``, ``SendMessage``,
 ``Disconnect``); outcomes are ``ServerReply`` or ``NoReply`` (``None`` for a successful
-connect or a disconnect). Every decision goes through ``classify``; this module only applies
-verdicts to recipients and chooses the next step.
+connect or a disconnect, ``Reused`` when the shell hands back a session kept open from an
+earlier delivery, which then starts at MAIL). Every decision goes through ``classify``; this
+module only applies verdicts to recipients and chooses the next step.
 
 Recipients move ``pending`` → ``delivered`` or ``bounced``. What is still pending when the
 walk ends is deferred by this attempt; whether it is tried again or returned to its sender is
@@ -42,9 +43,11 @@ __all__ = [
     "Attempt",
     "Connect",
     "Disconnect",
+    "Feedback",
     "Note",
     "ReadGreeting",
     "RecipientState",
+    "Reused",
     "SendCommand",
     "SendMessage",
     "Settlement",
@@ -81,9 +84,23 @@ class SendMessage:
 @dataclass(frozen=True, slots=True)
 class Disconnect:
     quit: bool  # say QUIT first; False when the connection is already gone or closing
+    # The session ended on a delivered message and is still usable: the shell may keep it
+    # for the next message to the same host instead of saying QUIT (Postfix's connection
+    # cache for a backlogged destination).
+    reusable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reused:
+    """The answer to ``Connect`` when the shell hands back a session kept open from an
+    earlier delivery: it has been greeted and has said EHLO already, so it starts at MAIL."""
 
 
 Action = Connect | ReadGreeting | SendCommand | SendMessage | Disconnect
+
+
+# What the shell feeds back for an action.
+Feedback = Outcome | Reused | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +166,7 @@ class _Session:
     candidate: Candidate
     handshake_done: bool = False
     open: bool = True
+    delivered: bool = False
 
 
 class Attempt:
@@ -176,7 +194,7 @@ class Attempt:
     def next_action(self) -> Action | None:
         return self._action
 
-    def receive(self, outcome: Outcome | None) -> None:
+    def receive(self, outcome: Feedback) -> None:
         if self._action is None:
             raise RuntimeError("Attempt.receive() called after the attempt finished")
         try:
@@ -194,7 +212,7 @@ class Attempt:
 
     # --- the dialogue --------------------------------------------------------------------
 
-    def _walk(self) -> Generator[Action, Outcome | None, None]:
+    def _walk(self) -> Generator[Action, Feedback, None]:
         sessions = 0
         for index, candidate in enumerate(self.candidates):
             if not self.pending or self._stopped:
@@ -212,20 +230,24 @@ class Attempt:
                 nxt = self.candidates[index + 1]
                 self._note("next_host", f"try the next address: {_where(nxt)}", self.pending)
 
-    def _session(self, session: _Session) -> Generator[Action, Outcome | None, None]:
+    def _session(self, session: _Session) -> Generator[Action, Feedback, None]:
         candidate = session.candidate
         outcome = yield Connect(candidate, self.profile.connect_timeout)
         if isinstance(outcome, NoReply):
             self._fail_pending("connect", candidate, outcome)
             return
         self.connected = True
-        yield from self._dialogue(session)
+        if isinstance(outcome, Reused):
+            session.handshake_done = True
+            yield from self._transaction(session)
+        else:
+            yield from self._dialogue(session)
         # Every connected session ends here: QUIT when the connection is still usable.
-        yield Disconnect(quit=session.open)
+        yield Disconnect(quit=session.open, reusable=session.open and session.delivered)
 
-    def _dialogue(self, session: _Session) -> Generator[Action, Outcome | None, None]:
+    def _dialogue(self, session: _Session) -> Generator[Action, Feedback, None]:
         outcome = yield ReadGreeting(self.profile.greeting_timeout)
-        assert outcome is not None
+        assert isinstance(outcome, ServerReply | NoReply)
         if not self._step(session, "greeting", outcome):
             return
         if not (yield from self._handshake(session)):
@@ -233,44 +255,45 @@ class Attempt:
         session.handshake_done = True
         yield from self._transaction(session)
 
-    def _handshake(self, session: _Session) -> Generator[Action, Outcome | None, bool]:
+    def _handshake(self, session: _Session) -> Generator[Action, Feedback, bool]:
         helo = self.profile.helo_name
         outcome = yield SendCommand("ehlo", f"EHLO {helo}", self.profile.ehlo_timeout)
-        assert outcome is not None
+        assert isinstance(outcome, ServerReply | NoReply)
         if isinstance(outcome, ServerReply) and outcome.code // 100 == 5:
             self._note("fallback", "EHLO refused: try HELO, as RFC 5321 §4.1.4 allows")
             outcome = yield SendCommand("helo", f"HELO {helo}", self.profile.ehlo_timeout)
-            assert outcome is not None
+            assert isinstance(outcome, ServerReply | NoReply)
             return self._step(session, "helo", outcome)
         return self._step(session, "ehlo", outcome)
 
-    def _transaction(self, session: _Session) -> Generator[Action, Outcome | None, None]:
+    def _transaction(self, session: _Session) -> Generator[Action, Feedback, None]:
         profile = self.profile
         outcome = yield SendCommand("mail", f"MAIL FROM:<{self.sender}>", profile.mail_timeout)
-        assert outcome is not None
+        assert isinstance(outcome, ServerReply | NoReply)
         if not self._step(session, "mail", outcome):
             return
         accepted = yield from self._recipients(session)
         if not accepted or not session.open:
             return
         outcome = yield SendCommand("data", "DATA", profile.data_timeout)
-        assert outcome is not None
+        assert isinstance(outcome, ServerReply | NoReply)
         if not self._step(session, "data", outcome, accepted):
             return
         outcome = yield SendMessage(profile.dot_timeout)
-        assert outcome is not None
+        assert isinstance(outcome, ServerReply | NoReply)
         verdict = self._judge("message", session, outcome, accepted)
         if verdict.verdict == "delivered":
+            session.delivered = True
             self._deliver(session.candidate, outcome, verdict.dsn, accepted)
         elif isinstance(outcome, NoReply):
             for r in accepted:
                 self.recipients[r].unsure = True
 
-    def _recipients(self, session: _Session) -> Generator[Action, Outcome | None, list[str]]:
+    def _recipients(self, session: _Session) -> Generator[Action, Feedback, list[str]]:
         accepted: list[str] = []
         for recipient in self.pending:
             outcome = yield SendCommand("rcpt", f"RCPT TO:<{recipient}>", self.profile.rcpt_timeout)
-            assert outcome is not None
+            assert isinstance(outcome, ServerReply | NoReply)
             verdict = self._judge("rcpt", session, outcome, [recipient])
             if verdict.verdict == "continue":
                 accepted.append(recipient)

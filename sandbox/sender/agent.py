@@ -38,8 +38,10 @@ from sandbox.core.delivery import (
     Attempt,
     Connect,
     Disconnect,
+    Feedback,
     ReadGreeting,
     RecipientState,
+    Reused,
     SendCommand,
     SendMessage,
     settle_deferred,
@@ -69,6 +71,7 @@ from sandbox.events import (
 from sandbox.net import AddressMap
 from sandbox.scenario.model import MessageSpec
 from sandbox.sender.message import RUN_EPOCH, compose, message_id
+from sandbox.sender.pool import ConnectionCache
 from sandbox.sender.smtp import SmtpConnection
 
 __all__ = ["ReturnedMail", "SenderAgent"]
@@ -134,6 +137,8 @@ class SenderAgent:
             lambda: asyncio.Semaphore(max(1, profile.concurrency))
         )
         self._suspended_until: dict[str, tuple[float, str]] = {}
+        self._waiting: dict[str, int] = defaultdict(int)  # jobs queued for a domain's slot
+        self._cache = ConnectionCache(clock=clock)
         self._group: asyncio.TaskGroup | None = None
         self._next_number = 1
         self.attempts: dict[tuple[int, str], int] = defaultdict(int)
@@ -147,11 +152,14 @@ class SenderAgent:
     async def deliver(self, messages: tuple[MessageSpec, ...]) -> None:
         """Deliver every message (and the DSNs they cause); returns when all are settled."""
         self._next_number = max((m.number for m in messages), default=0) + 1
-        async with asyncio.TaskGroup() as group:
-            self._group = group
-            for spec in messages:
-                mid = message_id(self._scenario, self._seed, spec.number)
-                self._enqueue(spec, compose(spec, self._scenario, self._seed), mid)
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for spec in messages:
+                    mid = message_id(self._scenario, self._seed, spec.number)
+                    self._enqueue(spec, compose(spec, self._scenario, self._seed), mid)
+        finally:
+            await self._cache.close()
 
     def settle_unfinished(self) -> None:
         """At the end of the run: whatever is still queued is reported as deferred."""
@@ -204,7 +212,9 @@ class SenderAgent:
         # ahead of this one may have found the destination dead in the meantime.
         if (suspended := self._suspended(job, pending)) is not None:
             return suspended
+        self._waiting[job.domain] += 1
         async with self._slots[job.domain]:
+            self._waiting[job.domain] -= 1
             if (suspended := self._suspended(job, pending)) is not None:
                 return suspended
             job.suspended_reply = {}
@@ -510,11 +520,18 @@ class SenderAgent:
         connection = SmtpConnection(self._network, self.profile.helo_name)
         current: Connect | None = None
         stage = "connect"
+        opened = self._clock()
         try:
             while (action := attempt.next_action()) is not None:
                 if isinstance(action, Connect):
                     current = action
-                outcome = await self._perform(connection, action, job.content)
+                    outcome, opened = await self._connect(job, connection, action)
+                elif isinstance(action, Disconnect):
+                    assert current is not None
+                    await self._disconnect(job, connection, action, current, opened)
+                    outcome = None
+                else:
+                    outcome = await self._perform(connection, action, job.content)
                 assert current is not None
                 stage = self._report_step(job, current, action, outcome, stage)
                 attempt.receive(outcome)
@@ -522,6 +539,74 @@ class SenderAgent:
                     self._decide(job, note.action, note.why, note.recipients)
         finally:
             await connection.close(quit=False, timeout=0)
+
+    async def _connect(
+        self, job: _Job, connection: SmtpConnection, action: Connect
+    ) -> tuple[Feedback, float]:
+        """A session kept open for this address if there is one (and RSET says it is alive),
+        otherwise a new connection. Returns the outcome and when the session was opened."""
+        address = action.candidate.address
+        while (kept := self._cache.take(address)) is not None:
+            client, opened = kept
+            where = self._where(job, action)
+            self._emit(Connected(**where, reused=True))
+            probe = await connection.adopt(client, self.profile.ehlo_timeout)
+            self._report_probe(job, action, probe)
+            if isinstance(probe, ServerReply) and probe.code == 250:
+                return Reused(), opened
+            await connection.close(quit=False, timeout=0)
+        return await connection.connect(address, action.timeout), self._clock()
+
+    async def _disconnect(
+        self,
+        job: _Job,
+        connection: SmtpConnection,
+        action: Disconnect,
+        current: Connect,
+        opened: float,
+    ) -> None:
+        """QUIT, unless the session can serve a message already waiting for this domain."""
+        waiting = self._waiting[job.domain]
+        if action.reusable and waiting > 0 and self._cache.accepts(opened):
+            client = connection.release()
+            if client is not None:
+                address = current.candidate.address
+                self._cache.park(address, client, opened)
+                self._decide(
+                    job,
+                    "keep_open",
+                    f"keep the connection to {current.candidate.host}"
+                    f"[{address}] open: {waiting} more message(s) wait for "
+                    f"{job.domain} (Postfix's connection cache)",
+                    (),
+                )
+                return None
+        await connection.close(quit=action.quit, timeout=self.profile.ehlo_timeout)
+
+    def _where(self, job: _Job, connect: Connect) -> _Where:
+        candidate = connect.candidate
+        return _Where(
+            t=self._clock(),
+            message=job.spec.number,
+            attempt=job.attempt,
+            host=candidate.host,
+            address=candidate.address,
+        )
+
+    def _report_probe(self, job: _Job, action: Connect, probe: ServerReply | NoReply) -> None:
+        base = self._where(job, action)
+        if isinstance(probe, ServerReply):
+            self._emit(
+                SmtpExchange(
+                    **base, stage="rset", command="RSET", code=probe.code, reply=probe.text
+                )
+            )
+        else:
+            self._emit(
+                SmtpFailure(
+                    **base, stage="rset", command="RSET", reason=probe.reason, detail=probe.detail
+                )
+            )
 
     async def _perform(
         self, connection: SmtpConnection, action: Action, content: bytes
@@ -545,20 +630,14 @@ class SenderAgent:
         job: _Job,
         current: Connect,
         action: Action,
-        outcome: ServerReply | NoReply | None,
+        outcome: Feedback,
         stage: str,
     ) -> str:
-        base = _Where(
-            t=self._clock(),
-            message=job.spec.number,
-            attempt=job.attempt,
-            host=current.candidate.host,
-            address=current.candidate.address,
-        )
+        base = self._where(job, current)
         if isinstance(action, Connect):
             if isinstance(outcome, NoReply):
                 self._emit(ConnectFailed(**base, reason=outcome.reason, detail=outcome.detail))
-            else:
+            elif not isinstance(outcome, Reused):  # a reused session was told in _connect
                 self._emit(Connected(**base))
             return "greeting"
         if isinstance(action, Disconnect):

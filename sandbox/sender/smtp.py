@@ -79,6 +79,16 @@ class SmtpConnection:
         )
         return None
 
+    async def adopt(self, client: aiosmtplib.SMTP, timeout: float) -> Outcome:
+        """Take over a session kept open from an earlier delivery; RSET checks it is alive."""
+        self._client = client
+        return await self.command("RSET", timeout)
+
+    def release(self) -> aiosmtplib.SMTP | None:
+        """Hand the open session over (to the connection cache) instead of closing it."""
+        client, self._client = self._client, None
+        return client
+
     async def read_greeting(self, timeout: float) -> Outcome:
         client = self._require()
         self._unclaimed = None  # from here on aiosmtplib's transport owns and closes it

@@ -356,3 +356,33 @@ def test_haraka_stops_at_a_4xx_greeting_without_trying_the_backup() -> None:
 def test_postfix_tries_the_backup_after_a_4xx_greeting() -> None:
     result = run(hosts={"mx1.example.test": {"greeting": "421 4.3.2 busy"}})
     assert tried(result) == ["mx1.example.test", "mx2.example.test"]
+
+
+# --- Postfix's connection cache ------------------------------------------------------------
+
+ONE_MX = "@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n"
+
+
+def test_a_backlogged_destination_reuses_open_sessions() -> None:
+    result = run(
+        ONE_MX, messages=[{"from": "bob@example.net", "to": "alice@example.test", "count": 60}]
+    )
+    assert {row.status for row in result.deliveries} == {"delivered"}
+    fresh = [e for e in result.events if isinstance(e, Connected) and not e.reused]
+    reused = [e for e in result.events if isinstance(e, Connected) and e.reused]
+    assert len(fresh) == 20  # one per concurrent delivery (Postfix's destination limit)
+    assert len(reused) == 40
+    assert result.host("mx1.example.test").connections == 20  # type: ignore[union-attr]
+    sessions = [e for e in result.events if isinstance(e, HostSession)]
+    assert len(sessions) == 20
+    rsets = [e for e in result.events if isinstance(e, SmtpExchange) and e.stage == "rset"]
+    assert [e.code for e in rsets] == [250] * 40
+    # Every kept session ends with QUIT once the queue is empty.
+    assert all(any(line == "QUIT" for _, who, line in s.transcript if who == "C") for s in sessions)
+
+
+def test_without_a_backlog_the_session_ends_with_quit() -> None:
+    result = run(ONE_MX)
+    assert not any(isinstance(e, Connected) and e.reused for e in result.events)
+    (session,) = [e for e in result.events if isinstance(e, HostSession)]
+    assert session.transcript[-2][2] == "QUIT"
