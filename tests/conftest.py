@@ -37,7 +37,6 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-
 def pytest_configure(config: pytest.Config) -> None:
     """Never let anything create an event loop implicitly.
 
