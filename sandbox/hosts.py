@@ -235,12 +235,15 @@ class _ClientLines:
                 self._log.add("C", _decode(bytes(self._pending)) + "…")
                 self._pending.clear()
             return False
-        line = _decode(bytes(self._pending[: end + 1]).rstrip(b"\r\n"))
+        raw = bytes(self._pending[: end + 1]).rstrip(b"\r\n")
         del self._pending[: end + 1]
+        line = _decode(raw)
         self._log.add("C", line)
         commands.append(line)
-        # aiosmtpd's reading of the verb: the word before the first space, in any case.
-        if self._hold_after_data and line.partition(" ")[0].upper() == "DATA":
+        # aiosmtpd's reading of the verb: the word before the first space, in any case; a
+        # longer line than a command may be is refused before it reaches smtp_DATA.
+        is_data = raw.partition(b" ")[0].upper() == b"DATA"
+        if self._hold_after_data and is_data and len(raw) <= SMTP.command_size_limit:
             self._held = True
         return True
 

@@ -83,7 +83,7 @@ MAX_CNAME_HOPS = 8
 UDP_PLAIN_LIMIT = 512  # RFC 1035 §4.2.1: UDP without EDNS
 EDNS_PAYLOAD_CAP = 4096  # the largest UDP reply we send, whatever the client advertises
 TCP_IDLE_TIMEOUT = 30.0  # loop seconds a TCP connection may sit without a byte
-TCP_BIND_ATTEMPTS = 5  # port 0: fresh UDP ports to try when the same TCP port is taken
+TCP_BIND_ATTEMPTS = 5  # port 0: fresh (TCP, UDP) port pairs to try when the UDP twin is taken
 _HEADER_SIZE = 12
 _MAX_NAME_TEXT = 253  # RFC 1035 §2.3.4: 255 octets on the wire, 253 characters as text
 _MAX_TCP_MESSAGE = 65535
@@ -271,25 +271,26 @@ class DnsServer:
         ensure_loopback(host)
         if self._udp is not None:
             raise RuntimeError("the DNS server is already started")
-        # With port 0 the UDP socket picks a free port; TCP must then get the same number,
-        # which another program may hold. A fresh UDP port usually fixes that.
+        # TCP first. With port 0 the kernel then picks a port that a TCP listener can have: a
+        # busy machine holds thousands of TCP ports in TIME_WAIT that a new listener may not
+        # take (a quarter of them or more under the test suite), but few UDP ports. UDP then
+        # gets the same number, which is rarely taken; when it is, a fresh pair is tried.
         attempts = TCP_BIND_ATTEMPTS if port == 0 else 1
         for attempt in range(1, attempts + 1):
-            udp = await self._bind_udp(host, port)
-            udp_port = int(udp.get_extra_info("sockname")[1])
             try:
-                self._tcp = await asyncio.get_running_loop().create_server(
-                    lambda: _TcpConnection(self), host, udp_port
-                )
-            except OSError as exc:
-                udp.close()
+                tcp = await self._bind_tcp(host, port)
+                tcp_port = int(tcp.sockets[0].getsockname()[1])
+                try:
+                    udp = await self._bind_udp(host, tcp_port)
+                except SandboxError:
+                    tcp.close()
+                    await tcp.wait_closed()
+                    raise
+            except SandboxError:
                 if attempt == attempts:
-                    raise SandboxError(
-                        f"the DNS server cannot listen on TCP {host}:{udp_port} ({exc.strerror});"
-                        " choose another port"
-                    ) from exc
+                    raise
                 continue
-            self._udp, self._address = udp, (host, udp_port)
+            self._tcp, self._udp, self._address = tcp, udp, (host, tcp_port)
             return
 
     async def close(self) -> None:
@@ -307,6 +308,17 @@ class DnsServer:
         # The transports report connection_lost on the next loop turn; let them, so that
         # nothing of ours is left pending when this returns.
         await asyncio.sleep(0)
+
+    async def _bind_tcp(self, host: str, port: int) -> asyncio.Server:
+        try:
+            return await asyncio.get_running_loop().create_server(
+                lambda: _TcpConnection(self), host, port
+            )
+        except OSError as exc:
+            raise SandboxError(
+                f"the DNS server cannot listen on TCP {host}:{port} ({exc.strerror}); "
+                "choose another port"
+            ) from exc
 
     async def _bind_udp(self, host: str, port: int) -> asyncio.DatagramTransport:
         try:

@@ -86,6 +86,10 @@ MESSAGE_KEYS = ("from", "to", "count", "at")
 DELIVERY_KEYS = ("message", "recipient", "status", "host", "dsn", "attempts", "after", "before")
 HOST_EXPECTATION_KEYS = ("host", "accepted", "connections", "share", "tolerance")
 STATUSES = ("delivered", "bounced", "deferred")
+# Every duration (an arrival, a phase, a delay, a timeout, the lifetime) stays below this, so a
+# run's virtual clock stays in the range where asyncio can still tell its timers apart, and a
+# typo such as `at: 1e300` is an error rather than a run that never ends.
+MAX_DURATION = 1000 * 86400.0
 # Expanding `count` builds one object per message: a typo such as `count: 1000000000` must be
 # an error, not an out-of-memory crash.
 MAX_MESSAGES = 100_000
@@ -153,7 +157,7 @@ class _LineLoader(yaml.SafeLoader):
         # give them the node's mark so that they are reported at their line like the rest.
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError) as error:
+        except (ValueError, TypeError, OverflowError, IndexError) as error:  # `!!float ""`
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read this value ({error})", node.start_mark
             ) from error
@@ -415,6 +419,11 @@ def _duration(value: object, spot: _Spot) -> float:
         spot.fail(f"{_shown(value)} is not a duration; {_DURATION_HINT}")
     if not math.isfinite(seconds):
         spot.fail(f"{_shown(value)} is not a finite duration; {_DURATION_HINT}")
+    if seconds > MAX_DURATION:
+        spot.fail(
+            f"{_shown(value)} is longer than the {format_duration(MAX_DURATION)} a run's "
+            "virtual clock can cover; write a shorter duration"
+        )
     return seconds
 
 
