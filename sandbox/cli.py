@@ -1,8 +1,9 @@
 """``mxsandbox``: run, check, list and serve scenarios.
 
 Exit codes are part of the output contract: 0 every expectation holds, 1 an expectation
-failed, 2 the scenario or the command line is invalid. A mistake of the user's is printed as
-one clear line on stderr, never as a traceback.
+failed, 2 the scenario or the command line is invalid, 130 interrupted (Ctrl-C: a run prints
+what happened so far first). A mistake of the user's is printed as one clear line on stderr,
+never as a traceback.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sandbox.events import Emit, Event, event_to_dict
 from sandbox.lint import has_errors, lint_scenario
 from sandbox.narrative import clock_text, render_narrative, render_summary
 from sandbox.postfix_log import PostfixLog
-from sandbox.runner import profile_for, run_scenario
+from sandbox.runner import RunResult, profile_for, run_scenario
 from sandbox.scenario import Scenario, load_scenario
 from sandbox.serve_cli import add_serve_arguments, serve_scenario
 from sandbox.term import Progress, is_terminal, style_for
@@ -30,6 +31,7 @@ from sandbox.views import check_verdict, finding_lines, write_report, zone_check
 __all__ = ["main"]
 
 EXIT_OK, EXIT_EXPECTATION_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 DEFAULT_SCENARIOS = Path("scenarios")
 
 
@@ -100,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`mxsandbox run … | head`): not an error worth a traceback.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the closed stdout for good
         return EXIT_OK
+    except KeyboardInterrupt:
+        # Ctrl-C outside a run (loading, printing), or a second one during a run.
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _scenario_path(name: str) -> Path:
@@ -153,7 +159,19 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(
             render_narrative(result, all_stories=args.all_stories, style=style, preface=preface)
         )
+    if result.interrupted:
+        _say_interrupted(result)
+        return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_EXPECTATION_FAILED
+
+
+def _say_interrupted(result: RunResult) -> None:
+    unsettled = sum(1 for d in result.deliveries if d.status == "deferred")
+    print(
+        f"interrupted at {clock_text(result.ended_at)} (virtual time): the summary shows the "
+        f"run so far; {unsettled} recipient(s) still queued are reported as deferred",
+        file=sys.stderr,
+    )
 
 
 def _progress(scenario: Scenario, *, quiet: bool) -> Progress | None:
