@@ -353,36 +353,26 @@ class SenderAgent:
         data = self._dsn_bytes(job, states, action, now, mid)
         domain = sender.rpartition("@")[2].lower()
         recipients = tuple(s.recipient for s in states)
+        dsn_message: int | None = None
         if self._in_scenario(domain):
-            number = self._next_number
+            dsn_message = self._next_number
             self._next_number += 1
-            self.dsn_messages[number] = job.spec.number
-            spec = MessageSpec(number, "", (sender,), now)
-            self._emit(
-                DsnCreated(
-                    t=now,
-                    message=job.spec.number,
-                    action=action,
-                    to=sender,
-                    recipients=recipients,
-                    dsn_message=number,
-                    via="mx",
-                )
-            )
-            self._enqueue(spec, data, mid, is_dsn=True)
+            self.dsn_messages[dsn_message] = job.spec.number
         else:
             self.returned.append(ReturnedMail(now, job.spec.number, sender, action, data))
-            self._emit(
-                DsnCreated(
-                    t=now,
-                    message=job.spec.number,
-                    action=action,
-                    to=sender,
-                    recipients=recipients,
-                    dsn_message=None,
-                    via="returned_mailbox",
-                )
+        self._emit(
+            DsnCreated(
+                t=now,
+                message=job.spec.number,
+                action=action,
+                to=sender,
+                recipients=recipients,
+                dsn_message=dsn_message,
+                via="returned_mailbox" if dsn_message is None else "mx",
             )
+        )
+        if dsn_message is not None:
+            self._enqueue(MessageSpec(dsn_message, "", (sender,), now), data, mid, is_dsn=True)
 
     def _dsn_bytes(
         self,
