@@ -249,6 +249,8 @@ class RecipientFinal(Event):
     attempts: int
     expired: bool = False  # bounced because the retry schedule ran out
     relay: str | None = None  # "host[address]" of the last host that answered, if any
+    # A final dot went unanswered on the way: some host may hold a copy (RFC 5321 §6.1).
+    unsure: bool = False
 
 
 # --- the servers ---------------------------------------------------------------------------

@@ -237,6 +237,8 @@ class SenderAgent:
     def _settle(self, job: _Job, states: dict[str, RecipientState]) -> tuple[str, ...]:
         deferred, bounced = [], []
         for r, state in states.items():
+            # Once a final dot went unanswered, a copy may exist, whatever later attempts do.
+            state.unsure = state.unsure or self.last[(job.spec.number, r)].unsure
             self.last[(job.spec.number, r)] = state
             if state.status == "pending":
                 deferred.append(r)
@@ -328,6 +330,7 @@ class SenderAgent:
             attempts=self.attempts[key],
             expired=expired,
             relay=f"{state.host}[{state.address}]" if state.host else None,
+            unsure=state.unsure,
         )
         self.final[key] = event
         self._emit(event)

@@ -16,6 +16,7 @@ from sandbox.events import (
     HostAccepted,
     HostSession,
     RecipientDeferred,
+    RecipientFinal,
     SmtpExchange,
     SmtpFailure,
     Warning,
@@ -246,6 +247,8 @@ def test_a_connection_dropped_after_the_dot_delivers_twice() -> None:
     assert result.duplicates == {1: 2}
     failure = next(e for e in result.events if isinstance(e, SmtpFailure))
     assert (failure.host, failure.stage, failure.reason) == ("mx1.example.test", "message", "lost")
+    (final,) = [e for e in result.events if isinstance(e, RecipientFinal)]
+    assert final.unsure
 
 
 def test_an_after_dot_delay_past_600_seconds_is_an_unknown_outcome() -> None:
