@@ -22,13 +22,13 @@ reader refuses it while loading the scenario, at its line: it never reaches the 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from sandbox.core.mx import ip_literal
 from sandbox.durations import format_duration
 from sandbox.scenario.model import Scenario, ZoneSpec
 from sandbox.zone import Zone, ZoneRecord, find_zone, parse_zone
@@ -363,14 +363,14 @@ class _ZoneLint:
 
     def ip_literal(self, record: ZoneRecord, target: str) -> bool:
         written, appended = target, False
-        if _address(written) is None:
+        if ip_literal(written) is None:
             for origin in self._origins():
-                if target.endswith("." + origin) and _address(target[: -len(origin) - 1]):
+                if target.endswith("." + origin) and ip_literal(target[: -len(origin) - 1]):
                     written, appended = target[: -len(origin) - 1], True
                     break
             else:
                 return False
-        address = _address(written)
+        address = ip_literal(written)
         rtype = "AAAA" if ":" in str(address) else "A"
         also = f"; and without a final dot it even became the name {target}" if appended else ""
         self.add(
@@ -453,13 +453,6 @@ def _relative_form(name: str, origin: str) -> str:
     if name.endswith("." + origin):
         return f" or write it relative ('{name[: -len(origin) - 1]}')"
     return ""
-
-
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return None
 
 
 def _ttl_directive_lines(text: str) -> list[tuple[int, str]]:

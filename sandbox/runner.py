@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import ipaddress
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 import looptime
 
+from sandbox.core.mx import ip_literal
 from sandbox.core.policy import PROFILES, Profile
 from sandbox.dns.resolver import StubResolver
 from sandbox.dns.server import Authority, DnsServer
@@ -363,7 +363,7 @@ class Sandbox:
                 for record in self._zone(apex, phase.value).records:
                     if record.address is not None:
                         seen.setdefault(canonical(record.address), record.name)
-                    elif record.rtype == "MX" and record.target and _is_ip(record.target):
+                    elif record.rtype == "MX" and record.target and ip_literal(record.target):
                         # An MX naming an IP literal: a host plays that address too.
                         seen.setdefault(canonical(record.target), record.target)
         return [(name, address) for address, name in seen.items()]
@@ -476,14 +476,6 @@ class Sandbox:
             )
             for name, group in sorted(by_name.items())
         )
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 _VIRTUAL_TICK = 1e-6

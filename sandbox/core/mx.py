@@ -47,6 +47,7 @@ __all__ = [
     "Resolution",
     "Route",
     "RouteHost",
+    "ip_literal",
     "order_mx",
 ]
 
@@ -139,9 +140,11 @@ def order_mx(
     return tuple(ordered)
 
 
-def _ip_literal(name: str) -> str | None:
+def ip_literal(text: str) -> str | None:
+    """The canonical spelling of an IP address written in place of a name (``192.0.2.40``,
+    ``[2001:db8::1]``), or None when ``text`` is a name."""
     try:
-        return str(ipaddress.ip_address(name.strip("[]")))
+        return str(ipaddress.ip_address(text.strip().strip("[]")))
     except ValueError:
         return None
 
@@ -235,7 +238,7 @@ class Resolution:
         self._hosts = [_HostState(r.preference, r.exchange) for r in ordered]
         self._why = _explain_order(ordered, shuffled=shuffle)
         for state in self._hosts:
-            literal = _ip_literal(state.host)
+            literal = ip_literal(state.host)
             if literal is None:
                 continue
             if self._profile.ip_literal == "use":
@@ -252,7 +255,7 @@ class Resolution:
 
     def _address_queries(self) -> Iterator[Query]:
         for state in self._hosts:
-            if state.skipped or _ip_literal(state.host) is not None:
+            if state.skipped or ip_literal(state.host) is not None:
                 continue
             yield Query(state.host, "A")
             yield Query(state.host, "AAAA")

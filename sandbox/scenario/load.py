@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal, NoReturn, TypeVar, cast
 
 from sandbox.core import policy
+from sandbox.core.mx import ip_literal
 from sandbox.durations import format_duration, parse_duration
 from sandbox.errors import ScenarioError, ZoneSyntaxError
 from sandbox.scenario.model import (
@@ -276,12 +277,9 @@ def _flag(value: object, spot: _Spot) -> bool:
 
 def _ip_address(value: object) -> str | None:
     """The normalised spelling of an IP address, or None when ``value`` is not one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        return None
+    if not isinstance(value, str) or "[" in value:
+        return None  # brackets belong to MX targets, not to host keys
+    return ip_literal(value)
 
 
 def _domain(value: object, spot: _Spot, what: str) -> str:
