@@ -341,7 +341,7 @@ def render_summary(result: RunResult, style: Style = PLAIN) -> list[str]:
                 d.dsn,
             )
         )
-    lines += _table(rows, style)
+    lines += table(rows, style)
     counts: defaultdict[str, int] = defaultdict(int)
     for d in result.deliveries:
         counts[d.status] += 1
@@ -361,7 +361,7 @@ def render_summary(result: RunResult, style: Style = PLAIN) -> list[str]:
                 share,
             )
         )
-    lines += _table(host_rows, style)
+    lines += table(host_rows, style)
     for group in balance_groups(result.events):
         lines += ["", *_balance_lines(group, style)]
     lines += _returned_lines(result, style)
@@ -395,7 +395,7 @@ def _returned_lines(result: RunResult, style: Style) -> list[str]:
         )
         kind = "bounce" if r.action == "failed" else "delay warning"
         rows.append((str(r.message), kind, r.to, clock_text(r.at), went))
-    return ["", "Returned to sender (RFC 3464 delivery status notifications)", *_table(rows, style)]
+    return ["", "Returned to sender (RFC 3464 delivery status notifications)", *table(rows, style)]
 
 
 def _duplicate_lines(result: RunResult) -> list[str]:
@@ -419,7 +419,7 @@ def _balance_lines(group: BalanceGroup, style: Style) -> list[str]:
     ]
     rows = [("host", "accepted", "share", "expected")]
     rows += [(h.host, str(h.accepted), f"{h.share:.3f}", f"{h.expected:.3f}") for h in group.hosts]
-    lines += _table(rows, style)
+    lines += table(rows, style)
     if group.statistic is not None:
         dof = "degree" if group.dof == 1 else "degrees"
         lines.append(
@@ -429,7 +429,3 @@ def _balance_lines(group: BalanceGroup, style: Style) -> list[str]:
     else:
         lines.append(f"  {verdict(group)}")
     return lines
-
-
-def _table(rows: Sequence[Sequence[str]], style: Style = PLAIN) -> list[str]:
-    return table(rows, style)
