@@ -14,7 +14,7 @@ import time
 from collections import Counter
 
 from bench import worlds
-from sandbox.runner import run_scenario
+from sandbox.run import run_scenario
 
 __all__ = ["main"]
 

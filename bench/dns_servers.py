@@ -19,8 +19,8 @@ from typing import Any
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from sandbox.dns.server import Authority, DnsServer
+from sandbox.dns.zone import parse_zone
 from sandbox.events import Event
-from sandbox.zone import parse_zone
 
 __all__ = ["APEX", "ZONE", "authority", "main"]
 

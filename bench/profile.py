@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench import worlds
 from bench.measure import ROOT
-from sandbox.runner import run_scenario
+from sandbox.run import run_scenario
 from sandbox.scenario import Scenario, load_scenario
 
 __all__ = ["main"]

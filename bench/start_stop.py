@@ -21,9 +21,9 @@ from aiosmtpd.smtp import SMTP
 from bench import worlds
 from bench.measure import median
 from bench.report import Figure
-from sandbox.harness import ServedScenario
-from sandbox.runner import Sandbox
+from sandbox.run import Sandbox
 from sandbox.scenario import Scenario
+from sandbox.serve.harness import ServedScenario
 
 __all__ = ["run"]
 

@@ -29,7 +29,7 @@ from bench.measure import best, timed
 from bench.report import Figure
 from sandbox.core.policy import PROFILES
 from sandbox.events import Event, event_to_dict
-from sandbox.runner import RunResult, run_scenario
+from sandbox.run import RunResult, run_scenario
 
 __all__ = ["run"]
 

@@ -19,14 +19,15 @@ from typing import IO
 from sandbox.core.policy import PROFILES
 from sandbox.errors import ScenarioError
 from sandbox.events import Emit, Event, event_to_dict
-from sandbox.lint import has_errors, lint_scenario
-from sandbox.narrative import clock_text, render_narrative, render_summary
-from sandbox.postfix_log import PostfixLog
-from sandbox.runner import RunResult, profile_for, run_scenario
+from sandbox.output.findings import check_verdict, finding_lines, write_report, zone_check
+from sandbox.output.narrative import clock_text, render_narrative, render_summary
+from sandbox.output.postfix_log import PostfixLog
+from sandbox.output.term import Progress, is_terminal, style_for
+from sandbox.result.model import RunResult
+from sandbox.run import profile_for, run_scenario
 from sandbox.scenario import Scenario, load_scenario
-from sandbox.serve_cli import add_serve_arguments, serve_scenario
-from sandbox.term import Progress, is_terminal, style_for
-from sandbox.views import check_verdict, finding_lines, write_report, zone_check
+from sandbox.scenario.lint import has_errors, lint_scenario
+from sandbox.serve.cli import add_serve_arguments, serve_scenario
 
 __all__ = ["main"]
 

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sandbox.core.classify import Classified, NoReply, Outcome, ServerReply, Stage, classify
+from sandbox.core.durations import format_duration
 from sandbox.core.mx import Candidate
 from sandbox.core.policy import Profile, Retry, RetryHistory, next_retry
-from sandbox.durations import format_duration
 
 __all__ = [
     "COMMAND_NAMES",

@@ -61,11 +61,11 @@ from typing import Any, cast
 
 import dnslib
 
-from sandbox.errors import SandboxError
+from sandbox.core.addresses import ensure_loopback
+from sandbox.dns.zone import Zone, find_zone
+from sandbox.errors import BindError, bind_error
 from sandbox.events import DnsServed, Event
-from sandbox.net import ensure_loopback
 from sandbox.scenario.model import DnsBehaviour
-from sandbox.zone import Zone, find_zone
 
 __all__ = [
     "EDNS_PAYLOAD_CAP",
@@ -282,11 +282,11 @@ class DnsServer:
                 tcp_port = int(tcp.sockets[0].getsockname()[1])
                 try:
                     udp = await self._bind_udp(host, tcp_port)
-                except SandboxError:
+                except BindError:
                     tcp.close()
                     await tcp.wait_closed()
                     raise
-            except SandboxError:
+            except BindError:
                 if attempt == attempts:
                     raise
                 continue
@@ -315,9 +315,8 @@ class DnsServer:
                 lambda: _TcpConnection(self), host, port
             )
         except OSError as exc:
-            raise SandboxError(
-                f"the DNS server cannot listen on TCP {host}:{port} ({exc.strerror}); "
-                "choose another port"
+            raise bind_error(
+                "the DNS server", f"TCP {host}:{port}", exc, "choose another port"
             ) from exc
 
     async def _bind_udp(self, host: str, port: int) -> asyncio.DatagramTransport:
@@ -326,9 +325,8 @@ class DnsServer:
                 lambda: _UdpProtocol(self), local_addr=(host, port)
             )
         except OSError as exc:
-            raise SandboxError(
-                f"the DNS server cannot listen on UDP {host}:{port} ({exc.strerror}); "
-                "choose another port"
+            raise bind_error(
+                "the DNS server", f"UDP {host}:{port}", exc, "choose another port"
             ) from exc
         return transport
 

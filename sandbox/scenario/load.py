@@ -14,7 +14,7 @@ is made of plain dicts and lists: the same code runs, and its errors carry the k
 line.
 
 YAML's own errors become a ScenarioError at their line in ``yaml_lines``. Zone text is parsed
-by ``sandbox.zone``; its errors count lines within the zone, which are shifted by the line
+by ``sandbox.dns.zone``; its errors count lines within the zone, which are shifted by the line
 where the zone's text starts in the file.
 """
 
@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Literal, NoReturn, TypeVar, cast
 
 from sandbox.core import policy
+from sandbox.core.durations import format_duration, parse_duration
 from sandbox.core.mx import ip_literal
-from sandbox.durations import format_duration, parse_duration
+from sandbox.dns.zone import Zone, find_zone, parse_zone
 from sandbox.errors import ScenarioError, ZoneSyntaxError
 from sandbox.scenario.model import (
     STAGES,
@@ -50,7 +51,6 @@ from sandbox.scenario.model import (
     ZoneSpec,
 )
 from sandbox.scenario.yaml_lines import LineDict, LineList, read_yaml
-from sandbox.zone import Zone, find_zone, parse_zone
 
 __all__ = [
     "LineDict",

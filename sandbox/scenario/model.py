@@ -109,7 +109,7 @@ class Behaviour:
 
     def describe(self) -> str:
         """A few words for tables and the narrative: ``refuse``, ``rcpt→451``, ``greylist 5m``."""
-        from sandbox.durations import format_duration
+        from sandbox.core.durations import format_duration
 
         if self.connection != "accept":
             return self.connection
@@ -126,6 +126,7 @@ class Behaviour:
 
 
 ACCEPT = Behaviour()
+_ACCEPTING: Timeline[Behaviour] = Timeline.constant(ACCEPT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,3 +222,12 @@ class Scenario:
     sender: SenderSpec = field(default_factory=SenderSpec)
     expect: tuple[Expectation, ...] = ()
     source: str = "<scenario>"
+
+    def behaviour_of(self, name: str, addresses: tuple[str, ...] = ()) -> Timeline[Behaviour]:
+        """The behaviour of the host ``name`` at ``addresses``: the scenario may script one
+        address of a host or the host by name (all its addresses); an address wins, and a
+        host the scenario does not mention accepts mail."""
+        for key in (*addresses, name):
+            if key in self.hosts:
+                return self.hosts[key]
+        return _ACCEPTING

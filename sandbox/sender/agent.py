@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, TypedDict
 
+from sandbox.core.addresses import AddressMap
 from sandbox.core.classify import NoReply, ServerReply
 from sandbox.core.delivery import (
     Action,
@@ -49,7 +50,6 @@ from sandbox.core.delivery import (
 from sandbox.core.dsn import DsnRecipient, build_dsn
 from sandbox.core.mx import Answer, NoRoute, Resolution, Route
 from sandbox.core.policy import Profile, Retry, RetryHistory
-from sandbox.dns.resolver import StubResolver
 from sandbox.events import (
     AttemptFinished,
     AttemptStarted,
@@ -68,10 +68,10 @@ from sandbox.events import (
     SmtpFailure,
     Warning,
 )
-from sandbox.net import AddressMap
 from sandbox.scenario.model import MessageSpec
 from sandbox.sender.message import RUN_EPOCH, compose, message_id
 from sandbox.sender.pool import ConnectionCache
+from sandbox.sender.resolver import StubResolver
 from sandbox.sender.smtp import SmtpConnection
 
 __all__ = ["ReturnedMail", "SenderAgent"]

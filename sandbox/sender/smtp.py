@@ -18,8 +18,9 @@ import socket
 
 import aiosmtplib
 
+from sandbox.core.addresses import AddressMap
 from sandbox.core.classify import NoReply, Outcome, ServerReply
-from sandbox.net import AddressMap, NotInSandbox
+from sandbox.errors import NotInSandbox
 
 __all__ = ["SmtpConnection", "dot_stuff"]
 

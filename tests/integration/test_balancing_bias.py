@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.runner import RunResult, run_scenario
+from sandbox.result.stats import balance_groups
+from sandbox.run import RunResult, run_scenario
 from sandbox.scenario import scenario_from_mapping
-from sandbox.stats import balance_groups
 
 ZONE = """\
 $TTL 3600

@@ -18,11 +18,11 @@ import dns.message
 import dns.rcode
 import pytest
 
-from sandbox.dns.resolver import CachedAnswer, StubResolver
 from sandbox.dns.server import Authority, DnsServer
+from sandbox.dns.zone import parse_zone
 from sandbox.events import DnsServed, Event
 from sandbox.scenario.model import DnsBehaviour
-from sandbox.zone import parse_zone
+from sandbox.sender.resolver import CachedAnswer, StubResolver
 
 pytestmark = pytest.mark.looptime
 

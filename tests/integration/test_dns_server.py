@@ -15,10 +15,10 @@ import dns.rdatatype
 import pytest
 
 from sandbox.dns.server import Authority, DnsServer
+from sandbox.dns.zone import parse_zone
 from sandbox.errors import SandboxError
 from sandbox.events import DnsServed, Event
 from sandbox.scenario.model import DnsBehaviour
-from sandbox.zone import parse_zone
 
 BIG_COUNT = 40
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox.events import Connected, ConnectFailed, DnsServed, HostAccepted, SmtpExchange
-from sandbox.runner import RunResult, run_scenario
+from sandbox.run import RunResult, run_scenario
 from sandbox.scenario import scenario_from_mapping
 
 ZONE = """\

@@ -21,7 +21,7 @@ from sandbox.events import (
     SmtpFailure,
     Warning,
 )
-from sandbox.runner import RunResult, profile_for, run_scenario
+from sandbox.run import RunResult, profile_for, run_scenario
 from sandbox.scenario import scenario_from_mapping
 
 TWO_MX = """\

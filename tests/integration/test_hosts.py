@@ -20,7 +20,7 @@ import pytest
 
 from sandbox.errors import SandboxError
 from sandbox.events import Event, HostAccepted, HostSession
-from sandbox.hosts import MailHost, SessionRecord
+from sandbox.hosts.host import MailHost, SessionRecord
 from sandbox.scenario.model import Behaviour, Phase, Reply, Stage, Timeline
 
 pytestmark = pytest.mark.looptime
@@ -685,6 +685,6 @@ async def test_a_port_in_use_is_reported_as_a_sandbox_error() -> None:
             clock=run_clock(),
             bind=taken.getsockname(),
         )
-        with pytest.raises(SandboxError, match="cannot bind"):
+        with pytest.raises(SandboxError, match="cannot listen"):
             await host.start()
         await host.close()

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from sandbox.hosts import MailHost
+from sandbox.hosts.host import MailHost
 from sandbox.scenario.model import Behaviour, Timeline
 
 pytestmark = pytest.mark.looptime

@@ -12,12 +12,10 @@ from typing import Any
 import dns.asyncresolver
 import pytest
 
-from sandbox.errors import ScenarioError
+from sandbox.errors import NotInSandbox, ScenarioError, ServerError
 from sandbox.events import DnsServed, Event, HostAccepted
-from sandbox.harness import ServedScenario
-from sandbox.net import NotInSandbox
-from sandbox.pytest_plugin import MxSandbox
-from sandbox.server_errors import ServerError
+from sandbox.serve.harness import ServedScenario
+from sandbox.serve.plugin import MxSandbox
 from tests.integration.user_sender import Outcome, SimpleSender, make_message
 
 ZONE = """\

@@ -7,7 +7,7 @@ import pytest
 
 from sandbox.core.policy import PROFILES
 from sandbox.events import Connected, ConnectFailed
-from sandbox.runner import profile_for, run_scenario
+from sandbox.run import profile_for, run_scenario
 from sandbox.scenario import scenario_from_mapping
 from tests.unit.test_policy import schedule
 

@@ -18,11 +18,11 @@ from sandbox.events import (
     RouteChosen,
     SmtpExchange,
 )
-from sandbox.flow import build_flow
-from sandbox.lint import lint_scenario
-from sandbox.report import MANY_PATHS, render_report
-from sandbox.runner import HostStats, RunResult, run_scenario
+from sandbox.output.report.data import build_flow
+from sandbox.output.report.render import MANY_PATHS, render_report
+from sandbox.run import HostStats, RunResult, run_scenario
 from sandbox.scenario import load_scenario, scenario_from_mapping
+from sandbox.scenario.lint import lint_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 

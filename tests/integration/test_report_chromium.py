@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from sandbox.events import Connected, ConnectFailed
-from sandbox.lint import lint_scenario
-from sandbox.report import render_report
-from sandbox.runner import run_scenario
+from sandbox.output.report.render import render_report
+from sandbox.run import run_scenario
 from sandbox.scenario import load_scenario
+from sandbox.scenario.lint import lint_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -11,11 +11,12 @@ from typing import Any
 import aiosmtplib
 import pytest
 
+from sandbox.errors import ServerError
 from sandbox.events import Event, HostAccepted, HostSession
-from sandbox.hosts import MailHost
+from sandbox.hosts.host import MailHost
 from sandbox.scenario import Timeline
 from sandbox.scenario.model import ACCEPT
-from sandbox.server_errors import ServerError, ServerErrorTrap
+from sandbox.serve.trap import ServerErrorTrap
 
 
 def raising_at(kind: type[Event]) -> Callable[[Event], None]:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from sandbox.events import Event, HostSession
-from sandbox.hosts import MailHost, SessionRecord
+from sandbox.hosts.host import MailHost, SessionRecord
 from sandbox.scenario.model import Behaviour, Timeline
 
 SENDER = "bob@example.net"

@@ -36,7 +36,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox.dns.server import EDNS_PAYLOAD_CAP, UDP_PLAIN_LIMIT, Authority, DnsServer
-from sandbox.zone import parse_zone
+from sandbox.dns.zone import parse_zone
 from tests.reliability.budget import scaled
 from tests.reliability.hostile_dns import FAMILIES, hostile_packet, valid_query
 

@@ -25,9 +25,9 @@ import dns.asyncquery
 import dns.message
 import dns.rdatatype
 
-from sandbox.runner import run_scenario
+from sandbox.run import run_scenario
 from sandbox.scenario import scenario_from_mapping
-from sandbox.serve import ServeSandbox
+from sandbox.serve.world import ServedWorld
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,7 +185,7 @@ sys.exit(main(["run", {str(scenario)!r}, "--json"]))
 async def test_serve_mode_binds_and_answers_only_loopback() -> None:
     """Serve mode is for senders outside the sandbox: its DNS must send them to loopback."""
     scenario = scenario_from_mapping(REAL_LOOKING)
-    sandbox = ServeSandbox(scenario)
+    sandbox = ServedWorld(scenario)
     with watching() as seen:
         await sandbox.start()
         try:

@@ -29,9 +29,9 @@ from typing import Any
 
 import pytest
 
+from sandbox.core.addresses import canonical
 from sandbox.events import HostAccepted, RunFinished
-from sandbox.net import canonical
-from sandbox.runner import RunResult, Sandbox
+from sandbox.run import RunResult, Sandbox
 from sandbox.scenario import Scenario, scenario_from_mapping
 
 ROOT = Path(__file__).resolve().parents[2]

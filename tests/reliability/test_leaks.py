@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from sandbox.events import DnsServed
-from sandbox.runner import Sandbox, run_scenario
+from sandbox.run import Sandbox, run_scenario
 from sandbox.scenario import Scenario, scenario_from_mapping
 from tests.reliability.budget import scaled
 

@@ -33,9 +33,9 @@ from typing import Any
 
 from hypothesis import given
 
+from sandbox.core.addresses import canonical
 from sandbox.events import DsnCreated, Event, HostAccepted, RecipientFinal
-from sandbox.net import canonical
-from sandbox.runner import DeliveryRow, RunResult, run_scenario
+from sandbox.run import DeliveryRow, RunResult, run_scenario
 from sandbox.scenario import Scenario, scenario_from_mapping
 from sandbox.scenario.model import ACCEPT, Behaviour
 from tests.reliability.random_scenarios import scenarios

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.runner import profile_for, run_scenario
+from sandbox.run import profile_for, run_scenario
 from sandbox.scenario import load_scenario
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sandbox.dns.server import MAX_CNAME_HOPS, Authority, DnsServer
-from sandbox.zone import parse_zone
+from sandbox.dns.zone import parse_zone
 
 EXAMPLE = """\
 $TTL 300

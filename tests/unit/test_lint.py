@@ -1,4 +1,4 @@
-"""sandbox.lint: each classic MX mistake, found at its zone line and its file line."""
+"""sandbox.scenario.lint: each classic MX mistake, found at its zone line and its file line."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.lint import Finding, format_finding, has_errors, lint_scenario, lint_zone
+from sandbox.dns.zone import parse_zone
 from sandbox.scenario import load_scenario, load_scenario_text
-from sandbox.zone import parse_zone
+from sandbox.scenario.lint import Finding, format_finding, has_errors, lint_scenario, lint_zone
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
 

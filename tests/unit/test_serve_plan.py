@@ -7,9 +7,11 @@ import dnslib
 import pytest
 
 from sandbox.dns.server import Authority
+from sandbox.dns.zone import parse_zone
+from sandbox.dns.zone import with_addresses as served_zone
 from sandbox.errors import SandboxError
-from sandbox.serve import answer_for, loopback_plan, served_zone, session_outline
-from sandbox.zone import parse_zone
+from sandbox.hosts.transcript import session_outline
+from sandbox.serve.plan import answer_for, loopback_plan
 
 
 def test_addresses_outside_loopback_are_numbered_from_the_first() -> None:

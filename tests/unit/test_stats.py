@@ -1,4 +1,4 @@
-"""sandbox.stats: chi-square values and p-values against tabulated ones, and the groups."""
+"""sandbox.result.stats: chi-square values and p-values against tabulated ones, and the groups."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 
 from sandbox.events import Event, RecipientFinal, RouteChosen
-from sandbox.stats import (
+from sandbox.result.stats import (
     balance_groups,
     chi_square,
     chi_square_p,

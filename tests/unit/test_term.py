@@ -1,4 +1,4 @@
-"""sandbox.term: colour only for a person at a terminal, plain text byte for byte otherwise."""
+"""sandbox.output.term: colour only at a terminal, plain text byte for byte otherwise."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 import re
 
 from sandbox.events import RecipientFinal, RunStarted
-from sandbox.term import PLAIN, RICH, Progress, style_for, table
+from sandbox.output.term import PLAIN, RICH, Progress, style_for, table
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[mK]")
 

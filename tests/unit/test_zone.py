@@ -1,4 +1,4 @@
-"""sandbox.zone: zone text as BIND reads it, with line numbers and mendable errors."""
+"""sandbox.dns.zone: zone text as BIND reads it, with line numbers and mendable errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sandbox.dns.zone import Zone, find_zone, parse_zone
 from sandbox.errors import ZoneSyntaxError
-from sandbox.zone import Zone, find_zone, parse_zone
 
 FULL_ZONE = """\
 $TTL 300

@@ -71,10 +71,10 @@ from typing import Any, ClassVar, Literal, cast
 
 from aiosmtpd.smtp import SMTP
 
-from sandbox.errors import SandboxError
+from sandbox.core.addresses import ensure_loopback
+from sandbox.errors import bind_error
 from sandbox.events import Emit, HostAccepted, HostSession
 from sandbox.events import Warning as WarningEvent
-from sandbox.net import ensure_loopback
 from sandbox.scenario.model import Behaviour, Reply, Stage, Timeline
 
 __all__ = ["MailHost", "SessionRecord", "StoredMessage"]
@@ -406,7 +406,7 @@ class MailHost:
             self._enter_state(self.behaviour_now())
         except OSError as error:
             where = f"{self._bind_host}:{self._port}"
-            raise SandboxError(f"mail host {self.name} cannot bind {where}: {error}") from error
+            raise bind_error(f"mail host {self.name}", where, error) from error
 
     def _enter_state(self, behaviour: Behaviour) -> None:
         wanted = _socket_state(behaviour)

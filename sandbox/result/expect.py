@@ -7,24 +7,12 @@ delivered by mx1.example.test".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from sandbox.durations import format_duration
+from sandbox.core.durations import format_duration
+from sandbox.result.model import DeliveryRow, ExpectationResult, RunResult
+from sandbox.result.stats import SIGNIFICANCE, BalanceGroup, balance_groups, format_p
 from sandbox.scenario.model import DeliveryExpectation, Expectation, HostExpectation
-from sandbox.stats import SIGNIFICANCE, BalanceGroup, balance_groups, format_p
 
-if TYPE_CHECKING:
-    from sandbox.runner import DeliveryRow, RunResult
-
-__all__ = ["ExpectationResult", "check_expectations", "describe_expectation"]
-
-
-@dataclass(frozen=True, slots=True)
-class ExpectationResult:
-    text: str
-    ok: bool
-    detail: str
+__all__ = ["check_expectations", "describe_expectation"]
 
 
 def check_expectations(

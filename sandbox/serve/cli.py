@@ -17,18 +17,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from sandbox.core.addresses import is_loopback
 from sandbox.errors import SandboxError
 from sandbox.events import DnsServed, Event, HostAccepted, HostSession, Warning, event_to_dict
-from sandbox.narrative import clock_text
-from sandbox.net import is_loopback
+from sandbox.hosts.transcript import session_outline
+from sandbox.output.narrative import clock_text
 from sandbox.scenario import Scenario
-from sandbox.serve import (
-    CLI_FIRST_ADDRESS,
-    DEFAULT_DNS,
-    DEFAULT_SMTP_PORT,
-    ServeSandbox,
-    session_outline,
-)
+from sandbox.serve.plan import CLI_FIRST_ADDRESS, DEFAULT_DNS, DEFAULT_SMTP_PORT
+from sandbox.serve.world import ServedWorld
 
 __all__ = ["add_serve_arguments", "serve_scenario"]
 
@@ -77,7 +73,7 @@ async def _serve(scenario: Scenario, dns: tuple[str, int], smtp_port: int, out: 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    sandbox = ServeSandbox(
+    sandbox = ServedWorld(
         scenario, dns=dns, smtp_port=smtp_port, first_address=CLI_FIRST_ADDRESS, sinks=[out.event]
     )
     out.sandbox = sandbox
@@ -126,7 +122,7 @@ class _Output:
     def __init__(self, stream: TextIO, as_json: bool) -> None:
         self._stream = stream
         self._json = as_json
-        self.sandbox: ServeSandbox | None = None
+        self.sandbox: ServedWorld | None = None
 
     def line(self, text: str = "") -> None:
         try:
@@ -138,7 +134,7 @@ class _Output:
     def record(self, data: dict[str, Any]) -> None:
         self.line(json.dumps(data))
 
-    def ready(self, sandbox: ServeSandbox) -> None:
+    def ready(self, sandbox: ServedWorld) -> None:
         host, port = sandbox.dns_address
         if self._json:
             self.record(
@@ -225,7 +221,7 @@ class _Output:
                 return placement.address
         return zone_address
 
-    def stopped(self, sandbox: ServeSandbox, ended: float) -> None:
+    def stopped(self, sandbox: ServedWorld, ended: float) -> None:
         pairs = list(zip(sandbox.placements, sandbox.hosts, strict=True))
         if self._json:
             self.record(

@@ -32,12 +32,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sandbox.durations import format_duration
-from sandbox.flow import OUTCOMES, PHASE_KINDS, Flow, Mark, Path, build_flow
-from sandbox.lint import Finding
-from sandbox.narrative import clock_text
-from sandbox.runner import RunResult
-from sandbox.stats import BalanceGroup, balance_groups, verdict
+from sandbox.core.durations import format_duration
+from sandbox.output.narrative import clock_text
+from sandbox.output.report.data import OUTCOMES, PHASE_KINDS, Flow, Mark, Path, build_flow
+from sandbox.result.model import RunResult
+from sandbox.result.stats import BalanceGroup, balance_groups, verdict
+from sandbox.scenario.lint import Finding
 
 __all__ = ["MANY_PATHS", "render_report"]
 

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from sandbox.errors import SandboxError
+from sandbox.errors import NotInSandbox, NotLoopback
 
-__all__ = ["AddressMap", "NotInSandbox", "canonical", "ensure_loopback", "is_loopback"]
-
-
-class NotInSandbox(SandboxError, LookupError):
-    """An address that no sandbox host plays: the sender never connects outside."""
+__all__ = ["AddressMap", "canonical", "ensure_loopback", "is_loopback"]
 
 
 def is_loopback(host: str) -> bool:
@@ -29,7 +25,7 @@ def is_loopback(host: str) -> bool:
 def ensure_loopback(host: str) -> None:
     """Refuse to bind or connect anywhere but 127.0.0.0/8 or ::1."""
     if not is_loopback(host):
-        raise SandboxError(
+        raise NotLoopback(
             f"{host!r} is not a loopback address; the sandbox binds and connects only on "
             "127.0.0.0/8 or ::1"
         )

@@ -30,6 +30,7 @@ treats ``@`` in record data as a relative label, and reports mistakes as bare
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import textwrap
@@ -39,9 +40,10 @@ from typing import Any
 
 import dnslib
 
+from sandbox.core.addresses import canonical
 from sandbox.errors import ZoneSyntaxError
 
-__all__ = ["Zone", "ZoneRecord", "find_zone", "parse_zone"]
+__all__ = ["Zone", "ZoneRecord", "find_zone", "parse_zone", "with_addresses"]
 
 MAX_TTL = 2**31 - 1  # RFC 2181 §8
 _CLASSES = frozenset({"IN", "CH", "CS", "HS", "NONE", "ANY"})
@@ -658,3 +660,40 @@ _RDATA_READERS: dict[str, _Reader] = {
     "SOA": _read_soa,
     "TXT": _read_txt,
 }
+
+
+# --- serve mode: the same zone, answered with other addresses -----------------------------------
+
+
+def with_addresses(zone: Zone, answers: Mapping[str, str]) -> Zone:
+    """``zone`` with every address in ``answers`` (zone address → served address) swapped
+    for the served one: A and AAAA records, and MX records that name an IP literal."""
+    records = tuple(_with_address(record, answers) for record in zone.records)
+    if records == zone.records:
+        return zone
+    return dataclasses.replace(zone, records=records)
+
+
+def _with_address(record: ZoneRecord, answers: Mapping[str, str]) -> ZoneRecord:
+    if record.address is not None:
+        served = answers.get(canonical(record.address))
+        if served is None or served == canonical(record.address):
+            return record
+        packed = ipaddress.ip_address(served).packed
+        rdata = dnslib.A(served) if record.rtype == "A" else dnslib.AAAA(tuple(packed))
+        return dataclasses.replace(_with_rdata(record, rdata), address=served)
+    if record.rtype == "MX" and record.target and record.preference is not None:
+        try:
+            served = answers.get(canonical(record.target))
+        except ValueError:  # a host name, not an IP literal
+            return record
+        if served is None:
+            return record
+        mx = dnslib.MX(served + ".", record.preference)
+        return dataclasses.replace(_with_rdata(record, mx), target=served)
+    return record
+
+
+def _with_rdata(record: ZoneRecord, rdata: Any) -> ZoneRecord:
+    rr = dnslib.RR(record.rr.rname, record.rr.rtype, record.rr.rclass, record.ttl, rdata)
+    return dataclasses.replace(record, rdata=rdata.toZone(), rr=rr)

@@ -17,17 +17,14 @@ import contextlib
 import dataclasses
 import gc
 import signal
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from email.parser import BytesHeaderParser
-from typing import Any
 
 import looptime
 
-from sandbox.core.mx import ip_literal
+from sandbox.core.addresses import AddressMap, canonical
 from sandbox.core.policy import PROFILES, Profile
-from sandbox.dns.resolver import StubResolver
-from sandbox.dns.server import Authority, DnsServer
+from sandbox.dns.server import DnsServer
 from sandbox.events import (
     Connected,
     ConnectFailed,
@@ -37,130 +34,16 @@ from sandbox.events import (
     RunFinished,
     RunStarted,
 )
-from sandbox.expect import ExpectationResult, check_expectations
-from sandbox.hosts import MailHost
-from sandbox.net import AddressMap, canonical
-from sandbox.scenario.model import ACCEPT, Behaviour, DnsBehaviour, Scenario, Timeline
+from sandbox.hosts.host import MailHost
+from sandbox.result.expect import check_expectations
+from sandbox.result.model import DeliveryRow, HostStats, ReturnedRow, RunResult
+from sandbox.scenario.model import Scenario
 from sandbox.sender.agent import SenderAgent
 from sandbox.sender.message import message_id
-from sandbox.zone import Zone, find_zone, parse_zone
+from sandbox.sender.resolver import StubResolver
+from sandbox.world import Clock, World
 
-__all__ = [
-    "DeliveryRow",
-    "HostStats",
-    "ReturnedRow",
-    "RunResult",
-    "Sandbox",
-    "profile_for",
-    "run_scenario",
-]
-
-_ANSWER = DnsBehaviour()
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryRow:
-    message: int
-    recipient: str
-    status: str
-    host: str | None
-    address: str | None
-    at: float
-    attempts: int
-    dsn: str
-    reply: str
-
-
-@dataclass(frozen=True, slots=True)
-class HostStats:
-    name: str
-    addresses: tuple[str, ...]
-    connections: int
-    accepted: int
-    behaviour: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReturnedRow:
-    """A delivery status notification sent back to a message's envelope sender."""
-
-    message: int
-    action: str  # failed, delayed
-    to: str
-    recipients: tuple[str, ...]
-    at: float
-    via: str  # "mx" or "returned_mailbox"
-    dsn_message: int | None
-    status: str  # the DSN's own fate: delivered, bounced, deferred, or "returned_mailbox"
-    data: bytes = field(repr=False, default=b"")
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    scenario: Scenario
-    seed: int
-    profile: Profile
-    deliveries: tuple[DeliveryRow, ...]
-    hosts: tuple[HostStats, ...]
-    expectations: tuple[ExpectationResult, ...]
-    events: tuple[Event, ...] = field(repr=False)
-    ended_at: float = 0.0
-    returned: tuple[ReturnedRow, ...] = ()
-    # message number -> copies found in the hosts' mailboxes, for messages that arrived twice
-    duplicates: dict[int, int] = field(default_factory=dict)
-    # The run was stopped from outside (SIGINT, Sandbox.interrupt()) before it settled.
-    interrupted: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return all(e.ok for e in self.expectations)
-
-    def host(self, name: str) -> HostStats | None:
-        return next((h for h in self.hosts if h.name == name), None)
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``--json`` object of the output contract."""
-        return {
-            "scenario": self.scenario.name,
-            "seed": self.seed,
-            "ok": self.ok,
-            "deliveries": [
-                {
-                    "message": d.message,
-                    "recipient": d.recipient,
-                    "status": d.status,
-                    "host": d.host,
-                    "address": d.address,
-                    "at": round(d.at, 6),
-                    "attempts": d.attempts,
-                    "dsn": d.dsn,
-                    "reply": d.reply,
-                }
-                for d in self.deliveries
-            ],
-            "hosts": {
-                h.name: {"connections": h.connections, "accepted": h.accepted} for h in self.hosts
-            },
-            "expectations": [
-                {"expect": e.text, "ok": e.ok, "detail": e.detail} for e in self.expectations
-            ],
-            # Extensions of the v1 contract: DSNs sent back, and messages that arrived twice.
-            "returned": [
-                {
-                    "message": r.message,
-                    "action": r.action,
-                    "to": r.to,
-                    "recipients": list(r.recipients),
-                    "at": round(r.at, 6),
-                    "via": r.via,
-                    "status": r.status,
-                }
-                for r in self.returned
-            ],
-            "duplicates": [{"message": m, "copies": n} for m, n in sorted(self.duplicates.items())],
-            # Only when it happened, so that a finished run's JSON stays as it was.
-            **({"interrupted": True} if self.interrupted else {}),
-        }
+__all__ = ["Sandbox", "profile_for", "run_scenario"]
 
 
 def profile_for(scenario: Scenario, override_profile: str | None = None) -> Profile:
@@ -183,73 +66,49 @@ class Sandbox:
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else seed
         self.profile = profile or profile_for(scenario)
-        self.events: list[Event] = []
-        self._sinks = list(sinks)
+        self.world = World(scenario, sinks=sinks)
         self.network = AddressMap()
-        self.hosts: list[MailHost] = []
-        self.dns: DnsServer | None = None
-        self._zone_texts = {spec.apex: spec.texts for spec in scenario.zones}
-        self._parsed: dict[tuple[str, str], Zone] = {}
-        self._authority_cache: tuple[tuple[Zone, ...], Authority] | None = None
-        self._start = 0.0
-        self._loop_time: Callable[[], float] = _running_loop_time
-        self._now = 0.0
         self._delivering: asyncio.Task[None] | None = None
         self._interrupted = False
 
-    # --- events ------------------------------------------------------------------------
+    # --- what it is made of ------------------------------------------------------------
+
+    @property
+    def events(self) -> list[Event]:
+        return self.world.events
+
+    @property
+    def hosts(self) -> list[MailHost]:
+        return self.world.hosts
+
+    @property
+    def dns(self) -> DnsServer | None:
+        return self.world.dns
+
+    @property
+    def clock(self) -> Clock:
+        return self.world.clock
 
     def emit(self, event: Event) -> None:
-        self.events.append(event)
-        for sink in self._sinks:
-            sink(event)
-
-    def clock(self) -> float:
-        now = self._loop_time() - self._start
-        # On a virtual clock most events share their instant: hand out one float object per
-        # instant rather than one per event and transcript line (a tenth of a big run's memory).
-        if now == self._now:
-            return self._now
-        self._now = now
-        return now
+        self.world.emit(event)
 
     # --- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._start_clock()
-        self.dns = DnsServer(
-            self._authority, behaviour=self._dns_behaviour, clock=self.clock, emit=self.emit
-        )
+        """Start the DNS server and one host per zone address, each on 127.0.0.1 at a free
+        port, and map every zone address to its host's socket."""
+        self.world.clock.start()
         try:
-            await self.dns.start("127.0.0.1", 0)
-            for name, address in self._host_addresses():
-                host = MailHost(
-                    name,
-                    address,
-                    self._behaviour_of(name, address),
-                    clock=self.clock,
-                    emit=self.emit,
-                )
-                self.hosts.append(host)
-                await host.start()
+            await self.world.start_dns("127.0.0.1", 0)
+            for name, address in self.world.host_addresses():
+                host = await self.world.start_host(name, address)
                 self.network.add(address, host.listen)
         except BaseException:
             await self.stop()
             raise
 
-    def _start_clock(self) -> None:
-        """Time 0 of the run is now, on the running loop (serve mode starts here too)."""
-        loop = asyncio.get_running_loop()
-        # Every event and transcript line reads the clock: keep the loop's bound method
-        # rather than look the running loop up each time (a third of the cost).
-        self._loop_time = loop.time
-        self._start = loop.time()
-
     async def stop(self) -> None:
-        for host in self.hosts:
-            await host.close()
-        if self.dns is not None:
-            await self.dns.close()
+        await self.world.stop()
 
     async def __aenter__(self) -> Sandbox:
         await self.start()
@@ -279,7 +138,7 @@ class Sandbox:
             clock=self.clock,
             seed=self.seed,
             scenario=scenario.name,
-            in_scenario=self._in_scenario,
+            in_scenario=self.world.in_scenario,
         )
         reason = "settled"
         self._delivering = asyncio.get_running_loop().create_task(agent.deliver(scenario.messages))
@@ -320,60 +179,6 @@ class Sandbox:
         # first step yet then still queues every message, so that each one is reported.
         if self._delivering is not None:
             self._delivering.get_loop().call_soon(self._delivering.cancel)
-
-    # --- building the world ------------------------------------------------------------
-
-    def _zones_now(self) -> list[Zone]:
-        now = self.clock()
-        return [self._zone(apex, texts.at(now)) for apex, texts in self._zone_texts.items()]
-
-    def _zone(self, apex: str, text: str) -> Zone:
-        key = (apex, text)
-        if key not in self._parsed:
-            self._parsed[key] = parse_zone(apex, text)
-        return self._parsed[key]
-
-    def _authority(self) -> Authority:
-        # Zones change only at phase boundaries: build the authority again only then.
-        zones = tuple(self._zones_now())
-        cached = self._authority_cache
-        if cached is not None and cached[0] == zones:
-            return cached[1]
-        authority = Authority(tuple(self._served_zone(zone) for zone in zones))
-        self._authority_cache = (zones, authority)
-        return authority
-
-    def _served_zone(self, zone: Zone) -> Zone:
-        """The zone as the DNS server answers it. Run mode serves the zone as written; serve
-        mode (``sandbox.serve``) overrides this to answer with the loopback addresses it plays."""
-        return zone
-
-    def _in_scenario(self, domain: str) -> bool:
-        return find_zone(self._zones_now(), domain) is not None
-
-    def _dns_behaviour(self, name: str) -> DnsBehaviour:
-        timeline = self.scenario.dns.get(name)
-        return timeline.at(self.clock()) if timeline else _ANSWER
-
-    def _host_addresses(self) -> list[tuple[str, str]]:
-        """(owner name, address) for every A/AAAA in every zone phase, one per address."""
-        seen: dict[str, str] = {}
-        for apex, texts in self._zone_texts.items():
-            for phase in texts.phases:
-                for record in self._zone(apex, phase.value).records:
-                    if record.address is not None:
-                        seen.setdefault(canonical(record.address), record.name)
-                    elif record.rtype == "MX" and record.target and ip_literal(record.target):
-                        # An MX naming an IP literal: a host plays that address too.
-                        seen.setdefault(canonical(record.target), record.target)
-        return [(name, address) for address, name in seen.items()]
-
-    def _behaviour_of(self, name: str, address: str) -> Timeline[Behaviour]:
-        hosts = self.scenario.hosts
-        for key in (address, name):
-            if key in hosts:
-                return hosts[key]
-        return Timeline.constant(ACCEPT)
 
     # --- the result ----------------------------------------------------------------------
 
@@ -538,10 +343,6 @@ def _fewer_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*before)
-
-
-def _running_loop_time() -> float:
-    return asyncio.get_running_loop().time()
 
 
 def _virtual_loop() -> asyncio.AbstractEventLoop:

@@ -18,48 +18,24 @@ import asyncio
 import logging
 import os
 import traceback
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiosmtpd.smtp
 
-from sandbox.errors import SandboxError
+from sandbox.errors import ServerError, ServerFault
 
-__all__ = ["ServerError", "ServerErrorTrap", "ServerFault"]
+__all__ = ["ServerErrorTrap"]
 
 # aiosmtpd logs a handler's exception here; the DNS server logs under "sandbox.dns.server".
 _LOGGERS = ("mail.log", "sandbox")
 # Where the sandbox's and aiosmtpd's code lives. From module files, not package ``__file__``s:
 # an editable install may present ``sandbox`` as a namespace package, whose __file__ is None.
 _OUR_CODE = (
-    str(Path(__file__).resolve().parent) + os.sep,
+    str(Path(__file__).resolve().parents[1]) + os.sep,
     str(Path(aiosmtpd.smtp.__file__).resolve().parent) + os.sep,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ServerFault:
-    """One error: where it surfaced (asyncio's or the logger's message) and the exception."""
-
-    where: str
-    error: BaseException
-
-    def __str__(self) -> str:
-        return f"{self.where}: {type(self.error).__name__}: {self.error}"
-
-
-class ServerError(SandboxError, RuntimeError):
-    """Errors raised inside the sandbox's servers, re-raised where a test can see them."""
-
-    def __init__(self, faults: Sequence[ServerFault]) -> None:
-        self.faults = tuple(faults)
-        listed = "\n".join(f"  - {fault}" for fault in self.faults)
-        count = len(self.faults)
-        noun = "an error" if count == 1 else f"{count} errors"
-        super().__init__(f"{noun} inside the sandbox's servers:\n{listed}")
 
 
 class ServerErrorTrap:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import pytest
 
 from sandbox.events import Emit
-from sandbox.harness import ScenarioSource, ServedScenario, load_source
+from sandbox.serve.harness import ScenarioSource, ServedScenario, load_source
 
 __all__ = ["MxSandbox", "mx_sandbox"]
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sandbox.durations import format_duration
+from sandbox.core.durations import format_duration
 from sandbox.events import (
     AttemptStarted,
     Connected,
@@ -30,9 +30,9 @@ from sandbox.events import (
     SmtpFailure,
     Warning,
 )
-from sandbox.runner import RunResult
-from sandbox.stats import BalanceGroup, balance_groups, verdict
-from sandbox.term import PLAIN, Style, table
+from sandbox.output.term import PLAIN, Style, table
+from sandbox.result.model import RunResult
+from sandbox.result.stats import BalanceGroup, balance_groups, verdict
 
 __all__ = ["clock_text", "render_narrative"]
 

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 import dnslib
 
+from sandbox.core.addresses import ensure_loopback
 from sandbox.core.mx import Answer, MxRecord
-from sandbox.net import ensure_loopback
 
 __all__ = ["CachedAnswer", "StubResolver"]
 

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sandbox.errors import ScenarioError
-from sandbox.lint import Finding, count_by_severity, format_finding
-from sandbox.runner import RunResult
+from sandbox.output.term import PLAIN, Style
+from sandbox.result.model import RunResult
+from sandbox.scenario.lint import Finding, count_by_severity, format_finding
 from sandbox.scenario.model import Scenario
-from sandbox.term import PLAIN, Style
 
 __all__ = ["check_verdict", "finding_lines", "write_report", "zone_check"]
 
@@ -63,7 +63,9 @@ def _plural(n: int, word: str) -> str:
 
 def write_report(result: RunResult, findings: Sequence[Finding], path: str) -> None:
     """Write the HTML timeline report; a path we cannot write is the user's to mend."""
-    from sandbox.report import render_report  # only runs that ask for a report pay for it
+    from sandbox.output.report.render import (
+        render_report,  # only runs that ask for a report pay for it
+    )
 
     html = render_report(result, findings)
     try:

@@ -28,10 +28,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from sandbox.core.durations import format_duration
 from sandbox.core.mx import ip_literal
-from sandbox.durations import format_duration
+from sandbox.dns.zone import Zone, ZoneRecord, find_zone, parse_zone
 from sandbox.scenario.model import Scenario, ZoneSpec
-from sandbox.zone import Zone, ZoneRecord, find_zone, parse_zone
 
 __all__ = [
     "SEVERITIES",

@@ -18,6 +18,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from sandbox.core.addresses import canonical
+from sandbox.dns.zone import Zone, parse_zone
 from sandbox.events import (
     Connected,
     ConnectFailed,
@@ -27,12 +29,10 @@ from sandbox.events import (
     SmtpExchange,
     SmtpFailure,
 )
-from sandbox.net import canonical
-from sandbox.scenario.model import ACCEPT, Behaviour, Scenario, Timeline
-from sandbox.zone import Zone, parse_zone
+from sandbox.scenario.model import Behaviour, Timeline
 
 if TYPE_CHECKING:
-    from sandbox.runner import RunResult
+    from sandbox.result.model import RunResult
 
 __all__ = [
     "OUTCOMES",
@@ -173,7 +173,7 @@ def build_flow(result: RunResult) -> Flow:
         Lane(
             host.name,
             host.addresses,
-            _phases(_timeline_of(result.scenario, host.name, host.addresses), end),
+            _phases(result.scenario.behaviour_of(host.name, host.addresses), end),
             host.connections,
             host.accepted,
         )
@@ -181,14 +181,6 @@ def build_flow(result: RunResult) -> Flow:
     )
     rows, notes = _mx_rows(result)
     return Flow(lanes, marks, _paths(result.events, marks), rows, notes, end)
-
-
-def _timeline_of(scenario: Scenario, name: str, addresses: tuple[str, ...]) -> Timeline[Behaviour]:
-    """The host's scripted behaviour, looked up as the runner does: by address, then name."""
-    for key in (*addresses, name):
-        if key in scenario.hosts:
-            return scenario.hosts[key]
-    return Timeline.constant(ACCEPT)
 
 
 def _phases(timeline: Timeline[Behaviour], end: float) -> tuple[PhaseSpan, ...]:

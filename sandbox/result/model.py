@@ -1,0 +1,129 @@
+"""What a run produced: one row per (message, recipient), the hosts, the DSNs sent back, the
+expectations checked; and the ``--json`` object of the output contract, built from them.
+
+These are plain frozen records. ``sandbox.run`` builds them after a run; the output sinks,
+the expectation checks and the report only read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox.core.policy import Profile
+from sandbox.events import Event
+from sandbox.scenario.model import Scenario
+
+__all__ = ["DeliveryRow", "ExpectationResult", "HostStats", "ReturnedRow", "RunResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectationResult:
+    text: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    message: int
+    recipient: str
+    status: str
+    host: str | None
+    address: str | None
+    at: float
+    attempts: int
+    dsn: str
+    reply: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    name: str
+    addresses: tuple[str, ...]
+    connections: int
+    accepted: int
+    behaviour: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnedRow:
+    """A delivery status notification sent back to a message's envelope sender."""
+
+    message: int
+    action: str  # failed, delayed
+    to: str
+    recipients: tuple[str, ...]
+    at: float
+    via: str  # "mx" or "returned_mailbox"
+    dsn_message: int | None
+    status: str  # the DSN's own fate: delivered, bounced, deferred, or "returned_mailbox"
+    data: bytes = field(repr=False, default=b"")
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    scenario: Scenario
+    seed: int
+    profile: Profile
+    deliveries: tuple[DeliveryRow, ...]
+    hosts: tuple[HostStats, ...]
+    expectations: tuple[ExpectationResult, ...]
+    events: tuple[Event, ...] = field(repr=False)
+    ended_at: float = 0.0
+    returned: tuple[ReturnedRow, ...] = ()
+    # message number -> copies found in the hosts' mailboxes, for messages that arrived twice
+    duplicates: dict[int, int] = field(default_factory=dict)
+    # The run was stopped from outside (SIGINT, Sandbox.interrupt()) before it settled.
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(e.ok for e in self.expectations)
+
+    def host(self, name: str) -> HostStats | None:
+        return next((h for h in self.hosts if h.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` object of the output contract."""
+        return {
+            "scenario": self.scenario.name,
+            "seed": self.seed,
+            "ok": self.ok,
+            "deliveries": [
+                {
+                    "message": d.message,
+                    "recipient": d.recipient,
+                    "status": d.status,
+                    "host": d.host,
+                    "address": d.address,
+                    "at": round(d.at, 6),
+                    "attempts": d.attempts,
+                    "dsn": d.dsn,
+                    "reply": d.reply,
+                }
+                for d in self.deliveries
+            ],
+            "hosts": {
+                h.name: {"connections": h.connections, "accepted": h.accepted} for h in self.hosts
+            },
+            "expectations": [
+                {"expect": e.text, "ok": e.ok, "detail": e.detail} for e in self.expectations
+            ],
+            # Extensions of the v1 contract: DSNs sent back, and messages that arrived twice.
+            "returned": [
+                {
+                    "message": r.message,
+                    "action": r.action,
+                    "to": r.to,
+                    "recipients": list(r.recipients),
+                    "at": round(r.at, 6),
+                    "via": r.via,
+                    "status": r.status,
+                }
+                for r in self.returned
+            ],
+            "duplicates": [{"message": m, "copies": n} for m, n in sorted(self.duplicates.items())],
+            # Only when it happened, so that a finished run's JSON stays as it was.
+            **({"interrupted": True} if self.interrupted else {}),
+        }

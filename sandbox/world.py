@@ -1,0 +1,184 @@
+"""The world of a scenario: its zones over time, the DNS server, the mail hosts, one clock.
+
+Run mode (``sandbox.run``) and serve mode (``sandbox.serve``) both build a ``World`` and differ
+only in where they put its servers:
+
+- run mode binds the DNS server and every host on 127.0.0.1 at port 0, and its own sender
+  reaches each zone address through an ``AddressMap``;
+- serve mode puts every host on a loopback address of its own at one shared port, and has the
+  DNS server answer with those addresses (``answer_with``) so that a sender outside can reach
+  them.
+
+Everything else is the world's: which zone text is in force now and the authority built from
+it, which DNS behaviour a name has now, which hosts the zones name and which behaviour each
+has, and the one stream of events every part of it emits.
+
+The clock is the running loop's: virtual on run mode's looptime loop, real on serve mode's
+plain asyncio loop. ``Clock`` reads it as seconds since the world started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+
+from sandbox.core.addresses import canonical
+from sandbox.core.mx import ip_literal
+from sandbox.dns.server import Authority, DnsServer
+from sandbox.dns.zone import Zone, find_zone, parse_zone, with_addresses
+from sandbox.events import Emit, Event
+from sandbox.hosts.host import MailHost
+from sandbox.scenario.model import Behaviour, DnsBehaviour, Scenario, Timeline
+
+__all__ = ["Clock", "World"]
+
+_ANSWER = DnsBehaviour()
+
+
+class Clock:
+    """Seconds since :meth:`start`, on the running loop's clock."""
+
+    def __init__(self) -> None:
+        self._loop_time: Callable[[], float] = _running_loop_time
+        self._start = 0.0
+        self._now = 0.0
+
+    def start(self) -> None:
+        """Time 0 is now, on the running loop."""
+        loop = asyncio.get_running_loop()
+        # Every event and transcript line reads the clock: keep the loop's bound method
+        # rather than look the running loop up each time (a third of the cost).
+        self._loop_time = loop.time
+        self._start = loop.time()
+
+    def __call__(self) -> float:
+        now = self._loop_time() - self._start
+        # On a virtual clock most events share their instant: hand out one float object per
+        # instant rather than one per event and transcript line (a tenth of a big run's memory).
+        if now == self._now:
+            return self._now
+        self._now = now
+        return now
+
+
+class World:
+    """A scenario's zones, DNS server and mail hosts on the running event loop."""
+
+    def __init__(self, scenario: Scenario, *, sinks: Sequence[Emit] = ()) -> None:
+        self.scenario = scenario
+        self.clock = Clock()
+        self.events: list[Event] = []
+        self.dns: DnsServer | None = None
+        self.hosts: list[MailHost] = []
+        self._sinks = list(sinks)
+        self._zone_texts = {spec.apex: spec.texts for spec in scenario.zones}
+        self._parsed: dict[tuple[str, str], Zone] = {}
+        self._authority_cache: tuple[tuple[Zone, ...], Authority] | None = None
+        self._answers: Mapping[str, str] = {}
+
+    # --- events ------------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+        for sink in self._sinks:
+            sink(event)
+
+    # --- zones and DNS -----------------------------------------------------------------------
+
+    def zones_now(self) -> list[Zone]:
+        """Every zone as its text reads now."""
+        now = self.clock()
+        return [self._zone(apex, texts.at(now)) for apex, texts in self._zone_texts.items()]
+
+    def in_scenario(self, domain: str) -> bool:
+        """Some zone of the scenario holds ``domain`` now."""
+        return find_zone(self.zones_now(), domain) is not None
+
+    def answer_with(self, answers: Mapping[str, str]) -> None:
+        """From now on the DNS server answers with ``answers[zone address]`` in place of the
+        zone's address (serve mode: where each host really listens)."""
+        self._answers = {canonical(zone): served for zone, served in answers.items()}
+        self._authority_cache = None
+
+    def authority(self) -> Authority:
+        """The authority for the zones in force now."""
+        # Zones change only at phase boundaries: build the authority again only then.
+        zones = tuple(self.zones_now())
+        cached = self._authority_cache
+        if cached is not None and cached[0] == zones:
+            return cached[1]
+        served = tuple(with_addresses(zone, self._answers) for zone in zones)
+        authority = Authority(served)
+        self._authority_cache = (zones, authority)
+        return authority
+
+    def dns_behaviour(self, name: str) -> DnsBehaviour:
+        timeline = self.scenario.dns.get(name)
+        return timeline.at(self.clock()) if timeline else _ANSWER
+
+    async def start_dns(self, host: str, port: int) -> DnsServer:
+        """Serve the zones on ``host:port`` (port 0: a free one), UDP and TCP."""
+        server = DnsServer(
+            self.authority, behaviour=self.dns_behaviour, clock=self.clock, emit=self.emit
+        )
+        await server.start(host, port)
+        self.dns = server
+        return server
+
+    # --- mail hosts --------------------------------------------------------------------------
+
+    def host_addresses(self) -> list[tuple[str, str]]:
+        """(owner name, address) for every A/AAAA in every zone phase, one per address."""
+        seen: dict[str, str] = {}
+        for apex, texts in self._zone_texts.items():
+            for phase in texts.phases:
+                for record in self._zone(apex, phase.value).records:
+                    if record.address is not None:
+                        seen.setdefault(canonical(record.address), record.name)
+                    elif record.rtype == "MX" and record.target and ip_literal(record.target):
+                        # An MX naming an IP literal: a host plays that address too.
+                        seen.setdefault(canonical(record.target), record.target)
+        return [(name, address) for address, name in seen.items()]
+
+    def behaviour_of(self, name: str, address: str) -> Timeline[Behaviour]:
+        return self.scenario.behaviour_of(name, (address,))
+
+    async def start_host(
+        self, name: str, zone_address: str, bind: tuple[str, int] = ("127.0.0.1", 0)
+    ) -> MailHost:
+        """Start the host that plays ``zone_address`` of ``name``, listening at ``bind``."""
+        host = MailHost(
+            name,
+            zone_address,
+            self.behaviour_of(name, zone_address),
+            clock=self.clock,
+            emit=self.emit,
+            bind=bind,
+        )
+        self.hosts.append(host)
+        await host.start()
+        return host
+
+    async def close_hosts(self) -> None:
+        """Close every host (serve mode, before it tries another layout)."""
+        hosts, self.hosts = self.hosts, []
+        for host in hosts:
+            await host.close()
+
+    async def stop(self) -> None:
+        for host in self.hosts:
+            await host.close()
+        if self.dns is not None:
+            await self.dns.close()
+
+    # --- inside ------------------------------------------------------------------------------
+
+    def _zone(self, apex: str, text: str) -> Zone:
+        key = (apex, text)
+        if key not in self._parsed:
+            self._parsed[key] = parse_zone(apex, text)
+        return self._parsed[key]
+
+
+def _running_loop_time() -> float:
+    return asyncio.get_running_loop().time()
