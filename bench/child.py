@@ -14,7 +14,7 @@ import time
 from collections import Counter
 
 from bench import worlds
-from sandbox.run import run_scenario
+from sandbox import run_scenario
 
 __all__ = ["main"]
 

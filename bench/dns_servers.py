@@ -18,9 +18,9 @@ from typing import Any
 
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
+from sandbox import Event
 from sandbox.dns.server import Authority, DnsServer
 from sandbox.dns.zone import parse_zone
-from sandbox.events import Event
 
 __all__ = ["APEX", "ZONE", "authority", "main"]
 

@@ -23,8 +23,7 @@ from pathlib import Path
 
 from bench import worlds
 from bench.measure import ROOT
-from sandbox.run import run_scenario
-from sandbox.scenario import Scenario, load_scenario
+from sandbox import Scenario, load_scenario, run_scenario
 
 __all__ = ["main"]
 

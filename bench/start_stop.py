@@ -21,9 +21,7 @@ from aiosmtpd.smtp import SMTP
 from bench import worlds
 from bench.measure import median
 from bench.report import Figure
-from sandbox.run import Sandbox
-from sandbox.scenario import Scenario
-from sandbox.serve.harness import ServedScenario
+from sandbox import Sandbox, Scenario, ServedScenario
 
 __all__ = ["run"]
 

@@ -27,9 +27,7 @@ from aiosmtpd.smtp import SMTP
 from bench import worlds
 from bench.measure import best, timed
 from bench.report import Figure
-from sandbox.core.policy import PROFILES
-from sandbox.events import Event, event_to_dict
-from sandbox.run import RunResult, run_scenario
+from sandbox import PROFILES, Event, RunResult, event_to_dict, run_scenario
 
 __all__ = ["run"]
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from bench.measure import ROOT, ChildFailed, median, run_child, timed
 from bench.report import Figure
-from sandbox.run import run_scenario
-from sandbox.scenario import load_scenario
+from sandbox import load_scenario, run_scenario
 
 __all__ = ["run"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.scenario import Scenario, scenario_from_mapping
+from sandbox import Scenario, scenario_from_mapping
 
 __all__ = [
     "SCALE_FAULTS",

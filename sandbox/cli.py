@@ -25,8 +25,9 @@ from sandbox.output.postfix_log import PostfixLog
 from sandbox.output.term import Progress, is_terminal, style_for
 from sandbox.result.model import RunResult
 from sandbox.run import profile_for, run_scenario
-from sandbox.scenario import Scenario, load_scenario
 from sandbox.scenario.lint import has_errors, lint_scenario
+from sandbox.scenario.load import load_scenario
+from sandbox.scenario.model import Scenario
 from sandbox.serve.cli import add_serve_arguments, serve_scenario
 
 __all__ = ["main"]

@@ -22,7 +22,7 @@ from sandbox.errors import SandboxError
 from sandbox.events import DnsServed, Event, HostAccepted, HostSession, Warning, event_to_dict
 from sandbox.hosts.transcript import session_outline
 from sandbox.output.narrative import clock_text
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
 from sandbox.serve.plan import CLI_FIRST_ADDRESS, DEFAULT_DNS, DEFAULT_SMTP_PORT
 from sandbox.serve.world import ServedWorld
 

@@ -28,8 +28,8 @@ from typing import Any
 from sandbox.events import Emit, Event
 from sandbox.hosts.host import MailHost, StoredMessage
 from sandbox.hosts.transcript import session_outline
-from sandbox.scenario import Behaviour, Phase, Scenario, Timeline, load_scenario
-from sandbox.scenario.load import host_behaviour, scenario_from_mapping
+from sandbox.scenario.load import host_behaviour, load_scenario, scenario_from_mapping
+from sandbox.scenario.model import Behaviour, Phase, Scenario, Timeline
 from sandbox.serve.plan import Placement
 from sandbox.serve.trap import ServerErrorTrap
 from sandbox.serve.world import ServedWorld

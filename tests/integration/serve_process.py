@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+
 READY = re.compile(r"^ready: dns (?P<host>\S+):(?P<port>\d+) smtp-port (?P<smtp>\d+)$")
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sandbox import RunResult, run_scenario, scenario_from_mapping
 from sandbox.result.stats import balance_groups
-from sandbox.run import RunResult, run_scenario
-from sandbox.scenario import scenario_from_mapping
 
 ZONE = """\
 $TTL 3600

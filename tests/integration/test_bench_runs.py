@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 from bench import worlds
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 
 def test_the_benchmark_worlds_are_valid_scenarios() -> None:

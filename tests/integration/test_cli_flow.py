@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT, mxsandbox
+
 ANSI = re.compile(r"\x1b\[[0-9;]*[mK]")
 
 BROKEN_ZONE = """\
@@ -25,18 +26,6 @@ zones:
 messages:
   - {from: bob@example.net, to: alice@example.test}
 """
-
-
-def mxsandbox(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sandbox", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_check_reports_a_lint_error_at_its_file_line_and_exits_1(tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ import dns.message
 import dns.rcode
 import pytest
 
+from sandbox import DnsServed, Event
 from sandbox.dns.server import Authority, DnsServer
 from sandbox.dns.zone import parse_zone
-from sandbox.events import DnsServed, Event
 from sandbox.scenario.model import DnsBehaviour
 from sandbox.sender.resolver import CachedAnswer, StubResolver
 

@@ -14,10 +14,9 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from sandbox import DnsServed, Event, SandboxError
 from sandbox.dns.server import Authority, DnsServer
 from sandbox.dns.zone import parse_zone
-from sandbox.errors import SandboxError
-from sandbox.events import DnsServed, Event
 from sandbox.scenario.model import DnsBehaviour
 
 BIG_COUNT = 40

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.events import Connected, ConnectFailed, DnsServed, HostAccepted, SmtpExchange
-from sandbox.run import RunResult, run_scenario
-from sandbox.scenario import scenario_from_mapping
+from sandbox import (
+    Connected,
+    ConnectFailed,
+    DnsServed,
+    HostAccepted,
+    RunResult,
+    SmtpExchange,
+    run_scenario,
+    scenario_from_mapping,
+)
 
 ZONE = """\
 $TTL 3600

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.events import (
+from sandbox import (
     Connected,
     ConnectFailed,
     DsnCreated,
@@ -17,12 +17,14 @@ from sandbox.events import (
     HostSession,
     RecipientDeferred,
     RecipientFinal,
+    RunResult,
     SmtpExchange,
     SmtpFailure,
     Warning,
+    profile_for,
+    run_scenario,
+    scenario_from_mapping,
 )
-from sandbox.run import RunResult, profile_for, run_scenario
-from sandbox.scenario import scenario_from_mapping
 
 TWO_MX = """\
 $TTL 3600

@@ -18,8 +18,7 @@ from email.message import EmailMessage
 import aiosmtplib
 import pytest
 
-from sandbox.errors import SandboxError
-from sandbox.events import Event, HostAccepted, HostSession
+from sandbox import Event, HostAccepted, HostSession, SandboxError
 from sandbox.hosts.host import MailHost, SessionRecord
 from sandbox.scenario.model import Behaviour, Phase, Reply, Stage, Timeline
 

@@ -12,9 +12,15 @@ from typing import Any
 import dns.asyncresolver
 import pytest
 
-from sandbox.errors import NotInSandbox, ScenarioError, ServerError
-from sandbox.events import DnsServed, Event, HostAccepted
-from sandbox.serve.harness import ServedScenario
+from sandbox import (
+    DnsServed,
+    Event,
+    HostAccepted,
+    NotInSandbox,
+    ScenarioError,
+    ServedScenario,
+    ServerError,
+)
 from sandbox.serve.plugin import MxSandbox
 from tests.integration.user_sender import Outcome, SimpleSender, make_message
 
@@ -209,7 +215,7 @@ INNER_TEST = """
 import asyncio
 
 import aiosmtplib
-from sandbox.events import HostSession
+from sandbox import HostSession
 
 ZONE = "@ IN MX 10 mx1\\nmx1 IN A 192.0.2.10\\n"
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.core.policy import PROFILES
-from sandbox.events import Connected, ConnectFailed
-from sandbox.run import profile_for, run_scenario
-from sandbox.scenario import scenario_from_mapping
+from sandbox import (
+    PROFILES,
+    Connected,
+    ConnectFailed,
+    profile_for,
+    run_scenario,
+    scenario_from_mapping,
+)
 from tests.unit.test_policy import schedule
 
 DAY = 86400

@@ -9,19 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.core.policy import Profile
-from sandbox.events import (
+from sandbox import (
     Connected,
     ConnectFailed,
     Event,
+    HostStats,
+    Profile,
     RecipientFinal,
     RouteChosen,
+    RunResult,
     SmtpExchange,
+    load_scenario,
+    run_scenario,
+    scenario_from_mapping,
 )
 from sandbox.output.report.data import build_flow
 from sandbox.output.report.render import MANY_PATHS, render_report
-from sandbox.run import HostStats, RunResult, run_scenario
-from sandbox.scenario import load_scenario, scenario_from_mapping
 from sandbox.scenario.lint import lint_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"

@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.events import Connected, ConnectFailed
+from sandbox import Connected, ConnectFailed, load_scenario, run_scenario
 from sandbox.output.report.render import render_report
-from sandbox.run import run_scenario
-from sandbox.scenario import load_scenario
 from sandbox.scenario.lint import lint_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"

@@ -7,14 +7,13 @@ import json
 import re
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import aiosmtplib
 import pytest
 
-from tests.integration.serve_process import ROOT, dig, serve
+from tests.helpers import mxsandbox
+from tests.integration.serve_process import dig, serve
 from tests.integration.user_sender import make_message
 
 PICK_PORTS = ("--dns", "127.0.0.1:0", "--smtp-port", "0")
@@ -140,17 +139,6 @@ async def test_loopback_zone_addresses_are_kept_and_ipv6_is_mapped(tmp_path: Pat
     assert code == 0, errors
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sandbox", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize(
     ("option", "complaint"),
     [
@@ -160,7 +148,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_bad_options_exit_2_with_one_line(option: list[str], complaint: str) -> None:
-    done = run_cli("serve", "primary-down", *option)
+    done = mxsandbox("serve", "primary-down", *option)
     assert done.returncode == 2
     assert complaint in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -171,7 +159,7 @@ def test_a_port_in_use_exits_2_and_says_so() -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        done = run_cli("serve", "primary-down", "--dns", f"127.0.0.1:{port}", "--smtp-port", "0")
+        done = mxsandbox("serve", "primary-down", "--dns", f"127.0.0.1:{port}", "--smtp-port", "0")
     assert done.returncode == 2
     # (UDP comes first: on the rare machine where another program holds the same number for
     # UDP, that is the complaint, and just as right.)
@@ -184,14 +172,14 @@ def test_an_smtp_port_in_use_exits_2_and_says_so() -> None:
         holder.bind(("127.0.0.2", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        done = run_cli("serve", "primary-down", "--dns", "127.0.0.1:0", "--smtp-port", str(port))
+        done = mxsandbox("serve", "primary-down", "--dns", "127.0.0.1:0", "--smtp-port", str(port))
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.2:{port}" in done.stderr
     assert "choose another SMTP port" in done.stderr
 
 
 def test_a_missing_scenario_exits_2() -> None:
-    done = run_cli("serve", "no-such-scenario.yaml", *PICK_PORTS)
+    done = mxsandbox("serve", "no-such-scenario.yaml", *PICK_PORTS)
     assert done.returncode == 2
     assert "no such file" in done.stderr
 

@@ -11,11 +11,9 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from sandbox.errors import ServerError
-from sandbox.events import Event, HostAccepted, HostSession
+from sandbox import Event, HostAccepted, HostSession, ServerError
 from sandbox.hosts.host import MailHost
-from sandbox.scenario import Timeline
-from sandbox.scenario.model import ACCEPT
+from sandbox.scenario.model import ACCEPT, Timeline
 from sandbox.serve.trap import ServerErrorTrap
 
 

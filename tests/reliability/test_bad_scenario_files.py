@@ -18,8 +18,6 @@ import contextlib
 import io
 import json
 import random
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,13 +26,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sandbox import Scenario, ScenarioError, load_scenario_text
 from sandbox.cli import main
-from sandbox.errors import ScenarioError
-from sandbox.scenario import Scenario, load_scenario_text
+from tests.helpers import mxsandbox
 from tests.reliability.budget import scaled
 from tests.reliability.mutants import ZONE_TOKENS, mutant
 
-ROOT = Path(__file__).resolve().parents[2]
 # What YAML counts as a line break besides "\n" (and so may count in an error's line number).
 _BREAKS = ("\r\n", "\r", "\x85", "\u2028", "\u2029")
 # A run in process only for mutants this small, so that a mutated `count` stays cheap.
@@ -180,17 +177,6 @@ def test_fuzzed_zone_text(lines: list[str], phased: bool) -> None:
 # --- as real processes ---------------------------------------------------------------------
 
 SUBPROCESS_SAMPLE = scaled(8, 40)
-
-
-def mxsandbox(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sandbox", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_a_sample_of_broken_files_through_the_real_command(tmp_path: Path) -> None:

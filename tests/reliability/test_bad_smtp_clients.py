@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from sandbox.events import Event, HostSession
+from sandbox import Event, HostSession
 from sandbox.hosts.host import MailHost, SessionRecord
 from sandbox.scenario.model import Behaviour, Timeline
 

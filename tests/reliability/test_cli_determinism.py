@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 # The equal-preference shuffle (randomness from the seed) and five days of timeouts and
 # retries (virtual time).

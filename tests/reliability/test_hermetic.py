@@ -25,11 +25,8 @@ import dns.asyncquery
 import dns.message
 import dns.rdatatype
 
-from sandbox.run import run_scenario
-from sandbox.scenario import scenario_from_mapping
-from sandbox.serve.world import ServedWorld
-
-ROOT = Path(__file__).resolve().parents[2]
+from sandbox import ServedWorld, run_scenario, scenario_from_mapping
+from tests.helpers import ROOT
 
 REAL_LOOKING: dict[str, Any] = {
     "name": "real-names",

@@ -29,12 +29,9 @@ from typing import Any
 
 import pytest
 
+from sandbox import HostAccepted, RunFinished, RunResult, Sandbox, Scenario, scenario_from_mapping
 from sandbox.core.addresses import canonical
-from sandbox.events import HostAccepted, RunFinished
-from sandbox.run import RunResult, Sandbox
-from sandbox.scenario import Scenario, scenario_from_mapping
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 # Long enough in wall time (a few seconds) that a SIGINT lands in the middle of it; mx2 takes
 # 30 s to answer the final dot, so some messages are always in flight.

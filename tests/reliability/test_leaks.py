@@ -24,9 +24,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.events import DnsServed
-from sandbox.run import Sandbox, run_scenario
-from sandbox.scenario import Scenario, scenario_from_mapping
+from sandbox import DnsServed, Sandbox, Scenario, run_scenario, scenario_from_mapping
 from tests.reliability.budget import scaled
 
 SANDBOX_CYCLES = scaled(50, 500)

@@ -33,10 +33,18 @@ from typing import Any
 
 from hypothesis import given
 
+from sandbox import (
+    DeliveryRow,
+    DsnCreated,
+    Event,
+    HostAccepted,
+    RecipientFinal,
+    RunResult,
+    Scenario,
+    run_scenario,
+    scenario_from_mapping,
+)
 from sandbox.core.addresses import canonical
-from sandbox.events import DsnCreated, Event, HostAccepted, RecipientFinal
-from sandbox.run import DeliveryRow, RunResult, run_scenario
-from sandbox.scenario import Scenario, scenario_from_mapping
 from sandbox.scenario.model import ACCEPT, Behaviour
 from tests.reliability.random_scenarios import scenarios
 

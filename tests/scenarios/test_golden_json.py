@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import load_scenario, profile_for, run_scenario
-from sandbox.core.policy import PROFILES
+from sandbox import PROFILES, load_scenario, profile_for, run_scenario
+from tests.helpers import SCENARIOS
 
-ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
-SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 CASES = [(path, profile) for path in SCENARIOS for profile in sorted(PROFILES)]
 
 

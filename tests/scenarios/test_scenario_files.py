@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.run import profile_for, run_scenario
-from sandbox.scenario import load_scenario
-
-SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+from sandbox import load_scenario, profile_for, run_scenario
+from tests.helpers import SCENARIOS
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)

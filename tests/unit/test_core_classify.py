@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from sandbox import Profile
 from sandbox.core.classify import NoReply, ServerReply, classify, dsn_of
-from sandbox.core.policy import Profile
 
 POSTFIX = Profile()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sandbox import PROFILES, Profile
 from sandbox.core.classify import NoReply, Outcome, ServerReply
 from sandbox.core.delivery import (
     Action,
@@ -16,7 +17,7 @@ from sandbox.core.delivery import (
     settle_deferred,
 )
 from sandbox.core.mx import Candidate
-from sandbox.core.policy import PROFILES, Profile, Retry, RetryHistory
+from sandbox.core.policy import Retry, RetryHistory
 
 MX1 = Candidate("mx1.example.test", "192.0.2.10", 10)
 MX2 = Candidate("mx2.example.test", "192.0.2.11", 20)

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
+from sandbox import Profile
 from sandbox.core.mx import Answer, MxRecord, NoRoute, Query, Resolution, Route, order_mx
-from sandbox.core.policy import Profile
 
 POSTFIX = Profile()
 

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from sandbox import load_scenario, load_scenario_text
 from sandbox.dns.zone import parse_zone
-from sandbox.scenario import load_scenario, load_scenario_text
 from sandbox.scenario.lint import Finding, format_finding, has_errors, lint_scenario, lint_zone
-
-SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+from tests.helpers import SCENARIOS
 
 GOOD = """\
 $TTL 3600

@@ -6,7 +6,8 @@ from itertools import pairwise
 
 import pytest
 
-from sandbox.core.policy import PROFILES, Profile, RetryHistory, next_retry
+from sandbox import PROFILES, Profile
+from sandbox.core.policy import RetryHistory, next_retry
 
 HOUR, DAY = 3600, 86400
 

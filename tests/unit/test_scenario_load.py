@@ -12,8 +12,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox.errors import ScenarioError
-from sandbox.scenario import (
+from sandbox import (
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    load_scenario_text,
+    scenario_from_mapping,
+)
+from sandbox.scenario.model import (
     Behaviour,
     DeliveryExpectation,
     DnsBehaviour,
@@ -21,11 +27,7 @@ from sandbox.scenario import (
     MessageSpec,
     Phase,
     Reply,
-    Scenario,
     Timeline,
-    load_scenario,
-    load_scenario_text,
-    scenario_from_mapping,
 )
 
 BROKEN = Path(__file__).parent.parent / "data" / "broken"

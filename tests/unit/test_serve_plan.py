@@ -6,10 +6,10 @@ from __future__ import annotations
 import dnslib
 import pytest
 
+from sandbox import SandboxError
 from sandbox.dns.server import Authority
 from sandbox.dns.zone import parse_zone
 from sandbox.dns.zone import with_addresses as served_zone
-from sandbox.errors import SandboxError
 from sandbox.hosts.transcript import session_outline
 from sandbox.serve.plan import answer_for, loopback_plan
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sandbox.events import Event, RecipientFinal, RouteChosen
+from sandbox import Event, RecipientFinal, RouteChosen
 from sandbox.result.stats import (
     balance_groups,
     chi_square,

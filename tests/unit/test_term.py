@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 
-from sandbox.events import RecipientFinal, RunStarted
+from sandbox import RecipientFinal, RunStarted
 from sandbox.output.term import PLAIN, RICH, Progress, style_for, table
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[mK]")

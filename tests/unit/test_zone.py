@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sandbox import ZoneSyntaxError
 from sandbox.dns.zone import Zone, find_zone, parse_zone
-from sandbox.errors import ZoneSyntaxError
 
 FULL_ZONE = """\
 $TTL 300
