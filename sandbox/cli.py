@@ -9,26 +9,21 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import TYPE_CHECKING
 
 from sandbox.core.policy import PROFILES
-from sandbox.errors import ScenarioError
-from sandbox.events import Emit, Event, event_to_dict
-from sandbox.output.findings import check_verdict, finding_lines, write_report, zone_check
-from sandbox.output.narrative import clock_text, render_narrative, render_summary
-from sandbox.output.postfix_log import PostfixLog
-from sandbox.output.term import Progress, is_terminal, style_for
-from sandbox.result.model import RunResult
-from sandbox.run import profile_for, run_scenario
-from sandbox.scenario.lint import has_errors, lint_scenario
-from sandbox.scenario.load import load_scenario
-from sandbox.scenario.model import Scenario
-from sandbox.serve.cli import add_serve_arguments, serve_scenario
+from sandbox.errors import OutputError, ScenarioError
+
+if TYPE_CHECKING:
+    from sandbox.output.term import Progress
+    from sandbox.result.model import RunResult
+    from sandbox.scenario.model import Scenario
 
 __all__ = ["main"]
 
@@ -80,11 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="serve a scenario's DNS and mail hosts in real time, for your own sender"
     )
+    from sandbox.serve.cli import add_serve_arguments
+
     add_serve_arguments(serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Each command imports what it needs when it runs: `list` and `check` never load the
+    # event loop, the SMTP libraries or the servers, and a Ctrl-C while a command loads them
+    # is caught here like any other.
     try:
         args = _parser().parse_args(argv)
         if args.command == "run":
@@ -92,12 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(args)
         if args.command == "serve":
-            return serve_scenario(load_scenario(_scenario_path(args.file)), args)
+            return _serve(args)
         return _list(args)
     except _UsageError as error:
         print(error, file=sys.stderr)
         return EXIT_INVALID
-    except ScenarioError as error:
+    except (ScenarioError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
     except BrokenPipeError:
@@ -110,6 +110,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+@contextlib.contextmanager
+def _pytest_hidden() -> Iterator[None]:
+    """While the run's modules load, pretend pytest is not installed.
+
+    looptime defines a pytest fixture whenever pytest can be imported, and importing pytest
+    costs more than everything else a small run does (about 0.2 s). A command-line process
+    never runs pytest. In a test that calls ``main()``, pytest is loaded already and nothing
+    changes.
+    """
+    if "pytest" in sys.modules:
+        yield
+        return
+    sys.modules["pytest"] = None  # type: ignore[assignment]  # `import pytest` now fails
+    try:
+        yield
+    finally:
+        del sys.modules["pytest"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sandbox.scenario.load import load_scenario
+    from sandbox.serve.cli import serve_scenario
+
+    return serve_scenario(load_scenario(_scenario_path(args.file)), args)
+
+
 def _scenario_path(name: str) -> Path:
     path = Path(name)
     if not path.exists() and not path.suffix:
@@ -120,6 +146,17 @@ def _scenario_path(name: str) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
+    with _pytest_hidden():
+        from sandbox.events import Emit
+        from sandbox.output.findings import write_report, zone_check
+        from sandbox.output.narrative import render_narrative, render_summary
+        from sandbox.output.postfix_log import PostfixLog
+        from sandbox.output.term import style_for
+        from sandbox.output.trace import JsonLinesTrace, open_trace
+        from sandbox.run import profile_for, run_scenario
+        from sandbox.scenario.lint import lint_scenario
+        from sandbox.scenario.load import load_scenario
+
     scenario = load_scenario(_scenario_path(args.file))
     findings = lint_scenario(scenario)
     profile = profile_for(scenario, args.profile)
@@ -127,16 +164,11 @@ def _run(args: argparse.Namespace) -> int:
     progress = _progress(scenario, quiet=args.quiet)
     if progress is not None:
         sinks.append(progress)
-    trace: IO[str] | None = None
+    trace: JsonLinesTrace | None = None
     try:
         if args.trace:
-            try:
-                trace = open(args.trace, "w", encoding="utf-8")  # noqa: SIM115 - closed below
-            except OSError as error:
-                raise ScenarioError(
-                    f"cannot write the trace: {error.strerror}", file=args.trace
-                ) from None
-            sinks.append(_jsonl_sink(trace))
+            trace = open_trace(args.trace)
+            sinks.append(trace)
         log_lines: list[str] = []
         if args.log == "postfix" and not args.json:
             sinks.append(PostfixLog(log_lines.append))
@@ -161,6 +193,8 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(
             render_narrative(result, all_stories=args.all_stories, style=style, preface=preface)
         )
+    if trace is not None and trace.error is not None:
+        raise trace.error
     if result.interrupted:
         _say_interrupted(result)
         return EXIT_INTERRUPTED
@@ -168,6 +202,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _say_interrupted(result: RunResult) -> None:
+    from sandbox.output.narrative import clock_text
+
     unsettled = sum(1 for d in result.deliveries if d.status == "deferred")
     print(
         f"interrupted at {clock_text(result.ended_at)} (virtual time): the summary shows the "
@@ -178,20 +214,21 @@ def _say_interrupted(result: RunResult) -> None:
 
 def _progress(scenario: Scenario, *, quiet: bool) -> Progress | None:
     """Progress on stderr, for a person watching a terminal (never in a pipe or a log)."""
+    from sandbox.output.narrative import clock_text
+    from sandbox.output.term import Progress, is_terminal
+
     if quiet or not is_terminal(sys.stderr):
         return None
     total = sum(len(m.recipients) for m in scenario.messages)
     return Progress(sys.stderr, total, show_time=clock_text)
 
 
-def _jsonl_sink(stream: IO[str]) -> Emit:
-    def write(event: Event) -> None:
-        stream.write(json.dumps(event_to_dict(event)) + "\n")
-
-    return write
-
-
 def _check(args: argparse.Namespace) -> int:
+    from sandbox.output.findings import check_verdict, finding_lines
+    from sandbox.output.term import style_for
+    from sandbox.scenario.lint import has_errors, lint_scenario
+    from sandbox.scenario.load import load_scenario
+
     scenario = load_scenario(_scenario_path(args.file))
     findings = lint_scenario(scenario)
     for line in finding_lines(findings, scenario.source, style_for(sys.stdout)):
@@ -201,6 +238,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from sandbox.scenario.load import load_scenario
+
     folder = Path(args.folder)
     files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
     if not files:

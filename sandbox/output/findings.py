@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sandbox.errors import ScenarioError
+from sandbox.errors import OutputError
 from sandbox.output.term import PLAIN, Style
 from sandbox.result.model import RunResult
 from sandbox.scenario.lint import Finding, count_by_severity, format_finding
@@ -63,15 +63,10 @@ def _plural(n: int, word: str) -> str:
 
 def write_report(result: RunResult, findings: Sequence[Finding], path: str) -> None:
     """Write the HTML timeline report; a path we cannot write is the user's to mend."""
-    from sandbox.output.report.render import (
-        render_report,  # only runs that ask for a report pay for it
-    )
+    from sandbox.output.report.render import render_report  # only runs that ask pay for it
 
     html = render_report(result, findings)
     try:
         Path(path).write_text(html, encoding="utf-8")
     except OSError as error:
-        raise ScenarioError(
-            f"cannot write the report: {error.strerror or error}; choose a writable path",
-            file=path,
-        ) from None
+        raise OutputError(path, "the report", error) from None

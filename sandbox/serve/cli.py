@@ -15,7 +15,7 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sandbox.core.addresses import is_loopback
 from sandbox.errors import SandboxError
@@ -24,7 +24,9 @@ from sandbox.hosts.transcript import session_outline
 from sandbox.output.narrative import clock_text
 from sandbox.scenario.model import Scenario
 from sandbox.serve.plan import CLI_FIRST_ADDRESS, DEFAULT_DNS, DEFAULT_SMTP_PORT
-from sandbox.serve.world import ServedWorld
+
+if TYPE_CHECKING:
+    from sandbox.serve.world import ServedWorld
 
 __all__ = ["add_serve_arguments", "serve_scenario"]
 
@@ -69,6 +71,8 @@ def serve_scenario(scenario: Scenario, args: argparse.Namespace) -> int:
 
 
 async def _serve(scenario: Scenario, dns: tuple[str, int], smtp_port: int, out: _Output) -> None:
+    from sandbox.serve.world import ServedWorld
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
