@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ from sandbox.errors import SandboxError
 from sandbox.events import DnsServed, Event, HostAccepted, HostSession, Warning, event_to_dict
 from sandbox.hosts.transcript import session_outline
 from sandbox.output.narrative import clock_text
+from sandbox.output.stream import LineStream
 from sandbox.scenario.model import Scenario
 from sandbox.serve.plan import CLI_FIRST_ADDRESS, DEFAULT_DNS, DEFAULT_SMTP_PORT
 
@@ -73,6 +76,7 @@ def serve_scenario(scenario: Scenario, args: argparse.Namespace) -> int:
 async def _serve(scenario: Scenario, dns: tuple[str, int], smtp_port: int, out: _Output) -> None:
     from sandbox.serve.world import ServedWorld
 
+    await out.open()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -81,7 +85,11 @@ async def _serve(scenario: Scenario, dns: tuple[str, int], smtp_port: int, out: 
         scenario, dns=dns, smtp_port=smtp_port, first_address=CLI_FIRST_ADDRESS, sinks=[out.event]
     )
     out.sandbox = sandbox
-    await sandbox.start()
+    try:
+        await sandbox.start()
+    except BaseException:
+        await out.close()
+        raise
     try:
         out.ready(sandbox)
         await stop.wait()
@@ -89,6 +97,28 @@ async def _serve(scenario: Scenario, dns: tuple[str, int], smtp_port: int, out: 
         ended = sandbox.clock()
         await sandbox.stop()
     out.stopped(sandbox, ended)
+    if not await out.close():
+        _say(
+            "serve: stopped; the last of the output (the stopped record) was not read: the "
+            "reader of stdout stopped reading"
+        )
+
+
+def _say(text: str) -> None:
+    """One line on stderr, if it can be written at once; serve never waits for a reader."""
+    try:
+        fd = sys.stderr.fileno()
+        blocking = os.get_blocking(fd)
+    except (OSError, ValueError):
+        return
+    try:
+        os.set_blocking(fd, False)
+        os.write(fd, text.encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            os.set_blocking(fd, blocking)
 
 
 # --- the command line's values ---------------------------------------------------------------
@@ -120,25 +150,47 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 class _Output:
-    """Writes for people, or JSON Lines for programs; flushes every line (stdout is often a
-    pipe, and the reader is waiting for the ready line)."""
+    """Writes for people, or JSON Lines for programs, a line at a time (stdout is often a
+    pipe, and the reader is waiting for the ready line). It never waits for the reader:
+    lines a slow reader has no room for are dropped and counted (``LineStream``), except the
+    ``ready`` and ``stopped`` records."""
 
     def __init__(self, stream: TextIO, as_json: bool) -> None:
-        self._stream = stream
         self._json = as_json
+        self._lines = LineStream(stream, dropped_line=self._dropped)
+        self._always = False
         self.sandbox: ServedWorld | None = None
 
+    async def open(self) -> None:
+        await self._lines.start()
+
+    async def close(self) -> bool:
+        """Give the reader a moment to take the rest; True when it did."""
+        return await self._lines.close()
+
     def line(self, text: str = "") -> None:
-        try:
-            self._stream.write(text + "\n")
-            self._stream.flush()
-        except BrokenPipeError:  # the reader went away; keep serving until told to stop
-            pass
+        self._lines.write(text, always=self._always)
 
     def record(self, data: dict[str, Any]) -> None:
         self.line(json.dumps(data))
 
+    def _dropped(self, count: int) -> str:
+        t = self.sandbox.clock() if self.sandbox is not None else 0.0
+        if self._json:
+            return json.dumps({"kind": "output_dropped", "t": round(t, 6), "lines": count})
+        return (
+            f"  {clock_text(t):>12}  … {count} line(s) not shown: the reader of this output "
+            "fell behind, and serve never waits for it"
+        )
+
     def ready(self, sandbox: ServedWorld) -> None:
+        self._always = True
+        try:
+            self._ready(sandbox)
+        finally:
+            self._always = False
+
+    def _ready(self, sandbox: ServedWorld) -> None:
         host, port = sandbox.dns_address
         if self._json:
             self.record(
@@ -226,6 +278,10 @@ class _Output:
         return zone_address
 
     def stopped(self, sandbox: ServedWorld, ended: float) -> None:
+        self._always = True
+        self._stopped(sandbox, ended)
+
+    def _stopped(self, sandbox: ServedWorld, ended: float) -> None:
         pairs = list(zip(sandbox.placements, sandbox.hosts, strict=True))
         if self._json:
             self.record(

@@ -15,9 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
+
 from tests.helpers import ROOT
+from tests.integration.user_sender import make_message
 
 READY = re.compile(r"^ready: dns (?P<host>\S+):(?P<port>\d+) smtp-port (?P<smtp>\d+)$")
+# Let serve pick free ports; its ready output says which.
+PICK_PORTS = ("--dns", "127.0.0.1:0", "--smtp-port", "0")
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
@@ -116,3 +121,22 @@ async def dig(dns: tuple[str, int], *query: str, prefix: Sequence[str] = ()) -> 
         out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     return out.decode().splitlines()
+
+
+async def smtp_send(address: str, port: int) -> str:
+    """One message from bob@example.net to alice@example.test; the reply to the final dot."""
+    smtp = aiosmtplib.SMTP(
+        hostname=address,
+        port=port,
+        timeout=10,
+        local_hostname="sender.example.net",
+        start_tls=False,
+    )
+    await smtp.connect()
+    try:
+        _, reply = await smtp.sendmail(
+            "bob@example.net", ["alice@example.test"], make_message().as_bytes()
+        )
+    finally:
+        await smtp.quit()
+    return reply

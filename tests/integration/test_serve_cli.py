@@ -13,10 +13,7 @@ import aiosmtplib
 import pytest
 
 from tests.helpers import mxsandbox
-from tests.integration.serve_process import dig, serve
-from tests.integration.user_sender import make_message
-
-PICK_PORTS = ("--dns", "127.0.0.1:0", "--smtp-port", "0")
+from tests.integration.serve_process import PICK_PORTS, dig, serve, smtp_send
 
 
 def table_addresses(lines: list[str]) -> dict[str, str]:
@@ -27,24 +24,6 @@ def table_addresses(lines: list[str]) -> dict[str, str]:
         if match:
             found[match[1]] = match[3]
     return found
-
-
-async def smtp_send(address: str, port: int) -> str:
-    smtp = aiosmtplib.SMTP(
-        hostname=address,
-        port=port,
-        timeout=10,
-        local_hostname="sender.example.net",
-        start_tls=False,
-    )
-    await smtp.connect()
-    try:
-        _, reply = await smtp.sendmail(
-            "bob@example.net", ["alice@example.test"], make_message().as_bytes()
-        )
-    finally:
-        await smtp.quit()
-    return reply
 
 
 async def test_serve_answers_dig_takes_smtp_and_stops_on_ctrl_c() -> None:
