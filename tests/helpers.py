@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,14 +20,19 @@ def mxsandbox(
     cwd: Path = ROOT,
     env: Mapping[str, str] | None = None,
     timeout: float = 120,
+    stdout_to: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``mxsandbox ARGS`` in a fresh process (as ``python -m sandbox``), its output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", "sandbox", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
+    """``mxsandbox ARGS`` in a fresh process (as ``python -m sandbox``), its output captured;
+    with ``stdout_to``, its stdout goes to that file instead (``stdout`` is then empty)."""
+    with contextlib.ExitStack() as stack:
+        stdout = stack.enter_context(open(stdout_to, "w")) if stdout_to else subprocess.PIPE
+        return subprocess.run(
+            [sys.executable, "-m", "sandbox", *args],
+            cwd=cwd,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, **(env or {})},
+        )

@@ -273,3 +273,30 @@ async def test_sigint_while_serving_mid_transaction_keeps_what_was_accepted(
     # However much of the half message the host had read when it stopped:
     assert lines[-1].startswith("<message: ") and lines[-1].endswith(" bytes, incomplete>")
     assert session["closed"] is not None
+
+
+def test_sigint_while_the_json_is_being_printed_leaves_valid_json(tmp_path: Path) -> None:
+    """The reader takes one byte, then stops: the JSON (about 1 MB) fills the pipe and the
+    write blocks half-way. A Ctrl-C there must not cut the object short."""
+    scenario = tmp_path / "big.yaml"
+    quick = {
+        **LONG_RUN,
+        "hosts": {},
+        "messages": [{"from": "bob@example.net", "to": ["alice@example.test"], "count": 3000}],
+    }
+    scenario.write_text(json.dumps(quick), encoding="utf-8")
+    command = [sys.executable, "-m", "sandbox", "run", str(scenario), "--json"]
+    with subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.read(1)  # printing has begun
+        process.send_signal(signal.SIGINT)
+        rest = process.stdout.read()
+        code = process.wait(timeout=60)
+        errors = process.stderr.read().decode()
+    assert len(first + rest) > 200_000, "the JSON must be longer than a pipe holds"
+    data = json.loads(first + rest)
+    assert len(data["deliveries"]) == 3000
+    assert code == 130, errors
+    assert "Traceback" not in errors
