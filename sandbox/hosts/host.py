@@ -60,13 +60,9 @@ duplicate-delivery lesson of RFC 5321 §4.5.3.2.6 / §6.1.
 from __future__ import annotations
 
 import asyncio
-import email.policy
 import socket
 import zlib
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
-from email.message import EmailMessage
-from email.parser import BytesParser
 from typing import Any, ClassVar, Literal, cast
 
 from aiosmtpd.smtp import SMTP
@@ -75,9 +71,16 @@ from sandbox.core.addresses import ensure_loopback
 from sandbox.errors import bind_error
 from sandbox.events import Emit, HostAccepted, HostSession
 from sandbox.events import Warning as WarningEvent
+from sandbox.hosts.transcript import (
+    ClientLines,
+    SessionLog,
+    SessionRecord,
+    StoredMessage,
+    decode_line,
+)
 from sandbox.scenario.model import Behaviour, Reply, Stage, Timeline
 
-__all__ = ["MailHost", "SessionRecord", "StoredMessage"]
+__all__ = ["MailHost"]
 
 Clock = Callable[[], float]
 _SocketState = Literal["listen", "refuse", "timeout"]
@@ -89,8 +92,6 @@ _MAX_FILLERS = 4
 # aiosmtpd closes a session after this much idle time; scripted delays must never hit it.
 _MIN_IDLE_TIMEOUT = 600.0
 _DELAY_MARGIN = 300.0
-# A client line longer than this (with no end of line) is recorded in pieces, not buffered.
-_MAX_PENDING = 8192
 
 # Parsed MAIL FROM / RCPT TO arguments, shared by every session (see _SmtpSession._getaddr).
 _PARSED_ADDRESSES: dict[str, tuple[str | None, str | None]] = {}
@@ -99,177 +100,6 @@ _MAX_PARSED_ADDRESSES = 4096
 _GREYLISTED = "451 4.7.1 Greylisted, please try again later"
 _BAD_SEQUENCE = "503 5.5.1 Bad sequence of commands"
 _BYE = "221 2.0.0 Bye"
-
-
-# --- what the host keeps -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message the host accepted, as it arrived (``data`` is the raw content)."""
-
-    t: float
-    sender: str
-    recipients: tuple[str, ...]
-    data: bytes
-    message_id: str
-    client: str
-
-    @property
-    def email(self) -> EmailMessage:
-        """The content parsed with ``email.policy.default``. SMTP carries CRLF line ends;
-        they become ``\\n`` first, the line end that policy writes and expects."""
-        text = self.data.replace(b"\r\n", b"\n")
-        return BytesParser(policy=email.policy.default).parsebytes(text)
-
-
-@dataclass(frozen=True, slots=True)
-class SessionRecord:
-    """One connection as the host saw it. ``transcript`` holds ``(t, "C"|"S", line)``; the
-    message content appears as one line ``<message: N bytes>``. ``closed`` is ``None`` while
-    the session is open."""
-
-    opened: float
-    closed: float | None
-    client: str
-    behaviour: str
-    transcript: tuple[tuple[float, str, str], ...]
-
-
-class _SessionLog:
-    """The live, growing record of one session; :meth:`snapshot` freezes it."""
-
-    def __init__(self, clock: Clock, client: str, behaviour: str) -> None:
-        self._clock = clock
-        self.opened = clock()
-        self.closed: float | None = None
-        self.client = client
-        self.behaviour = behaviour
-        self.lines: list[tuple[float, str, str]] = []
-
-    def add(self, side: Literal["C", "S"], line: str) -> None:
-        self.lines.append((self._clock(), side, line))
-
-    def close(self) -> None:
-        if self.closed is None:
-            self.closed = self._clock()
-
-    def snapshot(self) -> SessionRecord:
-        return SessionRecord(
-            self.opened, self.closed, self.client, self.behaviour, tuple(self.lines)
-        )
-
-
-class _ClientLines:
-    """Splits what a client sends into transcript lines.
-
-    Commands end at LF (as aiosmtpd reads them). Between a 354 and the final dot the bytes
-    are message content: only counted, then logged as one ``<message: N bytes>`` line.
-
-    A client may send its content before the 354 arrives (pipelining it behind DATA). Whether
-    those bytes are content depends on the reply to DATA, so with ``hold_after_data`` the
-    bytes after a DATA command are held until the session says: :meth:`start_content` (a 354)
-    or :meth:`data_refused` (any other reply: they were commands after all).
-    """
-
-    def __init__(self, log: _SessionLog, *, hold_after_data: bool = False) -> None:
-        self._log = log
-        self._pending = bytearray()
-        self._content: int | None = None  # bytes of message content so far, None outside DATA
-        self._mid_line = False  # inside content, a long line was counted in pieces
-        self._hold_after_data = hold_after_data
-        self._held = False  # a DATA command waits for its reply; the bytes after it wait too
-        self.contents = 0  # how many times content started (354s), to tell DATAs apart
-
-    def start_content(self) -> None:
-        """DATA got its 354: what follows is content. :meth:`catch_up` reads what is held."""
-        self._content = 0
-        self._mid_line = False
-        self._held = False
-        self.contents += 1
-
-    def data_refused(self) -> None:
-        """The DATA command got no 354: the bytes held after it are commands after all."""
-        if self._held:
-            self._held = False
-            self.catch_up()
-
-    def never_hold(self) -> list[str]:
-        """Stop holding bytes after DATA (a session that answers 503 to everything); return
-        the command lines that were held."""
-        self._hold_after_data = self._held = False
-        return self.catch_up()
-
-    def catch_up(self) -> list[str]:
-        """Log the complete lines already received; return the command lines among them."""
-        return self.feed(b"")
-
-    def feed(self, data: bytes) -> list[str]:
-        """Log the complete lines in ``data``; return the command lines among them."""
-        self._pending += data
-        commands: list[str] = []
-        while self._next_line(commands):
-            pass
-        return commands
-
-    def finish(self) -> None:
-        """The connection ended: log what was cut off."""
-        self._held = False
-        self.catch_up()
-        if self._content is not None:
-            self._content += len(self._pending)
-            self._log.add("C", f"<message: {self._content} bytes, incomplete>")
-        elif self._pending:
-            self._log.add("C", _decode(bytes(self._pending)))
-        self._pending.clear()
-        self._content = None
-
-    def _next_line(self, commands: list[str]) -> bool:
-        if self._content is not None:
-            return self._next_content_line()
-        if self._held:
-            return False
-        end = self._pending.find(b"\n")
-        if end < 0:
-            if len(self._pending) > _MAX_PENDING:
-                self._log.add("C", _decode(bytes(self._pending)) + "…")
-                self._pending.clear()
-            return False
-        raw = bytes(self._pending[: end + 1]).rstrip(b"\r\n")
-        del self._pending[: end + 1]
-        line = _decode(raw)
-        self._log.add("C", line)
-        commands.append(line)
-        # aiosmtpd's reading of the verb: the word before the first space, in any case; a
-        # longer line than a command may be is refused before it reaches smtp_DATA.
-        is_data = raw.partition(b" ")[0].upper() == b"DATA"
-        if self._hold_after_data and is_data and len(raw) <= SMTP.command_size_limit:
-            self._held = True
-        return True
-
-    def _next_content_line(self) -> bool:
-        assert self._content is not None
-        end = self._pending.find(b"\r\n")
-        if end < 0:
-            if len(self._pending) > _MAX_PENDING:
-                # Count all but the last byte, which may be the CR of the line's end.
-                self._content += len(self._pending) - 1
-                del self._pending[:-1]
-                self._mid_line = True
-            return False
-        line = bytes(self._pending[: end + 2])
-        del self._pending[: end + 2]
-        if line == b".\r\n" and not self._mid_line:
-            self._log.add("C", f"<message: {self._content} bytes>")
-            self._content = None
-        else:
-            self._content += len(line)
-        self._mid_line = False
-        return True
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace")
 
 
 # --- the host ------------------------------------------------------------------------------
@@ -307,7 +137,7 @@ class MailHost:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: list[asyncio.TimerHandle] = []
-        self._logs: list[_SessionLog] = []
+        self._logs: list[SessionLog] = []
         self._live: set[_Live] = set()
         self._greylist: dict[tuple[str, str, str], float] = {}
         self._tag = f"{zlib.crc32(f'{name}/{address}'.encode()):08X}"
@@ -517,13 +347,13 @@ class MailHost:
         delays = [d for phase in self._timeline.phases for d in phase.value.delays.values()]
         return max(_MIN_IDLE_TIMEOUT, max(delays, default=0.0) + _DELAY_MARGIN)
 
-    def _session_opened(self, session: _Live, client: str, behaviour: Behaviour) -> _SessionLog:
-        log = _SessionLog(self._clock, client, behaviour.describe())
+    def _session_opened(self, session: _Live, client: str, behaviour: Behaviour) -> SessionLog:
+        log = SessionLog(self._clock, client, behaviour.describe())
         self._logs.append(log)
         self._live.add(session)
         return log
 
-    def _session_closed(self, session: _Live, log: _SessionLog) -> None:
+    def _session_closed(self, session: _Live, log: SessionLog) -> None:
         self._live.discard(session)
         log.close()
         if self._emit is not None:
@@ -612,14 +442,14 @@ class _SilentSession(asyncio.Protocol, _Live):
         self._host = host
         self._behaviour = behaviour
         self._transport: asyncio.Transport | None = None
-        self._log: _SessionLog | None = None
-        self._lines: _ClientLines | None = None
+        self._log: SessionLog | None = None
+        self._lines: ClientLines | None = None
         self._lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._log = self._host._session_opened(self, _client_of(transport), self._behaviour)
-        self._lines = _ClientLines(self._log)
+        self._lines = ClientLines(self._log)
         if self._host._closed:  # accepted while the host was closing
             self._transport.abort()
 
@@ -687,8 +517,8 @@ class _SmtpSession(SMTP, _Live):
         self._behaviour = behaviour
         self._client = "?"
         self._wire: asyncio.Transport | None = None  # aiosmtpd's self.transport, typed
-        self._log: _SessionLog | None = None
-        self._lines: _ClientLines | None = None
+        self._log: SessionLog | None = None
+        self._lines: ClientLines | None = None
         self._lost: asyncio.Future[None] = loop.create_future()
         self._greeted = False
         self._early: bytearray | None = bytearray()  # client bytes held until the greeting
@@ -730,7 +560,7 @@ class _SmtpSession(SMTP, _Live):
         self._wire = cast(asyncio.Transport, transport)
         self._client = _client_of(transport)
         self._log = self._host._session_opened(self, self._client, self._behaviour)
-        self._lines = _ClientLines(self._log, hold_after_data=True)
+        self._lines = ClientLines(self._log, hold_after_data_up_to=SMTP.command_size_limit)
         super().connection_made(transport)
         if self._host._closed:  # accepted while the host was closing
             self._wire.abort()
@@ -774,7 +604,7 @@ class _SmtpSession(SMTP, _Live):
     # -- replies --------------------------------------------------------------------------------
 
     async def push(self, status: str | bytes) -> None:
-        line = status if isinstance(status, str) else _decode(status)
+        line = status if isinstance(status, str) else decode_line(status)
         if self._hung_up:
             return
         if not self._greeted:

@@ -20,7 +20,8 @@ import pytest
 
 from sandbox.errors import SandboxError
 from sandbox.events import Event, HostAccepted, HostSession
-from sandbox.hosts.host import MailHost, SessionRecord
+from sandbox.hosts.host import MailHost
+from sandbox.hosts.transcript import SessionRecord
 from sandbox.scenario.model import Behaviour, Phase, Reply, Stage, Timeline
 
 pytestmark = pytest.mark.looptime
