@@ -63,14 +63,13 @@ import asyncio
 import socket
 import zlib
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, ClassVar, Literal, cast
-
-from aiosmtpd.smtp import SMTP
+from typing import Any, Literal, cast
 
 from sandbox.core.addresses import ensure_loopback
 from sandbox.errors import bind_error
 from sandbox.events import Emit, HostAccepted, HostSession
 from sandbox.events import Warning as WarningEvent
+from sandbox.hosts.aiosmtpd_patches import COMMAND_SIZE_LIMIT, PatchedSMTP
 from sandbox.hosts.transcript import (
     ClientLines,
     SessionLog,
@@ -92,10 +91,6 @@ _MAX_FILLERS = 4
 # aiosmtpd closes a session after this much idle time; scripted delays must never hit it.
 _MIN_IDLE_TIMEOUT = 600.0
 _DELAY_MARGIN = 300.0
-
-# Parsed MAIL FROM / RCPT TO arguments, shared by every session (see _SmtpSession._getaddr).
-_PARSED_ADDRESSES: dict[str, tuple[str | None, str | None]] = {}
-_MAX_PARSED_ADDRESSES = 4096
 
 _GREYLISTED = "451 4.7.1 Greylisted, please try again later"
 _BAD_SEQUENCE = "503 5.5.1 Bad sequence of commands"
@@ -498,7 +493,7 @@ class _Hooks:
 _HOOKS = _Hooks()
 
 
-class _SmtpSession(SMTP, _Live):
+class _SmtpSession(PatchedSMTP, _Live):
     """One SMTP session: aiosmtpd's state machine, with each stage scripted by the behaviour
     in force. ``push`` is the one door every reply goes through: it records the reply, plays
     the greeting's script, applies positive scripted replies and closes after a 421."""
@@ -527,47 +522,17 @@ class _SmtpSession(SMTP, _Live):
         self._hung_up = False
         self._override: Reply | None = None  # a positive scripted reply for the next answer
 
-    # -- what aiosmtpd costs per session ------------------------------------------------------
-    # A session is built for every connection, and aiosmtpd's __init__ spent two thirds of its
-    # time in inspect.getmembers(self) and dir(self), looking for the ``smtp_*`` commands and
-    # ``auth_*`` mechanisms. Those are the only names it lists, so listing only them (once per
-    # class) gives it the same tables at a third of the cost.
-
-    _listed: ClassVar[list[str] | None] = None
-
-    def __dir__(self) -> list[str]:
-        cls = type(self)
-        listed: list[str] | None = cls.__dict__.get("_listed")  # per class, not inherited
-        if listed is None:
-            names = object.__dir__(self)
-            listed = sorted(n for n in names if n.startswith(("smtp_", "auth_")))
-            cls._listed = listed
-        return list(listed)
-
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd parses every address with the email package's header parser (and defines a
-        # class on each call); a sandbox sees the same few addresses all run long.
-        parsed = _PARSED_ADDRESSES.get(arg)
-        if parsed is None:
-            parsed = super()._getaddr(arg)
-            if len(_PARSED_ADDRESSES) < _MAX_PARSED_ADDRESSES:
-                _PARSED_ADDRESSES[arg] = parsed
-        return parsed
-
     # -- connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._wire = cast(asyncio.Transport, transport)
         self._client = _client_of(transport)
         self._log = self._host._session_opened(self, self._client, self._behaviour)
-        self._lines = ClientLines(self._log, hold_after_data_up_to=SMTP.command_size_limit)
+        self._lines = ClientLines(self._log, hold_after_data_up_to=COMMAND_SIZE_LIMIT)
         super().connection_made(transport)
         if self._host._closed:  # accepted while the host was closing
             self._wire.abort()
-        # aiosmtpd keeps the task that runs the conversation in _handler_coroutine (private,
-        # stable through 1.4). We retrieve its outcome so that a lost connection is never
-        # reported as "Task exception was never retrieved", and await it on close().
-        self._handler_task().add_done_callback(_retrieve)
+        self.handler_task().add_done_callback(_retrieve)
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
@@ -596,10 +561,7 @@ class _SmtpSession(SMTP, _Live):
 
     async def wait_closed(self) -> None:
         await self._lost
-        await asyncio.wait([self._handler_task()])
-
-    def _handler_task(self) -> asyncio.Task[None]:
-        return cast("asyncio.Task[None]", self._handler_coroutine)
+        await asyncio.wait([self.handler_task()])
 
     # -- replies --------------------------------------------------------------------------------
 
@@ -765,19 +727,8 @@ class _SmtpSession(SMTP, _Live):
         return str(scripted) if scripted is not None else f"250 2.0.0 Ok: queued as {message_id}"
 
 
-def _keep_help_text(cls: type[SMTP]) -> None:
-    """An override of an aiosmtpd command loses the ``@syntax`` marks of the original, and HELP
-    then leaves the command out (and answers ``HELP MAIL`` with 501): copy the marks over."""
-    for name, method in vars(cls).items():
-        original = getattr(SMTP, name, None) if name.startswith("smtp_") else None
-        for mark in ("__smtp_syntax__", "__smtp_syntax_extended__", "__smtp_syntax_when__"):
-            if original is not None and hasattr(original, mark):
-                setattr(method, mark, getattr(original, mark))
-
-
-_keep_help_text(_SmtpSession)
-
-
 def _retrieve(task: asyncio.Task[None]) -> None:
+    # Read the conversation task's outcome, so that a lost connection is never reported as
+    # "Task exception was never retrieved".
     if not task.cancelled():
         task.exception()
