@@ -9,36 +9,19 @@ to wait for readiness. A client learns what the host does only from the wire.
 
 Socket states
 -------------
-``Behaviour.connection`` picks one of three states for the port (``accept`` and ``silent``
-share the first one):
-
-==========  ====================================================================================
-state       the socket(s) the host holds, and what a client's connect() sees
-==========  ====================================================================================
-listen      A listening socket served by ``loop.create_server``. Its protocol factory looks at
-            the behaviour in force when each connection arrives: ``accept`` gets an SMTP
-            session (aiosmtpd's ``SMTP``, subclassed), ``silent`` a protocol that records what
-            the client says and never answers.
-refuse      A socket bound to the port but never listening. The port stays reserved, and the
-            kernel answers every SYN with a RST: ``ConnectionRefusedError``.
-timeout     A socket listening with backlog 0 whose accept queue the host fills itself with an
-            idle "filler" connection that nobody ever accepts. With the queue full, Linux drops
-            later SYNs, so a client's connect hangs until its own timeout. The host checks the
-            trick with a probe connect (it must stay pending) and adds fillers, boundedly, if
-            one was not enough.
-==========  ====================================================================================
+``Behaviour.connection`` picks one of three states for the port (``sockets``): ``listen`` for
+``accept`` and ``silent``, ``refuse``, ``timeout``. The listener's protocol factory looks at the
+behaviour in force when each connection arrives: ``accept`` gets an SMTP session (aiosmtpd's
+``SMTP``, subclassed), ``silent`` a protocol that records what the client says and never
+answers.
 
 Phase switching
 ---------------
 The behaviour in force is ``timeline.at(clock())``. ``start()`` binds the port (port 0 picks
-one), enters the initial state and schedules one ``loop.call_at`` per phase boundary. At a
-boundary the host leaves its state synchronously (closes the listener, or the bound socket, or
-the listener and its fillers; sessions already open live on) and binds a fresh socket to the
-same (host, port) with ``SO_REUSEADDR``, listening or not as the new state needs. Only the
-``create_server`` call that starts serving a fresh listening socket is a coroutine; it runs in
-a task that the host tracks, and because the socket is bound and listening before that task
-runs, the kernel queues connections that arrive meanwhile. Moving between ``accept`` and
-``silent`` changes no socket at all.
+one), enters the initial socket state and schedules one ``loop.call_at`` per phase boundary.
+At a boundary the host enters the socket state of the new phase, synchronously; moving between
+``accept`` and ``silent`` changes no socket at all. :meth:`MailHost.set_behaviour` does the same
+at once, and schedules the new timeline's boundaries.
 
 The SMTP-level fields (scripted replies, recipients, disconnects, delays, greylisting) are not
 part of the socket state: every session reads them from the behaviour in force at each stage,
@@ -60,16 +43,16 @@ duplicate-delivery lesson of RFC 5321 §4.5.3.2.6 / §6.1.
 from __future__ import annotations
 
 import asyncio
-import socket
 import zlib
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Literal, cast
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from sandbox.core.addresses import ensure_loopback
 from sandbox.errors import bind_error
 from sandbox.events import Emit, HostAccepted, HostSession
 from sandbox.events import Warning as WarningEvent
 from sandbox.hosts.aiosmtpd_patches import COMMAND_SIZE_LIMIT, PatchedSMTP
+from sandbox.hosts.sockets import HostSocket, socket_state_for
 from sandbox.hosts.transcript import (
     ClientLines,
     SessionLog,
@@ -82,12 +65,6 @@ from sandbox.scenario.model import Behaviour, Reply, Stage, Timeline
 __all__ = ["MailHost"]
 
 Clock = Callable[[], float]
-_SocketState = Literal["listen", "refuse", "timeout"]
-
-_LISTEN_BACKLOG = 100
-# The timeout trick needs one filler on Linux; more are a fallback for kernels that count the
-# accept queue differently. Bounded so that a platform where the trick fails cannot spin.
-_MAX_FILLERS = 4
 # aiosmtpd closes a session after this much idle time; scripted delays must never hit it.
 _MIN_IDLE_TIMEOUT = 600.0
 _DELAY_MARGIN = 300.0
@@ -121,16 +98,9 @@ class MailHost:
         self._timeline = behaviour
         self._clock = clock
         self._emit = emit
-        self._bind_host, self._port = bind
-        self._family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
+        self._socket = HostSocket(bind, new_session=self._new_protocol, warn=self._warn)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._origin = 0.0  # loop time at which clock() was 0
-        self._state: _SocketState | None = None
-        # Raw sockets of the current state: the bound socket (refuse), the listener and its
-        # fillers (timeout), or a listener that create_server does not own yet (listen).
-        self._sockets: list[socket.socket] = []
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._timers: list[asyncio.TimerHandle] = []
         self._logs: list[SessionLog] = []
         self._live: set[_Live] = set()
@@ -148,14 +118,14 @@ class MailHost:
         self._origin = self._loop.time() - self._clock()
         self._enter_state_or_raise()
         self._schedule_boundaries()
-        await self._settle()
+        await self._socket.settle()
 
     @property
     def listen(self) -> tuple[str, int]:
         """The real loopback (host, port) that stands for :attr:`address`."""
-        if not self._port:
+        if not self._socket.port:
             raise RuntimeError(f"mail host {self.name} ({self.address}) is not started")
-        return (self._bind_host, self._port)
+        return (self._socket.host, self._socket.port)
 
     def set_behaviour(self, behaviour: Behaviour | Timeline[Behaviour]) -> None:
         """Replace the behaviour at any time. A Timeline's phase times stay relative to the
@@ -190,10 +160,7 @@ class MailHost:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        self._leave_state()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
+        tasks = self._socket.stop()
         live = list(self._live)
         for session in live:
             session.abort()
@@ -203,10 +170,10 @@ class MailHost:
             await session.wait_closed()
 
     def __repr__(self) -> str:
-        port = self._port or "-"
-        return f"<MailHost {self.name} {self.address} at {self._bind_host}:{port}>"
+        port = self._socket.port or "-"
+        return f"<MailHost {self.name} {self.address} at {self._socket.host}:{port}>"
 
-    # -- socket states --------------------------------------------------------------------
+    # -- phases -----------------------------------------------------------------------------
 
     def _schedule_boundaries(self) -> None:
         assert self._loop is not None
@@ -221,109 +188,19 @@ class MailHost:
         # starts at the boundary rather than for clock().
         if self._closed:
             return
+        assert self._loop is not None
         try:
-            self._enter_state(self._timeline.at(boundary))
+            self._socket.enter(socket_state_for(self._timeline.at(boundary)), self._loop)
         except OSError as error:  # nobody to raise to from a timer: report it
             self._warn(f"could not switch its socket: {error}")
 
     def _enter_state_or_raise(self) -> None:
+        assert self._loop is not None
         try:
-            self._enter_state(self.behaviour_now())
+            self._socket.enter(socket_state_for(self.behaviour_now()), self._loop)
         except OSError as error:
-            where = f"{self._bind_host}:{self._port}"
+            where = f"{self._socket.host}:{self._socket.port}"
             raise bind_error(f"mail host {self.name}", where, error) from error
-
-    def _enter_state(self, behaviour: Behaviour) -> None:
-        wanted = _socket_state(behaviour)
-        if wanted == self._state:
-            return
-        self._leave_state()
-        try:
-            if wanted == "listen":
-                self._listen()
-            elif wanted == "refuse":
-                self._sockets = [self._bind()]
-            else:
-                self._blackhole()
-        except OSError:
-            self._leave_state()
-            raise
-        self._state = wanted
-
-    def _leave_state(self) -> None:
-        if self._server is not None:
-            self._server.close()  # closes the listening socket; open sessions live on
-            self._server = None
-        for sock in self._sockets:
-            sock.close()
-        self._sockets = []
-        self._state = None
-
-    def _bind(self) -> socket.socket:
-        # proto=IPPROTO_TCP matters: asyncio disables Nagle only on sockets whose proto says
-        # TCP, and accepted sockets inherit it. With Nagle on, a multi-line reply stalls for the
-        # peer's delayed ACK (40 ms of real time), which virtual time turns into a timeout.
-        sock = socket.socket(self._family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind((self._bind_host, self._port))
-        except OSError:
-            sock.close()
-            raise
-        self._port = sock.getsockname()[1]
-        return sock
-
-    def _listen(self) -> None:
-        sock = self._bind()
-        # Until create_server owns it, the raw socket is ours to close (see _leave_state).
-        self._sockets = [sock]
-        sock.listen(_LISTEN_BACKLOG)
-        self._spawn(self._serve(sock))
-
-    async def _serve(self, sock: socket.socket) -> None:
-        assert self._loop is not None
-        if sock not in self._sockets:  # the state changed (and closed sock) before we ran
-            return
-        # start_serving=False: create_server returns without suspending, so the Server is
-        # recorded before any await and _leave_state can always close it.
-        server = await self._loop.create_server(
-            self._new_protocol, sock=sock, backlog=_LISTEN_BACKLOG, start_serving=False
-        )
-        self._sockets.remove(sock)
-        self._server = server
-        await server.start_serving()
-
-    def _blackhole(self) -> None:
-        listener = self._bind()
-        self._sockets = [listener]
-        listener.listen(0)
-        for _ in range(_MAX_FILLERS):
-            probe = socket.socket(self._family, socket.SOCK_STREAM)
-            probe.setblocking(False)
-            probe.connect_ex(self.listen)
-            if not _is_connected(probe):
-                # The probe's SYN was dropped: the accept queue is full, connects now hang.
-                probe.close()
-                return
-            self._sockets.append(probe)  # a filler: connected, never accepted, kept open
-        self._warn("the accept queue did not fill up; connects may not time out")
-
-    async def _settle(self) -> None:
-        """Wait until the current state serves (create_server has run)."""
-        while pending := [task for task in self._tasks if not task.done()]:
-            await asyncio.wait(pending)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        assert self._loop is not None
-        task: asyncio.Task[None] = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            self._warn(f"could not serve: {error!r}")
 
     def _warn(self, text: str) -> None:
         if self._emit is not None:
@@ -384,24 +261,6 @@ class MailHost:
         triple = (client, sender.lower(), recipient.lower())
         first_seen = self._greylist.setdefault(triple, self._clock())
         return self._clock() < first_seen + period
-
-
-def _socket_state(behaviour: Behaviour) -> _SocketState:
-    if behaviour.connection == "refuse":
-        return "refuse"
-    if behaviour.connection == "timeout":
-        return "timeout"
-    return "listen"  # accept and silent share the listening socket
-
-
-def _is_connected(sock: socket.socket) -> bool:
-    # On loopback the handshake runs inside connect(): a probe is connected at once or its
-    # SYN was dropped.
-    try:
-        sock.getpeername()
-    except OSError:
-        return False
-    return True
 
 
 def _client_of(transport: asyncio.BaseTransport) -> str:
