@@ -30,14 +30,8 @@ command.
 
 One SMTP stage
 --------------
-For each stage (greeting, ehlo/helo, mail, rcpt, data, message) in this order: wait the
-scripted delay; hang up without a reply if the behaviour disconnects here; answer the scripted
-reply if there is one (a 4xx/5xx reply replaces the stage; a 2xx/3xx reply only replaces the
-text of a successful answer); otherwise answer normally. A 421 reply closes the connection
-after it is sent. After a 4xx/5xx greeting that is not 421, every command but QUIT gets
-``503 5.5.1``. At the ``message`` stage the message is stored *before* the delay and before a
-``disconnect``, so a sender that gives up waiting for the reply has still delivered it: the
-duplicate-delivery lesson of RFC 5321 §4.5.3.2.6 / §6.1.
+What a session says at each stage is decided by ``script`` (pure: behaviour x stage -> reply,
+hang-up, delay or "answer normally"); the session carries it out.
 """
 
 from __future__ import annotations
@@ -51,7 +45,9 @@ from sandbox.core.addresses import ensure_loopback
 from sandbox.errors import bind_error
 from sandbox.events import Emit, HostAccepted, HostSession
 from sandbox.events import Warning as WarningEvent
+from sandbox.hosts import script
 from sandbox.hosts.aiosmtpd_patches import COMMAND_SIZE_LIMIT, PatchedSMTP
+from sandbox.hosts.script import AnswerNormally, Greylist, HangUp, Say
 from sandbox.hosts.sockets import HostSocket, socket_state_for
 from sandbox.hosts.transcript import (
     ClientLines,
@@ -68,10 +64,6 @@ Clock = Callable[[], float]
 # aiosmtpd closes a session after this much idle time; scripted delays must never hit it.
 _MIN_IDLE_TIMEOUT = 600.0
 _DELAY_MARGIN = 300.0
-
-_GREYLISTED = "451 4.7.1 Greylisted, please try again later"
-_BAD_SEQUENCE = "503 5.5.1 Bad sequence of commands"
-_BYE = "221 2.0.0 Bye"
 
 
 # --- the host ------------------------------------------------------------------------------
@@ -104,7 +96,7 @@ class MailHost:
         self._timers: list[asyncio.TimerHandle] = []
         self._logs: list[SessionLog] = []
         self._live: set[_Live] = set()
-        self._greylist: dict[tuple[str, str, str], float] = {}
+        self._greylist = Greylist()
         self._tag = f"{zlib.crc32(f'{name}/{address}'.encode()):08X}"
         self._closed = False
 
@@ -257,23 +249,10 @@ class MailHost:
             )
         return message_id
 
-    def _greylisted(self, client: str, sender: str, recipient: str, period: float) -> bool:
-        triple = (client, sender.lower(), recipient.lower())
-        first_seen = self._greylist.setdefault(triple, self._clock())
-        return self._clock() < first_seen + period
-
 
 def _client_of(transport: asyncio.BaseTransport) -> str:
     peer = transport.get_extra_info("peername")
     return str(peer[0]) if peer else "?"
-
-
-def _recipient_reply(behaviour: Behaviour, address: str) -> Reply | None:
-    wanted = address.lower()
-    for mailbox, reply in behaviour.recipients.items():
-        if mailbox.lower() == wanted:
-            return reply
-    return None
 
 
 class _Live:
@@ -379,7 +358,7 @@ class _SmtpSession(PatchedSMTP, _Live):
         self._early_commands: list[str] = []
         self._rejecting = False  # after a 4xx/5xx greeting: 503 to all but QUIT
         self._hung_up = False
-        self._override: Reply | None = None  # a positive scripted reply for the next answer
+        self._positive: Reply | None = None  # a positive scripted reply for the next answer
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -436,15 +415,16 @@ class _SmtpSession(PatchedSMTP, _Live):
         content = line.startswith("354")  # aiosmtpd now reads the content: count it, not log it
         if content:
             self._lines.start_content()
-        replaced = self._apply_override(line)
-        if replaced is not None:
-            await self._send(replaced)
+        to_send, self._positive = script.with_scripted_text(self._positive, line)
+        if to_send is not None:
+            await self._send(to_send)
         if content:  # content the client sent ahead of the 354, logged after the 354 itself
             self._lines.catch_up()
 
     async def _greet(self, natural: str) -> None:
-        if not await self._script("greeting"):
-            await self._send(self._apply_override(natural) or natural)
+        if not await self._play("greeting"):
+            to_send, self._positive = script.with_scripted_text(self._positive, natural)
+            await self._send(to_send or natural)
         self._release_early()
 
     def _release_early(self) -> None:
@@ -467,22 +447,8 @@ class _SmtpSession(PatchedSMTP, _Live):
         except ConnectionError:  # the client went away: nothing more to say
             self._hung_up = True
             return
-        if line.startswith("421 ") or line == "421":  # RFC 5321 §3.8
+        if script.closes_connection(line):
             self._hang_up()
-
-    def _apply_override(self, line: str) -> str | None:
-        """Swap a successful answer for the scripted positive reply. Continuation lines of
-        a multi-line answer are dropped (None); an error answer stands."""
-        scripted = self._override
-        if scripted is None:
-            return line
-        if line[:1] not in ("2", "3"):
-            self._override = None
-            return line
-        if line[3:4] == "-":
-            return None
-        self._override = None
-        return str(scripted)
 
     def _hang_up(self) -> None:
         self._hung_up = True
@@ -490,100 +456,97 @@ class _SmtpSession(PatchedSMTP, _Live):
             self.transport.close()
 
     def _answer_rejected(self, commands: list[str]) -> None:
+        # aiosmtpd never sees these commands: the replies go straight to the transport.
         assert self._log is not None and self._wire is not None
         for command in commands:
             if self._hung_up:
                 return
-            is_quit = command.strip().upper() == "QUIT"
-            reply = _BYE if is_quit else _BAD_SEQUENCE
+            reply, hang_up = script.answer_while_rejecting(command)
             self._log.add("S", reply)
             self._wire.write(reply.encode() + b"\r\n")
-            if is_quit:
+            if hang_up:
                 self._hang_up()
 
     # -- stages -----------------------------------------------------------------------------
 
-    async def _script(self, stage: Stage) -> bool:
-        """Play ``stage`` as the behaviour in force says. True when the stage is answered
-        (or the connection dropped) and aiosmtpd must not handle it."""
-        behaviour = self._host.behaviour_now()
-        delay = behaviour.delays.get(stage, 0.0)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if behaviour.disconnect == stage:
+    async def _play(self, stage: Stage) -> bool:
+        """Play ``stage`` as the script says. True when the stage is answered (or the
+        connection dropped) and aiosmtpd must not handle it."""
+        plan = script.plan_stage(self._host.behaviour_now(), stage)
+        if plan.delay > 0:
+            await asyncio.sleep(plan.delay)
+        action = plan.action
+        if isinstance(action, HangUp):
             self._hang_up()
             return True
-        reply = behaviour.replies.get(stage)
-        if reply is None:
+        if isinstance(action, AnswerNormally):
+            if action.positive is not None:
+                self._positive = action.positive
             return False
-        if reply.code < 400:
-            self._override = reply
-            return False
-        if stage == "greeting" and not reply.closes:
-            self._rejecting = True  # RFC 5321 §3.1: the session continues only to QUIT
-        await self._send(str(reply))
+        if action.reject_the_rest:
+            self._rejecting = True
+        await self._send(str(action.reply))
         return True
 
     async def smtp_HELO(self, hostname: str) -> None:
-        if not await self._script("ehlo"):
+        if not await self._play("ehlo"):
             await super().smtp_HELO(hostname)
 
     async def smtp_EHLO(self, hostname: str) -> None:
-        if not await self._script("ehlo"):
+        if not await self._play("ehlo"):
             await super().smtp_EHLO(hostname)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        if not await self._script("mail"):
+        if not await self._play("mail"):
             await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        if not await self._script("rcpt"):
+        if not await self._play("rcpt"):
             await super().smtp_RCPT(arg)
 
     async def smtp_DATA(self, arg: str | None) -> None:
         assert self._lines is not None
         contents = self._lines.contents
-        if not await self._script("data"):
+        if not await self._play("data"):
             await super().smtp_DATA(arg)
         if self._lines.contents == contents:
             self._lines.data_refused()
 
     def answer_rcpt(self, envelope: Any, address: str, options: list[str]) -> str:
-        behaviour = self._host.behaviour_now()
-        scripted = _recipient_reply(behaviour, address)
-        if scripted is not None and scripted.code >= 400:
-            return str(scripted)
-        if behaviour.greylist is not None and self._host._greylisted(
-            self._client, envelope.mail_from or "", address, behaviour.greylist
-        ):
-            return _GREYLISTED
-        limit = behaviour.max_recipients
-        if limit is not None and len(envelope.rcpt_tos) >= limit:
-            # RFC 5321 §4.5.3.1.10: a server may refuse recipients past its limit with 452;
-            # the client sends those in a later transaction.
-            return "452 4.5.3 Too many recipients"
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
-        return str(scripted) if scripted is not None else "250 2.1.5 Ok"
+        """The reply to one RCPT that aiosmtpd has parsed (the ``rcpt`` stage is played)."""
+        answer = script.answer_rcpt(
+            self._host.behaviour_now(),
+            address,
+            sender=envelope.mail_from or "",
+            client=self._client,
+            accepted_so_far=len(envelope.rcpt_tos),
+            greylist=self._host._greylist,
+            now=self._host._clock(),
+        )
+        if answer.accepted:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+        return answer.reply
 
     async def answer_message(self, envelope: Any) -> str:
         """The reply after the final dot (the ``message`` stage)."""
-        behaviour = self._host.behaviour_now()
-        scripted = behaviour.replies.get("message")
-        delay = behaviour.delays.get("message", 0.0)
-        if scripted is not None and scripted.code >= 400:
-            if delay > 0:
-                await asyncio.sleep(delay)
-            return str(scripted)
-        message_id = self._host._store(
-            envelope.mail_from or "", envelope.rcpt_tos, envelope.original_content, self._client
-        )
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if behaviour.disconnect == "message":
+        plan = script.plan_stage(self._host.behaviour_now(), "message")
+        message_id = ""
+        if plan.store_first:  # before the delay: a sender that stops waiting has delivered
+            sender = envelope.mail_from or ""
+            content = envelope.original_content
+            message_id = self._host._store(sender, envelope.rcpt_tos, content, self._client)
+        if plan.delay > 0:
+            await asyncio.sleep(plan.delay)
+        action = plan.action
+        if isinstance(action, HangUp):
             self._hang_up()  # stored, never confirmed: the sender cannot know it arrived
             return ""
-        return str(scripted) if scripted is not None else f"250 2.0.0 Ok: queued as {message_id}"
+        if isinstance(action, Say):
+            return str(action.reply)
+        if action.positive is not None:
+            return str(action.positive)
+        return script.queued_reply(message_id)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
