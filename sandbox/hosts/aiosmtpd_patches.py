@@ -2,7 +2,7 @@
 
 aiosmtpd (1.4) documents a subclassing interface: the constructor's arguments, the
 ``smtp_<COMMAND>`` coroutines, ``push``, ``transport``, ``session`` and ``envelope``, and the
-handler hooks. The SMTP session (``host.py``) keeps to it, apart from what this module
+handler hooks. The SMTP session (``session.py``) keeps to it, apart from what this module
 gathers, so that an upgrade of aiosmtpd has one place to check.
 
 Private or undocumented names, all used below and nowhere else:
@@ -13,7 +13,7 @@ Private or undocumented names, all used below and nowhere else:
 - the ``__smtp_syntax__`` marks of ``@syntax``: copied onto our overrides, for HELP;
 - ``command_size_limit``: read to tell what aiosmtpd will take for a command.
 
-Undocumented behaviour that the session relies on (see ``_SmtpSession`` in ``host.py``):
+Undocumented behaviour that the session relies on (see ``SmtpSession`` in ``session.py``):
 
 - every reply goes through ``push``, the greeting and the ``354`` included, and the greeting
   is the first: ``push`` is where the session records, scripts and closes;

@@ -3,7 +3,7 @@
 Theory of operation
 ===================
 
-The SMTP session (in ``host.py``) is an I/O shell around aiosmtpd. At each stage it reads the
+The session (``session.py``) is an I/O shell around aiosmtpd. At each stage it reads the
 behaviour in force, asks this module for a plan and carries it out: it waits, hangs up, sends a
 reply, or lets aiosmtpd answer. Nothing here touches a socket, a clock or an event loop; the
 inputs are the behaviour, the stage and a few facts about the session, all plain values.
