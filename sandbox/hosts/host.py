@@ -1,4 +1,4 @@
-"""The scripted mail hosts: real SMTP servers on loopback whose behaviour follows a timeline.
+"""A scripted mail host: a real SMTP server on loopback whose behaviour follows a timeline.
 
 Theory of operation
 ===================
@@ -7,272 +7,48 @@ A :class:`MailHost` stands for one address of one mail host. It owns one loopbac
 whole life and runs entirely on the caller's event loop: no threads, no Controller, no sleeps
 to wait for readiness. A client learns what the host does only from the wire.
 
-Socket states
--------------
-``Behaviour.connection`` picks one of three states for the port (``accept`` and ``silent``
-share the first one):
+The host holds the pieces together:
 
-==========  ====================================================================================
-state       the socket(s) the host holds, and what a client's connect() sees
-==========  ====================================================================================
-listen      A listening socket served by ``loop.create_server``. Its protocol factory looks at
-            the behaviour in force when each connection arrives: ``accept`` gets an SMTP
-            session (aiosmtpd's ``SMTP``, subclassed), ``silent`` a protocol that records what
-            the client says and never answers.
-refuse      A socket bound to the port but never listening. The port stays reserved, and the
-            kernel answers every SYN with a RST: ``ConnectionRefusedError``.
-timeout     A socket listening with backlog 0 whose accept queue the host fills itself with an
-            idle "filler" connection that nobody ever accepts. With the queue full, Linux drops
-            later SYNs, so a client's connect hangs until its own timeout. The host checks the
-            trick with a probe connect (it must stay pending) and adds fillers, boundedly, if
-            one was not enough.
-==========  ====================================================================================
+- its port, in one of three socket states (``sockets``): ``listen`` for ``accept`` and
+  ``silent``, ``refuse``, ``timeout``;
+- a session per accepted connection (``session``), made by the listener's protocol factory
+  from the behaviour in force when the connection arrives: ``silent`` gets a session that
+  never answers, anything else an SMTP session that plays the script (``script``);
+- the records: every session's transcript, the mailbox, the greylisting table, and the
+  events ``host_session`` and ``host_accepted``.
 
 Phase switching
 ---------------
 The behaviour in force is ``timeline.at(clock())``. ``start()`` binds the port (port 0 picks
-one), enters the initial state and schedules one ``loop.call_at`` per phase boundary. At a
-boundary the host leaves its state synchronously (closes the listener, or the bound socket, or
-the listener and its fillers; sessions already open live on) and binds a fresh socket to the
-same (host, port) with ``SO_REUSEADDR``, listening or not as the new state needs. Only the
-``create_server`` call that starts serving a fresh listening socket is a coroutine; it runs in
-a task that the host tracks, and because the socket is bound and listening before that task
-runs, the kernel queues connections that arrive meanwhile. Moving between ``accept`` and
-``silent`` changes no socket at all.
+one), enters the initial socket state and schedules one ``loop.call_at`` per phase boundary.
+At a boundary the host enters the socket state of the new phase, synchronously; moving between
+``accept`` and ``silent`` changes no socket at all. :meth:`MailHost.set_behaviour` does the same
+at once, and schedules the new timeline's boundaries.
 
 The SMTP-level fields (scripted replies, recipients, disconnects, delays, greylisting) are not
 part of the socket state: every session reads them from the behaviour in force at each stage,
-so a change (a phase boundary or :meth:`MailHost.set_behaviour`) takes effect at the next
-command.
-
-One SMTP stage
---------------
-For each stage (greeting, ehlo/helo, mail, rcpt, data, message) in this order: wait the
-scripted delay; hang up without a reply if the behaviour disconnects here; answer the scripted
-reply if there is one (a 4xx/5xx reply replaces the stage; a 2xx/3xx reply only replaces the
-text of a successful answer); otherwise answer normally. A 421 reply closes the connection
-after it is sent. After a 4xx/5xx greeting that is not 421, every command but QUIT gets
-``503 5.5.1``. At the ``message`` stage the message is stored *before* the delay and before a
-``disconnect``, so a sender that gives up waiting for the reply has still delivered it: the
-duplicate-delivery lesson of RFC 5321 §4.5.3.2.6 / §6.1.
+so a change takes effect at the next command.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.policy
-import socket
 import zlib
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
-from email.message import EmailMessage
-from email.parser import BytesParser
-from typing import Any, ClassVar, Literal, cast
-
-from aiosmtpd.smtp import SMTP
+from collections.abc import Callable, Iterable
 
 from sandbox.core.addresses import ensure_loopback
 from sandbox.errors import bind_error
 from sandbox.events import Emit, HostAccepted, HostSession
 from sandbox.events import Warning as WarningEvent
-from sandbox.scenario.model import Behaviour, Reply, Stage, Timeline
+from sandbox.hosts.script import Greylist
+from sandbox.hosts.session import LiveSession, SessionHost, SilentSession, SmtpSession
+from sandbox.hosts.sockets import HostSocket, socket_state_for
+from sandbox.hosts.transcript import SessionLog, SessionRecord, StoredMessage
+from sandbox.scenario.model import Behaviour, Timeline
 
-__all__ = ["MailHost", "SessionRecord", "StoredMessage"]
+__all__ = ["MailHost"]
 
 Clock = Callable[[], float]
-_SocketState = Literal["listen", "refuse", "timeout"]
-
-_LISTEN_BACKLOG = 100
-# The timeout trick needs one filler on Linux; more are a fallback for kernels that count the
-# accept queue differently. Bounded so that a platform where the trick fails cannot spin.
-_MAX_FILLERS = 4
-# aiosmtpd closes a session after this much idle time; scripted delays must never hit it.
-_MIN_IDLE_TIMEOUT = 600.0
-_DELAY_MARGIN = 300.0
-# A client line longer than this (with no end of line) is recorded in pieces, not buffered.
-_MAX_PENDING = 8192
-
-# Parsed MAIL FROM / RCPT TO arguments, shared by every session (see _SmtpSession._getaddr).
-_PARSED_ADDRESSES: dict[str, tuple[str | None, str | None]] = {}
-_MAX_PARSED_ADDRESSES = 4096
-
-_GREYLISTED = "451 4.7.1 Greylisted, please try again later"
-_BAD_SEQUENCE = "503 5.5.1 Bad sequence of commands"
-_BYE = "221 2.0.0 Bye"
-
-
-# --- what the host keeps -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message the host accepted, as it arrived (``data`` is the raw content)."""
-
-    t: float
-    sender: str
-    recipients: tuple[str, ...]
-    data: bytes
-    message_id: str
-    client: str
-
-    @property
-    def email(self) -> EmailMessage:
-        """The content parsed with ``email.policy.default``. SMTP carries CRLF line ends;
-        they become ``\\n`` first, the line end that policy writes and expects."""
-        text = self.data.replace(b"\r\n", b"\n")
-        return BytesParser(policy=email.policy.default).parsebytes(text)
-
-
-@dataclass(frozen=True, slots=True)
-class SessionRecord:
-    """One connection as the host saw it. ``transcript`` holds ``(t, "C"|"S", line)``; the
-    message content appears as one line ``<message: N bytes>``. ``closed`` is ``None`` while
-    the session is open."""
-
-    opened: float
-    closed: float | None
-    client: str
-    behaviour: str
-    transcript: tuple[tuple[float, str, str], ...]
-
-
-class _SessionLog:
-    """The live, growing record of one session; :meth:`snapshot` freezes it."""
-
-    def __init__(self, clock: Clock, client: str, behaviour: str) -> None:
-        self._clock = clock
-        self.opened = clock()
-        self.closed: float | None = None
-        self.client = client
-        self.behaviour = behaviour
-        self.lines: list[tuple[float, str, str]] = []
-
-    def add(self, side: Literal["C", "S"], line: str) -> None:
-        self.lines.append((self._clock(), side, line))
-
-    def close(self) -> None:
-        if self.closed is None:
-            self.closed = self._clock()
-
-    def snapshot(self) -> SessionRecord:
-        return SessionRecord(
-            self.opened, self.closed, self.client, self.behaviour, tuple(self.lines)
-        )
-
-
-class _ClientLines:
-    """Splits what a client sends into transcript lines.
-
-    Commands end at LF (as aiosmtpd reads them). Between a 354 and the final dot the bytes
-    are message content: only counted, then logged as one ``<message: N bytes>`` line.
-
-    A client may send its content before the 354 arrives (pipelining it behind DATA). Whether
-    those bytes are content depends on the reply to DATA, so with ``hold_after_data`` the
-    bytes after a DATA command are held until the session says: :meth:`start_content` (a 354)
-    or :meth:`data_refused` (any other reply: they were commands after all).
-    """
-
-    def __init__(self, log: _SessionLog, *, hold_after_data: bool = False) -> None:
-        self._log = log
-        self._pending = bytearray()
-        self._content: int | None = None  # bytes of message content so far, None outside DATA
-        self._mid_line = False  # inside content, a long line was counted in pieces
-        self._hold_after_data = hold_after_data
-        self._held = False  # a DATA command waits for its reply; the bytes after it wait too
-        self.contents = 0  # how many times content started (354s), to tell DATAs apart
-
-    def start_content(self) -> None:
-        """DATA got its 354: what follows is content. :meth:`catch_up` reads what is held."""
-        self._content = 0
-        self._mid_line = False
-        self._held = False
-        self.contents += 1
-
-    def data_refused(self) -> None:
-        """The DATA command got no 354: the bytes held after it are commands after all."""
-        if self._held:
-            self._held = False
-            self.catch_up()
-
-    def never_hold(self) -> list[str]:
-        """Stop holding bytes after DATA (a session that answers 503 to everything); return
-        the command lines that were held."""
-        self._hold_after_data = self._held = False
-        return self.catch_up()
-
-    def catch_up(self) -> list[str]:
-        """Log the complete lines already received; return the command lines among them."""
-        return self.feed(b"")
-
-    def feed(self, data: bytes) -> list[str]:
-        """Log the complete lines in ``data``; return the command lines among them."""
-        self._pending += data
-        commands: list[str] = []
-        while self._next_line(commands):
-            pass
-        return commands
-
-    def finish(self) -> None:
-        """The connection ended: log what was cut off."""
-        self._held = False
-        self.catch_up()
-        if self._content is not None:
-            self._content += len(self._pending)
-            self._log.add("C", f"<message: {self._content} bytes, incomplete>")
-        elif self._pending:
-            self._log.add("C", _decode(bytes(self._pending)))
-        self._pending.clear()
-        self._content = None
-
-    def _next_line(self, commands: list[str]) -> bool:
-        if self._content is not None:
-            return self._next_content_line()
-        if self._held:
-            return False
-        end = self._pending.find(b"\n")
-        if end < 0:
-            if len(self._pending) > _MAX_PENDING:
-                self._log.add("C", _decode(bytes(self._pending)) + "…")
-                self._pending.clear()
-            return False
-        raw = bytes(self._pending[: end + 1]).rstrip(b"\r\n")
-        del self._pending[: end + 1]
-        line = _decode(raw)
-        self._log.add("C", line)
-        commands.append(line)
-        # aiosmtpd's reading of the verb: the word before the first space, in any case; a
-        # longer line than a command may be is refused before it reaches smtp_DATA.
-        is_data = raw.partition(b" ")[0].upper() == b"DATA"
-        if self._hold_after_data and is_data and len(raw) <= SMTP.command_size_limit:
-            self._held = True
-        return True
-
-    def _next_content_line(self) -> bool:
-        assert self._content is not None
-        end = self._pending.find(b"\r\n")
-        if end < 0:
-            if len(self._pending) > _MAX_PENDING:
-                # Count all but the last byte, which may be the CR of the line's end.
-                self._content += len(self._pending) - 1
-                del self._pending[:-1]
-                self._mid_line = True
-            return False
-        line = bytes(self._pending[: end + 2])
-        del self._pending[: end + 2]
-        if line == b".\r\n" and not self._mid_line:
-            self._log.add("C", f"<message: {self._content} bytes>")
-            self._content = None
-        else:
-            self._content += len(line)
-        self._mid_line = False
-        return True
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace")
-
-
-# --- the host ------------------------------------------------------------------------------
 
 
 class MailHost:
@@ -296,20 +72,22 @@ class MailHost:
         self._timeline = behaviour
         self._clock = clock
         self._emit = emit
-        self._bind_host, self._port = bind
-        self._family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
+        self._socket = HostSocket(bind, new_session=self._new_session, warn=self._warn)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._origin = 0.0  # loop time at which clock() was 0
-        self._state: _SocketState | None = None
-        # Raw sockets of the current state: the bound socket (refuse), the listener and its
-        # fillers (timeout), or a listener that create_server does not own yet (listen).
-        self._sockets: list[socket.socket] = []
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._timers: list[asyncio.TimerHandle] = []
-        self._logs: list[_SessionLog] = []
-        self._live: set[_Live] = set()
-        self._greylist: dict[tuple[str, str, str], float] = {}
+        self._logs: list[SessionLog] = []
+        self._live: set[LiveSession] = set()
+        self._for_sessions = SessionHost(
+            name=name,
+            clock=clock,
+            behaviour_now=self.behaviour_now,
+            closing=lambda: self._closed,
+            greylist=Greylist(),
+            opened=self._session_opened,
+            closed=self._session_closed,
+            store=self._store,
+        )
         self._tag = f"{zlib.crc32(f'{name}/{address}'.encode()):08X}"
         self._closed = False
 
@@ -323,14 +101,14 @@ class MailHost:
         self._origin = self._loop.time() - self._clock()
         self._enter_state_or_raise()
         self._schedule_boundaries()
-        await self._settle()
+        await self._socket.settle()
 
     @property
     def listen(self) -> tuple[str, int]:
         """The real loopback (host, port) that stands for :attr:`address`."""
-        if not self._port:
+        if not self._socket.port:
             raise RuntimeError(f"mail host {self.name} ({self.address}) is not started")
-        return (self._bind_host, self._port)
+        return (self._socket.host, self._socket.port)
 
     def set_behaviour(self, behaviour: Behaviour | Timeline[Behaviour]) -> None:
         """Replace the behaviour at any time. A Timeline's phase times stay relative to the
@@ -365,10 +143,7 @@ class MailHost:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        self._leave_state()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
+        tasks = self._socket.stop()
         live = list(self._live)
         for session in live:
             session.abort()
@@ -378,10 +153,10 @@ class MailHost:
             await session.wait_closed()
 
     def __repr__(self) -> str:
-        port = self._port or "-"
-        return f"<MailHost {self.name} {self.address} at {self._bind_host}:{port}>"
+        port = self._socket.port or "-"
+        return f"<MailHost {self.name} {self.address} at {self._socket.host}:{port}>"
 
-    # -- socket states --------------------------------------------------------------------
+    # -- phases -----------------------------------------------------------------------------
 
     def _schedule_boundaries(self) -> None:
         assert self._loop is not None
@@ -396,109 +171,19 @@ class MailHost:
         # starts at the boundary rather than for clock().
         if self._closed:
             return
+        assert self._loop is not None
         try:
-            self._enter_state(self._timeline.at(boundary))
+            self._socket.enter(socket_state_for(self._timeline.at(boundary)), self._loop)
         except OSError as error:  # nobody to raise to from a timer: report it
             self._warn(f"could not switch its socket: {error}")
 
     def _enter_state_or_raise(self) -> None:
+        assert self._loop is not None
         try:
-            self._enter_state(self.behaviour_now())
+            self._socket.enter(socket_state_for(self.behaviour_now()), self._loop)
         except OSError as error:
-            where = f"{self._bind_host}:{self._port}"
+            where = f"{self._socket.host}:{self._socket.port}"
             raise bind_error(f"mail host {self.name}", where, error) from error
-
-    def _enter_state(self, behaviour: Behaviour) -> None:
-        wanted = _socket_state(behaviour)
-        if wanted == self._state:
-            return
-        self._leave_state()
-        try:
-            if wanted == "listen":
-                self._listen()
-            elif wanted == "refuse":
-                self._sockets = [self._bind()]
-            else:
-                self._blackhole()
-        except OSError:
-            self._leave_state()
-            raise
-        self._state = wanted
-
-    def _leave_state(self) -> None:
-        if self._server is not None:
-            self._server.close()  # closes the listening socket; open sessions live on
-            self._server = None
-        for sock in self._sockets:
-            sock.close()
-        self._sockets = []
-        self._state = None
-
-    def _bind(self) -> socket.socket:
-        # proto=IPPROTO_TCP matters: asyncio disables Nagle only on sockets whose proto says
-        # TCP, and accepted sockets inherit it. With Nagle on, a multi-line reply stalls for the
-        # peer's delayed ACK (40 ms of real time), which virtual time turns into a timeout.
-        sock = socket.socket(self._family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind((self._bind_host, self._port))
-        except OSError:
-            sock.close()
-            raise
-        self._port = sock.getsockname()[1]
-        return sock
-
-    def _listen(self) -> None:
-        sock = self._bind()
-        # Until create_server owns it, the raw socket is ours to close (see _leave_state).
-        self._sockets = [sock]
-        sock.listen(_LISTEN_BACKLOG)
-        self._spawn(self._serve(sock))
-
-    async def _serve(self, sock: socket.socket) -> None:
-        assert self._loop is not None
-        if sock not in self._sockets:  # the state changed (and closed sock) before we ran
-            return
-        # start_serving=False: create_server returns without suspending, so the Server is
-        # recorded before any await and _leave_state can always close it.
-        server = await self._loop.create_server(
-            self._new_protocol, sock=sock, backlog=_LISTEN_BACKLOG, start_serving=False
-        )
-        self._sockets.remove(sock)
-        self._server = server
-        await server.start_serving()
-
-    def _blackhole(self) -> None:
-        listener = self._bind()
-        self._sockets = [listener]
-        listener.listen(0)
-        for _ in range(_MAX_FILLERS):
-            probe = socket.socket(self._family, socket.SOCK_STREAM)
-            probe.setblocking(False)
-            probe.connect_ex(self.listen)
-            if not _is_connected(probe):
-                # The probe's SYN was dropped: the accept queue is full, connects now hang.
-                probe.close()
-                return
-            self._sockets.append(probe)  # a filler: connected, never accepted, kept open
-        self._warn("the accept queue did not fill up; connects may not time out")
-
-    async def _settle(self) -> None:
-        """Wait until the current state serves (create_server has run)."""
-        while pending := [task for task in self._tasks if not task.done()]:
-            await asyncio.wait(pending)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        assert self._loop is not None
-        task: asyncio.Task[None] = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            self._warn(f"could not serve: {error!r}")
 
     def _warn(self, text: str) -> None:
         if self._emit is not None:
@@ -506,24 +191,26 @@ class MailHost:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    def _new_protocol(self) -> asyncio.BaseProtocol:
+    def _new_session(self) -> asyncio.BaseProtocol:
         behaviour = self.behaviour_now()
         if behaviour.connection == "silent":
-            return _SilentSession(self, behaviour)
+            return SilentSession(self._for_sessions, behaviour)
         # A connection accepted just before a switch to refuse/timeout is served normally.
-        return _SmtpSession(self, behaviour, self._idle_timeout())
+        return SmtpSession(self._for_sessions, behaviour, self._longest_delay())
 
-    def _idle_timeout(self) -> float:
+    def _longest_delay(self) -> float:
         delays = [d for phase in self._timeline.phases for d in phase.value.delays.values()]
-        return max(_MIN_IDLE_TIMEOUT, max(delays, default=0.0) + _DELAY_MARGIN)
+        return max(delays, default=0.0)
 
-    def _session_opened(self, session: _Live, client: str, behaviour: Behaviour) -> _SessionLog:
-        log = _SessionLog(self._clock, client, behaviour.describe())
+    def _session_opened(
+        self, session: LiveSession, client: str, behaviour: Behaviour
+    ) -> SessionLog:
+        log = SessionLog(self._clock, client, behaviour.describe())
         self._logs.append(log)
         self._live.add(session)
         return log
 
-    def _session_closed(self, session: _Live, log: _SessionLog) -> None:
+    def _session_closed(self, session: LiveSession, log: SessionLog) -> None:
         self._live.discard(session)
         log.close()
         if self._emit is not None:
@@ -554,400 +241,3 @@ class MailHost:
                 )
             )
         return message_id
-
-    def _greylisted(self, client: str, sender: str, recipient: str, period: float) -> bool:
-        triple = (client, sender.lower(), recipient.lower())
-        first_seen = self._greylist.setdefault(triple, self._clock())
-        return self._clock() < first_seen + period
-
-
-def _socket_state(behaviour: Behaviour) -> _SocketState:
-    if behaviour.connection == "refuse":
-        return "refuse"
-    if behaviour.connection == "timeout":
-        return "timeout"
-    return "listen"  # accept and silent share the listening socket
-
-
-def _is_connected(sock: socket.socket) -> bool:
-    # On loopback the handshake runs inside connect(): a probe is connected at once or its
-    # SYN was dropped.
-    try:
-        sock.getpeername()
-    except OSError:
-        return False
-    return True
-
-
-def _client_of(transport: asyncio.BaseTransport) -> str:
-    peer = transport.get_extra_info("peername")
-    return str(peer[0]) if peer else "?"
-
-
-def _recipient_reply(behaviour: Behaviour, address: str) -> Reply | None:
-    wanted = address.lower()
-    for mailbox, reply in behaviour.recipients.items():
-        if mailbox.lower() == wanted:
-            return reply
-    return None
-
-
-class _Live:
-    """What the host needs from an open session to close it."""
-
-    def abort(self) -> None:
-        raise NotImplementedError
-
-    async def wait_closed(self) -> None:
-        raise NotImplementedError
-
-
-# --- silent --------------------------------------------------------------------------------
-
-
-class _SilentSession(asyncio.Protocol, _Live):
-    """Accepts the connection, records what the client says, never sends a byte."""
-
-    def __init__(self, host: MailHost, behaviour: Behaviour) -> None:
-        self._host = host
-        self._behaviour = behaviour
-        self._transport: asyncio.Transport | None = None
-        self._log: _SessionLog | None = None
-        self._lines: _ClientLines | None = None
-        self._lost = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self._log = self._host._session_opened(self, _client_of(transport), self._behaviour)
-        self._lines = _ClientLines(self._log)
-        if self._host._closed:  # accepted while the host was closing
-            self._transport.abort()
-
-    def data_received(self, data: bytes) -> None:
-        assert self._lines is not None
-        self._lines.feed(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        assert self._log is not None and self._lines is not None
-        self._lines.finish()
-        try:
-            self._host._session_closed(self, self._log)
-        finally:  # an event sink that raises must not leave close() waiting forever
-            self._lost.set_result(None)
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
-
-    async def wait_closed(self) -> None:
-        await self._lost
-
-
-# --- SMTP ----------------------------------------------------------------------------------
-
-
-class _Hooks:
-    """aiosmtpd's handler interface; each hook hands over to the session that called it."""
-
-    async def handle_MAIL(
-        self, server: _SmtpSession, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 Ok"
-
-    async def handle_RCPT(
-        self, server: _SmtpSession, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        return server.answer_rcpt(envelope, address, options)
-
-    async def handle_DATA(self, server: _SmtpSession, session: Any, envelope: Any) -> str:
-        return await server.answer_message(envelope)
-
-
-_HOOKS = _Hooks()
-
-
-class _SmtpSession(SMTP, _Live):
-    """One SMTP session: aiosmtpd's state machine, with each stage scripted by the behaviour
-    in force. ``push`` is the one door every reply goes through: it records the reply, plays
-    the greeting's script, applies positive scripted replies and closes after a 421."""
-
-    def __init__(self, host: MailHost, behaviour: Behaviour, idle_timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        super().__init__(
-            _HOOKS,
-            hostname=host.name,
-            ident="ESMTP MX Sandbox",
-            timeout=idle_timeout,
-            enable_SMTPUTF8=True,
-            loop=loop,
-        )
-        self._host = host
-        self._behaviour = behaviour
-        self._client = "?"
-        self._wire: asyncio.Transport | None = None  # aiosmtpd's self.transport, typed
-        self._log: _SessionLog | None = None
-        self._lines: _ClientLines | None = None
-        self._lost: asyncio.Future[None] = loop.create_future()
-        self._greeted = False
-        self._early: bytearray | None = bytearray()  # client bytes held until the greeting
-        self._early_commands: list[str] = []
-        self._rejecting = False  # after a 4xx/5xx greeting: 503 to all but QUIT
-        self._hung_up = False
-        self._override: Reply | None = None  # a positive scripted reply for the next answer
-
-    # -- what aiosmtpd costs per session ------------------------------------------------------
-    # A session is built for every connection, and aiosmtpd's __init__ spent two thirds of its
-    # time in inspect.getmembers(self) and dir(self), looking for the ``smtp_*`` commands and
-    # ``auth_*`` mechanisms. Those are the only names it lists, so listing only them (once per
-    # class) gives it the same tables at a third of the cost.
-
-    _listed: ClassVar[list[str] | None] = None
-
-    def __dir__(self) -> list[str]:
-        cls = type(self)
-        listed: list[str] | None = cls.__dict__.get("_listed")  # per class, not inherited
-        if listed is None:
-            names = object.__dir__(self)
-            listed = sorted(n for n in names if n.startswith(("smtp_", "auth_")))
-            cls._listed = listed
-        return list(listed)
-
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd parses every address with the email package's header parser (and defines a
-        # class on each call); a sandbox sees the same few addresses all run long.
-        parsed = _PARSED_ADDRESSES.get(arg)
-        if parsed is None:
-            parsed = super()._getaddr(arg)
-            if len(_PARSED_ADDRESSES) < _MAX_PARSED_ADDRESSES:
-                _PARSED_ADDRESSES[arg] = parsed
-        return parsed
-
-    # -- connection ---------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._wire = cast(asyncio.Transport, transport)
-        self._client = _client_of(transport)
-        self._log = self._host._session_opened(self, self._client, self._behaviour)
-        self._lines = _ClientLines(self._log, hold_after_data=True)
-        super().connection_made(transport)
-        if self._host._closed:  # accepted while the host was closing
-            self._wire.abort()
-        # aiosmtpd keeps the task that runs the conversation in _handler_coroutine (private,
-        # stable through 1.4). We retrieve its outcome so that a lost connection is never
-        # reported as "Task exception was never retrieved", and await it on close().
-        self._handler_task().add_done_callback(_retrieve)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        super().connection_lost(error)
-        assert self._log is not None and self._lines is not None
-        self._lines.finish()
-        try:
-            self._host._session_closed(self, self._log)
-        finally:  # an event sink that raises must not leave close() waiting forever
-            if not self._lost.done():
-                self._lost.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        assert self._lines is not None
-        commands = self._lines.feed(data)
-        if self._early is not None:  # the greeting is not decided yet: hold the bytes
-            self._early += data
-            self._early_commands += commands
-        elif self._rejecting:
-            self._answer_rejected(commands)
-        else:
-            super().data_received(data)
-
-    def abort(self) -> None:
-        if self._wire is not None:
-            self._wire.abort()
-
-    async def wait_closed(self) -> None:
-        await self._lost
-        await asyncio.wait([self._handler_task()])
-
-    def _handler_task(self) -> asyncio.Task[None]:
-        return cast("asyncio.Task[None]", self._handler_coroutine)
-
-    # -- replies --------------------------------------------------------------------------------
-
-    async def push(self, status: str | bytes) -> None:
-        line = status if isinstance(status, str) else _decode(status)
-        if self._hung_up:
-            return
-        if not self._greeted:
-            self._greeted = True
-            await self._greet(line)
-            return
-        assert self._lines is not None
-        content = line.startswith("354")  # aiosmtpd now reads the content: count it, not log it
-        if content:
-            self._lines.start_content()
-        replaced = self._apply_override(line)
-        if replaced is not None:
-            await self._send(replaced)
-        if content:  # content the client sent ahead of the 354, logged after the 354 itself
-            self._lines.catch_up()
-
-    async def _greet(self, natural: str) -> None:
-        if not await self._script("greeting"):
-            await self._send(self._apply_override(natural) or natural)
-        self._release_early()
-
-    def _release_early(self) -> None:
-        early, self._early = self._early, None
-        if self._hung_up or not early:
-            return
-        if self._rejecting:
-            assert self._lines is not None
-            self._answer_rejected(self._early_commands + self._lines.never_hold())
-        else:
-            super().data_received(bytes(early))
-
-    async def _send(self, line: str) -> None:
-        if self._hung_up or self.transport is None or self.transport.is_closing():
-            return
-        assert self._log is not None
-        self._log.add("S", line)
-        try:
-            await super().push(line)
-        except ConnectionError:  # the client went away: nothing more to say
-            self._hung_up = True
-            return
-        if line.startswith("421 ") or line == "421":  # RFC 5321 §3.8
-            self._hang_up()
-
-    def _apply_override(self, line: str) -> str | None:
-        """Swap a successful answer for the scripted positive reply. Continuation lines of
-        a multi-line answer are dropped (None); an error answer stands."""
-        scripted = self._override
-        if scripted is None:
-            return line
-        if line[:1] not in ("2", "3"):
-            self._override = None
-            return line
-        if line[3:4] == "-":
-            return None
-        self._override = None
-        return str(scripted)
-
-    def _hang_up(self) -> None:
-        self._hung_up = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def _answer_rejected(self, commands: list[str]) -> None:
-        assert self._log is not None and self._wire is not None
-        for command in commands:
-            if self._hung_up:
-                return
-            is_quit = command.strip().upper() == "QUIT"
-            reply = _BYE if is_quit else _BAD_SEQUENCE
-            self._log.add("S", reply)
-            self._wire.write(reply.encode() + b"\r\n")
-            if is_quit:
-                self._hang_up()
-
-    # -- stages -----------------------------------------------------------------------------
-
-    async def _script(self, stage: Stage) -> bool:
-        """Play ``stage`` as the behaviour in force says. True when the stage is answered
-        (or the connection dropped) and aiosmtpd must not handle it."""
-        behaviour = self._host.behaviour_now()
-        delay = behaviour.delays.get(stage, 0.0)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if behaviour.disconnect == stage:
-            self._hang_up()
-            return True
-        reply = behaviour.replies.get(stage)
-        if reply is None:
-            return False
-        if reply.code < 400:
-            self._override = reply
-            return False
-        if stage == "greeting" and not reply.closes:
-            self._rejecting = True  # RFC 5321 §3.1: the session continues only to QUIT
-        await self._send(str(reply))
-        return True
-
-    async def smtp_HELO(self, hostname: str) -> None:
-        if not await self._script("ehlo"):
-            await super().smtp_HELO(hostname)
-
-    async def smtp_EHLO(self, hostname: str) -> None:
-        if not await self._script("ehlo"):
-            await super().smtp_EHLO(hostname)
-
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        if not await self._script("mail"):
-            await super().smtp_MAIL(arg)
-
-    async def smtp_RCPT(self, arg: str | None) -> None:
-        if not await self._script("rcpt"):
-            await super().smtp_RCPT(arg)
-
-    async def smtp_DATA(self, arg: str | None) -> None:
-        assert self._lines is not None
-        contents = self._lines.contents
-        if not await self._script("data"):
-            await super().smtp_DATA(arg)
-        if self._lines.contents == contents:
-            self._lines.data_refused()
-
-    def answer_rcpt(self, envelope: Any, address: str, options: list[str]) -> str:
-        behaviour = self._host.behaviour_now()
-        scripted = _recipient_reply(behaviour, address)
-        if scripted is not None and scripted.code >= 400:
-            return str(scripted)
-        if behaviour.greylist is not None and self._host._greylisted(
-            self._client, envelope.mail_from or "", address, behaviour.greylist
-        ):
-            return _GREYLISTED
-        limit = behaviour.max_recipients
-        if limit is not None and len(envelope.rcpt_tos) >= limit:
-            # RFC 5321 §4.5.3.1.10: a server may refuse recipients past its limit with 452;
-            # the client sends those in a later transaction.
-            return "452 4.5.3 Too many recipients"
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
-        return str(scripted) if scripted is not None else "250 2.1.5 Ok"
-
-    async def answer_message(self, envelope: Any) -> str:
-        """The reply after the final dot (the ``message`` stage)."""
-        behaviour = self._host.behaviour_now()
-        scripted = behaviour.replies.get("message")
-        delay = behaviour.delays.get("message", 0.0)
-        if scripted is not None and scripted.code >= 400:
-            if delay > 0:
-                await asyncio.sleep(delay)
-            return str(scripted)
-        message_id = self._host._store(
-            envelope.mail_from or "", envelope.rcpt_tos, envelope.original_content, self._client
-        )
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if behaviour.disconnect == "message":
-            self._hang_up()  # stored, never confirmed: the sender cannot know it arrived
-            return ""
-        return str(scripted) if scripted is not None else f"250 2.0.0 Ok: queued as {message_id}"
-
-
-def _keep_help_text(cls: type[SMTP]) -> None:
-    """An override of an aiosmtpd command loses the ``@syntax`` marks of the original, and HELP
-    then leaves the command out (and answers ``HELP MAIL`` with 501): copy the marks over."""
-    for name, method in vars(cls).items():
-        original = getattr(SMTP, name, None) if name.startswith("smtp_") else None
-        for mark in ("__smtp_syntax__", "__smtp_syntax_extended__", "__smtp_syntax_when__"):
-            if original is not None and hasattr(original, mark):
-                setattr(method, mark, getattr(original, mark))
-
-
-_keep_help_text(_SmtpSession)
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -1,10 +1,203 @@
-"""What a mail host's sessions look like to a reader: a whole session in one line."""
+"""What a mail host keeps of its sessions, and how a reader sees them.
+
+``SessionLog`` grows while a session runs and freezes into a ``SessionRecord``; ``ClientLines``
+turns the bytes a client sends into transcript lines; ``StoredMessage`` is a message the host
+accepted; ``session_outline`` puts a whole session in one line.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import email.policy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import Literal
 
-__all__ = ["session_outline"]
+__all__ = [
+    "ClientLines",
+    "SessionLog",
+    "SessionRecord",
+    "StoredMessage",
+    "decode_line",
+    "session_outline",
+]
+
+# A client line longer than this (with no end of line) is recorded in pieces, not buffered.
+_MAX_PENDING = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message the host accepted, as it arrived (``data`` is the raw content)."""
+
+    t: float
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+    message_id: str
+    client: str
+
+    @property
+    def email(self) -> EmailMessage:
+        """The content parsed with ``email.policy.default``. SMTP carries CRLF line ends;
+        they become ``\\n`` first, the line end that policy writes and expects."""
+        text = self.data.replace(b"\r\n", b"\n")
+        return BytesParser(policy=email.policy.default).parsebytes(text)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One connection as the host saw it. ``transcript`` holds ``(t, "C"|"S", line)``; the
+    message content appears as one line ``<message: N bytes>``. ``closed`` is ``None`` while
+    the session is open."""
+
+    opened: float
+    closed: float | None
+    client: str
+    behaviour: str
+    transcript: tuple[tuple[float, str, str], ...]
+
+
+class SessionLog:
+    """The live, growing record of one session; :meth:`snapshot` freezes it."""
+
+    def __init__(self, clock: Callable[[], float], client: str, behaviour: str) -> None:
+        self._clock = clock
+        self.opened = clock()
+        self.closed: float | None = None
+        self.client = client
+        self.behaviour = behaviour
+        self.lines: list[tuple[float, str, str]] = []
+
+    def add(self, side: Literal["C", "S"], line: str) -> None:
+        self.lines.append((self._clock(), side, line))
+
+    def close(self) -> None:
+        if self.closed is None:
+            self.closed = self._clock()
+
+    def snapshot(self) -> SessionRecord:
+        return SessionRecord(
+            self.opened, self.closed, self.client, self.behaviour, tuple(self.lines)
+        )
+
+
+class ClientLines:
+    """Splits what a client sends into transcript lines.
+
+    Commands end at LF (as aiosmtpd reads them). Between a 354 and the final dot the bytes
+    are message content: only counted, then logged as one ``<message: N bytes>`` line.
+
+    A client may send its content before the 354 arrives (pipelining it behind DATA). Whether
+    those bytes are content depends on the reply to DATA, so with ``hold_after_data_up_to``
+    (the server's longest command: a longer DATA line is refused before it is read as DATA)
+    the bytes after a DATA command are held until the session says: :meth:`start_content`
+    (a 354) or :meth:`data_refused` (any other reply: they were commands after all).
+    """
+
+    def __init__(self, log: SessionLog, *, hold_after_data_up_to: int | None = None) -> None:
+        self._log = log
+        self._pending = bytearray()
+        self._content: int | None = None  # bytes of message content so far, None outside DATA
+        self._mid_line = False  # inside content, a long line was counted in pieces
+        # The longest DATA command whose reply is waited for; None: never hold.
+        self._hold_after_data_up_to = hold_after_data_up_to
+        self._held = False  # a DATA command waits for its reply; the bytes after it wait too
+        self.contents = 0  # how many times content started (354s), to tell DATAs apart
+
+    def start_content(self) -> None:
+        """DATA got its 354: what follows is content. :meth:`catch_up` reads what is held."""
+        self._content = 0
+        self._mid_line = False
+        self._held = False
+        self.contents += 1
+
+    def data_refused(self) -> None:
+        """The DATA command got no 354: the bytes held after it are commands after all."""
+        if self._held:
+            self._held = False
+            self.catch_up()
+
+    def never_hold(self) -> list[str]:
+        """Stop holding bytes after DATA (a session that answers 503 to everything); return
+        the command lines that were held."""
+        self._hold_after_data_up_to = None
+        self._held = False
+        return self.catch_up()
+
+    def catch_up(self) -> list[str]:
+        """Log the complete lines already received; return the command lines among them."""
+        return self.feed(b"")
+
+    def feed(self, data: bytes) -> list[str]:
+        """Log the complete lines in ``data``; return the command lines among them."""
+        self._pending += data
+        commands: list[str] = []
+        while self._next_line(commands):
+            pass
+        return commands
+
+    def finish(self) -> None:
+        """The connection ended: log what was cut off."""
+        self._held = False
+        self.catch_up()
+        if self._content is not None:
+            self._content += len(self._pending)
+            self._log.add("C", f"<message: {self._content} bytes, incomplete>")
+        elif self._pending:
+            self._log.add("C", decode_line(bytes(self._pending)))
+        self._pending.clear()
+        self._content = None
+
+    def _next_line(self, commands: list[str]) -> bool:
+        if self._content is not None:
+            return self._next_content_line()
+        if self._held:
+            return False
+        end = self._pending.find(b"\n")
+        if end < 0:
+            if len(self._pending) > _MAX_PENDING:
+                self._log.add("C", decode_line(bytes(self._pending)) + "…")
+                self._pending.clear()
+            return False
+        raw = bytes(self._pending[: end + 1]).rstrip(b"\r\n")
+        del self._pending[: end + 1]
+        line = decode_line(raw)
+        self._log.add("C", line)
+        commands.append(line)
+        # aiosmtpd's reading of the verb: the word before the first space, in any case; a
+        # longer line than a command may be is refused before it reaches smtp_DATA.
+        is_data = raw.partition(b" ")[0].upper() == b"DATA"
+        limit = self._hold_after_data_up_to
+        if limit is not None and is_data and len(raw) <= limit:
+            self._held = True
+        return True
+
+    def _next_content_line(self) -> bool:
+        assert self._content is not None
+        end = self._pending.find(b"\r\n")
+        if end < 0:
+            if len(self._pending) > _MAX_PENDING:
+                # Count all but the last byte, which may be the CR of the line's end.
+                self._content += len(self._pending) - 1
+                del self._pending[:-1]
+                self._mid_line = True
+            return False
+        line = bytes(self._pending[: end + 2])
+        del self._pending[: end + 2]
+        if line == b".\r\n" and not self._mid_line:
+            self._log.add("C", f"<message: {self._content} bytes>")
+            self._content = None
+        else:
+            self._content += len(line)
+        self._mid_line = False
+        return True
+
+
+def decode_line(raw: bytes) -> str:
+    """A line from the wire as text; bytes that are not UTF-8 show as U+FFFD."""
+    return raw.decode("utf-8", errors="replace")
 
 
 def session_outline(transcript: Iterable[tuple[float, str, str]]) -> str:

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.events import Emit, Event
-from sandbox.hosts.host import MailHost, StoredMessage
-from sandbox.hosts.transcript import session_outline
+from sandbox.hosts.host import MailHost
+from sandbox.hosts.transcript import StoredMessage, session_outline
 from sandbox.scenario.load import host_behaviour, load_scenario, scenario_from_mapping
 from sandbox.scenario.model import Behaviour, Phase, Scenario, Timeline
 from sandbox.serve.plan import Placement

@@ -19,7 +19,8 @@ import aiosmtplib
 import pytest
 
 from sandbox import Event, HostAccepted, HostSession, SandboxError
-from sandbox.hosts.host import MailHost, SessionRecord
+from sandbox.hosts.host import MailHost
+from sandbox.hosts.transcript import SessionRecord
 from sandbox.scenario.model import Behaviour, Phase, Reply, Stage, Timeline
 
 pytestmark = pytest.mark.looptime

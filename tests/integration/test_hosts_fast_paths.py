@@ -1,9 +1,9 @@
 """The mail hosts' shortcuts through aiosmtpd's per-session costs change nothing on the wire.
 
 A host lists only its ``smtp_*`` and ``auth_*`` names to aiosmtpd, and keeps the addresses it
-has parsed (see ``_SmtpSession`` in ``sandbox/hosts.py``). The reference is a bare aiosmtpd
-server on the same loop: every command it knows, and every verdict on a MAIL or RCPT
-argument, must be the same at our host, the first time and every time after.
+has parsed (see ``PatchedSMTP`` in ``sandbox/hosts/aiosmtpd_patches.py``). The reference is a
+bare aiosmtpd server on the same loop: every command it knows, and every verdict on a MAIL or
+RCPT argument, must be the same at our host, the first time and every time after.
 """
 
 from __future__ import annotations

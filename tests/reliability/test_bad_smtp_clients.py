@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from sandbox import Event, HostSession
-from sandbox.hosts.host import MailHost, SessionRecord
+from sandbox.hosts.host import MailHost
+from sandbox.hosts.transcript import SessionRecord
 from sandbox.scenario.model import Behaviour, Timeline
 
 SENDER = "bob@example.net"

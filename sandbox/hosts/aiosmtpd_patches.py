@@ -1,0 +1,102 @@
+"""Every place where the mail hosts lean on aiosmtpd's private or undocumented internals.
+
+aiosmtpd (1.4) documents a subclassing interface: the constructor's arguments, the
+``smtp_<COMMAND>`` coroutines, ``push``, ``transport``, ``session`` and ``envelope``, and the
+handler hooks. The SMTP session (``session.py``) keeps to it, apart from what this module
+gathers, so that an upgrade of aiosmtpd has one place to check.
+
+Private or undocumented names, all used below and nowhere else:
+
+- ``__dir__``, consulted by ``SMTP.__init__``: answered with fewer names, for speed;
+- ``_getaddr``: wrapped with a cache, for speed;
+- ``_handler_coroutine``: the task that runs the conversation, so that it can be awaited;
+- the ``__smtp_syntax__`` marks of ``@syntax``: copied onto our overrides, for HELP;
+- ``command_size_limit``: read to tell what aiosmtpd will take for a command.
+
+Undocumented behaviour that the session relies on (see ``SmtpSession`` in ``session.py``):
+
+- every reply goes through ``push``, the greeting and the ``354`` included, and the greeting
+  is the first: ``push`` is where the session records, scripts and closes;
+- ``354`` is pushed just before aiosmtpd starts reading the message content;
+- ``push`` raises ``ConnectionError`` when the client has gone (from the writer's drain);
+- ``SMTP`` is an ``asyncio.StreamReaderProtocol``: ``data_received`` feeds its reader, so the
+  bytes the session holds back (until the greeting is decided) are not read yet;
+- the handler's ``handle_DATA`` answer is pushed as it is: after a hang-up the session returns
+  ``""``, which its own ``push`` drops.
+
+``tests/integration/test_hosts_fast_paths.py`` checks the speed-ups and HELP against a bare
+aiosmtpd server; the test suite as a whole checks the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar, cast
+
+from aiosmtpd.smtp import SMTP
+
+__all__ = ["COMMAND_SIZE_LIMIT", "PatchedSMTP"]
+
+# The longest command line aiosmtpd takes (an undocumented class attribute; only MAIL, with
+# SIZE or SMTPUTF8, may be longer).
+COMMAND_SIZE_LIMIT: int = SMTP.command_size_limit
+
+# Parsed MAIL FROM / RCPT TO arguments, shared by every session (see PatchedSMTP._getaddr).
+_PARSED_ADDRESSES: dict[str, tuple[str | None, str | None]] = {}
+_MAX_PARSED_ADDRESSES = 4096
+
+_SYNTAX_MARKS = ("__smtp_syntax__", "__smtp_syntax_extended__", "__smtp_syntax_when__")
+
+
+class PatchedSMTP(SMTP):
+    """aiosmtpd's ``SMTP`` with the sandbox's patches; subclass it instead of ``SMTP``."""
+
+    # -- what aiosmtpd costs per session ------------------------------------------------------
+    # A session is built for every connection, and aiosmtpd's __init__ spent two thirds of its
+    # time in inspect.getmembers(self) and dir(self), looking for the ``smtp_*`` commands and
+    # ``auth_*`` mechanisms. Those are the only names it lists, so listing only them (once per
+    # class) gives it the same tables at a third of the cost.
+
+    _listed: ClassVar[list[str] | None] = None
+
+    def __dir__(self) -> list[str]:
+        cls = type(self)
+        listed: list[str] | None = cls.__dict__.get("_listed")  # per class, not inherited
+        if listed is None:
+            names = object.__dir__(self)
+            listed = sorted(n for n in names if n.startswith(("smtp_", "auth_")))
+            cls._listed = listed
+        return list(listed)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd parses every address with the email package's header parser (and defines a
+        # class on each call); a sandbox sees the same few addresses all run long. The verdict
+        # depends on the argument and on local_part_limit, which no session of ours changes.
+        parsed = _PARSED_ADDRESSES.get(arg)
+        if parsed is None:
+            parsed = super()._getaddr(arg)
+            if len(_PARSED_ADDRESSES) < _MAX_PARSED_ADDRESSES:
+                _PARSED_ADDRESSES[arg] = parsed
+        return parsed
+
+    # -- the conversation's task --------------------------------------------------------------
+
+    def handler_task(self) -> asyncio.Task[None]:
+        """The task that runs the conversation. aiosmtpd keeps it in ``_handler_coroutine``
+        (private, stable through 1.4), set by ``connection_made``; the session retrieves its
+        outcome, so that a lost connection is never reported as "Task exception was never
+        retrieved", and awaits it when the host closes."""
+        return cast("asyncio.Task[None]", self._handler_coroutine)
+
+    # -- HELP -------------------------------------------------------------------------------
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """An override of an aiosmtpd command loses the ``@syntax`` marks of the original,
+        and HELP then leaves the command out (and answers ``HELP MAIL`` with 501): copy the
+        marks over, for every subclass."""
+        super().__init_subclass__(**kwargs)
+        for name, method in vars(cls).items():
+            original = getattr(SMTP, name, None) if name.startswith("smtp_") else None
+            for mark in _SYNTAX_MARKS:
+                if original is not None and hasattr(original, mark):
+                    setattr(method, mark, getattr(original, mark))

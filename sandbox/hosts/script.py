@@ -1,0 +1,255 @@
+"""What a scripted mail host says at each SMTP stage: the rules, sans I/O.
+
+Theory of operation
+===================
+
+The session (``session.py``) is an I/O shell around aiosmtpd. At each stage it reads the
+behaviour in force, asks this module for a plan and carries it out: it waits, hangs up, sends a
+reply, or lets aiosmtpd answer. Nothing here touches a socket, a clock or an event loop; the
+inputs are the behaviour, the stage and a few facts about the session, all plain values.
+
+One stage (greeting, ehlo, mail, rcpt, data): :func:`plan_stage`
+-----------------------------------------------------------------
+
+The first matching row decides; the scripted delay comes before any of them.
+
+==============================  ===========================================================
+the behaviour at this stage     what the host does
+==============================  ===========================================================
+``disconnect`` is this stage    hangs up without a reply (:class:`HangUp`)
+a 4xx/5xx reply, 421            sends it and closes the connection (RFC 5321 §3.8)
+a 4xx/5xx reply, greeting       sends it, then ``503 5.5.1`` to every command but QUIT
+                                (RFC 5321 §3.1): :class:`Say` with ``reject_the_rest``
+a 4xx/5xx reply                 sends it instead of the stage; the session goes on
+a 2xx/3xx reply                 answers normally, with the scripted text for the success
+nothing scripted                answers normally (:class:`AnswerNormally`)
+==============================  ===========================================================
+
+The ``message`` stage (after the final dot)
+-------------------------------------------
+
+Here the order differs, because the message may be stored before the host has its say:
+
+==============================  ===========================================================
+the behaviour                   what the host does
+==============================  ===========================================================
+a 4xx/5xx reply                 waits the delay, sends the reply; the message is not stored
+``disconnect: message``         stores the message, waits, hangs up: the sender cannot know
+                                that the mail arrived (RFC 5321 §4.5.3.2.6 / §6.1)
+a 2xx reply                     stores, waits, answers with the scripted text
+nothing scripted                stores, waits, ``250 2.0.0 Ok: queued as ID``
+==============================  ===========================================================
+
+One recipient (RCPT, once aiosmtpd has parsed it): :func:`answer_rcpt`
+----------------------------------------------------------------------
+
+==================================  =======================================================
+the behaviour and the session       the reply
+==================================  =======================================================
+a 4xx/5xx reply for this mailbox    that reply
+``greylist`` and a young triple     ``451 4.7.1`` (the triple is recorded on first sight)
+``max_recipients`` already taken    ``452 4.5.3`` (RFC 5321 §4.5.3.1.10: try them later)
+a 2xx reply for this mailbox        accepted, with that text
+nothing scripted                    accepted: ``250 2.1.5 Ok``
+==================================  =======================================================
+
+Replies the host does not script
+--------------------------------
+
+- Any reply line ``421 …`` closes the connection once sent (:func:`closes_connection`),
+  whoever wrote it.
+- A positive scripted reply waits for the next reply of the stage and replaces it if it is a
+  success (:func:`with_scripted_text`).
+- After a rejecting greeting, :func:`answer_while_rejecting` answers every command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sandbox.scenario.model import Behaviour, Reply, Stage
+
+__all__ = [
+    "BAD_SEQUENCE",
+    "BYE",
+    "GREYLISTED",
+    "RECIPIENT_OK",
+    "TOO_MANY_RECIPIENTS",
+    "Action",
+    "AnswerNormally",
+    "Greylist",
+    "HangUp",
+    "RcptAnswer",
+    "Say",
+    "StagePlan",
+    "answer_rcpt",
+    "answer_while_rejecting",
+    "closes_connection",
+    "plan_stage",
+    "queued_reply",
+    "with_scripted_text",
+]
+
+GREYLISTED = "451 4.7.1 Greylisted, please try again later"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+RECIPIENT_OK = "250 2.1.5 Ok"
+BAD_SEQUENCE = "503 5.5.1 Bad sequence of commands"
+BYE = "221 2.0.0 Bye"
+
+
+# --- one stage -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerNormally:
+    """Let the SMTP server answer as it would; a ``positive`` reply replaces the text of its
+    success (an error it gives stands)."""
+
+    positive: Reply | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Send ``reply`` instead of answering the stage. With ``reject_the_rest``, every later
+    command but QUIT gets ``503 5.5.1``."""
+
+    reply: Reply
+    reject_the_rest: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HangUp:
+    """Close the connection without a reply."""
+
+
+Action = AnswerNormally | Say | HangUp
+
+
+@dataclass(frozen=True, slots=True)
+class StagePlan:
+    """Wait ``delay`` virtual seconds, then do ``action``. At the ``message`` stage,
+    ``store_first`` says to keep the message before the delay."""
+
+    delay: float
+    action: Action
+    store_first: bool = False
+
+
+def plan_stage(behaviour: Behaviour, stage: Stage) -> StagePlan:
+    """What the host does at ``stage`` under ``behaviour`` (the tables above)."""
+    delay = behaviour.delays.get(stage, 0.0)
+    reply = behaviour.replies.get(stage)
+    if stage == "message":
+        return _plan_message(behaviour, reply, delay)
+    if behaviour.disconnect == stage:
+        return StagePlan(delay, HangUp())
+    if reply is None or reply.code < 400:
+        return StagePlan(delay, AnswerNormally(reply))
+    rejecting_greeting = stage == "greeting" and not reply.closes
+    return StagePlan(delay, Say(reply, reject_the_rest=rejecting_greeting))
+
+
+def _plan_message(behaviour: Behaviour, reply: Reply | None, delay: float) -> StagePlan:
+    if reply is not None and reply.code >= 400:
+        return StagePlan(delay, Say(reply))
+    if behaviour.disconnect == "message":
+        return StagePlan(delay, HangUp(), store_first=True)
+    return StagePlan(delay, AnswerNormally(reply), store_first=True)
+
+
+def queued_reply(message_id: str) -> str:
+    """The normal answer after the final dot, once the message is stored."""
+    return f"250 2.0.0 Ok: queued as {message_id}"
+
+
+# --- one recipient -------------------------------------------------------------------------
+
+
+class Greylist:
+    """The greylisting table: when each (client address, sender, recipient) triple was first
+    seen. One table per host, shared by its sessions; mailboxes compare without case."""
+
+    def __init__(self) -> None:
+        self._first_seen: dict[tuple[str, str, str], float] = {}
+
+    def defers(self, client: str, sender: str, recipient: str, period: float, now: float) -> bool:
+        """Record the triple if it is new; True while it is younger than ``period``."""
+        triple = (client, sender.lower(), recipient.lower())
+        first_seen = self._first_seen.setdefault(triple, now)
+        return now < first_seen + period
+
+
+@dataclass(frozen=True, slots=True)
+class RcptAnswer:
+    """The reply to one RCPT, and whether the recipient joins the envelope."""
+
+    reply: str
+    accepted: bool
+
+
+def answer_rcpt(
+    behaviour: Behaviour,
+    recipient: str,
+    *,
+    sender: str,
+    client: str,
+    accepted_so_far: int,
+    greylist: Greylist,
+    now: float,
+) -> RcptAnswer:
+    """The reply to RCPT TO ``recipient`` (the RCPT table above)."""
+    scripted = _reply_for_mailbox(behaviour, recipient)
+    if scripted is not None and scripted.code >= 400:
+        return RcptAnswer(str(scripted), accepted=False)
+    period = behaviour.greylist
+    if period is not None and greylist.defers(client, sender, recipient, period, now):
+        return RcptAnswer(GREYLISTED, accepted=False)
+    limit = behaviour.max_recipients
+    if limit is not None and accepted_so_far >= limit:
+        return RcptAnswer(TOO_MANY_RECIPIENTS, accepted=False)
+    return RcptAnswer(str(scripted) if scripted is not None else RECIPIENT_OK, accepted=True)
+
+
+def _reply_for_mailbox(behaviour: Behaviour, mailbox: str) -> Reply | None:
+    wanted = mailbox.lower()
+    for scripted_mailbox, reply in behaviour.recipients.items():
+        if scripted_mailbox.lower() == wanted:
+            return reply
+    return None
+
+
+# --- replies the host does not script ------------------------------------------------------
+
+
+def closes_connection(line: str) -> bool:
+    """A 421 reply closes the connection once it is sent (RFC 5321 §3.8)."""
+    return line.startswith("421 ") or line == "421"
+
+
+def with_scripted_text(positive: Reply | None, line: str) -> tuple[str | None, Reply | None]:
+    """Apply a waiting ``positive`` scripted reply to the reply ``line`` the server is about
+    to send. Returns what to send instead (None: nothing) and what still waits:
+
+    ===========================================  ===============  ==================
+    the line                                     sent             still waiting
+    ===========================================  ===============  ==================
+    any, with nothing waiting                    the line         nothing
+    an error (4xx/5xx)                           the line         nothing
+    a continuation of a success (``250-…``)      nothing          the scripted reply
+    the last line of a success (2xx/3xx)         the scripted     nothing
+    ===========================================  ===============  ==================
+    """
+    if positive is None:
+        return line, None
+    if line[:1] not in ("2", "3"):
+        return line, None
+    if line[3:4] == "-":
+        return None, positive
+    return str(positive), None
+
+
+def answer_while_rejecting(command: str) -> tuple[str, bool]:
+    """After a rejecting greeting: the reply to ``command`` and whether to hang up after it."""
+    if command.strip().upper() == "QUIT":
+        return BYE, True
+    return BAD_SEQUENCE, False

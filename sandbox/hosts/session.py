@@ -1,0 +1,354 @@
+"""One connection to a mail host: the I/O shell that carries out the script.
+
+:class:`SmtpSession` is aiosmtpd's SMTP state machine. At each stage it reads the behaviour in
+force, asks ``script`` what to do (``plan_stage``, ``answer_rcpt``) and does it: waits, hangs
+up, sends the scripted reply, or lets aiosmtpd answer. The behaviour is read at each stage, so
+a change takes effect at the next command. :class:`SilentSession` accepts the connection and
+never says a word. Both record a transcript and tell their host when they open and close.
+
+Where the session leans on aiosmtpd beyond its documented interface, the why is in
+``aiosmtpd_patches``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from sandbox.hosts import script
+from sandbox.hosts.aiosmtpd_patches import COMMAND_SIZE_LIMIT, PatchedSMTP
+from sandbox.hosts.script import AnswerNormally, Greylist, HangUp, Say
+from sandbox.hosts.transcript import ClientLines, SessionLog, decode_line
+from sandbox.scenario.model import Behaviour, Reply, Stage
+
+__all__ = ["LiveSession", "SessionHost", "SilentSession", "SmtpSession"]
+
+# aiosmtpd closes a session after this much idle time; scripted delays must never hit it.
+_MIN_IDLE_TIMEOUT = 600.0
+_DELAY_MARGIN = 300.0
+
+_MAIL_OK = "250 2.1.0 Ok"
+
+
+class LiveSession(Protocol):
+    """What the host needs from an open session to close it."""
+
+    def abort(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionHost:
+    """What a session may ask of the host it serves; the host makes one for all its sessions."""
+
+    name: str
+    clock: Callable[[], float]
+    behaviour_now: Callable[[], Behaviour]
+    closing: Callable[[], bool]  # the host is closing: a session accepted now is aborted
+    greylist: Greylist
+    opened: Callable[[LiveSession, str, Behaviour], SessionLog]
+    closed: Callable[[LiveSession, SessionLog], None]
+    # (sender, recipients, content, client address) -> the message id
+    store: Callable[[str, Iterable[str], bytes, str], str]
+
+
+# --- silent --------------------------------------------------------------------------------
+
+
+class SilentSession(asyncio.Protocol):
+    """Accepts the connection, records what the client says, never sends a byte."""
+
+    def __init__(self, host: SessionHost, behaviour: Behaviour) -> None:
+        self._host = host
+        self._behaviour = behaviour
+        self._transport: asyncio.Transport | None = None
+        self._log: SessionLog | None = None
+        self._lines: ClientLines | None = None
+        self._lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._log = self._host.opened(self, _client_of(transport), self._behaviour)
+        self._lines = ClientLines(self._log)
+        if self._host.closing():  # accepted while the host was closing
+            self._transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        assert self._lines is not None
+        self._lines.feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        assert self._log is not None and self._lines is not None
+        self._lines.finish()
+        try:
+            self._host.closed(self, self._log)
+        finally:  # an event sink that raises must not leave close() waiting forever
+            self._lost.set_result(None)
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def wait_closed(self) -> None:
+        await self._lost
+
+
+# --- SMTP ----------------------------------------------------------------------------------
+
+
+class _Handler:
+    """aiosmtpd's handler interface; each hook hands over to the session that called it."""
+
+    async def handle_MAIL(
+        self, server: SmtpSession, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return _MAIL_OK
+
+    async def handle_RCPT(
+        self, server: SmtpSession, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        return server.answer_rcpt(envelope, address, options)
+
+    async def handle_DATA(self, server: SmtpSession, session: Any, envelope: Any) -> str:
+        return await server.answer_message(envelope)
+
+
+_HANDLER = _Handler()
+
+
+class SmtpSession(PatchedSMTP):
+    """One SMTP session: aiosmtpd's state machine, with each stage scripted by the behaviour
+    in force. ``push`` is the one door every reply goes through: it records the reply, plays
+    the greeting's script, applies positive scripted replies and closes after a 421.
+
+    ``longest_delay`` is the longest scripted delay of the host's timeline: aiosmtpd's idle
+    timeout is set well past it."""
+
+    def __init__(self, host: SessionHost, behaviour: Behaviour, longest_delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        super().__init__(
+            _HANDLER,
+            hostname=host.name,
+            ident="ESMTP MX Sandbox",
+            timeout=max(_MIN_IDLE_TIMEOUT, longest_delay + _DELAY_MARGIN),
+            enable_SMTPUTF8=True,
+            loop=loop,
+        )
+        self._host = host
+        self._behaviour = behaviour
+        self._client = "?"
+        self._wire: asyncio.Transport | None = None  # aiosmtpd's self.transport, kept after loss
+        self._log: SessionLog | None = None
+        self._lines: ClientLines | None = None
+        self._lost: asyncio.Future[None] = loop.create_future()
+        self._greeted = False
+        self._early: bytearray | None = bytearray()  # client bytes held until the greeting
+        self._early_commands: list[str] = []
+        self._rejecting = False  # after a 4xx/5xx greeting: 503 to all but QUIT
+        self._hung_up = False
+        self._positive: Reply | None = None  # a positive scripted reply for the next answer
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._wire = cast(asyncio.Transport, transport)
+        self._client = _client_of(transport)
+        self._log = self._host.opened(self, self._client, self._behaviour)
+        self._lines = ClientLines(self._log, hold_after_data_up_to=COMMAND_SIZE_LIMIT)
+        super().connection_made(transport)
+        if self._host.closing():  # accepted while the host was closing
+            self._wire.abort()
+        self.handler_task().add_done_callback(_retrieve)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        assert self._log is not None and self._lines is not None
+        self._lines.finish()
+        try:
+            self._host.closed(self, self._log)
+        finally:  # an event sink that raises must not leave close() waiting forever
+            if not self._lost.done():
+                self._lost.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        assert self._lines is not None
+        commands = self._lines.feed(data)
+        if self._early is not None:  # the greeting is not decided yet: hold the bytes
+            self._early += data
+            self._early_commands += commands
+        elif self._rejecting:
+            self._answer_rejected(commands)
+        else:
+            super().data_received(data)
+
+    def abort(self) -> None:
+        if self._wire is not None:
+            self._wire.abort()
+
+    async def wait_closed(self) -> None:
+        await self._lost
+        await asyncio.wait([self.handler_task()])
+
+    # -- replies --------------------------------------------------------------------------------
+
+    async def push(self, status: str | bytes) -> None:
+        line = status if isinstance(status, str) else decode_line(status)
+        if self._hung_up:
+            return
+        if not self._greeted:
+            self._greeted = True
+            await self._greet(line)
+            return
+        assert self._lines is not None
+        content = line.startswith("354")  # aiosmtpd now reads the content: count it, not log it
+        if content:
+            self._lines.start_content()
+        to_send, self._positive = script.with_scripted_text(self._positive, line)
+        if to_send is not None:
+            await self._send(to_send)
+        if content:  # content the client sent ahead of the 354, logged after the 354 itself
+            self._lines.catch_up()
+
+    async def _greet(self, natural: str) -> None:
+        if not await self._play("greeting"):
+            to_send, self._positive = script.with_scripted_text(self._positive, natural)
+            await self._send(to_send or natural)
+        self._release_early()
+
+    def _release_early(self) -> None:
+        early, self._early = self._early, None
+        if self._hung_up or not early:
+            return
+        if self._rejecting:
+            assert self._lines is not None
+            self._answer_rejected(self._early_commands + self._lines.never_hold())
+        else:
+            super().data_received(bytes(early))
+
+    async def _send(self, line: str) -> None:
+        if self._hung_up or self.transport is None or self.transport.is_closing():
+            return
+        assert self._log is not None
+        self._log.add("S", line)
+        try:
+            await super().push(line)
+        except ConnectionError:  # the client went away: nothing more to say
+            self._hung_up = True
+            return
+        if script.closes_connection(line):
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        self._hung_up = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _answer_rejected(self, commands: list[str]) -> None:
+        # aiosmtpd never sees these commands: the replies go straight to the transport.
+        assert self._log is not None and self._wire is not None
+        for command in commands:
+            if self._hung_up:
+                return
+            reply, hang_up = script.answer_while_rejecting(command)
+            self._log.add("S", reply)
+            self._wire.write(reply.encode() + b"\r\n")
+            if hang_up:
+                self._hang_up()
+
+    # -- stages -----------------------------------------------------------------------------
+
+    async def _play(self, stage: Stage) -> bool:
+        """Play ``stage`` as the script says. True when the stage is answered (or the
+        connection dropped) and aiosmtpd must not handle it."""
+        plan = script.plan_stage(self._host.behaviour_now(), stage)
+        if plan.delay > 0:
+            await asyncio.sleep(plan.delay)
+        action = plan.action
+        if isinstance(action, HangUp):
+            self._hang_up()
+            return True
+        if isinstance(action, AnswerNormally):
+            if action.positive is not None:
+                self._positive = action.positive
+            return False
+        if action.reject_the_rest:
+            self._rejecting = True
+        await self._send(str(action.reply))
+        return True
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        if not await self._play("ehlo"):
+            await super().smtp_HELO(hostname)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not await self._play("ehlo"):
+            await super().smtp_EHLO(hostname)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if not await self._play("mail"):
+            await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if not await self._play("rcpt"):
+            await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        assert self._lines is not None
+        contents = self._lines.contents
+        if not await self._play("data"):
+            await super().smtp_DATA(arg)
+        if self._lines.contents == contents:
+            self._lines.data_refused()
+
+    def answer_rcpt(self, envelope: Any, address: str, options: list[str]) -> str:
+        """The reply to one RCPT that aiosmtpd has parsed (the ``rcpt`` stage is played)."""
+        answer = script.answer_rcpt(
+            self._host.behaviour_now(),
+            address,
+            sender=envelope.mail_from or "",
+            client=self._client,
+            accepted_so_far=len(envelope.rcpt_tos),
+            greylist=self._host.greylist,
+            now=self._host.clock(),
+        )
+        if answer.accepted:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+        return answer.reply
+
+    async def answer_message(self, envelope: Any) -> str:
+        """The reply after the final dot (the ``message`` stage)."""
+        plan = script.plan_stage(self._host.behaviour_now(), "message")
+        message_id = ""
+        if plan.store_first:  # before the delay: a sender that stops waiting has delivered
+            sender = envelope.mail_from or ""
+            content = envelope.original_content
+            message_id = self._host.store(sender, envelope.rcpt_tos, content, self._client)
+        if plan.delay > 0:
+            await asyncio.sleep(plan.delay)
+        action = plan.action
+        if isinstance(action, HangUp):
+            self._hang_up()  # stored, never confirmed: the sender cannot know it arrived
+            return ""
+        if isinstance(action, Say):
+            return str(action.reply)
+        if action.positive is not None:
+            return str(action.positive)
+        return script.queued_reply(message_id)
+
+
+def _client_of(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if peer else "?"
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # Read the conversation task's outcome, so that a lost connection is never reported as
+    # "Task exception was never retrieved".
+    if not task.cancelled():
+        task.exception()
