@@ -37,6 +37,7 @@ __all__ = [
     "Retry",
     "RetryHistory",
     "RetryRule",
+    "host_retry_at",
     "next_retry",
     "should_give_up",
 ]
@@ -109,8 +110,28 @@ class Profile:
     # The sender's own address, when it is itself one of the MX hosts (RFC 5321 §5.1: it
     # must discard the records at its own preference and worse).
     address: str | None = None
-    # Postfix's destination concurrency: how many sessions to one domain run at once.
+    # Postfix's destination concurrency (SCHEDULER_README, "Concurrency scheduling"): a
+    # destination's window of parallel attempts starts at initial_concurrency
+    # (initial_destination_concurrency, 5) and grows by one per attempt without a site
+    # failure up to concurrency (default_destination_concurrency_limit, 20); each site
+    # failure shrinks it by one and adds 1/window failed cohorts, and at failed_cohort_limit
+    # (default_destination_concurrency_failed_cohort_limit, 1) the destination is dead for
+    # min_backoff (suspend_dead_destinations).
     concurrency: int = 20
+    initial_concurrency: int = 5
+    failed_cohort_limit: int = 1
+    # Exim keeps retry records per host (address), shared by every message: a host inside
+    # its retry time is skipped ("retry time not reached"). Computed with retry_rules from
+    # the host's first failure.
+    host_retry: bool = False
+    # The enhanced status code of a domain that takes no mail (a null MX: RFC 7505 registers
+    # 5.1.10; Postfix reports 5.1.0) and of a domain that does not exist (RFC 3463 5.1.2 is
+    # "bad destination system address"; Postfix reports 5.4.4).
+    null_mx_dsn: str = "5.1.0"
+    nxdomain_dsn: str = "5.4.4"
+    # What a recipient given up on reports: its last (4.x.x) status, as Postfix does, or
+    # that status made permanent (5.x.x), as Haraka does.
+    expired_dsn: Literal["keep", "permanent"] = "keep"
     # Send a "delayed" DSN (RFC 3464 Action: delayed) once a message has waited this long.
     delay_warning: float | None = None
     # Shuffle MX records of equal preference (RFC 5321 §5.1). Deliberately undocumented: it
@@ -149,6 +170,12 @@ FIELD_KINDS: dict[str, str | tuple[str, ...]] = {
     "helo_name": "text",
     "address": "address",
     "concurrency": "count",
+    "initial_concurrency": "count",
+    "failed_cohort_limit": "count",
+    "host_retry": "flag",
+    "null_mx_dsn": "status",
+    "nxdomain_dsn": "status",
+    "expired_dsn": ("keep", "permanent"),
     "delay_warning": "duration",
     "shuffle_equal": "flag",
 }
@@ -175,6 +202,8 @@ RFC5321 = Profile(
     max_lifetime=5 * DAY,
     no_address="defer",
     suspend_dead_destinations=False,
+    initial_concurrency=20,
+    null_mx_dsn="5.1.10",
 )
 
 PROFILES: dict[str, Profile] = {
@@ -191,6 +220,7 @@ PROFILES: dict[str, Profile] = {
         max_lifetime=4 * DAY,
         ip_literal="reject",
         no_address="bounce",
+        host_retry=True,
     ),
     # Haraka's outbound: doubling delays, 13 failures, a 4xx early in the session ends the try.
     "haraka": dataclasses.replace(
@@ -203,6 +233,8 @@ PROFILES: dict[str, Profile] = {
         max_failures=13,
         skip_5xx_greeting=False,
         tempfail_ends_attempt=frozenset({"greeting", "mail", "data"}),
+        nxdomain_dsn="5.1.2",
+        expired_dsn="permanent",
     ),
     "rfc5321": RFC5321,
 }
@@ -245,6 +277,18 @@ def next_retry(profile: Profile, history: RetryHistory, now: float) -> Retry | N
     else:
         wait = profile.retry_interval
     return Retry(_at_queue_scan(profile, now + wait), wait, rule)
+
+
+def host_retry_at(profile: Profile, first_failure: float, last: Retry | None, now: float) -> Retry:
+    """When a host that failed at ``now`` may be tried again (Exim's host retry records):
+    the retry rules, counted from the host's first failure. Past the last rule's cutoff the
+    host is tried at every queue run."""
+    rules = profile.retry_rules
+    history = RetryHistory(first_failure, first_failure, 1, last)
+    if not rules or now - first_failure >= rules[-1].cutoff:
+        return Retry(now, 0.0, len(rules))
+    rule, wait = _rule_interval(rules, history, now)
+    return Retry(now + wait, wait, rule)
 
 
 def should_give_up(profile: Profile, history: RetryHistory, now: float) -> bool:

@@ -48,6 +48,7 @@ def test_core_module_imports_no_io(path: Path) -> None:
         "ipaddress",
         "itertools",
         "collections",
+        "heapq",
         "email",
         "datetime",
     }
