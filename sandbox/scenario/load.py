@@ -435,19 +435,19 @@ def _zones(value: object, spot: _Spot) -> tuple[tuple[ZoneSpec, ...], _World]:
     if value is None:
         return (), _World.of(())
     mapping = _as_mapping(value, spot, "{example.test: ZONE TEXT}")
-    specs: list[ZoneSpec] = []
+    specs: dict[str, ZoneSpec] = {}
     parsed: list[Zone] = []
     for key, text in mapping.items():
         key_spot = _key_spot(mapping, key, spot)
         apex = _domain(key, key_spot, "a zone's apex")
-        if any(spec.apex == apex for spec in specs):
+        if apex in specs:
             key_spot.fail(f"the zone {apex} is written twice; merge the two into one")
         texts = _timeline(text, _value_spot(mapping, key, spot), _zone_reader(apex), "zone")
         parsed.extend(phase.value.zone for phase in texts.phases)
         plain = Timeline(tuple(Phase(p.until, p.value.text) for p in texts.phases))
         lines = _phase_text_lines(mapping, key)
-        specs.append(ZoneSpec(apex, plain, _first_text_line(mapping, key), lines))
-    return tuple(specs), _World.of(parsed)
+        specs[apex] = ZoneSpec(apex, plain, _first_text_line(mapping, key), lines)
+    return tuple(specs.values()), _World.of(parsed)
 
 
 def _first_text_line(mapping: Mapping[object, object], key: object) -> int | None:
