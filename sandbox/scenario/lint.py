@@ -3,9 +3,10 @@
 MX-health checkers teach with a list of findings; so does this module. Each finding names
 the zone line (and the scenario file line) of the record at fault, a severity, the rule and
 its RFC, and a sentence on how to mend it. Everything here is a pure function of parsed
-zones: ``lint_zone`` looks at one zone against the world of zones around it (an MX may name
-a host in another zone of the scenario), and ``lint_scenario`` runs it over every zone and
-every phase of a zone that changes over time.
+zones (the ``Zone`` objects the loader made; the lint never reads zone text): ``lint_zone``
+looks at one zone against the world of zones around it (an MX may name a host in another zone
+of the scenario), and ``lint_scenario`` runs it over every zone and every phase of a zone that
+changes over time.
 
 Severities
 ----------
@@ -22,15 +23,13 @@ reader refuses it while loading the scenario, at its line: it never reaches the 
 
 from __future__ import annotations
 
-import re
-import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from sandbox.core.durations import format_duration
 from sandbox.core.mx import ip_literal
-from sandbox.dns.zone import Zone, ZoneRecord, find_zone, parse_zone
+from sandbox.dns.zone import OriginDirective, TtlDirective, Zone, ZoneRecord, find_zone
 from sandbox.scenario.model import Scenario, ZoneSpec
 
 __all__ = [
@@ -55,9 +54,6 @@ RFC_RRSET = "RFC 2181 §5"
 RFC_TTL = "RFC 2308 §4"
 RFC_TTL_ZERO = "RFC 1035 §3.2.1"
 _MAX_CNAME_CHAIN = 8
-_TTL_DIRECTIVE = re.compile(r"\$ttl\s+(\S+)", re.IGNORECASE)
-_ORIGIN_DIRECTIVE = re.compile(r"\$origin\s+(\S+)", re.IGNORECASE)
-_ZERO_TTL = re.compile(r"(0+[smhdw]?)+", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,17 +103,12 @@ def lint_scenario(scenario: Scenario) -> tuple[Finding, ...]:
     """Every zone of the scenario, every phase of it, in file order."""
     findings: list[Finding] = []
     for spec in scenario.zones:
-        starts = (0.0, *spec.texts.boundaries)
-        for index, (phase, start) in enumerate(zip(spec.texts.phases, starts, strict=True)):
-            world = [_zone_at(other, start) for other in scenario.zones]
-            zone = parse_zone(spec.apex, phase.value)
-            for finding in lint_zone(zone, world, text=phase.value):
+        starts = (0.0, *spec.phases.boundaries)
+        for index, (phase, start) in enumerate(zip(spec.phases.phases, starts, strict=True)):
+            world = [other.phases.at(start) for other in scenario.zones]
+            for finding in lint_zone(phase.value, world):
                 findings.append(_placed(finding, spec, index, start))
     return tuple(findings)
-
-
-def _zone_at(spec: ZoneSpec, t: float) -> Zone:
-    return parse_zone(spec.apex, spec.texts.at(t))
 
 
 def _placed(finding: Finding, spec: ZoneSpec, phase: int, start: float) -> Finding:
@@ -140,12 +131,12 @@ def _placed(finding: Finding, spec: ZoneSpec, phase: int, start: float) -> Findi
 # --- one zone ----------------------------------------------------------------------------------
 
 
-def lint_zone(zone: Zone, world: Sequence[Zone] = (), *, text: str | None = None) -> list[Finding]:
+def lint_zone(zone: Zone, world: Sequence[Zone] = ()) -> list[Finding]:
     """The findings for one zone. ``world`` is every zone the sender can see (this one is
-    added if missing); ``text``, the zone's text, lets the ``$TTL`` checks point at lines."""
+    added if missing)."""
     zones = list(world) if any(z.apex == zone.apex for z in world) else [*world, zone]
-    lint = _ZoneLint(zone, zones, _origin_directives(text, zone.apex) if text else ())
-    lint.ttl(text)
+    lint = _ZoneLint(zone, zones)
+    lint.ttl()
     lint.duplicates()
     for owner in dict.fromkeys(r.name for r in zone.records if r.rtype == "MX"):
         lint.mx_set(owner)
@@ -162,10 +153,10 @@ class _Resolved:
 
 
 class _ZoneLint:
-    def __init__(self, zone: Zone, world: list[Zone], origins: Sequence[str] = ()) -> None:
+    def __init__(self, zone: Zone, world: list[Zone]) -> None:
         self.zone = zone
         self.world = world
-        self.origins = tuple(origins)
+        self.origins = {d.origin for d in zone.directives if isinstance(d, OriginDirective)}
         self.findings: list[Finding] = []
 
     def add(
@@ -213,7 +204,7 @@ class _ZoneLint:
 
     # -- TTLs --
 
-    def ttl(self, text: str | None) -> None:
+    def ttl(self) -> None:
         if not self.zone.ttl_directive:
             self.add(
                 "warning",
@@ -225,23 +216,24 @@ class _ZoneLint:
                 "add '$TTL 3600' (or the TTL you mean) as the zone's first line",
                 RFC_TTL,
             )
-        zero_directives = _zero_ttl_lines(text) if text is not None else []
-        for line in zero_directives:
+        directives = [d for d in self.zone.directives if isinstance(d, TtlDirective)]
+        for directive in directives:
+            if directive.ttl != 0:
+                continue
             self.add(
                 "warning",
                 "ttl-zero",
-                line,
+                directive.line,
                 "$TTL 0: every record without its own TTL may not be cached, so each "
                 "delivery asks DNS again, and some resolvers mishandle TTL 0",
                 "use a real TTL such as '$TTL 300' (5 minutes) even for a zone you change often",
                 RFC_TTL_ZERO,
             )
-        directive_lines = _ttl_directive_lines(text) if text is not None else []
         for record in self.zone.records:
             if record.ttl != 0:
                 continue
-            governing = [line for line, _ in directive_lines if line < record.line]
-            if governing and governing[-1] in zero_directives:
+            governing = [d for d in directives if d.line < record.line]
+            if governing and governing[-1].ttl == 0:
                 continue  # the $TTL 0 above it is the finding
             self.add(
                 "warning",
@@ -413,7 +405,7 @@ class _ZoneLint:
     def _origins(self) -> list[str]:
         """The origins a relative name could have been completed with: the zones' apexes and
         this zone's $ORIGIN lines, longest first."""
-        found = {z.apex for z in self.world if z.apex} | set(self.origins)
+        found = {z.apex for z in self.world if z.apex} | self.origins
         return sorted(found, key=len, reverse=True)
 
     def single_mx(self, owner: str, record: ZoneRecord) -> None:
@@ -453,33 +445,3 @@ def _relative_form(name: str, origin: str) -> str:
     if name.endswith("." + origin):
         return f" or write it relative ('{name[: -len(origin) - 1]}')"
     return ""
-
-
-def _ttl_directive_lines(text: str) -> list[tuple[int, str]]:
-    """(line, value) of each $TTL directive, read the way the zone reader reads lines."""
-    found = []
-    for number, raw in enumerate(textwrap.dedent(text).split("\n"), start=1):
-        if raw[:1] in " \t":
-            continue  # an indented line is a record, not a directive
-        match = _TTL_DIRECTIVE.match(raw.split(";", 1)[0])
-        if match:
-            found.append((number, match.group(1)))
-    return found
-
-
-def _origin_directives(text: str, apex: str) -> list[str]:
-    """The names of the zone's $ORIGIN lines, absolute, in our spelling."""
-    origins = []
-    origin = apex
-    for raw in textwrap.dedent(text).split("\n"):
-        match = _ORIGIN_DIRECTIVE.match(raw.split(";", 1)[0])
-        if match is None or raw[:1] in " \t":
-            continue
-        name = match.group(1).lower()
-        origin = name.rstrip(".") if name.endswith(".") else f"{name}.{origin}".strip(".")
-        origins.append(origin)
-    return origins
-
-
-def _zero_ttl_lines(text: str) -> list[int]:
-    return [line for line, value in _ttl_directive_lines(text) if _ZERO_TTL.fullmatch(value)]
