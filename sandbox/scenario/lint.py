@@ -8,6 +8,10 @@ looks at one zone against the world of zones around it (an MX may name a host in
 of the scenario), and ``lint_scenario`` runs it over every zone and every phase of a zone that
 changes over time.
 
+The cost grows with the number of zones, not with its square: the world of zones at a phase
+start is built once and shared by every zone linted against it, and names are found in it by
+apex (``ZoneIndex``), not by trying every zone.
+
 Severities
 ----------
 - ``error``: mail will not flow the way the zone's author meant (an MX to a name with no
@@ -23,13 +27,13 @@ reader refuses it while loading the scenario, at its line: it never reaches the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from sandbox.core.durations import format_duration
 from sandbox.core.mx import ip_literal
-from sandbox.dns.zone import OriginDirective, TtlDirective, Zone, ZoneRecord, find_zone
+from sandbox.dns.zone import OriginDirective, TtlDirective, Zone, ZoneIndex, ZoneRecord
 from sandbox.scenario.model import Scenario, ZoneSpec
 
 __all__ = [
@@ -102,11 +106,14 @@ def format_finding(finding: Finding, source: str) -> tuple[str, str]:
 def lint_scenario(scenario: Scenario) -> tuple[Finding, ...]:
     """Every zone of the scenario, every phase of it, in file order."""
     findings: list[Finding] = []
+    worlds: dict[float, _World] = {}  # by phase start: one world for all the zones linted then
     for spec in scenario.zones:
         starts = (0.0, *spec.phases.boundaries)
         for index, (phase, start) in enumerate(zip(spec.phases.phases, starts, strict=True)):
-            world = [other.phases.at(start) for other in scenario.zones]
-            for finding in lint_zone(phase.value, world):
+            world = worlds.get(start)
+            if world is None:
+                world = worlds[start] = _World(other.phases.at(start) for other in scenario.zones)
+            for finding in _lint(phase.value, world):
                 findings.append(_placed(finding, spec, index, start))
     return tuple(findings)
 
@@ -135,12 +142,37 @@ def lint_zone(zone: Zone, world: Sequence[Zone] = ()) -> list[Finding]:
     """The findings for one zone. ``world`` is every zone the sender can see (this one is
     added if missing)."""
     zones = list(world) if any(z.apex == zone.apex for z in world) else [*world, zone]
-    lint = _ZoneLint(zone, zones)
+    return _lint(zone, _World(zones))
+
+
+def _lint(zone: Zone, world: _World) -> list[Finding]:
+    lint = _ZoneLint(zone, world)
     lint.ttl()
     lint.duplicates()
     for owner in dict.fromkeys(r.name for r in zone.records if r.rtype == "MX"):
         lint.mx_set(owner)
     return sorted(lint.findings, key=lambda f: (f.zone_line, SEVERITIES.index(f.severity)))
+
+
+class _World:
+    """The zones the sender sees at one moment, indexed for the look-ups of the lint."""
+
+    def __init__(self, zones: Iterable[Zone]) -> None:
+        self.zones = tuple(zones)
+        self.index = ZoneIndex(self.zones)
+        self.apexes = frozenset(zone.apex for zone in self.zones if zone.apex)
+        self._free_address: str | None = None
+
+    def find(self, name: str) -> Zone | None:
+        return self.index.find(name)
+
+    def free_address(self) -> str:
+        """An address no zone uses, for a mend's example record."""
+        if self._free_address is None:
+            used = {r.address for z in self.zones for r in z.records if r.address}
+            candidates = (f"192.0.2.{last}" for last in range(10, 255))
+            self._free_address = next((a for a in candidates if a not in used), "192.0.2.254")
+        return self._free_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +185,7 @@ class _Resolved:
 
 
 class _ZoneLint:
-    def __init__(self, zone: Zone, world: list[Zone]) -> None:
+    def __init__(self, zone: Zone, world: _World) -> None:
         self.zone = zone
         self.world = world
         self.origins = {d.origin for d in zone.directives if isinstance(d, OriginDirective)}
@@ -167,11 +199,11 @@ class _ZoneLint:
     # -- names in the scenario's DNS --
 
     def records(self, name: str, rtype: str) -> tuple[ZoneRecord, ...]:
-        zone = find_zone(self.world, name)
+        zone = self.world.find(name)
         return () if zone is None else zone.lookup(name, rtype)
 
     def owns_records(self, name: str) -> bool:
-        zone = find_zone(self.world, name)
+        zone = self.world.find(name)
         return zone is not None and bool(zone.lookup(name, "ANY"))
 
     def resolve(self, name: str) -> _Resolved:
@@ -183,7 +215,7 @@ class _ZoneLint:
                 break
             current = cnames[0].target
             chain.append(current)
-        zone = find_zone(self.world, current)
+        zone = self.world.find(current)
         addresses = () if zone is None else zone.addresses_of(current)
         return _Resolved(current, tuple(chain), addresses)
 
@@ -193,14 +225,6 @@ class _ZoneLint:
         if name == apex:
             return "@"
         return name[: -len(apex) - 1] if name.endswith("." + apex) else name + "."
-
-    def free_address(self) -> str:
-        used = {r.address for z in self.world for r in z.records if r.address}
-        for last in range(10, 255):
-            candidate = f"192.0.2.{last}"
-            if candidate not in used:
-                return candidate
-        return "192.0.2.254"
 
     # -- TTLs --
 
@@ -311,7 +335,7 @@ class _ZoneLint:
         target = record.target or ""
         if self.ip_literal(record, target) or self.missing_dot(record, target):
             return None
-        if find_zone(self.world, target) is None:
+        if self.world.find(target) is None:
             parent = target.partition(".")[2] or target
             self.add(
                 "error",
@@ -338,7 +362,7 @@ class _ZoneLint:
             )
         if not resolved.addresses:
             final = resolved.final
-            where = find_zone(self.world, final)
+            where = self.world.find(final)
             zone_name = where.apex if where is not None else self.zone.apex
             relative = final[: -len(zone_name) - 1] if final.endswith("." + zone_name) else "@"
             self.add(
@@ -347,8 +371,8 @@ class _ZoneLint:
                 record.line,
                 f"the MX names {target}, but {final} has no A or AAAA record: the sender finds "
                 "no address to connect to",
-                f"add '{relative} IN A {self.free_address()}' to the zone {zone_name}, or remove "
-                "this MX",
+                f"add '{relative} IN A {self.world.free_address()}' to the zone {zone_name}, or "
+                "remove this MX",
                 RFC_MX,
             )
         return resolved
@@ -356,9 +380,9 @@ class _ZoneLint:
     def ip_literal(self, record: ZoneRecord, target: str) -> bool:
         written, appended = target, False
         if ip_literal(written) is None:
-            for origin in self._origins():
-                if target.endswith("." + origin) and ip_literal(target[: -len(origin) - 1]):
-                    written, appended = target[: -len(origin) - 1], True
+            for _, as_written in self._completions(target):
+                if ip_literal(as_written):
+                    written, appended = as_written, True
                     break
             else:
                 return False
@@ -383,12 +407,9 @@ class _ZoneLint:
         as written (the dotted form) does, or is itself a full name in one of the zones."""
         if self.owns_records(target):
             return False
-        apexes = {z.apex for z in self.world if z.apex}
-        for origin in self._origins():
-            if not target.endswith("." + origin):
-                continue
-            meant = target[: -len(origin) - 1]
-            full_name = any(meant == apex or meant.endswith("." + apex) for apex in apexes)
+        for origin, meant in self._completions(target):
+            holder = self.world.find(meant)
+            full_name = holder is not None and holder.apex != ""  # at or below an apex
             if self.owns_records(meant) or full_name:
                 self.add(
                     "error",
@@ -402,11 +423,15 @@ class _ZoneLint:
                 return True
         return False
 
-    def _origins(self) -> list[str]:
-        """The origins a relative name could have been completed with: the zones' apexes and
-        this zone's $ORIGIN lines, longest first."""
-        found = {z.apex for z in self.world if z.apex} | self.origins
-        return sorted(found, key=len, reverse=True)
+    def _completions(self, target: str) -> Iterator[tuple[str, str]]:
+        """(origin, the name as written) for each origin that ``target`` may be a relative
+        name completed with: a zone's apex or one of this zone's $ORIGIN names, longest
+        first. Only the target's own label suffixes can be such an origin."""
+        labels = target.split(".")
+        for cut in range(1, len(labels)):
+            origin = ".".join(labels[cut:])
+            if origin in self.world.apexes or origin in self.origins:
+                yield origin, ".".join(labels[:cut])
 
     def single_mx(self, owner: str, record: ZoneRecord) -> None:
         self.add(
