@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import dns_qps, many_scenarios, scale, start_stop, throughput, virtual_time
+from bench import dns_qps, many_scenarios, scale, start_stop, throughput, virtual_time, zones
 from bench.measure import ROOT
 from bench.report import Figure, format_table, machine, write_json
 
@@ -36,6 +36,9 @@ BENCHES: dict[str, Bench] = {
     "scale": lambda quick: scale.run(sizes=(100, 300, 1000) if quick else (1000, 3000, 10000)),
     "dns": lambda quick: dns_qps.run(count=300 if quick else 5000, rounds=1 if quick else 3),
     "scenarios": lambda quick: many_scenarios.run(),
+    "zones": lambda quick: zones.run(
+        sizes=(50, 200) if quick else (250, 1000), rounds=1 if quick else 3
+    ),
 }
 
 
