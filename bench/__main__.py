@@ -17,7 +17,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import cli_startup, dns_qps, many_scenarios, scale, start_stop, throughput, virtual_time
+from bench import (
+    cli_startup,
+    dns_qps,
+    many_scenarios,
+    scale,
+    start_stop,
+    throughput,
+    virtual_time,
+    zones,
+)
 from bench.measure import ROOT
 from bench.report import Figure, format_table, machine, write_json
 
@@ -37,6 +46,9 @@ BENCHES: dict[str, Bench] = {
     "dns": lambda quick: dns_qps.run(count=300 if quick else 5000, rounds=1 if quick else 3),
     "scenarios": lambda quick: many_scenarios.run(),
     "startup": lambda quick: cli_startup.run(runs=2 if quick else 10),
+    "zones": lambda quick: zones.run(
+        sizes=(50, 200) if quick else (250, 1000), rounds=1 if quick else 3
+    ),
 }
 
 

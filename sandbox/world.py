@@ -9,9 +9,9 @@ only in where they put its servers:
   DNS server answer with those addresses (``answer_with``) so that a sender outside can reach
   them.
 
-Everything else is the world's: which zone text is in force now and the authority built from
-it, which DNS behaviour a name has now, which hosts the zones name and which behaviour each
-has, and the one stream of events every part of it emits.
+Everything else is the world's: which zone is in force now (the loader parsed every phase)
+and the authority built from it, which DNS behaviour a name has now, which hosts the zones
+name and which behaviour each has, and the one stream of events every part of it emits.
 
 The clock is the running loop's: virtual on run mode's looptime loop, real on serve mode's
 plain asyncio loop. ``Clock`` reads it as seconds since the world started.
@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from sandbox.core.addresses import canonical
 from sandbox.core.mx import ip_literal
 from sandbox.dns.server import Authority, DnsServer
-from sandbox.dns.zone import Zone, find_zone, parse_zone, with_addresses
+from sandbox.dns.zone import Zone, find_zone, with_addresses
 from sandbox.events import Emit, Event
 from sandbox.hosts.host import MailHost
 from sandbox.scenario.model import Behaviour, DnsBehaviour, Scenario, Timeline
@@ -71,8 +71,7 @@ class World:
         self.dns: DnsServer | None = None
         self.hosts: list[MailHost] = []
         self._sinks = list(sinks)
-        self._zone_texts = {spec.apex: spec.texts for spec in scenario.zones}
-        self._parsed: dict[tuple[str, str], Zone] = {}
+        self._zones = [spec.phases for spec in scenario.zones]
         self._authority_cache: tuple[tuple[Zone, ...], Authority] | None = None
         self._answers: Mapping[str, str] = {}
 
@@ -86,9 +85,9 @@ class World:
     # --- zones and DNS -----------------------------------------------------------------------
 
     def zones_now(self) -> list[Zone]:
-        """Every zone as its text reads now."""
+        """Every zone as it is now."""
         now = self.clock()
-        return [self._zone(apex, texts.at(now)) for apex, texts in self._zone_texts.items()]
+        return [phases.at(now) for phases in self._zones]
 
     def in_scenario(self, domain: str) -> bool:
         """Some zone of the scenario holds ``domain`` now."""
@@ -130,9 +129,9 @@ class World:
     def host_addresses(self) -> list[tuple[str, str]]:
         """(owner name, address) for every A/AAAA in every zone phase, one per address."""
         seen: dict[str, str] = {}
-        for apex, texts in self._zone_texts.items():
-            for phase in texts.phases:
-                for record in self._zone(apex, phase.value).records:
+        for phases in self._zones:
+            for phase in phases.phases:
+                for record in phase.value.records:
                     if record.address is not None:
                         seen.setdefault(canonical(record.address), record.name)
                     elif record.rtype == "MX" and record.target and ip_literal(record.target):
@@ -170,14 +169,6 @@ class World:
             await host.close()
         if self.dns is not None:
             await self.dns.close()
-
-    # --- inside ------------------------------------------------------------------------------
-
-    def _zone(self, apex: str, text: str) -> Zone:
-        key = (apex, text)
-        if key not in self._parsed:
-            self._parsed[key] = parse_zone(apex, text)
-        return self._parsed[key]
 
 
 def _running_loop_time() -> float:

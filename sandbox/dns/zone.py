@@ -12,7 +12,8 @@ BIND or paste it from a DNS provider. Reading it takes three passes, each small:
 2. **Tokens -> entries.** Tokens are joined into entries: one per directive (``$ORIGIN``,
    ``$TTL``) or record. Newlines end an entry unless a ``(`` is still open. A line that
    starts with white space has no owner field: it repeats the previous record's owner.
-3. **Entries -> records.** Directives update the origin and the default TTL; each record's
+3. **Entries -> records.** Directives update the origin and the default TTL, and are kept
+   with their lines (``Zone.directives``: the lint points at a ``$TTL 0`` line); each record's
    owner, TTL, class and type are read here, and its data by a small reader per common type
    (A, AAAA, MX, CNAME, NS, PTR, SOA, TXT) that says in plain words what is wrong and how to
    mend it. Rarer types go to dnslib's own ``fromZone`` readers. The result is a ``dnslib.RR``
@@ -34,7 +35,7 @@ import dataclasses
 import ipaddress
 import re
 import textwrap
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,17 @@ import dnslib
 from sandbox.core.addresses import canonical
 from sandbox.errors import ZoneSyntaxError
 
-__all__ = ["Zone", "ZoneRecord", "find_zone", "parse_zone", "with_addresses"]
+__all__ = [
+    "Directive",
+    "OriginDirective",
+    "TtlDirective",
+    "Zone",
+    "ZoneIndex",
+    "ZoneRecord",
+    "find_zone",
+    "parse_zone",
+    "with_addresses",
+]
 
 MAX_TTL = 2**31 - 1  # RFC 2181 §8
 _CLASSES = frozenset({"IN", "CH", "CS", "HS", "NONE", "ANY"})
@@ -76,14 +87,33 @@ class ZoneRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class OriginDirective:
+    """A ``$ORIGIN`` line: from it on, relative names end in ``origin`` (absolute, our spelling)."""
+
+    line: int
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class TtlDirective:
+    """A ``$TTL`` line: from it on, a record without a TTL of its own gets ``ttl`` seconds."""
+
+    line: int
+    ttl: int
+
+
+Directive = OriginDirective | TtlDirective
+
+
+@dataclass(frozen=True, slots=True)
 class Zone:
-    """A parsed zone: its apex, its records in file order and its SOA."""
+    """A parsed zone: its apex, its records in file order, its SOA and its directives."""
 
     apex: str
     records: tuple[ZoneRecord, ...]
     soa: Any = field(compare=False)
     default_ttl: int
-    ttl_directive: bool
+    directives: tuple[Directive, ...] = ()
     # Indexes built once: the servers look names up on every query.
     _by_name: Mapping[str, tuple[ZoneRecord, ...]] = field(init=False, repr=False, compare=False)
     _existing: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -94,6 +124,11 @@ class Zone:
             by_name.setdefault(record.name, []).append(record)
         object.__setattr__(self, "_by_name", {k: tuple(v) for k, v in by_name.items()})
         object.__setattr__(self, "_existing", _with_ancestors(self.names(), self.apex))
+
+    @property
+    def ttl_directive(self) -> bool:
+        """True when the zone has a ``$TTL`` line (``default_ttl`` is then the first one's)."""
+        return any(isinstance(d, TtlDirective) for d in self.directives)
 
     def names(self) -> frozenset[str]:
         """The owner names of the zone's records, and the apex (which always holds the SOA)."""
@@ -129,13 +164,42 @@ class Zone:
         return _normalise(name) in self._existing
 
 
+class ZoneIndex:
+    """Zones by apex, for finding the zone that holds a name.
+
+    A look-up walks the name's labels from the full name towards the root and stops at the
+    first apex it meets, which is the longest apex containing the name: its cost follows the
+    length of the name, not the number of zones. Of two zones with one apex, the first wins.
+    """
+
+    __slots__ = ("_by_apex",)
+
+    def __init__(self, zones: Iterable[Zone]) -> None:
+        by_apex: dict[str, Zone] = {}
+        for zone in zones:
+            by_apex.setdefault(zone.apex, zone)
+        self._by_apex = by_apex
+
+    def find(self, name: str) -> Zone | None:
+        """The zone with the longest apex that contains ``name``, or None."""
+        candidate = _normalise(name)
+        while True:
+            zone = self._by_apex.get(candidate)
+            if zone is not None or not candidate:
+                return zone
+            candidate = candidate.partition(".")[2]
+
+    def __iter__(self) -> Iterator[Zone]:
+        return iter(self._by_apex.values())
+
+    def __contains__(self, apex: object) -> bool:
+        return apex in self._by_apex
+
+
 def find_zone(zones: Iterable[Zone], name: str) -> Zone | None:
-    """The zone with the longest apex that contains ``name``, or None."""
-    best: Zone | None = None
-    for zone in zones:
-        if zone.contains(name) and (best is None or len(zone.apex) > len(best.apex)):
-            best = zone
-    return best
+    """The zone with the longest apex that contains ``name``, or None (a one-off look-up:
+    keep a ``ZoneIndex`` to look up many names)."""
+    return ZoneIndex(zones).find(name)
 
 
 def parse_zone(apex: str, text: str, *, default_ttl: int = 3600) -> Zone:
@@ -311,7 +375,7 @@ class _ZoneReader:
         self.origin = apex
         self.ttl = default_ttl
         self.default_ttl = default_ttl
-        self.ttl_directive = False
+        self.directives: list[Directive] = []
         self.owner: str | None = None
         self.records: list[ZoneRecord] = []
 
@@ -325,7 +389,7 @@ class _ZoneReader:
     def zone(self) -> Zone:
         soas = [r for r in self.records if r.rtype == "SOA"]
         soa = soas[0].rr if soas else self._synthesised_soa()
-        return Zone(self.apex, tuple(self.records), soa, self.default_ttl, self.ttl_directive)
+        return Zone(self.apex, tuple(self.records), soa, self.default_ttl, tuple(self.directives))
 
     def _synthesised_soa(self) -> Any:
         """An SOA for a zone that wrote none: every authoritative NODATA/NXDOMAIN needs one."""
@@ -344,12 +408,13 @@ class _ZoneReader:
         if name == "$ORIGIN":
             arg = _one_argument(args, "$ORIGIN needs one name, like '$ORIGIN example.test.'", entry)
             self.origin = self.absolute(arg)
+            self.directives.append(OriginDirective(entry.line, self.origin))
         elif name == "$TTL":
             arg = _one_argument(args, "$TTL needs one value, like '$TTL 3600' or '$TTL 1h'", entry)
             self.ttl = _ttl(arg)
-            if not self.ttl_directive:
+            if not any(isinstance(d, TtlDirective) for d in self.directives):
                 self.default_ttl = self.ttl
-            self.ttl_directive = True
+            self.directives.append(TtlDirective(entry.line, self.ttl))
         elif name in ("$INCLUDE", "$GENERATE"):
             raise ZoneSyntaxError(
                 f"{name} is not supported in a scenario: write the records out instead",

@@ -3,9 +3,14 @@
 MX-health checkers teach with a list of findings; so does this module. Each finding names
 the zone line (and the scenario file line) of the record at fault, a severity, the rule and
 its RFC, and a sentence on how to mend it. Everything here is a pure function of parsed
-zones: ``lint_zone`` looks at one zone against the world of zones around it (an MX may name
-a host in another zone of the scenario), and ``lint_scenario`` runs it over every zone and
-every phase of a zone that changes over time.
+zones (the ``Zone`` objects the loader made; the lint never reads zone text): ``lint_zone``
+looks at one zone against the world of zones around it (an MX may name a host in another zone
+of the scenario), and ``lint_scenario`` runs it over every zone and every phase of a zone that
+changes over time.
+
+The cost grows with the number of zones, not with its square: the world of zones at a phase
+start is built once and shared by every zone linted against it, and names are found in it by
+apex (``ZoneIndex``), not by trying every zone.
 
 Severities
 ----------
@@ -22,15 +27,13 @@ reader refuses it while loading the scenario, at its line: it never reaches the 
 
 from __future__ import annotations
 
-import re
-import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from sandbox.core.durations import format_duration
 from sandbox.core.mx import ip_literal
-from sandbox.dns.zone import Zone, ZoneRecord, find_zone, parse_zone
+from sandbox.dns.zone import OriginDirective, TtlDirective, Zone, ZoneIndex, ZoneRecord
 from sandbox.scenario.model import Scenario, ZoneSpec
 
 __all__ = [
@@ -55,9 +58,6 @@ RFC_RRSET = "RFC 2181 §5"
 RFC_TTL = "RFC 2308 §4"
 RFC_TTL_ZERO = "RFC 1035 §3.2.1"
 _MAX_CNAME_CHAIN = 8
-_TTL_DIRECTIVE = re.compile(r"\$ttl\s+(\S+)", re.IGNORECASE)
-_ORIGIN_DIRECTIVE = re.compile(r"\$origin\s+(\S+)", re.IGNORECASE)
-_ZERO_TTL = re.compile(r"(0+[smhdw]?)+", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,18 +106,16 @@ def format_finding(finding: Finding, source: str) -> tuple[str, str]:
 def lint_scenario(scenario: Scenario) -> tuple[Finding, ...]:
     """Every zone of the scenario, every phase of it, in file order."""
     findings: list[Finding] = []
+    worlds: dict[float, _World] = {}  # by phase start: one world for all the zones linted then
     for spec in scenario.zones:
-        starts = (0.0, *spec.texts.boundaries)
-        for index, (phase, start) in enumerate(zip(spec.texts.phases, starts, strict=True)):
-            world = [_zone_at(other, start) for other in scenario.zones]
-            zone = parse_zone(spec.apex, phase.value)
-            for finding in lint_zone(zone, world, text=phase.value):
+        starts = (0.0, *spec.phases.boundaries)
+        for index, (phase, start) in enumerate(zip(spec.phases.phases, starts, strict=True)):
+            world = worlds.get(start)
+            if world is None:
+                world = worlds[start] = _World(other.phases.at(start) for other in scenario.zones)
+            for finding in _lint(phase.value, world):
                 findings.append(_placed(finding, spec, index, start))
     return tuple(findings)
-
-
-def _zone_at(spec: ZoneSpec, t: float) -> Zone:
-    return parse_zone(spec.apex, spec.texts.at(t))
 
 
 def _placed(finding: Finding, spec: ZoneSpec, phase: int, start: float) -> Finding:
@@ -140,16 +138,41 @@ def _placed(finding: Finding, spec: ZoneSpec, phase: int, start: float) -> Findi
 # --- one zone ----------------------------------------------------------------------------------
 
 
-def lint_zone(zone: Zone, world: Sequence[Zone] = (), *, text: str | None = None) -> list[Finding]:
+def lint_zone(zone: Zone, world: Sequence[Zone] = ()) -> list[Finding]:
     """The findings for one zone. ``world`` is every zone the sender can see (this one is
-    added if missing); ``text``, the zone's text, lets the ``$TTL`` checks point at lines."""
+    added if missing)."""
     zones = list(world) if any(z.apex == zone.apex for z in world) else [*world, zone]
-    lint = _ZoneLint(zone, zones, _origin_directives(text, zone.apex) if text else ())
-    lint.ttl(text)
+    return _lint(zone, _World(zones))
+
+
+def _lint(zone: Zone, world: _World) -> list[Finding]:
+    lint = _ZoneLint(zone, world)
+    lint.ttl()
     lint.duplicates()
     for owner in dict.fromkeys(r.name for r in zone.records if r.rtype == "MX"):
         lint.mx_set(owner)
     return sorted(lint.findings, key=lambda f: (f.zone_line, SEVERITIES.index(f.severity)))
+
+
+class _World:
+    """The zones the sender sees at one moment, indexed for the look-ups of the lint."""
+
+    def __init__(self, zones: Iterable[Zone]) -> None:
+        self.zones = tuple(zones)
+        self.index = ZoneIndex(self.zones)
+        self.apexes = frozenset(zone.apex for zone in self.zones if zone.apex)
+        self._free_address: str | None = None
+
+    def find(self, name: str) -> Zone | None:
+        return self.index.find(name)
+
+    def free_address(self) -> str:
+        """An address no zone uses, for a mend's example record."""
+        if self._free_address is None:
+            used = {r.address for z in self.zones for r in z.records if r.address}
+            candidates = (f"192.0.2.{last}" for last in range(10, 255))
+            self._free_address = next((a for a in candidates if a not in used), "192.0.2.254")
+        return self._free_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +185,10 @@ class _Resolved:
 
 
 class _ZoneLint:
-    def __init__(self, zone: Zone, world: list[Zone], origins: Sequence[str] = ()) -> None:
+    def __init__(self, zone: Zone, world: _World) -> None:
         self.zone = zone
         self.world = world
-        self.origins = tuple(origins)
+        self.origins = {d.origin for d in zone.directives if isinstance(d, OriginDirective)}
         self.findings: list[Finding] = []
 
     def add(
@@ -176,11 +199,11 @@ class _ZoneLint:
     # -- names in the scenario's DNS --
 
     def records(self, name: str, rtype: str) -> tuple[ZoneRecord, ...]:
-        zone = find_zone(self.world, name)
+        zone = self.world.find(name)
         return () if zone is None else zone.lookup(name, rtype)
 
     def owns_records(self, name: str) -> bool:
-        zone = find_zone(self.world, name)
+        zone = self.world.find(name)
         return zone is not None and bool(zone.lookup(name, "ANY"))
 
     def resolve(self, name: str) -> _Resolved:
@@ -192,7 +215,7 @@ class _ZoneLint:
                 break
             current = cnames[0].target
             chain.append(current)
-        zone = find_zone(self.world, current)
+        zone = self.world.find(current)
         addresses = () if zone is None else zone.addresses_of(current)
         return _Resolved(current, tuple(chain), addresses)
 
@@ -203,17 +226,9 @@ class _ZoneLint:
             return "@"
         return name[: -len(apex) - 1] if name.endswith("." + apex) else name + "."
 
-    def free_address(self) -> str:
-        used = {r.address for z in self.world for r in z.records if r.address}
-        for last in range(10, 255):
-            candidate = f"192.0.2.{last}"
-            if candidate not in used:
-                return candidate
-        return "192.0.2.254"
-
     # -- TTLs --
 
-    def ttl(self, text: str | None) -> None:
+    def ttl(self) -> None:
         if not self.zone.ttl_directive:
             self.add(
                 "warning",
@@ -225,23 +240,24 @@ class _ZoneLint:
                 "add '$TTL 3600' (or the TTL you mean) as the zone's first line",
                 RFC_TTL,
             )
-        zero_directives = _zero_ttl_lines(text) if text is not None else []
-        for line in zero_directives:
+        directives = [d for d in self.zone.directives if isinstance(d, TtlDirective)]
+        for directive in directives:
+            if directive.ttl != 0:
+                continue
             self.add(
                 "warning",
                 "ttl-zero",
-                line,
+                directive.line,
                 "$TTL 0: every record without its own TTL may not be cached, so each "
                 "delivery asks DNS again, and some resolvers mishandle TTL 0",
                 "use a real TTL such as '$TTL 300' (5 minutes) even for a zone you change often",
                 RFC_TTL_ZERO,
             )
-        directive_lines = _ttl_directive_lines(text) if text is not None else []
         for record in self.zone.records:
             if record.ttl != 0:
                 continue
-            governing = [line for line, _ in directive_lines if line < record.line]
-            if governing and governing[-1] in zero_directives:
+            governing = [d for d in directives if d.line < record.line]
+            if governing and governing[-1].ttl == 0:
                 continue  # the $TTL 0 above it is the finding
             self.add(
                 "warning",
@@ -319,7 +335,7 @@ class _ZoneLint:
         target = record.target or ""
         if self.ip_literal(record, target) or self.missing_dot(record, target):
             return None
-        if find_zone(self.world, target) is None:
+        if self.world.find(target) is None:
             parent = target.partition(".")[2] or target
             self.add(
                 "error",
@@ -346,7 +362,7 @@ class _ZoneLint:
             )
         if not resolved.addresses:
             final = resolved.final
-            where = find_zone(self.world, final)
+            where = self.world.find(final)
             zone_name = where.apex if where is not None else self.zone.apex
             relative = final[: -len(zone_name) - 1] if final.endswith("." + zone_name) else "@"
             self.add(
@@ -355,8 +371,8 @@ class _ZoneLint:
                 record.line,
                 f"the MX names {target}, but {final} has no A or AAAA record: the sender finds "
                 "no address to connect to",
-                f"add '{relative} IN A {self.free_address()}' to the zone {zone_name}, or remove "
-                "this MX",
+                f"add '{relative} IN A {self.world.free_address()}' to the zone {zone_name}, or "
+                "remove this MX",
                 RFC_MX,
             )
         return resolved
@@ -364,9 +380,9 @@ class _ZoneLint:
     def ip_literal(self, record: ZoneRecord, target: str) -> bool:
         written, appended = target, False
         if ip_literal(written) is None:
-            for origin in self._origins():
-                if target.endswith("." + origin) and ip_literal(target[: -len(origin) - 1]):
-                    written, appended = target[: -len(origin) - 1], True
+            for _, as_written in self._completions(target):
+                if ip_literal(as_written):
+                    written, appended = as_written, True
                     break
             else:
                 return False
@@ -391,12 +407,9 @@ class _ZoneLint:
         as written (the dotted form) does, or is itself a full name in one of the zones."""
         if self.owns_records(target):
             return False
-        apexes = {z.apex for z in self.world if z.apex}
-        for origin in self._origins():
-            if not target.endswith("." + origin):
-                continue
-            meant = target[: -len(origin) - 1]
-            full_name = any(meant == apex or meant.endswith("." + apex) for apex in apexes)
+        for origin, meant in self._completions(target):
+            holder = self.world.find(meant)
+            full_name = holder is not None and holder.apex != ""  # at or below an apex
             if self.owns_records(meant) or full_name:
                 self.add(
                     "error",
@@ -410,11 +423,15 @@ class _ZoneLint:
                 return True
         return False
 
-    def _origins(self) -> list[str]:
-        """The origins a relative name could have been completed with: the zones' apexes and
-        this zone's $ORIGIN lines, longest first."""
-        found = {z.apex for z in self.world if z.apex} | set(self.origins)
-        return sorted(found, key=len, reverse=True)
+    def _completions(self, target: str) -> Iterator[tuple[str, str]]:
+        """(origin, the name as written) for each origin that ``target`` may be a relative
+        name completed with: a zone's apex or one of this zone's $ORIGIN names, longest
+        first. Only the target's own label suffixes can be such an origin."""
+        labels = target.split(".")
+        for cut in range(1, len(labels)):
+            origin = ".".join(labels[cut:])
+            if origin in self.world.apexes or origin in self.origins:
+                yield origin, ".".join(labels[:cut])
 
     def single_mx(self, owner: str, record: ZoneRecord) -> None:
         self.add(
@@ -453,33 +470,3 @@ def _relative_form(name: str, origin: str) -> str:
     if name.endswith("." + origin):
         return f" or write it relative ('{name[: -len(origin) - 1]}')"
     return ""
-
-
-def _ttl_directive_lines(text: str) -> list[tuple[int, str]]:
-    """(line, value) of each $TTL directive, read the way the zone reader reads lines."""
-    found = []
-    for number, raw in enumerate(textwrap.dedent(text).split("\n"), start=1):
-        if raw[:1] in " \t":
-            continue  # an indented line is a record, not a directive
-        match = _TTL_DIRECTIVE.match(raw.split(";", 1)[0])
-        if match:
-            found.append((number, match.group(1)))
-    return found
-
-
-def _origin_directives(text: str, apex: str) -> list[str]:
-    """The names of the zone's $ORIGIN lines, absolute, in our spelling."""
-    origins = []
-    origin = apex
-    for raw in textwrap.dedent(text).split("\n"):
-        match = _ORIGIN_DIRECTIVE.match(raw.split(";", 1)[0])
-        if match is None or raw[:1] in " \t":
-            continue
-        name = match.group(1).lower()
-        origin = name.rstrip(".") if name.endswith(".") else f"{name}.{origin}".strip(".")
-        origins.append(origin)
-    return origins
-
-
-def _zero_ttl_lines(text: str) -> list[int]:
-    return [line for line, value in _ttl_directive_lines(text) if _ZERO_TTL.fullmatch(value)]

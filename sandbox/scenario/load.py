@@ -14,8 +14,9 @@ is made of plain dicts and lists: the same code runs, and its errors carry the k
 line.
 
 YAML's own errors become a ScenarioError at their line in ``yaml_lines``. Zone text is parsed
-by ``sandbox.dns.zone``; its errors count lines within the zone, which are shifted by the line
-where the zone's text starts in the file.
+by ``sandbox.dns.zone``, once per phase, here: the model holds the parsed zones, and nothing
+reads the text again. The reader's errors count lines within the zone, which are shifted by
+the line where the zone's text starts in the file.
 """
 
 from __future__ import annotations
@@ -392,12 +393,6 @@ def _phase_end(
 
 
 @dataclass(frozen=True, slots=True)
-class _ZoneText:
-    text: str
-    zone: Zone
-
-
-@dataclass(frozen=True, slots=True)
 class _World:
     """What the zones name, across all their phases: for the cross checks."""
 
@@ -435,19 +430,18 @@ def _zones(value: object, spot: _Spot) -> tuple[tuple[ZoneSpec, ...], _World]:
     if value is None:
         return (), _World.of(())
     mapping = _as_mapping(value, spot, "{example.test: ZONE TEXT}")
-    specs: list[ZoneSpec] = []
+    specs: dict[str, ZoneSpec] = {}
     parsed: list[Zone] = []
     for key, text in mapping.items():
         key_spot = _key_spot(mapping, key, spot)
         apex = _domain(key, key_spot, "a zone's apex")
-        if any(spec.apex == apex for spec in specs):
+        if apex in specs:
             key_spot.fail(f"the zone {apex} is written twice; merge the two into one")
-        texts = _timeline(text, _value_spot(mapping, key, spot), _zone_reader(apex), "zone")
-        parsed.extend(phase.value.zone for phase in texts.phases)
-        plain = Timeline(tuple(Phase(p.until, p.value.text) for p in texts.phases))
+        phases = _timeline(text, _value_spot(mapping, key, spot), _zone_reader(apex), "zone")
+        parsed.extend(phase.value for phase in phases.phases)
         lines = _phase_text_lines(mapping, key)
-        specs.append(ZoneSpec(apex, plain, _first_text_line(mapping, key), lines))
-    return tuple(specs), _World.of(parsed)
+        specs[apex] = ZoneSpec(apex, phases, _first_text_line(mapping, key), lines)
+    return tuple(specs.values()), _World.of(parsed)
 
 
 def _first_text_line(mapping: Mapping[object, object], key: object) -> int | None:
@@ -469,15 +463,15 @@ def _phase_text_lines(mapping: Mapping[object, object], key: object) -> tuple[in
     )
 
 
-def _zone_reader(apex: str) -> Callable[[object, _Spot], _ZoneText]:
-    def read(value: object, spot: _Spot) -> _ZoneText:
+def _zone_reader(apex: str) -> Callable[[object, _Spot], Zone]:
+    def read(value: object, spot: _Spot) -> Zone:
         if not isinstance(value, str):
             spot.fail(
                 f"the zone text must be a string, found {_shown(value)}; write it as a "
                 f"block: '{apex}: |' and the records indented below"
             )
         try:
-            return _ZoneText(value, parse_zone(apex, value))
+            return parse_zone(apex, value)
         except ZoneSyntaxError as error:
             start = spot.text_line
             line = None if start is None else start + error.line - 1

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+
+if TYPE_CHECKING:
+    # Only a name here: the hosts and the sender read this model without needing dnslib.
+    from sandbox.dns.zone import Zone
 
 __all__ = [
     "ACCEPT",
@@ -65,7 +69,7 @@ class Phase(Generic[T]):
 @dataclass(frozen=True, slots=True)
 class Timeline(Generic[T]):
     """A value that changes over virtual time: a host's behaviour, a name's DNS behaviour, a
-    zone's text. A constant is a timeline of one phase."""
+    zone. A constant is a timeline of one phase."""
 
     phases: tuple[Phase[T], ...]
 
@@ -138,14 +142,17 @@ class DnsBehaviour:
 
 @dataclass(frozen=True, slots=True)
 class ZoneSpec:
-    """A zone as written in the scenario: its apex and its zone-file text over time.
+    """A zone of the scenario: its apex and, over time, the zone its text reads as.
+
+    Each phase's text is parsed once, by the loader; the DNS server (through the world), the
+    lint and the report all read these ``Zone`` objects, never the text again.
 
     ``line`` is the line in the scenario file where the zone text starts, so that a zone
     finding at zone line N can be reported at file line ``line + N - 1``.
     """
 
     apex: str
-    texts: Timeline[str]
+    phases: Timeline[Zone]
     line: int | None = None
     # Where each phase's text starts (``line`` is the first's), for a zone written as phases.
     phase_lines: tuple[int | None, ...] = ()

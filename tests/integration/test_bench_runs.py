@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import worlds
+from bench import worlds, zones
+from sandbox import load_scenario_text
 from tests.helpers import ROOT
 
 
@@ -23,6 +24,10 @@ def test_the_benchmark_worlds_are_valid_scenarios() -> None:
     scale = worlds.scale(100)
     assert len(scale.messages) == 100
     assert len({m.recipients[0].partition("@")[2] for m in scale.messages}) == 10
+    many = load_scenario_text(zones.scenario_text(300))
+    assert len(many.zones) == 300
+    addresses = {r.address for z in many.zones for r in z.phases.initial.records if r.address}
+    assert len(addresses) == 600
 
 
 def test_python_m_bench_prints_the_table_and_writes_json(tmp_path: Path) -> None:

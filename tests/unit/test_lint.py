@@ -23,7 +23,7 @@ mx2   IN A  192.0.2.11
 def lint(text: str, *others: tuple[str, str], apex: str = "example.test") -> list[Finding]:
     zone = parse_zone(apex, text)
     world = [zone, *(parse_zone(a, t) for a, t in others)]
-    return lint_zone(zone, world, text=text)
+    return lint_zone(zone, world)
 
 
 def found(findings: list[Finding]) -> list[tuple[str, str, int]]:

@@ -19,6 +19,7 @@ from sandbox import (
     load_scenario_text,
     scenario_from_mapping,
 )
+from sandbox.dns.zone import TtlDirective
 from sandbox.scenario.model import (
     Behaviour,
     DeliveryExpectation,
@@ -290,7 +291,12 @@ def test_design_example_loads() -> None:
     (zone,) = scenario.zones
     assert zone.apex == "example.test"
     assert zone.line == 9
-    assert zone.texts.initial.startswith("$TTL 3600\n@     IN MX 10")
+    parsed = zone.phases.initial  # parsed by the loader, once
+    assert [(r.target, r.line) for r in parsed.lookup("example.test", "MX")] == [
+        ("mx1.example.test", 2),
+        ("mx2.example.test", 3),
+    ]
+    assert parsed.directives == (TtlDirective(line=1, ttl=3600),)
     assert scenario.hosts == {
         "mx1.example.test": Timeline.constant(Behaviour(connection="refuse")),
         "mx2.example.test": Timeline.constant(Behaviour()),
@@ -320,9 +326,9 @@ def everything() -> Scenario:
 def test_zone_phases_and_names(everything: Scenario) -> None:
     (zone,) = everything.zones
     assert zone.apex == "example.test"
-    assert zone.texts.boundaries == (3600.0,)
-    assert "mx2" in zone.texts.at(3600.0)
-    assert "mx2" not in zone.texts.at(0.0)
+    assert zone.phases.boundaries == (3600.0,)
+    assert zone.phases.at(3600.0).addresses_of("mx2.example.test") == ("2001:db8::25",)
+    assert zone.phases.at(0.0).addresses_of("mx2.example.test") == ()
     assert zone.line == 8  # the line after the first phase's `zone: |`
 
 

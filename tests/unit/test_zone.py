@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox import ZoneSyntaxError
-from sandbox.dns.zone import Zone, find_zone, parse_zone
+from sandbox.dns.zone import (
+    OriginDirective,
+    TtlDirective,
+    Zone,
+    ZoneIndex,
+    find_zone,
+    parse_zone,
+)
 
 FULL_ZONE = """\
 $TTL 300
@@ -246,6 +253,49 @@ def test_find_zone_picks_the_longest_apex() -> None:
     assert find_zone(zones, "sub.example.test") is child
     assert find_zone(zones, "mx1.example.test") is parent
     assert find_zone(zones, "example.org") is None
+
+
+def test_the_index_finds_the_longest_apex_by_walking_labels() -> None:
+    root = parse_zone(".", "a IN A 192.0.2.9")
+    parent = parse_zone("example.test", "mx1 IN A 192.0.2.1")
+    child = parse_zone("sub.example.test", "mx1 IN A 192.0.2.2")
+    again = parse_zone("example.test", "mx1 IN A 192.0.2.3")
+    index = ZoneIndex([parent, child, again])
+    assert index.find("MX1.Sub.Example.TEST.") is child
+    assert index.find("deep.below.mx1.example.test") is parent  # the first of two apexes
+    assert index.find("example.org") is None
+    assert list(index) == [parent, child]
+    assert "sub.example.test" in index
+    with_root = ZoneIndex([root, child])
+    assert with_root.find("example.test") is root
+    assert with_root.find("") is root
+    assert with_root.find("x.sub.example.test") is child
+
+
+def test_directives_are_kept_with_their_lines_and_values() -> None:
+    text = (
+        "$TTL 1h\n"
+        "@ IN MX 10 mx1\n"
+        "$ORIGIN sub\n"  # relative: to the origin in force, the apex
+        "mx1 IN A 192.0.2.1\n"
+        "$ttl 0 ; lower case, with a comment\n"
+        "$ORIGIN Other.Example.Test.\n"
+        "mx2 IN A 192.0.2.2\n"
+    )
+    zone = parse_zone("example.test", text)
+    assert zone.directives == (
+        TtlDirective(line=1, ttl=3600),
+        OriginDirective(line=3, origin="sub.example.test"),
+        TtlDirective(line=5, ttl=0),
+        OriginDirective(line=6, origin="other.example.test"),
+    )
+    assert zone.ttl_directive is True
+    assert zone.default_ttl == 3600  # the first $TTL's
+    assert [r.name for r in zone.records] == [
+        "example.test",
+        "mx1.sub.example.test",
+        "mx2.other.example.test",
+    ]
 
 
 def test_root_zone_contains_every_name() -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from sandbox.core.addresses import canonical
-from sandbox.dns.zone import Zone, parse_zone
+from sandbox.dns.zone import Zone
 from sandbox.events import (
     Connected,
     ConnectFailed,
@@ -316,7 +316,7 @@ def _mx_rows(result: RunResult) -> tuple[tuple[MxRow, ...], tuple[str, ...]]:
     for event in result.events:
         if isinstance(event, RouteChosen):
             routes[event.domain].append(event)
-    zones = [parse_zone(spec.apex, spec.texts.initial) for spec in result.scenario.zones]
+    zones = [spec.phases.initial for spec in result.scenario.zones]
     domains = sorted(
         {r.rpartition("@")[2].lower() for m in result.scenario.messages for r in m.recipients}
     )
