@@ -31,6 +31,7 @@ from sandbox.events import (
     DsnCreated,
     Emit,
     Event,
+    RunEnd,
     RunFinished,
     RunStarted,
 )
@@ -140,7 +141,7 @@ class Sandbox:
             scenario=scenario.name,
             in_scenario=self.world.in_scenario,
         )
-        reason = "settled"
+        reason: RunEnd = "settled"
         self._delivering = asyncio.get_running_loop().create_task(agent.deliver(scenario.messages))
         if self._interrupted:  # interrupted before the run began
             self._cancel_delivery()

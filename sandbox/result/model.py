@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox.core.delivery import FinalStatus
+from sandbox.core.dsn import DsnAction, DsnVia
 from sandbox.core.policy import Profile
 from sandbox.events import Event
 from sandbox.scenario.model import Scenario
@@ -28,7 +30,7 @@ class ExpectationResult:
 class DeliveryRow:
     message: int
     recipient: str
-    status: str
+    status: FinalStatus
     host: str | None
     address: str | None
     at: float
@@ -51,11 +53,11 @@ class ReturnedRow:
     """A delivery status notification sent back to a message's envelope sender."""
 
     message: int
-    action: str  # failed, delayed
+    action: DsnAction
     to: str
     recipients: tuple[str, ...]
     at: float
-    via: str  # "mx" or "returned_mailbox"
+    via: DsnVia
     dsn_message: int | None
     status: str  # the DSN's own fate: delivered, bounced, deferred, or "returned_mailbox"
     data: bytes = field(repr=False, default=b"")

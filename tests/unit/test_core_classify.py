@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.core.classify import NoReply, ServerReply, classify, dsn_of
+from sandbox.core.classify import (
+    CONNECT_FAILURES,
+    ConnectFailure,
+    NoReply,
+    ServerReply,
+    classify,
+    dsn_of,
+    probe_passed,
+)
 from sandbox.core.policy import Profile
 
 POSTFIX = Profile()
@@ -76,3 +84,18 @@ def test_dsn_from_the_enhanced_code_or_the_class(code: int, text: str, dsn: str)
 def test_a_skipped_5xx_greeting_is_reported_as_temporary() -> None:
     result = classify("greeting", ServerReply(554, "5.7.1 go away"), POSTFIX)
     assert (result.verdict, result.dsn) == ("next_host", "4.7.1")
+
+
+# --- the RSET probe, and the words of a failed connect ---------------------------------------
+
+
+def test_only_a_250_to_the_probe_reuses_a_session() -> None:
+    assert probe_passed(ServerReply(250, "2.0.0 Ok"))
+    assert not probe_passed(ServerReply(451, "4.3.0 try later"))
+    assert not probe_passed(NoReply("lost"))
+
+
+@pytest.mark.parametrize("reason", ["refused", "timeout", "error"])
+def test_a_failed_connect_is_worded_from_one_table(reason: ConnectFailure) -> None:
+    why = CONNECT_FAILURES[reason].why
+    assert classify("connect", NoReply(reason), POSTFIX).why == f"{why}: try the next host"

@@ -46,3 +46,15 @@ def test_core_module_imports_no_io(path: Path) -> None:
         "email",
         "datetime",
     }
+
+
+@pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
+def test_core_module_imports_only_the_core_and_the_errors(path: Path) -> None:
+    """The core knows nothing of events, sinks or the shell (they import the core's types)."""
+    ours = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            ours |= {alias.name for alias in node.names if alias.name.startswith("sandbox")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sandbox"):
+            ours.add(node.module)
+    assert all(m.startswith("sandbox.core.") or m == "sandbox.errors" for m in ours), ours
