@@ -268,7 +268,7 @@ class RecipientFinal(Event):
     host: str | None
     address: str | None
     dsn: str
-    reply: str
+    reply: str  # the last reply or error (``delivery.reported_reply`` adds the expiry to it)
     attempts: int
     expired: bool = False  # bounced because the retry schedule ran out
     relay: str | None = None  # "host[address]" of the last host that answered, if any

@@ -185,9 +185,7 @@ class Sandbox:
 
     def _result(self, agent: SenderAgent) -> RunResult:
         rows = tuple(
-            DeliveryRow(
-                e.message, e.recipient, e.status, e.host, e.address, e.t, e.attempts, e.dsn, e.reply
-            )
+            DeliveryRow.of(e)
             for (number, _), e in sorted(agent.final.items())
             if number not in agent.dsn_messages
         )

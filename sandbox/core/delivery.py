@@ -64,6 +64,7 @@ __all__ = [
     "SendMessage",
     "Settlement",
     "describe_outcome",
+    "reported_reply",
     "settle_deferred",
     "where",
 ]
@@ -414,3 +415,11 @@ def settle_deferred(profile: Profile, history: RetryHistory, now: float) -> Sett
     return Settlement(
         None, f"the message has been queued for {queued}, {why}: return it to the sender"
     )
+
+
+def reported_reply(reply: str, *, expired: bool) -> str:
+    """A recipient's last reply as the run reports it (the ``--json`` row, the story, the
+    DSN): for one returned because its message expired, with that said after it."""
+    if not expired:
+        return reply
+    return f"{reply} (message expired)" if reply else "expired"

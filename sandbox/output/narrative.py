@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sandbox.core.classify import CONNECT_FAILURES
-from sandbox.core.delivery import where
+from sandbox.core.delivery import reported_reply, where
 from sandbox.core.durations import format_duration
 from sandbox.events import (
     AttemptStarted,
@@ -321,7 +321,8 @@ def _final_line(out: _Lines, event: RecipientFinal) -> None:
     if event.status == "delivered":
         text = f"✔ delivered to {event.recipient} by {event.host} (dsn {event.dsn})"
     elif event.status == "bounced":
-        text = f"✘ bounced {event.recipient}: {event.dsn} {event.reply}"
+        reply = reported_reply(event.reply, expired=event.expired)
+        text = f"✘ bounced {event.recipient}: {event.dsn} {reply}"
     else:
         text = (
             f"… still deferred for {event.recipient} when the run ended: {event.dsn} {event.reply}"

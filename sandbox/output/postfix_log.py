@@ -136,14 +136,9 @@ class PostfixLog:
                 event.t, event.message, event.recipient, relay, event.dsn, "sent", event.reply
             )
         elif event.expired:
+            # Postfix logs the last try as deferred, then qmgr returns the expired message.
             self._status(
-                event.t,
-                event.message,
-                event.recipient,
-                relay,
-                event.dsn,
-                "deferred",
-                event.reply.removesuffix(" (message expired)"),
+                event.t, event.message, event.recipient, relay, event.dsn, "deferred", event.reply
             )
             sender = self._messages[event.message].sender if event.message in self._messages else ""
             self._line(

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.core.delivery import FinalStatus
+from sandbox.core.delivery import FinalStatus, reported_reply
 from sandbox.core.dsn import DsnAction, DsnVia
 from sandbox.core.policy import Profile
-from sandbox.events import Event
+from sandbox.events import Event, RecipientFinal
 from sandbox.scenario.model import Scenario
 
 __all__ = ["DeliveryRow", "ExpectationResult", "HostStats", "ReturnedRow", "RunResult"]
@@ -37,6 +37,21 @@ class DeliveryRow:
     attempts: int
     dsn: str
     reply: str
+
+    @classmethod
+    def of(cls, final: RecipientFinal) -> DeliveryRow:
+        """The row for a recipient's final event, with the reply as the run reports it."""
+        return cls(
+            final.message,
+            final.recipient,
+            final.status,
+            final.host,
+            final.address,
+            final.t,
+            final.attempts,
+            final.dsn,
+            reported_reply(final.reply, expired=final.expired),
+        )
 
 
 @dataclass(frozen=True, slots=True)

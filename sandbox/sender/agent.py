@@ -54,6 +54,7 @@ from sandbox.core.delivery import (
     Reused,
     SendCommand,
     SendMessage,
+    reported_reply,
     settle_deferred,
     where,
 )
@@ -267,13 +268,10 @@ class SenderAgent:
         number = job.spec.number
         if settlement.retry is None:
             self._decide(job, "bounce", settlement.why, pending)
-            states = []
-            for r in pending:
-                state = self.last[(number, r)]
-                state.reply = f"{state.reply} (message expired)" if state.reply else "expired"
+            states = tuple(self.last[(number, r)] for r in pending)
+            for state in states:
                 self._finalise(number, state, "bounced", expired=True)
-                states.append(state)
-            self._return_to_sender(job, tuple(states), "failed")
+            self._return_to_sender(job, states, "failed", expired=True)
             return None
         retry = settlement.retry
         job.history = RetryHistory(history.arrived, history.first_failure, history.failures, retry)
@@ -361,13 +359,15 @@ class SenderAgent:
         job: _Job,
         states: tuple[RecipientState, ...],
         action: DsnAction,
+        *,
+        expired: bool = False,
     ) -> None:
         sender = job.spec.sender
         if not states or job.is_dsn or not sender:
             return  # never a bounce about a bounce (RFC 5321 §4.5.5 / RFC 3464 §2)
         now = self._clock()
         mid = f"<dsn.{action}.{job.spec.number}.{round(now)}@sender.sandbox.test>"
-        data = self._dsn_bytes(job, states, action, now, mid)
+        data = self._dsn_bytes(job, states, action, now, mid, expired=expired)
         domain = sender.rpartition("@")[2].lower()
         recipients = tuple(s.recipient for s in states)
         dsn_message: int | None = None
@@ -398,6 +398,8 @@ class SenderAgent:
         action: DsnAction,
         now: float,
         mid: str,
+        *,
+        expired: bool,
     ) -> bytes:
         when = RUN_EPOCH + timedelta(seconds=now)
         history = job.history
@@ -414,7 +416,7 @@ class SenderAgent:
                     s.recipient,
                     action,
                     _status_code(s),
-                    s.reply,
+                    reported_reply(s.reply, expired=expired),
                     s.host,
                     when,
                 )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from sandbox.events import Event, MessageQueued, SmtpFailure
+from sandbox.events import Event, MessageQueued, RecipientFinal, SmtpFailure
 from sandbox.output.postfix_log import PostfixLog
+
+LAST = "connect to mx2.example.test[192.0.2.11]:25: Connection timed out"
 
 
 def log(*events: Event) -> list[str]:
@@ -16,6 +18,25 @@ def log(*events: Event) -> list[str]:
 
 def queued() -> MessageQueued:
     return MessageQueued(t=0, message=1, sender="bob@example.net", recipients=("a@example.test",))
+
+
+def test_an_expired_recipient_logs_its_last_error_then_returns_the_message() -> None:
+    final = RecipientFinal(
+        t=3600,
+        message=1,
+        recipient="a@example.test",
+        status="bounced",
+        host=None,
+        address=None,
+        dsn="4.4.1",
+        reply=LAST,
+        attempts=9,
+        expired=True,
+        relay="mx2.example.test[192.0.2.11]",
+    )
+    lines = log(queued(), final)
+    assert lines[-3].endswith(f"dsn=4.4.1, status=deferred ({LAST})")
+    assert lines[-2] == "10A0001: from=<bob@example.net>, status=expired, returned to sender"
 
 
 def test_a_dead_kept_session_is_worded_as_postfix_words_its_rset_probe() -> None:

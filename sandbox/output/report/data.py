@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from sandbox.core.addresses import canonical
+from sandbox.core.delivery import reported_reply
 from sandbox.dns.zone import Zone, parse_zone
 from sandbox.events import (
     Connected,
@@ -349,7 +350,8 @@ def _no_route_note(events: tuple[Event, ...], domain: str) -> str:
     """Why no connection was made to a domain, in the words of its first final status."""
     for event in events:
         if isinstance(event, RecipientFinal) and event.recipient.lower().endswith("@" + domain):
-            return f"{domain}: no MX host to try; {event.status} with {event.dsn}: {event.reply}"
+            reply = reported_reply(event.reply, expired=event.expired)
+            return f"{domain}: no MX host to try; {event.status} with {event.dsn}: {reply}"
     return f"{domain}: no MX host to try"
 
 
