@@ -27,9 +27,10 @@ message    delivered   next_host  bounce the message              next_host (out
 
 A 4xx to RCPT keeps only that recipient for the next host; the others go on.
 
-The rule for the shell's RSET probe of a session kept open lives here too (``probe_passed``),
-and so do the words of a failed connect (``CONNECT_FAILURES``), once for every voice: the
-log's, the story's and the decision's.
+Two readers share these verdicts: the shell's RSET probe of a session kept open
+(``probe_passed``), and the report, whose marks say in a word how each session went
+(``session_end``). The words of a failed connect live here too (``CONNECT_FAILURES``), once
+for every voice: the log's, the story's and the decision's.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "NoReply",
     "Outcome",
     "ServerReply",
+    "SessionEnd",
     "SessionFailure",
     "SessionStage",
     "Stage",
@@ -57,6 +59,7 @@ __all__ = [
     "connect_words",
     "dsn_of",
     "probe_passed",
+    "session_end",
 ]
 
 Verdict = Literal["continue", "next_host", "defer", "bounce", "delivered"]
@@ -187,6 +190,27 @@ def classify(stage: Stage, outcome: Outcome, profile: Profile) -> Classified:
 def probe_passed(outcome: Outcome) -> bool:
     """Whether a session kept open may serve again: its RSET probe got a 250."""
     return isinstance(outcome, ServerReply) and outcome.code == 250
+
+
+# How one session went, in a word (the report's marks): the host took the message; the
+# connect failed (refused, timeout, error); a step got no reply (timeout, lost); or a reply
+# failed a step (tempfail for 4xx, rejected for 5xx).
+SessionEnd = Literal["accepted", "refused", "timeout", "tempfail", "rejected", "lost", "error"]
+
+
+def session_end(stage: SessionStage, outcome: Outcome, profile: Profile) -> SessionEnd | None:
+    """What one step says of its session, by the step's verdict: None while it goes on."""
+    if stage == "rset":
+        verdict: Verdict = "continue" if probe_passed(outcome) else "next_host"
+    else:
+        verdict = classify(stage, outcome, profile).verdict
+    if verdict == "continue":
+        return None
+    if verdict == "delivered":
+        return "accepted"
+    if isinstance(outcome, NoReply):
+        return outcome.reason
+    return "rejected" if outcome.code >= 500 else "tempfail"
 
 
 def connect_words(reason: ConnectFailure | SessionFailure) -> ConnectWords:
