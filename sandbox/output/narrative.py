@@ -300,21 +300,20 @@ def _exchange_lines(out: _Lines, event: SmtpExchange) -> None:
 
 def _decision_line(out: _Lines, event: Decision) -> None:
     match event.action:
-        case "defer":
-            assert event.retry_at is not None
+        case "defer" if event.retry_at is not None:  # the recipients wait for a retry
             out.more(f"⇒ defer: {event.why}")
             out.more(
                 f"  try again at {clock_text(event.retry_at)} "
                 f"(in {format_duration(round(event.retry_at - event.t))})"
             )
-        case "next_host":
-            out.more(f"⇒ {event.why}")
         case "bounce":
             out.more(f"⇒ bounce: {event.why}")
-        case "fallback" | "give_up" | "keep_open":
-            out.more(f"⇒ {event.why}")
+        case "deliver":
+            pass  # the recipient's final line tells it
         case _:
-            pass
+            # The next host, a step that ends the attempt (a "defer" verdict: the deferral
+            # with its retry time follows), the HELO fallback, give_up, keep_open.
+            out.more(f"⇒ {event.why}")
 
 
 def _final_line(out: _Lines, event: RecipientFinal) -> None:
