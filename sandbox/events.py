@@ -5,6 +5,11 @@ run) and the correlation fields that apply (message number, recipient, attempt, 
 address). Sinks (narrative, Postfix-style log, JSON Lines, the recorder) only read events;
 nothing in the sandbox reads a sink, so what a person sees and what a test asserts come from
 the same facts.
+
+A field that holds one of a closed set of words is typed with the core's ``Literal`` for it,
+defined where the word is decided (``core.classify``, ``core.delivery``, ``core.mx``,
+``core.dsn``); the few words that only the I/O shell decides are named here. The core never
+imports this module.
 """
 
 from __future__ import annotations
@@ -12,7 +17,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+from sandbox.core.classify import ConnectFailure, SessionFailure, SessionStage
+from sandbox.core.delivery import FinalStatus, NoteAction
+from sandbox.core.dsn import DsnAction, DsnVia
+from sandbox.core.mx import Rcode, RouteKind
 
 __all__ = [
     "AttemptFinished",
@@ -20,6 +30,7 @@ __all__ = [
     "ConnectFailed",
     "Connected",
     "Decision",
+    "DecisionAction",
     "DnsAnswered",
     "DnsAsked",
     "DnsServed",
@@ -32,13 +43,25 @@ __all__ = [
     "RecipientDeferred",
     "RecipientFinal",
     "RouteChosen",
+    "RunEnd",
     "RunFinished",
     "RunStarted",
     "SmtpExchange",
     "SmtpFailure",
+    "Transport",
     "Warning",
     "event_to_dict",
 ]
+
+
+# The words only the I/O shell decides. The runner ends a run once every message is final
+# ("settled"), when the scenario's time is up ("until"), or when it is interrupted.
+RunEnd = Literal["settled", "until", "interrupted"]
+# A decision is one the core told (a ``Note``), or the agent's "keep_open": a session kept
+# for the next message to the same host (Postfix's connection cache).
+DecisionAction = NoteAction | Literal["keep_open"]
+# How a query reached the DNS server.
+Transport = Literal["udp", "tcp"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,7 +88,7 @@ class RunStarted(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(Event):
     kind: ClassVar[str] = "run_finished"
-    reason: str  # "settled" (every message final) or "until" (the scenario's time ran out)
+    reason: RunEnd
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,7 +138,7 @@ class DnsAnswered(Event):
     attempt: int
     name: str
     rdtype: str
-    rcode: str
+    rcode: Rcode
     records: tuple[str, ...]  # presentation form: "10 mx1.example.test.", "192.0.2.10"
     cnames: tuple[str, ...] = ()
     ttl: int = 0
@@ -128,7 +151,7 @@ class RouteChosen(Event):
     message: int
     attempt: int
     domain: str
-    route: str  # "mx", "implicit", "null", "none"
+    route: RouteKind
     hosts: tuple[tuple[int, str, tuple[str, ...]], ...]  # (preference, host, addresses)
     why: str
 
@@ -150,7 +173,7 @@ class ConnectFailed(Event):
     attempt: int
     host: str
     address: str
-    reason: str  # "refused", "timeout", "error"
+    reason: ConnectFailure
     detail: str = ""
 
 
@@ -163,7 +186,7 @@ class SmtpExchange(Event):
     attempt: int
     host: str
     address: str
-    stage: str
+    stage: SessionStage
     command: str
     code: int
     reply: str
@@ -178,20 +201,20 @@ class SmtpFailure(Event):
     attempt: int
     host: str
     address: str
-    stage: str
+    stage: SessionStage
     command: str
-    reason: str  # "timeout", "lost"
+    reason: SessionFailure
     detail: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision(Event):
-    """What the sender decided and why: ``next_host``, ``deliver``, ``defer``, ``bounce``."""
+    """What the sender decided and why."""
 
     kind: ClassVar[str] = "decision"
     message: int
     attempt: int
-    action: str
+    action: DecisionAction
     why: str
     recipients: tuple[str, ...] = ()
     retry_at: float | None = None
@@ -227,11 +250,11 @@ class DsnCreated(Event):
 
     kind: ClassVar[str] = "dsn_created"
     message: int
-    action: str  # "failed" (a bounce) or "delayed" (a warning)
+    action: DsnAction
     to: str
     recipients: tuple[str, ...]
     dsn_message: int | None  # its own message number when it is sent by SMTP
-    via: str  # "mx" (delivered through the scenario's MX hosts) or "returned_mailbox"
+    via: DsnVia
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,11 +264,11 @@ class RecipientFinal(Event):
     kind: ClassVar[str] = "recipient_final"
     message: int
     recipient: str
-    status: str  # delivered, bounced, deferred
+    status: FinalStatus
     host: str | None
     address: str | None
     dsn: str
-    reply: str
+    reply: str  # the last reply or error (``delivery.reported_reply`` adds the expiry to it)
     attempts: int
     expired: bool = False  # bounced because the retry schedule ran out
     relay: str | None = None  # "host[address]" of the last host that answered, if any
@@ -262,10 +285,12 @@ class DnsServed(Event):
 
     kind: ClassVar[str] = "dns_served"
     client: str
-    transport: str  # "udp" or "tcp"
+    transport: Transport
     name: str
     rdtype: str
-    rcode: str  # NOERROR, NXDOMAIN, SERVFAIL, FORMERR, or "dropped" for a timeout fault
+    # NOERROR, NXDOMAIN, SERVFAIL, FORMERR… (any rcode dnslib names), or "dropped" for a
+    # timeout fault: an open set, so a plain string.
+    rcode: str
     answers: int = 0
     truncated: bool = False
 

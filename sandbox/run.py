@@ -31,6 +31,7 @@ from sandbox.events import (
     DsnCreated,
     Emit,
     Event,
+    RunEnd,
     RunFinished,
     RunStarted,
 )
@@ -140,7 +141,7 @@ class Sandbox:
             scenario=scenario.name,
             in_scenario=self.world.in_scenario,
         )
-        reason = "settled"
+        reason: RunEnd = "settled"
         self._delivering = asyncio.get_running_loop().create_task(agent.deliver(scenario.messages))
         if self._interrupted:  # interrupted before the run began
             self._cancel_delivery()
@@ -184,9 +185,7 @@ class Sandbox:
 
     def _result(self, agent: SenderAgent) -> RunResult:
         rows = tuple(
-            DeliveryRow(
-                e.message, e.recipient, e.status, e.host, e.address, e.t, e.attempts, e.dsn, e.reply
-            )
+            DeliveryRow.of(e)
             for (number, _), e in sorted(agent.final.items())
             if number not in agent.dsn_messages
         )

@@ -32,7 +32,16 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Literal
 
-from sandbox.core.classify import Classified, NoReply, Outcome, ServerReply, Stage, classify
+from sandbox.core.classify import (
+    Classified,
+    NoReply,
+    Outcome,
+    ServerReply,
+    SessionStage,
+    Stage,
+    classify,
+    connect_words,
+)
 from sandbox.core.durations import format_duration
 from sandbox.core.mx import Candidate
 from sandbox.core.policy import Profile, Retry, RetryHistory, next_retry
@@ -44,15 +53,20 @@ __all__ = [
     "Connect",
     "Disconnect",
     "Feedback",
+    "FinalStatus",
     "Note",
+    "NoteAction",
     "ReadGreeting",
     "RecipientState",
+    "RecipientStatus",
     "Reused",
     "SendCommand",
     "SendMessage",
     "Settlement",
     "describe_outcome",
+    "reported_reply",
     "settle_deferred",
+    "where",
 ]
 
 
@@ -93,7 +107,8 @@ class Disconnect:
 @dataclass(frozen=True, slots=True)
 class Reused:
     """The answer to ``Connect`` when the shell hands back a session kept open from an
-    earlier delivery: it has been greeted and has said EHLO already, so it starts at MAIL."""
+    earlier delivery: it has been greeted and has said EHLO already, so it starts at MAIL.
+    The shell checks such a session with an RSET probe first (``classify.probe_passed``)."""
 
 
 Action = Connect | ReadGreeting | SendCommand | SendMessage | Disconnect
@@ -103,19 +118,28 @@ Action = Connect | ReadGreeting | SendCommand | SendMessage | Disconnect
 Feedback = Outcome | Reused | None
 
 
+# A decision worth telling: the verdict of a failed step (``next_host``, ``defer``,
+# ``bounce``), ``deliver``, the ``fallback`` from EHLO to HELO, or the ``give_up`` of a walk
+# that has used ``max_sessions``.
+NoteAction = Literal["next_host", "defer", "bounce", "deliver", "fallback", "give_up"]
+
+
 @dataclass(frozen=True, slots=True)
 class Note:
-    """A decision worth telling: ``next_host``, ``bounce``, ``deliver``, ``give_up``."""
-
-    action: str
+    action: NoteAction
     why: str
     recipients: tuple[str, ...] = ()
+
+
+RecipientStatus = Literal["pending", "delivered", "bounced"]
+# How the run reports a recipient: one still pending when the run ends is "deferred".
+FinalStatus = Literal["delivered", "bounced", "deferred"]
 
 
 @dataclass(slots=True)
 class RecipientState:
     recipient: str
-    status: Literal["pending", "delivered", "bounced"] = "pending"
+    status: RecipientStatus = "pending"
     dsn: str = ""
     reply: str = ""  # the last reply or error, in Postfix's words
     host: str | None = None  # the host that delivered it, or that gave the last error
@@ -124,7 +148,7 @@ class RecipientState:
 
 
 # What the sender was doing at each stage, in Postfix's words ("... while X").
-_DOING = {
+_DOING: dict[SessionStage, str] = {
     "greeting": "receiving the initial server greeting",
     "ehlo": "performing the EHLO handshake",
     "helo": "performing the HELO handshake",
@@ -132,8 +156,10 @@ _DOING = {
     "rcpt": "sending RCPT TO",
     "data": "sending DATA command",
     "message": "sending end of data -- message may be sent more than once",
+    "rset": "sending RSET probe",
 }
-COMMAND_NAMES = {
+# What a reply answers, in Postfix's words ("... (in reply to X)").
+COMMAND_NAMES: dict[SessionStage, str] = {
     "greeting": "initial greeting",
     "ehlo": "EHLO command",
     "helo": "HELO command",
@@ -141,24 +167,26 @@ COMMAND_NAMES = {
     "rcpt": "RCPT TO command",
     "data": "DATA command",
     "message": "end of DATA command",
+    "rset": "RSET probe",
 }
 
 
-def _where(candidate: Candidate) -> str:
-    return f"{candidate.host}[{candidate.address}]"
+def where(host: str, address: str) -> str:
+    """One address of a host as Postfix names it: ``mx1.example.test[192.0.2.10]``."""
+    return f"{host}[{address}]"
 
 
-def describe_outcome(stage: Stage, candidate: Candidate, outcome: Outcome) -> str:
+def describe_outcome(stage: SessionStage, host: str, address: str, outcome: Outcome) -> str:
     """The error text a Postfix log would show for this outcome."""
+    at = where(host, address)
     if isinstance(outcome, ServerReply):
-        return f"host {_where(candidate)} said: {outcome} (in reply to {COMMAND_NAMES[stage]})"
+        return f"host {at} said: {outcome} (in reply to {COMMAND_NAMES[stage]})"
     if stage == "connect":
-        text = {"refused": "Connection refused", "timeout": "Connection timed out"}
-        detail = text.get(outcome.reason, outcome.detail or "connection failed")
-        return f"connect to {_where(candidate)}:25: {detail}"
+        error = connect_words(outcome.reason).error or outcome.detail or "connection failed"
+        return f"connect to {at}:25: {error}"
     if outcome.reason == "timeout":
-        return f"conversation with {_where(candidate)} timed out while {_DOING[stage]}"
-    return f"lost connection with {_where(candidate)} while {_DOING[stage]}"
+        return f"conversation with {at} timed out while {_DOING[stage]}"
+    return f"lost connection with {at} while {_DOING[stage]}"
 
 
 @dataclass(slots=True)
@@ -228,13 +256,17 @@ class Attempt:
             sessions += session.handshake_done
             if self.pending and not self._stopped and index + 1 < len(self.candidates):
                 nxt = self.candidates[index + 1]
-                self._note("next_host", f"try the next address: {_where(nxt)}", self.pending)
+                self._note(
+                    "next_host",
+                    f"try the next address: {where(nxt.host, nxt.address)}",
+                    self.pending,
+                )
 
     def _session(self, session: _Session) -> Generator[Action, Feedback, None]:
         candidate = session.candidate
         outcome = yield Connect(candidate, self.profile.connect_timeout)
         if isinstance(outcome, NoReply):
-            self._fail_pending("connect", candidate, outcome)
+            self._judge("connect", session, outcome, None)
             return
         self.connected = True
         if isinstance(outcome, Reused):
@@ -260,7 +292,7 @@ class Attempt:
         outcome = yield SendCommand("ehlo", f"EHLO {helo}", self.profile.ehlo_timeout)
         assert isinstance(outcome, ServerReply | NoReply)
         if isinstance(outcome, ServerReply) and outcome.code // 100 == 5:
-            self._note("fallback", "EHLO refused: try HELO, as RFC 5321 §4.1.4 allows")
+            self._note("fallback", classify("ehlo", outcome, self.profile).why)
             outcome = yield SendCommand("helo", f"HELO {helo}", self.profile.ehlo_timeout)
             assert isinstance(outcome, ServerReply | NoReply)
             return self._step(session, "helo", outcome)
@@ -325,37 +357,33 @@ class Attempt:
         closing = isinstance(outcome, NoReply) or outcome.code == 421
         if closing:
             session.open = False
-        if verdict.verdict in ("continue", "delivered"):
+        action = verdict.verdict
+        if action == "continue" or action == "delivered":
             return verdict
-        if verdict.verdict == "defer":
+        if action == "defer":
             self._stopped = True
-        text = describe_outcome(stage, session.candidate, outcome)
+        text = describe_outcome(stage, session.candidate.host, session.candidate.address, outcome)
         for r in names:
             state = self.recipients[r]
             state.dsn, state.reply = verdict.dsn, text
             state.host, state.address = session.candidate.host, session.candidate.address
-            if verdict.verdict == "bounce":
+            if action == "bounce":
                 state.status = "bounced"
-        self._note(verdict.verdict, verdict.why, names)
+        self._note(action, verdict.why, names)
         return verdict
-
-    def _fail_pending(self, stage: Stage, candidate: Candidate, outcome: NoReply) -> None:
-        verdict = classify(stage, outcome, self.profile)
-        text = describe_outcome(stage, candidate, outcome)
-        for r in self.pending:
-            state = self.recipients[r]
-            state.dsn, state.reply = verdict.dsn, text
-            state.host, state.address = candidate.host, candidate.address
-        self._note(verdict.verdict, verdict.why, self.pending)
 
     def _deliver(self, candidate: Candidate, reply: Outcome, dsn: str, accepted: list[str]) -> None:
         for r in accepted:
             state = self.recipients[r]
             state.status, state.dsn, state.reply = "delivered", dsn, str(reply)
             state.host, state.address = candidate.host, candidate.address
-        self._note("deliver", f"{_where(candidate)} accepted the message", tuple(accepted))
+        self._note(
+            "deliver",
+            f"{where(candidate.host, candidate.address)} accepted the message",
+            tuple(accepted),
+        )
 
-    def _note(self, action: str, why: str, recipients: tuple[str, ...] = ()) -> None:
+    def _note(self, action: NoteAction, why: str, recipients: tuple[str, ...] = ()) -> None:
         self._notes.append(Note(action, why, recipients))
 
 
@@ -387,3 +415,11 @@ def settle_deferred(profile: Profile, history: RetryHistory, now: float) -> Sett
     return Settlement(
         None, f"the message has been queued for {queued}, {why}: return it to the sender"
     )
+
+
+def reported_reply(reply: str, *, expired: bool) -> str:
+    """A recipient's last reply as the run reports it (the ``--json`` row, the story, the
+    DSN): for one returned because its message expired, with that said after it."""
+    if not expired:
+        return reply
+    return f"{reply} (message expired)" if reply else "expired"

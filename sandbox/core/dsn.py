@@ -18,15 +18,22 @@ from email.mime.text import MIMEText
 from email.utils import format_datetime
 from typing import Literal
 
-__all__ = ["DsnRecipient", "build_dsn"]
+__all__ = ["DsnAction", "DsnRecipient", "DsnVia", "build_dsn"]
 
 REPORTING_MTA = "sender.sandbox.test"
+
+# What a DSN reports: recipients that failed for good (a bounce), or that are still being
+# retried (a delay warning, RFC 3464 §2.3.3).
+DsnAction = Literal["failed", "delayed"]
+# Where the shell sends it: through the scenario's MX hosts when the envelope sender's domain
+# is in the scenario, otherwise into the returned-mail mailbox.
+DsnVia = Literal["mx", "returned_mailbox"]
 
 
 @dataclass(frozen=True, slots=True)
 class DsnRecipient:
     recipient: str
-    action: Literal["failed", "delayed"]
+    action: DsnAction
     status: str  # RFC 3463, e.g. "5.1.1" or "4.4.1"
     diagnostic: str  # the last reply or error
     remote_mta: str | None  # the host that gave the diagnostic, if any

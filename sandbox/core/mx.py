@@ -43,15 +43,23 @@ __all__ = [
     "Candidate",
     "MxRecord",
     "NoRoute",
+    "NoRouteKind",
     "Query",
+    "Rcode",
     "Resolution",
     "Route",
     "RouteHost",
+    "RouteKind",
     "ip_literal",
     "order_mx",
 ]
 
+# A DNS answer's outcome as the core sees it ("TIMEOUT": no answer came).
 Rcode = Literal["NOERROR", "NXDOMAIN", "SERVFAIL", "TIMEOUT"]
+# The hosts to try come from MX records, or from the domain itself (the implicit MX).
+RouteKind = Literal["mx", "implicit"]
+# Why there is nothing to try.
+NoRouteKind = Literal["null", "nxdomain", "dns_failure", "no_address", "loop"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +112,7 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    kind: Literal["mx", "implicit"]
+    kind: RouteKind
     hosts: tuple[RouteHost, ...]
     candidates: tuple[Candidate, ...]
     why: str
@@ -115,7 +123,7 @@ class Route:
 class NoRoute:
     """No address to try. ``permanent`` bounces the recipients; otherwise they wait."""
 
-    kind: Literal["null", "nxdomain", "dns_failure", "no_address", "loop"]
+    kind: NoRouteKind
     permanent: bool
     dsn: str
     reason: str
@@ -167,7 +175,7 @@ class Resolution:
         self._rng = rng
         self._warnings: list[str] = []
         self._hosts: list[_HostState] = []
-        self._kind: Literal["mx", "implicit"] = "mx"
+        self._kind: RouteKind = "mx"
         self._why = ""
         self._pending: Iterator[Query] | None = None
         self._current: Query | None = Query(self.domain, "MX")
@@ -361,7 +369,7 @@ class Resolution:
 
     def _finish_no_route(
         self,
-        kind: Literal["null", "nxdomain", "dns_failure", "no_address", "loop"],
+        kind: NoRouteKind,
         permanent: bool,
         dsn: str,
         reason: str,

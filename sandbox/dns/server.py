@@ -64,7 +64,7 @@ import dnslib
 from sandbox.core.addresses import ensure_loopback
 from sandbox.dns.zone import Zone, find_zone
 from sandbox.errors import BindError, bind_error
-from sandbox.events import DnsServed, Event
+from sandbox.events import DnsServed, Event, Transport
 from sandbox.scenario.model import DnsBehaviour
 
 __all__ = [
@@ -332,7 +332,7 @@ class DnsServer:
 
     # -- one query, from bytes to bytes --
 
-    def serve(self, data: bytes, client: str, transport: str) -> tuple[bytes | None, bool]:
+    def serve(self, data: bytes, client: str, transport: Transport) -> tuple[bytes | None, bool]:
         """The reply to one message (None: no reply), and whether the message made sense.
 
         This is the boundary where any bytes at all may arrive, so nothing may escape it.
@@ -343,7 +343,7 @@ class DnsServer:
             logger.exception("DNS server: unexpected error answering %s; SERVFAIL", client)
             return self._bare_reply(data, client, transport, dnslib.RCODE.SERVFAIL), False
 
-    def _serve(self, data: bytes, client: str, transport: str) -> tuple[bytes | None, bool]:
+    def _serve(self, data: bytes, client: str, transport: Transport) -> tuple[bytes | None, bool]:
         key = (transport, data[2:])
         known = self._packed.get(key)
         if known is not None:
@@ -379,7 +379,9 @@ class DnsServer:
     def _kind(self, name: str, rdtype: str) -> str:
         return self._behaviour(name).kind if self._behaviour and rdtype else "answer"
 
-    def _reuse(self, known: _PackedReply, data: bytes, client: str, transport: str) -> bytes | None:
+    def _reuse(
+        self, known: _PackedReply, data: bytes, client: str, transport: Transport
+    ) -> bytes | None:
         """The packed reply with this query's ID, or None when the zones or the name's DNS
         behaviour have changed since it was packed."""
         if self._kind(known.name, known.rdtype) != known.kind:
@@ -413,7 +415,9 @@ class DnsServer:
             return self._authority
         return self._authority()
 
-    def _bare_reply(self, data: bytes, client: str, transport: str, rcode: int) -> bytes | None:
+    def _bare_reply(
+        self, data: bytes, client: str, transport: Transport, rcode: int
+    ) -> bytes | None:
         """A header-only reply to a message we cannot read; None if not even the header."""
         if len(data) < _HEADER_SIZE:
             return None
@@ -429,7 +433,7 @@ class DnsServer:
     def _report(
         self,
         client: str,
-        transport: str,
+        transport: Transport,
         name: str,
         rdtype: str,
         rcode: str,
@@ -442,7 +446,7 @@ class DnsServer:
     def _report_served(
         self,
         client: str,
-        transport: str,
+        transport: Transport,
         name: str,
         rdtype: str,
         rcode: str,
@@ -492,7 +496,7 @@ def _opt_of(request: dnslib.DNSRecord) -> Any | None:
 
 
 def _fit(
-    request: dnslib.DNSRecord, reply: dnslib.DNSRecord, transport: str
+    request: dnslib.DNSRecord, reply: dnslib.DNSRecord, transport: Transport
 ) -> tuple[bytes, dnslib.DNSRecord]:
     """Pack the reply within the transport's size limit, truncating (TC=1) when it does not fit.
 

@@ -13,6 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from sandbox.core.classify import CONNECT_FAILURES
+from sandbox.core.delivery import reported_reply, where
 from sandbox.core.durations import format_duration
 from sandbox.events import (
     AttemptStarted,
@@ -38,6 +40,7 @@ __all__ = ["clock_text", "render_narrative"]
 
 FULL_ATTEMPTS_FIRST = 2
 FULL_STORIES = 3
+_KEPT = "kept in the returned-mail mailbox"  # a DSN whose recipient is outside the scenario
 
 
 def clock_text(t: float) -> str:
@@ -204,12 +207,13 @@ def _full_line(out: _Lines, event: Event) -> None:
         case Warning():
             out.at(event.t, f"warning: {event.text}")
         case Connected(reused=True):
-            out.at(event.t, f"reuse the open connection to {event.host}[{event.address}]:25")
-        case Connected():
-            out.at(event.t, f"connect to {event.host}[{event.address}]:25 … connected")
-        case ConnectFailed():
-            what = {"refused": "refused", "timeout": "timed out"}.get(event.reason, event.detail)
-            out.at(event.t, f"connect to {event.host}[{event.address}]:25 … {what}")
+            out.at(event.t, f"reuse the open connection to {where(event.host, event.address)}:25")
+        case Connected() | ConnectFailed():
+            if isinstance(event, Connected):
+                what = "connected"
+            else:
+                what = CONNECT_FAILURES[event.reason].story or event.detail
+            out.at(event.t, f"connect to {where(event.host, event.address)}:25 … {what}")
         case SmtpExchange():
             _exchange_lines(out, event)
         case SmtpFailure():
@@ -222,14 +226,13 @@ def _full_line(out: _Lines, event: Event) -> None:
             _final_line(out, event)
         case DsnCreated():
             what = "a bounce report" if event.action == "failed" else "a delay warning"
-            where = (
+            went = (
                 f"sent as message {event.dsn_message}"
                 if event.dsn_message is not None
-                else "kept in the returned-mail mailbox (the sender's domain is not "
-                "in this scenario)"
+                else f"{_KEPT} (the sender's domain is not in this scenario)"
             )
             out.more(
-                f"↩ {what} (DSN) for {', '.join(event.recipients)} goes back to {event.to}: {where}"
+                f"↩ {what} (DSN) for {', '.join(event.recipients)} goes back to {event.to}: {went}"
             )
         case _:
             pass
@@ -297,28 +300,28 @@ def _exchange_lines(out: _Lines, event: SmtpExchange) -> None:
 
 def _decision_line(out: _Lines, event: Decision) -> None:
     match event.action:
-        case "defer":
-            assert event.retry_at is not None
+        case "defer" if event.retry_at is not None:  # the recipients wait for a retry
             out.more(f"⇒ defer: {event.why}")
             out.more(
                 f"  try again at {clock_text(event.retry_at)} "
                 f"(in {format_duration(round(event.retry_at - event.t))})"
             )
-        case "next_host":
-            out.more(f"⇒ {event.why}")
         case "bounce":
             out.more(f"⇒ bounce: {event.why}")
-        case "fallback" | "give_up" | "keep_open":
-            out.more(f"⇒ {event.why}")
+        case "deliver":
+            pass  # the recipient's final line tells it
         case _:
-            pass
+            # The next host, a step that ends the attempt (a "defer" verdict: the deferral
+            # with its retry time follows), the HELO fallback, give_up, keep_open.
+            out.more(f"⇒ {event.why}")
 
 
 def _final_line(out: _Lines, event: RecipientFinal) -> None:
     if event.status == "delivered":
         text = f"✔ delivered to {event.recipient} by {event.host} (dsn {event.dsn})"
     elif event.status == "bounced":
-        text = f"✘ bounced {event.recipient}: {event.dsn} {event.reply}"
+        reply = reported_reply(event.reply, expired=event.expired)
+        text = f"✘ bounced {event.recipient}: {event.dsn} {reply}"
     else:
         text = (
             f"… still deferred for {event.recipient} when the run ended: {event.dsn} {event.reply}"
@@ -389,9 +392,7 @@ def _returned_lines(result: RunResult, style: Style) -> list[str]:
     rows = [("message", "report", "to", "at", "went")]
     for r in result.returned:
         went = (
-            "kept in the returned-mail mailbox"
-            if r.via == "returned_mailbox"
-            else f"message {r.dsn_message} via MX: {r.status}"
+            _KEPT if r.via == "returned_mailbox" else f"message {r.dsn_message} via MX: {r.status}"
         )
         kind = "bounce" if r.action == "failed" else "delay warning"
         rows.append((str(r.message), kind, r.to, clock_text(r.at), went))

@@ -14,11 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal, cast
 
-from sandbox.core.classify import NoReply, Stage
-from sandbox.core.delivery import COMMAND_NAMES, describe_outcome
-from sandbox.core.mx import Candidate
+from sandbox.core.classify import NoReply, ServerReply
+from sandbox.core.delivery import describe_outcome, where
 from sandbox.events import (
     AttemptStarted,
     ConnectFailed,
@@ -45,6 +43,10 @@ def queue_id(message: int) -> str:
 def _stamp(t: float) -> str:
     when = RUN_EPOCH + timedelta(seconds=t)
     return f"{when:%b} {when.day:>2} {when:%H:%M:%S}"
+
+
+def _relay(host: str | None, address: str | None) -> str:
+    return f"{where(host, address)}:25" if host and address else "none"
 
 
 def _seconds(value: float) -> str:
@@ -75,28 +77,19 @@ class PostfixLog:
                 if event.message in self._messages:
                     self._messages[event.message].attempt_started = event.t
             case ConnectFailed():
-                reason = {"refused": "Connection refused", "timeout": "Connection timed out"}
-                detail = reason.get(event.reason, event.detail)
-                self._line(
-                    event.t, "smtp", f"connect to {event.host}[{event.address}]:25: {detail}"
-                )
+                failure = NoReply(event.reason, event.detail)
+                text = describe_outcome("connect", event.host, event.address, failure)
+                self._line(event.t, "smtp", text)
             case SmtpExchange() if event.code >= 400:
-                self._line(
-                    event.t,
-                    "smtp",
-                    f"{queue_id(event.message)}: host {event.host}"
-                    f"[{event.address}] said: {event.code} {event.reply} "
-                    f"(in reply to {COMMAND_NAMES.get(event.stage, event.stage)})",
-                )
+                reply = ServerReply(event.code, event.reply)
+                text = describe_outcome(event.stage, event.host, event.address, reply)
+                self._line(event.t, "smtp", f"{queue_id(event.message)}: {text}")
             case SmtpFailure():
-                # Events carry plain strings; these are the core's own stage and reason words.
-                stage = cast(Stage, event.stage)
-                lost = cast(Literal["timeout", "lost"], event.reason)
-                candidate = Candidate(event.host, event.address, 0)
-                text = describe_outcome(stage, candidate, NoReply(lost))
+                failure = NoReply(event.reason, event.detail)
+                text = describe_outcome(event.stage, event.host, event.address, failure)
                 self._line(event.t, "smtp", f"{queue_id(event.message)}: {text}")
             case RecipientDeferred():
-                relay = f"{event.host}[{event.address}]:25" if event.host else "none"
+                relay = _relay(event.host, event.address)
                 self._status(
                     event.t,
                     event.message,
@@ -143,14 +136,9 @@ class PostfixLog:
                 event.t, event.message, event.recipient, relay, event.dsn, "sent", event.reply
             )
         elif event.expired:
+            # Postfix logs the last try as deferred, then qmgr returns the expired message.
             self._status(
-                event.t,
-                event.message,
-                event.recipient,
-                relay,
-                event.dsn,
-                "deferred",
-                event.reply.removesuffix(" (message expired)"),
+                event.t, event.message, event.recipient, relay, event.dsn, "deferred", event.reply
             )
             sender = self._messages[event.message].sender if event.message in self._messages else ""
             self._line(

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox.core.delivery import FinalStatus, reported_reply
+from sandbox.core.dsn import DsnAction, DsnVia
 from sandbox.core.policy import Profile
-from sandbox.events import Event
+from sandbox.events import Event, RecipientFinal
 from sandbox.scenario.model import Scenario
 
 __all__ = ["DeliveryRow", "ExpectationResult", "HostStats", "ReturnedRow", "RunResult"]
@@ -28,13 +30,28 @@ class ExpectationResult:
 class DeliveryRow:
     message: int
     recipient: str
-    status: str
+    status: FinalStatus
     host: str | None
     address: str | None
     at: float
     attempts: int
     dsn: str
     reply: str
+
+    @classmethod
+    def of(cls, final: RecipientFinal) -> DeliveryRow:
+        """The row for a recipient's final event, with the reply as the run reports it."""
+        return cls(
+            final.message,
+            final.recipient,
+            final.status,
+            final.host,
+            final.address,
+            final.t,
+            final.attempts,
+            final.dsn,
+            reported_reply(final.reply, expired=final.expired),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +68,11 @@ class ReturnedRow:
     """A delivery status notification sent back to a message's envelope sender."""
 
     message: int
-    action: str  # failed, delayed
+    action: DsnAction
     to: str
     recipients: tuple[str, ...]
     at: float
-    via: str  # "mx" or "returned_mailbox"
+    via: DsnVia
     dsn_message: int | None
     status: str  # the DSN's own fate: delivered, bounced, deferred, or "returned_mailbox"
     data: bytes = field(repr=False, default=b"")

@@ -30,24 +30,35 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal, TypedDict
+from typing import TypedDict
 
 from sandbox.core.addresses import AddressMap
-from sandbox.core.classify import NoReply, ServerReply
+from sandbox.core.classify import (
+    PROBE_COMMAND,
+    NoReply,
+    Outcome,
+    ServerReply,
+    SessionStage,
+    probe_passed,
+)
 from sandbox.core.delivery import (
     Action,
     Attempt,
     Connect,
     Disconnect,
     Feedback,
+    FinalStatus,
     ReadGreeting,
     RecipientState,
+    RecipientStatus,
     Reused,
     SendCommand,
     SendMessage,
+    reported_reply,
     settle_deferred,
+    where,
 )
-from sandbox.core.dsn import DsnRecipient, build_dsn
+from sandbox.core.dsn import DsnAction, DsnRecipient, build_dsn
 from sandbox.core.mx import Answer, NoRoute, Resolution, Route
 from sandbox.core.policy import Profile, Retry, RetryHistory
 from sandbox.events import (
@@ -56,6 +67,7 @@ from sandbox.events import (
     Connected,
     ConnectFailed,
     Decision,
+    DecisionAction,
     DnsAnswered,
     DnsAsked,
     DsnCreated,
@@ -94,7 +106,7 @@ class ReturnedMail:
     t: float
     message: int
     to: str
-    action: str
+    action: DsnAction
     data: bytes
 
 
@@ -256,13 +268,10 @@ class SenderAgent:
         number = job.spec.number
         if settlement.retry is None:
             self._decide(job, "bounce", settlement.why, pending)
-            states = []
-            for r in pending:
-                state = self.last[(number, r)]
-                state.reply = f"{state.reply} (message expired)" if state.reply else "expired"
+            states = tuple(self.last[(number, r)] for r in pending)
+            for state in states:
                 self._finalise(number, state, "bounced", expired=True)
-                states.append(state)
-            self._return_to_sender(job, tuple(states), "failed")
+            self._return_to_sender(job, states, "failed", expired=True)
             return None
         retry = settlement.retry
         job.history = RetryHistory(history.arrived, history.first_failure, history.failures, retry)
@@ -285,7 +294,7 @@ class SenderAgent:
     def _report_deferral(self, job: _Job, pending: tuple[str, ...], retry: Retry) -> None:
         now, number = self._clock(), job.spec.number
         last = self.last[(number, pending[0])]
-        why = f"{last.dsn or '4.0.0'} {last.reply}".strip()
+        why = f"{_status_code(last)} {last.reply}".strip()
         self._emit(
             Decision(
                 t=now,
@@ -307,7 +316,7 @@ class SenderAgent:
                     attempt=job.attempt,
                     host=state.host,
                     address=state.address,
-                    dsn=state.dsn or "4.0.0",
+                    dsn=_status_code(state),
                     reply=state.reply,
                     retry_at=retry.at,
                     suspended=bool(job.suspended_reply),
@@ -315,7 +324,7 @@ class SenderAgent:
             )
 
     def _finalise(
-        self, number: int, state: RecipientState, status: str, *, expired: bool = False
+        self, number: int, state: RecipientState, status: FinalStatus, *, expired: bool = False
     ) -> None:
         key = (number, state.recipient)
         event = RecipientFinal(
@@ -325,11 +334,11 @@ class SenderAgent:
             status=status,
             host=state.host if status == "delivered" else None,
             address=state.address if status == "delivered" else None,
-            dsn=state.dsn or ("2.0.0" if status == "delivered" else "4.0.0"),
+            dsn=_status_code(state),
             reply=state.reply,
             attempts=self.attempts[key],
             expired=expired,
-            relay=f"{state.host}[{state.address}]" if state.host else None,
+            relay=where(state.host, state.address) if state.host and state.address else None,
             unsure=state.unsure,
         )
         self.final[key] = event
@@ -346,14 +355,19 @@ class SenderAgent:
         self._return_to_sender(job, states, "delayed")
 
     def _return_to_sender(
-        self, job: _Job, states: tuple[RecipientState, ...], action: Literal["failed", "delayed"]
+        self,
+        job: _Job,
+        states: tuple[RecipientState, ...],
+        action: DsnAction,
+        *,
+        expired: bool = False,
     ) -> None:
         sender = job.spec.sender
         if not states or job.is_dsn or not sender:
             return  # never a bounce about a bounce (RFC 5321 §4.5.5 / RFC 3464 §2)
         now = self._clock()
         mid = f"<dsn.{action}.{job.spec.number}.{round(now)}@sender.sandbox.test>"
-        data = self._dsn_bytes(job, states, action, now, mid)
+        data = self._dsn_bytes(job, states, action, now, mid, expired=expired)
         domain = sender.rpartition("@")[2].lower()
         recipients = tuple(s.recipient for s in states)
         dsn_message: int | None = None
@@ -381,9 +395,11 @@ class SenderAgent:
         self,
         job: _Job,
         states: tuple[RecipientState, ...],
-        action: Literal["failed", "delayed"],
+        action: DsnAction,
         now: float,
         mid: str,
+        *,
+        expired: bool,
     ) -> bytes:
         when = RUN_EPOCH + timedelta(seconds=now)
         history = job.history
@@ -396,7 +412,14 @@ class SenderAgent:
             arrival=RUN_EPOCH + timedelta(seconds=job.spec.at),
             recipients=tuple(
                 # An expired recipient keeps its last 4.x.x status, as Postfix reports it.
-                DsnRecipient(s.recipient, action, s.dsn or "4.0.0", s.reply, s.host, when)
+                DsnRecipient(
+                    s.recipient,
+                    action,
+                    _status_code(s),
+                    reported_reply(s.reply, expired=expired),
+                    s.host,
+                    when,
+                )
                 for s in states
             ),
             message_id=mid,
@@ -502,7 +525,7 @@ class SenderAgent:
         permanent = route.permanent
         if route.kind == "no_address" and self.profile.no_address == "defer":
             permanent = False
-        status: Literal["bounced", "pending"] = "bounced" if permanent else "pending"
+        status: RecipientStatus = "bounced" if permanent else "pending"
         dsn = route.dsn if permanent else "4" + route.dsn[1:]
         states = {r: RecipientState(r, status, dsn, route.reason) for r in pending}
         if permanent:
@@ -512,7 +535,6 @@ class SenderAgent:
     async def _walk(self, job: _Job, attempt: Attempt) -> None:
         connection = SmtpConnection(self._network, self.profile.helo_name)
         current: Connect | None = None
-        stage = "connect"
         opened = self._clock()
         try:
             while (action := attempt.next_action()) is not None:
@@ -526,7 +548,7 @@ class SenderAgent:
                 else:
                     outcome = await self._perform(connection, action, job.content)
                 assert current is not None
-                stage = self._report_step(job, current, action, outcome, stage)
+                self._report_step(job, current, action, outcome)
                 attempt.receive(outcome)
                 for note in attempt.take_notes():
                     self._decide(job, note.action, note.why, note.recipients)
@@ -541,11 +563,11 @@ class SenderAgent:
         address = action.candidate.address
         while (kept := self._cache.take(address)) is not None:
             client, opened = kept
-            where = self._where(job, action)
-            self._emit(Connected(**where, reused=True))
+            base = self._where(job, action)
+            self._emit(Connected(**base, reused=True))
             probe = await connection.adopt(client, self.profile.ehlo_timeout)
-            self._report_probe(job, action, probe)
-            if isinstance(probe, ServerReply) and probe.code == 250:
+            self._report_reply(base, "rset", PROBE_COMMAND, probe)
+            if probe_passed(probe):
                 return Reused(), opened
             await connection.close(quit=False, timeout=0)
         return await connection.connect(address, action.timeout), self._clock()
@@ -563,14 +585,13 @@ class SenderAgent:
         if action.reusable and waiting > 0 and self._cache.accepts(opened):
             client = connection.release()
             if client is not None:
-                address = current.candidate.address
-                self._cache.park(address, client, opened)
+                candidate = current.candidate
+                self._cache.park(candidate.address, client, opened)
                 self._decide(
                     job,
                     "keep_open",
-                    f"keep the connection to {current.candidate.host}"
-                    f"[{address}] open: {waiting} more message(s) wait for "
-                    f"{job.domain} (Postfix's connection cache)",
+                    f"keep the connection to {where(candidate.host, candidate.address)} open: "
+                    f"{waiting} more message(s) wait for {job.domain} (Postfix's connection cache)",
                     (),
                 )
                 return None
@@ -586,61 +607,42 @@ class SenderAgent:
             address=candidate.address,
         )
 
-    def _report_probe(self, job: _Job, action: Connect, probe: ServerReply | NoReply) -> None:
-        base = self._where(job, action)
-        if isinstance(probe, ServerReply):
-            self._emit(
-                SmtpExchange(
-                    **base, stage="rset", command="RSET", code=probe.code, reply=probe.text
-                )
-            )
-        else:
-            self._emit(
-                SmtpFailure(
-                    **base, stage="rset", command="RSET", reason=probe.reason, detail=probe.detail
-                )
-            )
-
     async def _perform(
-        self, connection: SmtpConnection, action: Action, content: bytes
-    ) -> ServerReply | NoReply | None:
+        self,
+        connection: SmtpConnection,
+        action: ReadGreeting | SendCommand | SendMessage,
+        content: bytes,
+    ) -> Outcome:
         match action:
-            case Connect(candidate=candidate, timeout=timeout):
-                return await connection.connect(candidate.address, timeout)
             case ReadGreeting(timeout=timeout):
                 return await connection.read_greeting(timeout)
             case SendCommand(line=line, timeout=timeout):
                 return await connection.command(line, timeout)
             case SendMessage(timeout=timeout):
                 return await connection.message(content, timeout)
-            case Disconnect(quit=quit):
-                await connection.close(quit=quit, timeout=self.profile.ehlo_timeout)
-                return None
-        raise AssertionError(f"unknown action {action!r}")
 
-    def _report_step(
-        self,
-        job: _Job,
-        current: Connect,
-        action: Action,
-        outcome: Feedback,
-        stage: str,
-    ) -> str:
+    def _report_step(self, job: _Job, current: Connect, action: Action, outcome: Feedback) -> None:
         base = self._where(job, current)
-        if isinstance(action, Connect):
-            if isinstance(outcome, NoReply):
-                self._emit(ConnectFailed(**base, reason=outcome.reason, detail=outcome.detail))
-            elif not isinstance(outcome, Reused):  # a reused session was told in _connect
-                self._emit(Connected(**base))
-            return "greeting"
-        if isinstance(action, Disconnect):
-            return stage
-        stage = {ReadGreeting: "greeting", SendMessage: "message"}.get(type(action), stage)
-        command = ""
-        if isinstance(action, SendCommand):
-            stage, command = action.stage, action.line
-        elif isinstance(action, SendMessage):
-            command = "<message> ."
+        match action:
+            case Connect():
+                if isinstance(outcome, NoReply):
+                    assert outcome.reason != "lost"  # a connect is refused, times out or fails
+                    self._emit(ConnectFailed(**base, reason=outcome.reason, detail=outcome.detail))
+                elif not isinstance(outcome, Reused):  # a reused session was told in _connect
+                    self._emit(Connected(**base))
+            case ReadGreeting():
+                self._report_reply(base, "greeting", "", outcome)
+            case SendCommand(stage=stage, line=line):
+                self._report_reply(base, stage, line, outcome)
+            case SendMessage():
+                self._report_reply(base, "message", "<message> .", outcome)
+            case Disconnect():
+                pass
+
+    def _report_reply(
+        self, base: _Where, stage: SessionStage, command: str, outcome: Feedback
+    ) -> None:
+        """One step's reply, or the lack of one (the greeting has no command)."""
         if isinstance(outcome, ServerReply):
             self._emit(
                 SmtpExchange(
@@ -648,6 +650,7 @@ class SenderAgent:
                 )
             )
         elif isinstance(outcome, NoReply):
+            assert outcome.reason in ("timeout", "lost")  # a step of an open session
             self._emit(
                 SmtpFailure(
                     **base,
@@ -657,9 +660,10 @@ class SenderAgent:
                     detail=outcome.detail,
                 )
             )
-        return stage
 
-    def _decide(self, job: _Job, action: str, why: str, recipients: tuple[str, ...]) -> None:
+    def _decide(
+        self, job: _Job, action: DecisionAction, why: str, recipients: tuple[str, ...]
+    ) -> None:
         self._emit(
             Decision(
                 t=self._clock(),
@@ -675,6 +679,11 @@ class SenderAgent:
         delay = when - self._clock()
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+def _status_code(state: RecipientState) -> str:
+    """The DSN status to report: the recipient's own, or the basic one for its state."""
+    return state.dsn or ("2.0.0" if state.status == "delivered" else "4.0.0")
 
 
 def _by_domain(recipients: tuple[str, ...]) -> dict[str, tuple[str, ...]]:

@@ -19,7 +19,7 @@ import socket
 import aiosmtplib
 
 from sandbox.core.addresses import AddressMap
-from sandbox.core.classify import NoReply, Outcome, ServerReply
+from sandbox.core.classify import CONNECT_FAILURES, PROBE_COMMAND, NoReply, Outcome, ServerReply
 from sandbox.errors import NotInSandbox
 
 __all__ = ["SmtpConnection", "dot_stuff"]
@@ -38,9 +38,9 @@ def dot_stuff(message: bytes) -> bytes:
 
 def _connect_failure(error: TimeoutError | OSError) -> NoReply:
     if isinstance(error, TimeoutError):
-        return NoReply("timeout", "Connection timed out")
+        return NoReply("timeout", CONNECT_FAILURES["timeout"].error)
     if isinstance(error, ConnectionRefusedError):
-        return NoReply("refused", "Connection refused")
+        return NoReply("refused", CONNECT_FAILURES["refused"].error)
     return NoReply("error", error.strerror or str(error))
 
 
@@ -83,7 +83,7 @@ class SmtpConnection:
     async def adopt(self, client: aiosmtplib.SMTP, timeout: float) -> Outcome:
         """Take over a session kept open from an earlier delivery; RSET checks it is alive."""
         self._client = client
-        return await self.command("RSET", timeout)
+        return await self.command(PROBE_COMMAND, timeout)
 
     def release(self) -> aiosmtplib.SMTP | None:
         """Hand the open session over (to the connection cache) instead of closing it."""

@@ -10,6 +10,7 @@ from sandbox import (
     ConnectFailed,
     DnsServed,
     HostAccepted,
+    RecipientFinal,
     RunResult,
     SmtpExchange,
     run_scenario,
@@ -131,7 +132,11 @@ def test_five_day_give_up_bounces_with_the_last_error() -> None:
     assert row.status == "bounced"
     assert row.dsn == "4.4.1"
     assert 5 * 86400 <= row.at < 5 * 86400 + 4300
-    assert "message expired" in row.reply
+    assert row.reply.endswith(" (message expired)")
+    # The event keeps the last error as it was, and says why it is final beside it.
+    (final,) = [e for e in result.events if isinstance(e, RecipientFinal)]
+    assert final.expired
+    assert row.reply == f"{final.reply} (message expired)"
 
 
 def test_until_leaves_queued_messages_deferred() -> None:

@@ -53,3 +53,7 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
         assert "no_such_thing" in str(error)
     else:
         raise AssertionError("sandbox.no_such_thing did not raise")
+
+
+def test_the_lazy_table_and_all_name_the_same_things() -> None:
+    assert sorted(sandbox.__all__) == sorted(sandbox._MODULE_OF)

@@ -13,6 +13,7 @@ from sandbox import (
     run_scenario,
     scenario_from_mapping,
 )
+from sandbox.output.narrative import render_narrative
 from tests.unit.test_policy import schedule
 
 DAY = 86400
@@ -42,3 +43,14 @@ def test_haraka_gives_up_after_13_failures() -> None:
     result = run_scenario(scenario, profile=profile_for(scenario, "haraka"))
     (row,) = result.deliveries
     assert (row.status, row.attempts, row.at, row.dsn) == ("bounced", 13, 262080.0, "4.4.1")
+
+
+def test_a_4xx_that_ends_the_attempt_is_told_before_the_deferral() -> None:
+    """Haraka's "defer" verdict (no next host) has no retry time of its own: the story tells
+    it as a step, then the deferral with its retry time."""
+    busy = dict(DOWN_THREE_DAYS, hosts={"mx1.example.test": {"greeting": "421 4.3.2 Busy"}})
+    scenario = scenario_from_mapping(dict(busy, until="1m"))
+    story = render_narrative(run_scenario(scenario, profile=profile_for(scenario, "haraka")))
+    ends = "⇒ a 4xx reply at greeting ends this attempt: no next host for this sender"
+    assert f"{ends}\n" in story
+    assert "⇒ defer: 4.3.2 host mx1.example.test[192.0.2.10] said: 421 4.3.2 Busy" in story

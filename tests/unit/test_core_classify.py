@@ -5,7 +5,19 @@ from __future__ import annotations
 import pytest
 
 from sandbox import Profile
-from sandbox.core.classify import NoReply, ServerReply, classify, dsn_of
+from sandbox.core.classify import (
+    CONNECT_FAILURES,
+    ConnectFailure,
+    NoReply,
+    Outcome,
+    ServerReply,
+    SessionEnd,
+    SessionStage,
+    classify,
+    dsn_of,
+    probe_passed,
+    session_end,
+)
 
 POSTFIX = Profile()
 
@@ -76,3 +88,44 @@ def test_dsn_from_the_enhanced_code_or_the_class(code: int, text: str, dsn: str)
 def test_a_skipped_5xx_greeting_is_reported_as_temporary() -> None:
     result = classify("greeting", ServerReply(554, "5.7.1 go away"), POSTFIX)
     assert (result.verdict, result.dsn) == ("next_host", "4.7.1")
+
+
+# --- what a step says of its session (the report's marks) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stage", "outcome", "end"),
+    [
+        ("greeting", ServerReply(220, "hi"), None),
+        ("greeting", ServerReply(421, "4.3.2 busy"), "tempfail"),
+        ("greeting", ServerReply(554, "5.7.1 go away"), "rejected"),  # skipped, yet a 5xx
+        ("ehlo", ServerReply(502, "5.5.1 no EHLO"), None),  # the fallback to HELO goes on
+        ("helo", ServerReply(550, "5.7.1 no"), "rejected"),
+        ("rcpt", ServerReply(451, "4.7.1 greylisted"), "tempfail"),
+        ("data", ServerReply(354, "go ahead"), None),
+        ("message", ServerReply(250, "2.0.0 Ok"), "accepted"),
+        ("message", NoReply("lost", "Connection lost"), "lost"),
+        ("mail", NoReply("timeout"), "timeout"),
+        ("connect", NoReply("refused"), "refused"),
+        ("connect", NoReply("error", "No route to host"), "error"),
+        ("rset", ServerReply(250, "2.0.0 Ok"), None),
+        ("rset", ServerReply(421, "4.3.2 closing"), "tempfail"),
+        ("rset", NoReply("lost"), "lost"),
+    ],
+)
+def test_session_end_follows_the_verdicts(
+    stage: SessionStage, outcome: Outcome, end: SessionEnd | None
+) -> None:
+    assert session_end(stage, outcome, POSTFIX) == end
+
+
+def test_only_a_250_to_the_probe_reuses_a_session() -> None:
+    assert probe_passed(ServerReply(250, "2.0.0 Ok"))
+    assert not probe_passed(ServerReply(451, "4.3.0 try later"))
+    assert not probe_passed(NoReply("lost"))
+
+
+@pytest.mark.parametrize("reason", ["refused", "timeout", "error"])
+def test_a_failed_connect_is_worded_from_one_table(reason: ConnectFailure) -> None:
+    why = CONNECT_FAILURES[reason].why
+    assert classify("connect", NoReply(reason), POSTFIX).why == f"{why}: try the next host"

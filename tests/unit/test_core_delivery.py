@@ -14,6 +14,8 @@ from sandbox.core.delivery import (
     ReadGreeting,
     SendCommand,
     SendMessage,
+    describe_outcome,
+    reported_reply,
     settle_deferred,
 )
 from sandbox.core.mx import Candidate
@@ -210,3 +212,23 @@ def test_haraka_bounces_on_a_5xx_greeting() -> None:
     attempt = new(profile=PROFILES["haraka"])
     drive(attempt, reply_at("greeting", ServerReply(554, "5.7.1 no")))
     assert attempt.recipients["alice@example.test"].status == "bounced"
+
+
+def test_an_expired_reply_says_so_once_for_every_reader() -> None:
+    last = "connect to mx2.example.test[192.0.2.11]:25: Connection timed out"
+    assert reported_reply(last, expired=False) == last
+    assert reported_reply(last, expired=True) == f"{last} (message expired)"
+    assert reported_reply("", expired=True) == "expired"
+
+
+def test_postfix_words_every_stage_the_shell_reports() -> None:
+    probe = ServerReply(421, "4.3.2 closing")
+    assert describe_outcome("rset", MX1.host, MX1.address, probe) == (
+        "host mx1.example.test[192.0.2.10] said: 421 4.3.2 closing (in reply to RSET probe)"
+    )
+    assert describe_outcome("rset", MX1.host, MX1.address, NoReply("lost")) == (
+        "lost connection with mx1.example.test[192.0.2.10] while sending RSET probe"
+    )
+    assert describe_outcome("connect", MX1.host, MX1.address, NoReply("error", "No route")) == (
+        "connect to mx1.example.test[192.0.2.10]:25: No route"
+    )

@@ -5,7 +5,8 @@ plain facts a timeline shows, with no drawing in them:
 
 - one ``Lane`` per mail host, with the phases of its scripted behaviour over virtual time;
 - one ``Mark`` per connection attempt, with the outcome of that session, decided by what
-  came after the connect: refused, timed out, a 4xx, a 5xx, a lost connection, or accepted;
+  came after the connect: refused, timed out, a 4xx, a 5xx, a lost connection, or accepted
+  (each step is judged by the core's classification: ``classify.session_end``);
 - one ``Path`` per message: its marks in order, across attempts, and how it ended;
 - the MX table of each recipient domain, in the order the sender chose.
 
@@ -15,10 +16,20 @@ The HTML report (``report.py``) draws these; tests assert on them directly.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sandbox.core.addresses import canonical
+from sandbox.core.classify import (
+    NoReply,
+    Outcome,
+    ServerReply,
+    SessionEnd,
+    SessionStage,
+    session_end,
+)
+from sandbox.core.delivery import reported_reply
+from sandbox.core.policy import Profile
 from sandbox.dns.zone import Zone
 from sandbox.events import (
     Connected,
@@ -47,9 +58,8 @@ __all__ = [
     "phase_kind",
 ]
 
-Outcome = Literal["accepted", "refused", "timeout", "tempfail", "rejected", "lost", "error"]
 # In the order a legend lists them, with the words it uses.
-OUTCOMES: dict[str, str] = {
+OUTCOMES: dict[SessionEnd, str] = {
     "accepted": "accepted the message",
     "refused": "connection refused",
     "timeout": "no answer (timed out)",
@@ -100,7 +110,7 @@ class Mark:
     attempt: int
     mx: str  # the MX name the sender connected to (may differ from the lane's host)
     address: str
-    outcome: Outcome
+    outcome: SessionEnd
     detail: str
 
 
@@ -167,7 +177,7 @@ def build_flow(result: RunResult) -> Flow:
     for index, host in enumerate(result.hosts):
         for address in host.addresses:
             lanes_by_address[canonical(address)] = index
-    marks = _marks(result.events, lanes_by_address)
+    marks = _marks(result.events, lanes_by_address, result.profile)
     end = max([result.ended_at, *(m.t for m in marks)])
     lanes = tuple(
         Lane(
@@ -205,9 +215,19 @@ class _Session:
     attempt: int
     mx: str
     address: str
-    outcome: Outcome
-    detail: str
-    codes: list[int] = field(default_factory=list)
+    # A connected session that no step settles (cut off when the run ended) counts as lost.
+    outcome: SessionEnd = "lost"
+    detail: str = "connected"
+    settled: bool = False
+
+    def follow(self, stage: SessionStage, outcome: SessionEnd | None, detail: str) -> None:
+        """Let one step settle the session: the message accepted wins; otherwise the first
+        failure says what went wrong."""
+        if outcome is None or self.outcome == "accepted":
+            return
+        if outcome == "accepted" or not self.settled:
+            self.outcome, self.settled = outcome, True
+            self.detail = detail if outcome == "accepted" else f"{stage}: {detail}".strip()
 
     def freeze(self) -> Mark:
         return Mark(
@@ -223,7 +243,7 @@ class _Session:
         )
 
 
-def _marks(events: tuple[Event, ...], lanes: dict[str, int]) -> tuple[Mark, ...]:
+def _marks(events: tuple[Event, ...], lanes: dict[str, int], profile: Profile) -> tuple[Mark, ...]:
     """One mark per connection attempt; the events of its session decide its outcome."""
     sessions: list[_Session] = []
     open_: dict[tuple[int, int], _Session] = {}
@@ -238,47 +258,25 @@ def _marks(events: tuple[Event, ...], lanes: dict[str, int]) -> tuple[Mark, ...]
                 event.attempt,
                 event.host,
                 event.address,
-                "lost",
-                "connected",
             )
             if isinstance(event, ConnectFailed):
-                session.outcome = _connect_outcome(event.reason)
-                session.detail = event.detail or event.reason
+                session.outcome, session.detail = event.reason, event.detail or event.reason
             else:
                 open_[(event.message, event.attempt)] = session
             sessions.append(session)
         elif isinstance(event, SmtpExchange | SmtpFailure):
             current = open_.get((event.message, event.attempt))
             if current is not None and current.address == event.address:
-                _follow(current, event)
+                outcome, said = _outcome_of(event)
+                current.follow(event.stage, session_end(event.stage, outcome, profile), said)
     return tuple(s.freeze() for s in sessions if s.lane >= 0)
 
 
-def _connect_outcome(reason: str) -> Outcome:
-    if reason == "refused":
-        return "refused"
-    if reason == "timeout":
-        return "timeout"
-    return "error"
-
-
-def _follow(session: _Session, event: SmtpExchange | SmtpFailure) -> None:
-    """Let one step of a session settle its outcome: the message accepted wins; otherwise
-    the first failure says what went wrong."""
-    if session.outcome == "accepted":
-        return
+def _outcome_of(event: SmtpExchange | SmtpFailure) -> tuple[Outcome, str]:
+    """The core's outcome that an SMTP event reports, and the words a mark's detail gives it."""
     if isinstance(event, SmtpFailure):
-        if session.detail == "connected":
-            session.outcome = "timeout" if event.reason == "timeout" else "lost"
-            session.detail = f"{event.stage}: {event.reason} {event.detail}".strip()
-        return
-    if event.stage == "message" and event.code < 400:
-        session.outcome = "accepted"
-        session.detail = f"{event.code} {event.reply}".strip()
-        return
-    if event.code >= 400 and session.detail == "connected":
-        session.outcome = "rejected" if event.code >= 500 else "tempfail"
-        session.detail = f"{event.stage}: {event.code} {event.reply}".strip()
+        return NoReply(event.reason, event.detail), f"{event.reason} {event.detail}"
+    return ServerReply(event.code, event.reply), f"{event.code} {event.reply}".strip()
 
 
 _STATUS_ORDER = {"bounced": 0, "deferred": 1, "delivered": 2}
@@ -349,7 +347,8 @@ def _no_route_note(events: tuple[Event, ...], domain: str) -> str:
     """Why no connection was made to a domain, in the words of its first final status."""
     for event in events:
         if isinstance(event, RecipientFinal) and event.recipient.lower().endswith("@" + domain):
-            return f"{domain}: no MX host to try; {event.status} with {event.dsn}: {event.reply}"
+            reply = reported_reply(event.reply, expired=event.expired)
+            return f"{domain}: no MX host to try; {event.status} with {event.dsn}: {reply}"
     return f"{domain}: no MX host to try"
 
 

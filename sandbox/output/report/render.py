@@ -434,7 +434,7 @@ def _marks_svg(flow: Flow, axis: _Axis) -> str:
 
 def _bar(marks: list[Mark], x: float, width: float, y: float, height: float, *, label: bool) -> str:
     """Several attempts in a few pixels of one lane: a bar stacked by outcome."""
-    counts: Counter[str] = Counter(m.outcome for m in marks)
+    counts = Counter(m.outcome for m in marks)
     first, last = marks[0], marks[-1]
     when = (
         clock_text(first.t)
