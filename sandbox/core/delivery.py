@@ -20,15 +20,25 @@ module only applies verdicts to recipients and chooses the next step.
 
 Recipients move ``pending`` → ``delivered`` or ``bounced``. What is still pending when the
 walk ends is deferred by this attempt; whether it is tried again or returned to its sender is
-the retry policy's question (``settle_deferred``).
+the queue's question (``core.queue``), which reads the attempt's ``report()``: the recipients'
+states, whether the destination as a whole failed (a *site failure*: the last host tried
+failed at connect, at the greeting, at EHLO/HELO, or lost the connection before the
+transaction completed; a 4xx/5xx to MAIL, RCPT or DATA concerns the message, not the site)
+and which hosts failed or worked (for Exim's per-host retry records).
 
-The walk stops after the last candidate, once every recipient is settled, or once
-``max_sessions`` sessions have completed the SMTP handshake (Postfix's smtp_mx_session_limit).
+Which candidates the walk tries:
+
+- an address in ``avoid`` (a host inside its retry time) is skipped and not counted;
+- it stops after the last candidate, once every recipient is settled, once ``max_sessions``
+  sessions have completed the SMTP handshake (Postfix's smtp_mx_session_limit), or once
+  ``hosts_max_try`` hosts have been tried (Exim's rule: when the limit is reached with a host
+  and a later host has another MX preference, the walk jumps to that host and the one just
+  tried does not count; ``hosts_max_try_hardlimit`` caps the total).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,18 +52,21 @@ from sandbox.core.classify import (
     classify,
     connect_words,
 )
-from sandbox.core.durations import format_duration
 from sandbox.core.mx import Candidate
-from sandbox.core.policy import Profile, Retry, RetryHistory, next_retry
+from sandbox.core.policy import Profile
 
 __all__ = [
     "COMMAND_NAMES",
+    "NO_HOST_DUE",
+    "RETRY_NOT_DUE",
     "Action",
     "Attempt",
+    "AttemptReport",
     "Connect",
     "Disconnect",
     "Feedback",
     "FinalStatus",
+    "HostFailure",
     "Note",
     "NoteAction",
     "ReadGreeting",
@@ -62,10 +75,8 @@ __all__ = [
     "Reused",
     "SendCommand",
     "SendMessage",
-    "Settlement",
     "describe_outcome",
     "reported_reply",
-    "settle_deferred",
     "where",
 ]
 
@@ -121,7 +132,7 @@ Feedback = Outcome | Reused | None
 # A decision worth telling: the verdict of a failed step (``next_host``, ``defer``,
 # ``bounce``), ``deliver``, the ``fallback`` from EHLO to HELO, or the ``give_up`` of a walk
 # that has used ``max_sessions``.
-NoteAction = Literal["next_host", "defer", "bounce", "deliver", "fallback", "give_up"]
+NoteAction = Literal["next_host", "defer", "bounce", "deliver", "fallback", "give_up", "skip"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +157,33 @@ class RecipientState:
     address: str | None = None
     unsure: bool = False  # a final dot went unanswered: the message may have arrived
 
+
+@dataclass(frozen=True, slots=True)
+class HostFailure:
+    """An address that failed at connect or in the handshake (a host problem)."""
+
+    address: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptReport:
+    """What an attempt found, as the queue needs it.
+
+    ``states``: every recipient of the attempt, after it. ``site_failure``: the reason when
+    the destination as a whole failed (see the module docstring), else None. ``failed_hosts``
+    and ``good_hosts``: addresses for Exim's retry records. ``untried``: the reason no host
+    was tried at all (every one inside its retry time), else None.
+    """
+
+    states: Mapping[str, RecipientState]
+    site_failure: str | None = None
+    failed_hosts: tuple[HostFailure, ...] = ()
+    good_hosts: tuple[str, ...] = ()
+    untried: str | None = None
+
+
+NO_HOST_DUE = "retry time not reached for any host"
 
 # What the sender was doing at each stage, in Postfix's words ("... while X").
 _DOING: dict[SessionStage, str] = {
@@ -195,6 +233,9 @@ class _Session:
     handshake_done: bool = False
     open: bool = True
     delivered: bool = False
+    # Why this host failed as a host (connect, greeting, handshake, a lost connection before
+    # the transaction completed); None when it did not.
+    site_failure: str | None = None
 
 
 class Attempt:
@@ -206,14 +247,17 @@ class Attempt:
         recipients: tuple[str, ...],
         candidates: tuple[Candidate, ...],
         profile: Profile,
+        *,
+        avoid: frozenset[str] = frozenset(),
     ) -> None:
         self.sender = sender
         self.candidates = candidates
         self.profile = profile
+        self.avoid = avoid
         self.recipients = {r: RecipientState(r) for r in recipients}
         self._notes: list[Note] = []
         self._stopped = False  # a "defer" verdict ends the walk
-        self.connected = False  # some session got past the TCP connect
+        self._sessions: list[_Session] = []
         self._script = self._walk()
         self._action: Action | None = next(self._script, None)
 
@@ -238,29 +282,63 @@ class Attempt:
     def pending(self) -> tuple[str, ...]:
         return tuple(r for r, s in self.recipients.items() if s.status == "pending")
 
+    def report(self) -> AttemptReport:
+        """What the queue needs to know, once the walk has ended."""
+        sessions = self._sessions
+        last = sessions[-1] if sessions else None
+        site = last.site_failure if last is not None and self.pending else None
+        failed = tuple(
+            HostFailure(s.candidate.address, s.site_failure) for s in sessions if s.site_failure
+        )
+        good = tuple(s.candidate.address for s in sessions if s.handshake_done)
+        untried = NO_HOST_DUE if not sessions and self.pending and self.candidates else None
+        return AttemptReport(dict(self.recipients), site, failed, good, untried)
+
     # --- the dialogue --------------------------------------------------------------------
 
     def _walk(self) -> Generator[Action, Feedback, None]:
-        sessions = 0
-        for index, candidate in enumerate(self.candidates):
-            if not self.pending or self._stopped:
-                return
-            if self.profile.max_sessions and sessions >= self.profile.max_sessions:
+        profile = self.profile
+        handshakes = tried = 0
+        index = 0
+        while index < len(self.candidates) and self.pending and not self._stopped:
+            candidate = self.candidates[index]
+            following = index + 1
+            if candidate.address in self.avoid:
+                self._note("skip", f"{_at(candidate)}: {RETRY_NOT_DUE}")
+                index = following
+                continue
+            if profile.max_sessions and handshakes >= profile.max_sessions:
                 self._note(
                     "give_up",
-                    f"{sessions} sessions used, the most one attempt may use (max_sessions)",
+                    f"{handshakes} sessions used, the most one attempt may use (max_sessions)",
                 )
                 return
+            if profile.hosts_max_try:
+                if tried >= profile.hosts_max_try or len(self._sessions) >= (
+                    profile.hosts_max_try_hardlimit or len(self.candidates)
+                ):
+                    self._note("give_up", f"{len(self._sessions)} hosts tried (hosts_max_try)")
+                    return
+                tried += 1
+                if tried >= profile.hosts_max_try:
+                    # Exim: make sure a host of another MX preference still gets its turn.
+                    later = _next_preference(self.candidates, index)
+                    if later is not None:
+                        following, tried = later, tried - 1
             session = _Session(candidate)
+            self._sessions.append(session)
             yield from self._session(session)
-            sessions += session.handshake_done
-            if self.pending and not self._stopped and index + 1 < len(self.candidates):
-                nxt = self.candidates[index + 1]
-                self._note(
-                    "next_host",
-                    f"try the next address: {where(nxt.host, nxt.address)}",
-                    self.pending,
-                )
+            handshakes += session.handshake_done
+            nxt = self._next_untried(following)
+            if self.pending and not self._stopped and nxt is not None:
+                self._note("next_host", f"try the next address: {_at(nxt)}", self.pending)
+            index = following
+
+    def _next_untried(self, index: int) -> Candidate | None:
+        for candidate in self.candidates[index:]:
+            if candidate.address not in self.avoid:
+                return candidate
+        return None
 
     def _session(self, session: _Session) -> Generator[Action, Feedback, None]:
         candidate = session.candidate
@@ -268,7 +346,6 @@ class Attempt:
         if isinstance(outcome, NoReply):
             self._judge("connect", session, outcome, None)
             return
-        self.connected = True
         if isinstance(outcome, Reused):
             session.handshake_done = True
             yield from self._transaction(session)
@@ -363,6 +440,8 @@ class Attempt:
         if action == "defer":
             self._stopped = True
         text = describe_outcome(stage, session.candidate.host, session.candidate.address, outcome)
+        if stage in _HANDSHAKE or (isinstance(outcome, NoReply) and not session.delivered):
+            session.site_failure = text
         for r in names:
             state = self.recipients[r]
             state.dsn, state.reply = verdict.dsn, text
@@ -387,34 +466,23 @@ class Attempt:
         self._notes.append(Note(action, why, recipients))
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """What becomes of recipients an attempt left deferred: retried, or returned."""
-
-    retry: Retry | None
-    why: str
-
-    @property
-    def give_up(self) -> bool:
-        return self.retry is None
+# The stages whose failure is the host's, not the message's (with a lost connection anywhere
+# before the transaction completed): Postfix's smtp_site_fail.
+_HANDSHAKE: frozenset[Stage] = frozenset({"connect", "greeting", "ehlo", "helo"})
+RETRY_NOT_DUE = "retry time not reached"
 
 
-def settle_deferred(profile: Profile, history: RetryHistory, now: float) -> Settlement:
-    """Retry later, or return to the sender once the profile's schedule is used up."""
-    retry = next_retry(profile, history, now)
-    if retry is not None:
-        return Settlement(retry, "")
-    queued = format_duration(round(now - history.arrived))
-    if profile.retry == "doubling":
-        why = f"{history.failures} temporary failures, the most this sender allows"
-    elif profile.retry == "rules":
-        cutoff = format_duration(profile.retry_rules[-1].cutoff)
-        why = f"the retry rules end {cutoff} after the first failure"
-    else:
-        why = f"past the {format_duration(profile.max_lifetime)} limit"
-    return Settlement(
-        None, f"the message has been queued for {queued}, {why}: return it to the sender"
-    )
+def _at(candidate: Candidate) -> str:
+    return where(candidate.host, candidate.address)
+
+
+def _next_preference(candidates: tuple[Candidate, ...], index: int) -> int | None:
+    """The first candidate after ``index`` whose MX preference differs from its own."""
+    preference = candidates[index].preference
+    for later in range(index + 1, len(candidates)):
+        if candidates[later].preference != preference:
+            return later
+    return None
 
 
 def reported_reply(reply: str, *, expired: bool) -> str:

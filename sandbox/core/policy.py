@@ -83,6 +83,11 @@ class Profile:
     # smtp_mx_address_limit and smtp_mx_session_limit: how far one attempt walks the MX list.
     max_addresses: int = 5
     max_sessions: int = 2
+    # Exim's smtp transport: hosts_max_try hosts tried per attempt (skipped hosts do not
+    # count, and a host of another MX preference still gets its turn), never more than
+    # hosts_max_try_hardlimit in all. 0: no such limit.
+    hosts_max_try: int = 0
+    hosts_max_try_hardlimit: int = 0
     # The retry schedule (see the module docstring) and its parameters.
     retry: Literal["backoff", "rules", "doubling", "fixed"] = "backoff"
     min_backoff: float = 300.0
@@ -156,6 +161,8 @@ FIELD_KINDS: dict[str, str | tuple[str, ...]] = {
     "dot_timeout": "duration",
     "max_addresses": "count",
     "max_sessions": "count",
+    "hosts_max_try": "count",
+    "hosts_max_try_hardlimit": "count",
     "min_backoff": "duration",
     "max_backoff": "duration",
     "queue_run_delay": "duration",
@@ -214,7 +221,8 @@ PROFILES: dict[str, Profile] = {
         name="exim",
         data_timeout=5 * MINUTE,
         data_transfer_timeout=5 * MINUTE,
-        max_addresses=5,
+        hosts_max_try=5,
+        hosts_max_try_hardlimit=50,
         retry="rules",
         retry_rules=EXIM_RULES,
         max_lifetime=4 * DAY,

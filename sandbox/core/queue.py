@@ -102,28 +102,26 @@ import dataclasses
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sandbox.core.delivery import RecipientState
+from sandbox.core.delivery import AttemptReport, FinalStatus, RecipientState
 from sandbox.core.durations import format_duration
 from sandbox.core.mx import NoRoute
 from sandbox.core.policy import Profile, Retry, RetryHistory, host_retry_at, next_retry
 
 __all__ = [
-    "AttemptReport",
+    "Bounce",
     "Deferred",
     "Enqueued",
     "Envelope",
     "Final",
-    "HostFailure",
     "Output",
     "Queue",
     "Returned",
     "Start",
     "domain_of",
-    "expiry_text",
     "suspended_reason",
 ]
 
@@ -139,11 +137,6 @@ def suspended_reason(reason: str) -> str:
     return SUSPENDED + reason
 
 
-def expiry_text(reply: str) -> str:
-    """The reply a recipient that was given up on reports: its last reply, marked expired."""
-    return f"{reply} (message expired)" if reply else "expired"
-
-
 # --- what comes in --------------------------------------------------------------------------
 
 
@@ -156,29 +149,6 @@ class Envelope:
     recipients: tuple[str, ...]
     arrival: float
     about: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HostFailure:
-    """One address that failed at connect or in the handshake during an attempt."""
-
-    address: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptReport:
-    """What an attempt found, as the queue needs it.
-
-    ``states``: every recipient of the attempt, after it. ``site_failure``: the reason when
-    the destination as a whole failed (see the module docstring), else None. ``failed_hosts``
-    and ``good_hosts``: addresses for Exim's retry records.
-    """
-
-    states: Mapping[str, RecipientState]
-    site_failure: str | None = None
-    failed_hosts: tuple[HostFailure, ...] = ()
-    good_hosts: tuple[str, ...] = ()
 
 
 # --- what goes out --------------------------------------------------------------------------
@@ -218,15 +188,25 @@ class Deferred:
 
 
 @dataclass(frozen=True, slots=True)
+class Bounce:
+    """The queue returns these recipients to their sender, for this reason (the story's
+    "⇒ bounce" line). The attempt's own bounces (a 5xx) are told by the attempt."""
+
+    number: int
+    attempt: int
+    why: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Final:
     """A recipient's fate for this run. ``expired``: bounced because the schedule ran out."""
 
     number: int
     state: RecipientState
-    status: Literal["delivered", "bounced", "deferred"]
+    status: FinalStatus
     attempts: int
     expired: bool = False
-    why: str = ""  # for a bounce: the reason the sender gives up, for the story
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +225,7 @@ class Returned:
     retry_until: float | None = None  # for a delay warning: when the queue gives up
 
 
-Output = Enqueued | Start | Deferred | Final | Returned
+Output = Enqueued | Start | Deferred | Bounce | Final | Returned
 
 
 # --- inside ---------------------------------------------------------------------------------
@@ -308,6 +288,7 @@ class Queue:
         self._unfinished = 0
         self._seq = itertools.count()
         self._out: list[Output] = []
+        self._arrival: dict[int, float] = {}
         self.attempts: dict[tuple[int, str], int] = {}
         self.last: dict[tuple[int, str], RecipientState] = {}
         self.final: dict[tuple[int, str], Final] = {}
@@ -318,6 +299,7 @@ class Queue:
         """A message enters the queue at ``envelope.arrival``; each of its recipients is known
         from now on, so that one the run ends before is still reported."""
         self._next_number = max(self._next_number, envelope.number + 1)
+        self._arrival[envelope.number] = envelope.arrival
         for r in envelope.recipients:
             self.last[(envelope.number, r)] = RecipientState(r, reply="not yet in the queue")
             self.attempts.setdefault((envelope.number, r), 0)
@@ -352,6 +334,10 @@ class Queue:
         ]
         return min(times, default=None)
 
+    def arrival_of(self, number: int) -> float:
+        """When message ``number`` entered the queue."""
+        return self._arrival[number]
+
     @property
     def finished(self) -> bool:
         """Every delivery is done."""
@@ -374,6 +360,10 @@ class Queue:
         # Feedback first, while the attempt still counts as busy (as in Postfix's qmgr).
         self._site_feedback(start.domain, report.site_failure, now)
         delivery = self._finish_attempt(start)
+        if report.untried is not None:
+            self._mark_untried(delivery, report.untried)
+            self._retry_or_give_up(delivery, now, tried=False)
+            return
         self._settle(delivery, dict(report.states), now)
 
     def no_route(self, start: Start, route: NoRoute, now: float) -> None:
@@ -387,11 +377,16 @@ class Queue:
         failure = route.reason if route.kind == "dns_failure" else None
         self._site_feedback(start.domain, failure, now)
         delivery = self._finish_attempt(start)
-        self._settle(delivery, states, now, why=f"{route.reason}: permanent ({dsn})")
+        if permanent:
+            why = f"{route.reason}: permanent ({dsn})"
+            self._out.append(Bounce(start.number, start.attempt, why, start.recipients))
+        self._settle(delivery, states, now)
 
-    def give_up_unfinished(self) -> list[Final]:
-        """At the end of the run: every recipient not yet final is reported as deferred."""
-        finals = []
+    def give_up_unfinished(self) -> list[Output]:
+        """At the end of the run: what was decided but not yet polled, then every recipient
+        not yet final, reported as deferred. Nothing new starts."""
+        finals: list[Output] = [o for o in self._out if not isinstance(o, Start)]
+        self._out = []
         for key, state in sorted(self.last.items()):
             if key not in self.final:
                 final = Final(key[0], _copy(state), "deferred", self.attempts.get(key, 0))
@@ -518,14 +513,7 @@ class Queue:
 
     # --- settling an attempt -----------------------------------------------------------------
 
-    def _settle(
-        self,
-        delivery: _Delivery,
-        states: dict[str, RecipientState],
-        now: float,
-        *,
-        why: str = "",
-    ) -> None:
+    def _settle(self, delivery: _Delivery, states: dict[str, RecipientState], now: float) -> None:
         number = delivery.envelope.number
         pending: list[str] = []
         bounced: list[RecipientState] = []
@@ -537,7 +525,7 @@ class Queue:
             if state.status == "pending":
                 pending.append(r)
             else:
-                self._finalise(number, state, state.status, why=why)
+                self._finalise(number, state, state.status)
                 if state.status == "bounced":
                     bounced.append(state)
         self._return(delivery, tuple(bounced), "failed", now)
@@ -548,18 +536,21 @@ class Queue:
         self._retry_or_give_up(delivery, now, tried=True)
 
     def _defer_untried(self, delivery: _Delivery, reason: str, now: float) -> None:
-        """Deferred without a try: a dead destination, or no host due (counts as an attempt,
-        as Postfix logs it)."""
-        number = delivery.envelope.number
+        """Deferred without a try because the destination is dead: it counts as an attempt,
+        as Postfix logs it."""
         delivery.attempt += 1
         for r in delivery.pending:
-            key = (number, r)
-            self.attempts[key] += 1
+            self.attempts[(delivery.envelope.number, r)] += 1
+        self._mark_untried(delivery, reason)
+        self._retry_or_give_up(delivery, now, tried=False)
+
+    def _mark_untried(self, delivery: _Delivery, reason: str) -> None:
+        for r in delivery.pending:
+            key = (delivery.envelope.number, r)
             last = self.last[key]
             self.last[key] = RecipientState(
                 r, "pending", last.dsn or "4.4.1", reason, unsure=last.unsure
             )
-        self._retry_or_give_up(delivery, now, tried=False)
 
     def _retry_or_give_up(self, delivery: _Delivery, now: float, *, tried: bool) -> None:
         number = delivery.envelope.number
@@ -569,10 +560,10 @@ class Queue:
         if retry is None:
             why = _give_up_why(self.profile, history, now)
             expired = []
+            self._out.append(Bounce(number, delivery.attempt, why, delivery.pending))
             for state in states:
-                state.reply = expiry_text(state.reply)
                 state.dsn = self._expired_dsn(state.dsn)
-                self._finalise(number, state, "bounced", expired=True, why=why)
+                self._finalise(number, state, "bounced", expired=True)
                 expired.append(state)
             self._return(delivery, tuple(expired), "failed", now)
             self._done(delivery)
@@ -596,16 +587,10 @@ class Queue:
         return dataclasses.replace(history, failures=history.failures + 1)
 
     def _finalise(
-        self,
-        number: int,
-        state: RecipientState,
-        status: Literal["delivered", "bounced", "deferred"],
-        *,
-        expired: bool = False,
-        why: str = "",
+        self, number: int, state: RecipientState, status: FinalStatus, *, expired: bool = False
     ) -> None:
         key = (number, state.recipient)
-        final = Final(number, _copy(state), status, self.attempts.get(key, 0), expired, why)
+        final = Final(number, _copy(state), status, self.attempts.get(key, 0), expired)
         self.final[key] = final
         self.last[key] = state
         self._out.append(final)

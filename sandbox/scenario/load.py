@@ -305,12 +305,27 @@ def _mailbox(value: object, spot: _Spot, what: str) -> str:
         text = text[1:-1].strip()
     local, at, domain = (text or "").rpartition("@")
     domain = domain.lower().rstrip(".")
-    if text is None or not at or not local or not domain or any(c.isspace() for c in text):
+    if text is None or not at or not local or not domain or not text.isprintable():
         spot.fail(
             f"{_shown(value)} is not a mail address; write {what} as local@domain, "
-            "such as alice@example.test"
+            "such as alice@example.test (no spaces or control characters)"
+        )
+    if not _dns_name(domain):
+        spot.fail(
+            f"{_shown(value)} has no usable domain: each dot-separated part of {domain!r} must "
+            "have 1 to 63 characters, and the whole at most 253; write one such as example.test"
         )
     return f"{local}@{domain}"
+
+
+def _dns_name(name: str) -> bool:
+    """The name can be asked in DNS: labels of 1 to 63 octets (after IDNA for a name in
+    Unicode), 253 in all."""
+    try:
+        encoded = name.encode("idna")
+    except UnicodeError:
+        return False
+    return len(encoded) <= 253 and all(0 < len(label) <= 63 for label in encoded.split(b"."))
 
 
 # --- timelines ---------------------------------------------------------------------------------

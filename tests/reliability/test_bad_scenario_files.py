@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -240,3 +241,31 @@ def test_a_run_hundreds_of_virtual_days_long_ends(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)["deliveries"]
     assert (row["status"], row["at"]) == ("delivered", 900 * 86400)
+
+
+@pytest.mark.parametrize(
+    ("address", "complaint"),
+    [
+        ("alice\x00@example.test", "is not a mail address"),
+        ("ali\x07ce@example.test", "is not a mail address"),
+        ("alice@example\x1b.test", "is not a mail address"),
+        ("alice@example..test", "has no usable domain"),
+        ("alice@" + "a" * 64 + ".test", "has no usable domain"),
+    ],
+    ids=["nul", "bell", "escape-in-domain", "empty-label", "long-label"],
+)
+def test_an_address_that_cannot_be_sent_to_fails_at_load_with_its_line(
+    address: str, complaint: str
+) -> None:
+    text = (
+        "name: bad-address\n"
+        "zones:\n  example.test: |\n    @ IN MX 10 mx1\n    mx1 IN A 192.0.2.10\n"
+        f"messages:\n  - from: bob@example.net\n    to: {json.dumps(address)}\n"
+    )
+    path = write(text, "bad-address.yaml")
+    for command in ("check", "run"):
+        code, out, err = cli(command, str(path))
+        assert code == 2, (command, out)
+        (line,) = err.splitlines()
+        assert line.startswith(f"error: {path}:8: messages[0].to:"), line
+        assert complaint in line

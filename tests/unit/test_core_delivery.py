@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from sandbox import PROFILES, Profile
 from sandbox.core.classify import NoReply, Outcome, ServerReply
 from sandbox.core.delivery import (
@@ -16,10 +18,8 @@ from sandbox.core.delivery import (
     SendMessage,
     describe_outcome,
     reported_reply,
-    settle_deferred,
 )
 from sandbox.core.mx import Candidate
-from sandbox.core.policy import Retry, RetryHistory
 
 MX1 = Candidate("mx1.example.test", "192.0.2.10", 10)
 MX2 = Candidate("mx2.example.test", "192.0.2.11", 20)
@@ -189,16 +189,6 @@ def test_session_limit_stops_the_walk() -> None:
     assert attempt.take_notes()[-1].action == "give_up"
 
 
-def test_settle_defers_by_age_then_gives_up_after_the_lifetime() -> None:
-    profile = Profile()
-    assert settle_deferred(profile, RetryHistory(0, 0, 1), 0).retry == Retry(300, 300)
-    assert settle_deferred(profile, RetryHistory(0, 0, 5), 2400).retry == Retry(4800, 2400)
-    assert not settle_deferred(profile, RetryHistory(0, 0, 9), 5 * 86400 - 1).give_up
-    expired = settle_deferred(profile, RetryHistory(0, 0, 99), 5 * 86400)
-    assert expired.give_up
-    assert "past the 5d limit" in expired.why
-
-
 def test_haraka_defers_the_whole_attempt_on_a_4xx_greeting() -> None:
     haraka = PROFILES["haraka"]
     attempt = new(profile=haraka)
@@ -232,3 +222,112 @@ def test_postfix_words_every_stage_the_shell_reports() -> None:
     assert describe_outcome("connect", MX1.host, MX1.address, NoReply("error", "No route")) == (
         "connect to mx1.example.test[192.0.2.10]:25: No route"
     )
+
+
+# --- what the attempt reports to the queue -------------------------------------------------
+
+
+def test_a_refusing_last_host_is_a_site_failure() -> None:
+    attempt = new()
+    drive(attempt, refuse)
+    report = attempt.report()
+    assert report.site_failure == "connect to mx2.example.test[192.0.2.11]:25: Connection refused"
+    assert [f.address for f in report.failed_hosts] == ["192.0.2.10", "192.0.2.11"]
+    assert report.good_hosts == ()
+
+
+@pytest.mark.parametrize(
+    ("stage", "reply", "site"),
+    [
+        ("greeting", ServerReply(421, "4.3.2 busy"), True),
+        ("ehlo", ServerReply(451, "4.3.0 later"), True),
+        ("mail", ServerReply(451, "4.3.0 later"), False),
+        ("rcpt", ServerReply(451, "4.3.0 later"), False),
+        ("data", ServerReply(451, "4.3.0 later"), False),
+    ],
+)
+def test_a_handshake_failure_is_the_sites_and_a_transaction_reply_the_messages(
+    stage: str, reply: ServerReply, site: bool
+) -> None:
+    attempt = new()
+    drive(attempt, reply_at(stage, reply))
+    assert attempt.pending == ("alice@example.test",)
+    assert (attempt.report().site_failure is not None) is site
+
+
+def test_a_lost_connection_before_the_transaction_ends_is_a_site_failure() -> None:
+    def lose_at_data(candidate: Candidate, action: Action) -> Outcome | None:
+        if isinstance(action, SendCommand) and action.stage == "data":
+            return NoReply("lost")
+        return normal(candidate, action)
+
+    attempt = new()
+    drive(attempt, lose_at_data)
+    assert attempt.report().site_failure is not None
+
+
+def test_a_delivered_attempt_reports_no_site_failure_and_a_good_host() -> None:
+    attempt = new()
+    drive(attempt, refuse_only("mx1"))
+    report = attempt.report()
+    assert report.site_failure is None and report.good_hosts == ("192.0.2.11",)
+
+
+def refuse_only(name: str) -> Script:
+    def script(candidate: Candidate, action: Action) -> Outcome | None:
+        if candidate.host.startswith(name + "."):
+            return refuse(candidate, action)
+        return normal(candidate, action)
+
+    return script
+
+
+def test_hosts_inside_their_retry_time_are_skipped_and_not_counted() -> None:
+    attempt = Attempt(
+        "bob@example.net",
+        ("alice@example.test",),
+        (MX1, MX2),
+        Profile(),
+        avoid=frozenset({MX1.address}),
+    )
+    log = drive(attempt, normal)
+    assert {host for host, _ in log} == {"mx2"}
+    assert next(n.action for n in attempt.take_notes()) == "skip"
+
+
+def test_no_host_due_is_reported_untried() -> None:
+    attempt = Attempt(
+        "bob@example.net",
+        ("alice@example.test",),
+        (MX1, MX2),
+        Profile(),
+        avoid=frozenset({MX1.address, MX2.address}),
+    )
+    assert drive(attempt, normal) == []
+    assert attempt.report().untried == "retry time not reached for any host"
+
+
+def seven_mx() -> tuple[Candidate, ...]:
+    return tuple(Candidate(f"mx{i}.example.test", f"192.0.2.{i}", i * 10) for i in range(1, 8))
+
+
+def test_exim_tries_past_hosts_max_try_while_a_higher_mx_remains() -> None:
+    exim = PROFILES["exim"]
+    attempt = new(profile=exim, candidates=seven_mx())
+
+    def first_six_refuse(candidate: Candidate, action: Action) -> Outcome | None:
+        if candidate.host != "mx7.example.test":
+            return refuse(candidate, action)
+        return normal(candidate, action)
+
+    log = drive(attempt, first_six_refuse)
+    assert [h for h, step in log if step == "Connect"] == [f"mx{i}" for i in range(1, 8)]
+    assert attempt.recipients["alice@example.test"].status == "delivered"
+
+
+def test_exim_stops_at_hosts_max_try_among_equal_preferences() -> None:
+    exim = PROFILES["exim"]
+    same = tuple(Candidate(f"mx{i}.example.test", f"192.0.2.{i}", 10) for i in range(1, 8))
+    attempt = new(profile=exim, candidates=same)
+    log = drive(attempt, refuse)
+    assert len([1 for _, step in log if step == "Connect"]) == exim.hosts_max_try == 5

@@ -6,16 +6,15 @@ import dataclasses
 
 import pytest
 
-from sandbox.core.delivery import RecipientState
+from sandbox.core.delivery import AttemptReport, HostFailure, RecipientState
 from sandbox.core.mx import NoRoute
 from sandbox.core.policy import PROFILES, Profile
 from sandbox.core.queue import (
-    AttemptReport,
+    Bounce,
     Deferred,
     Enqueued,
     Envelope,
     Final,
-    HostFailure,
     Output,
     Queue,
     Returned,
@@ -179,13 +178,14 @@ def test_the_message_expires_and_returns_to_a_sender_inside_the_scenario() -> No
         start = starts(queue.poll(now))[0]
     (final,) = finals
     assert final.status == "bounced" and final.expired
-    assert final.state.reply == f"{REFUSED} (message expired)"
+    assert final.state.reply == REFUSED  # the last reply; the report says it expired
     assert final.state.dsn == "4.4.1"  # Postfix keeps the last temporary status
     (dsn,) = returned
     assert (dsn.action, dsn.to, dsn.via, dsn.number) == ("failed", "bob@example.net", "mx", 2)
     # The DSN is a message of its own, from <> to the sender, through the same queue.
-    assert [type(o) for o in outputs] == [Final, Returned, Enqueued, Start]
-    assert outputs[2].envelope == Envelope(2, "", ("bob@example.net",), now, about=1)  # type: ignore[union-attr]
+    assert [type(o) for o in outputs] == [Bounce, Final, Returned, Enqueued, Start]
+    assert "past the 16m40s limit" in outputs[0].why  # type: ignore[union-attr]
+    assert outputs[3].envelope == Envelope(2, "", ("bob@example.net",), now, about=1)  # type: ignore[union-attr]
 
 
 def test_haraka_makes_an_expired_status_permanent() -> None:
@@ -285,4 +285,5 @@ def test_the_unfinished_are_reported_as_deferred_at_the_end() -> None:
     queue = queue_of(1)
     queue.poll(0.0)
     (final,) = queue.give_up_unfinished()
+    assert isinstance(final, Final)
     assert (final.status, final.attempts) == ("deferred", 1)
