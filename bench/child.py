@@ -1,4 +1,5 @@
-"""One workload in its own process: ``python -m bench.child scale|outage COUNT``.
+"""One workload in its own process: ``python -m bench.child WORKLOAD COUNT`` (a key of
+``WORKLOADS``).
 
 Prints one JSON object: the wall and CPU time of the run, its virtual time, the process's peak
 memory before and after it (``VmHWM``, else ``ru_maxrss``), and what happened (statuses,
@@ -18,7 +19,13 @@ from sandbox import run_scenario
 
 __all__ = ["main"]
 
-WORKLOADS = {"scale": worlds.scale, "outage": worlds.outage, "throughput": worlds.throughput}
+WORKLOADS = {
+    "scale": worlds.scale,
+    "outage": worlds.outage,
+    "outage-421": worlds.outage_421,
+    "outage-refuse": lambda count: worlds.outage_421(count, last="refuse"),
+    "throughput": worlds.throughput,
+}
 
 
 def _status_mb(field: str) -> float | None:

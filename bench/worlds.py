@@ -14,6 +14,7 @@ __all__ = [
     "SCALE_FAULTS",
     "SENDER",
     "outage",
+    "outage_421",
     "scale",
     "ten_hosts",
     "throughput",
@@ -60,6 +61,25 @@ def outage(count: int, days: int = 3) -> Scenario:
             "messages": [{"from": SENDER, "to": "alice@example.test", "count": count}],
         },
         "<bench outage>",
+    )
+
+
+def outage_421(count: int, days: int = 3, *, last: str = "421") -> Scenario:
+    """``count`` messages queued at once while the primary refuses and the backup (the last
+    MX) answers ``421`` to every greeting for ``days`` (``last="refuse"``: refuses too); then
+    both accept. A 421 greeting is a handshake failure: it must cost no more than a refusal."""
+    fault: Any = {"greeting": "421 4.3.2 Service shutting down"} if last == "421" else "refuse"
+    down = [{"until": f"{days}d", "do": "refuse"}, {"do": "accept"}]
+    backup = [{"until": f"{days}d", "do": fault}, {"do": "accept"}]
+    return scenario_from_mapping(
+        {
+            "name": f"bench-outage-{last}",
+            "seed": 1,
+            "zones": {"example.test": two_mx_zone()},
+            "hosts": {"mx1.example.test": down, "mx2.example.test": backup},
+            "messages": [{"from": SENDER, "to": "alice@example.test", "count": count}],
+        },
+        f"<bench outage {last}>",
     )
 
 
