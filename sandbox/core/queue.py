@@ -241,7 +241,6 @@ class _Delivery:
     history: RetryHistory | None = None
     warned: bool = False
     state: Literal["waiting", "ready", "active", "done"] = "waiting"
-    seq: int = 0  # FIFO order among deliveries that became ready together
 
     @property
     def is_dsn(self) -> bool:
@@ -406,7 +405,6 @@ class Queue:
             self._defer_untried(delivery, suspended_reason(destination.dead_reason), now)
             return
         delivery.state = "ready"
-        delivery.seq = next(self._seq)
         destination.todo.append(delivery)
 
     def _start_what_fits(self, domain: str, now: float) -> None:
@@ -465,6 +463,7 @@ class Queue:
 
     def _finish_attempt(self, start: Start) -> _Delivery:
         delivery = self._active_by_key.pop((start.number, start.domain))
+        assert delivery.state == "active", delivery.state  # one report per Start
         self._destinations[start.domain].busy -= 1
         self._active -= 1
         return delivery
