@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import datetime
 import random
-import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +46,7 @@ from sandbox.sender.starttls import TlsDown, TlsUp, start_tls
 from sandbox.tls.certificates import CertificateAuthority
 from sandbox.tls.dane import check, record_for
 from sandbox.tls.verify import judge
+from tests.integration.tls_clients import client_hello, closed_by_peer
 
 pytestmark = pytest.mark.looptime
 
@@ -332,36 +332,13 @@ async def _to_starttls(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamW
     return reader, writer
 
 
-async def _closed_by_host(reader: asyncio.StreamReader, within: float) -> bool:
-    """True when the host closes the connection within ``within`` (virtual) seconds."""
-    try:
-        async with asyncio.timeout(within):
-            while await reader.read(4096):
-                pass
-    except TimeoutError:
-        return False
-    except ConnectionError:
-        return True
-    return True
-
-
-def _client_hello() -> bytes:
-    """The first flight of a real TLS client: its ClientHello."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = context.wrap_bio(incoming, outgoing, server_hostname=HOST)
-    with contextlib.suppress(ssl.SSLWantReadError):
-        tls.do_handshake()
-    return outgoing.read()
-
-
 async def test_garbage_instead_of_a_handshake_costs_one_connection(
     ca: CertificateAuthority,
 ) -> None:
     async with serving(ca) as host:
         reader, writer = await _to_starttls(host.port)
         writer.write(b"GET / HTTP/1.1\r\nHost: mx1\r\n\r\n" + bytes(range(256)))
-        assert await _closed_by_host(reader, 30)
+        assert await closed_by_peer(reader, 30)
         writer.close()
         assert (await deliver(host)).delivered
     assert ("failed", host.tls_log[0][1]) == host.tls_log[0]
@@ -371,15 +348,15 @@ async def test_garbage_instead_of_a_handshake_costs_one_connection(
 async def test_a_handshake_stopped_half_way_never_blocks_anyone(
     ca: CertificateAuthority,
 ) -> None:
-    hello = _client_hello()
+    hello = client_hello(HOST)
     async with serving(ca) as host:
         reader, writer = await _to_starttls(host.port)
         writer.write(hello[: len(hello) // 2])  # then nothing, for ever
-        assert not await _closed_by_host(reader, 5)
+        assert not await closed_by_peer(reader, 5)
         # Meanwhile the host serves everyone else, over TLS.
         assert (await deliver(host)).delivered
         # asyncio's handshake timeout (60 s) ends the stalled one, on the virtual clock.
-        assert await _closed_by_host(reader, 120)
+        assert await closed_by_peer(reader, 120)
         writer.close()
         assert (await deliver(host)).delivered
     assert len(host.stored) == 2
@@ -388,7 +365,7 @@ async def test_a_handshake_stopped_half_way_never_blocks_anyone(
 
 async def test_fuzzed_handshakes_never_stop_the_host(ca: CertificateAuthority) -> None:
     rng = random.Random(14)
-    hello = _client_hello()
+    hello = client_hello(HOST)
     loop = asyncio.get_running_loop()
     errors: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _, context: errors.append(context))
