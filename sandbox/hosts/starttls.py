@@ -32,6 +32,7 @@ Reliance on aiosmtpd beyond its documented interface: the ``tls_context`` attrib
 again at each EHLO and STARTTLS (the constructor argument of that name, kept as an attribute);
 ``TLSSetupException`` (public) is what aiosmtpd raises when the handshake fails, and
 ``handle_exception`` (documented) would log it as an error: it is answered here instead.
+These two join the list in ``aiosmtpd_patches`` when ``session.py`` adopts this class.
 """
 
 from __future__ import annotations
