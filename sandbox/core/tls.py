@@ -45,9 +45,11 @@ skipped, 4.7.5 "TLSA lookup error" (RFC 7672 §2.2: no downgrade on a lookup fai
 
 An MTA-STS policy in ``enforce`` mode (RFC 8461 §5) skips an MX host the policy does not list
 (§4.1), and for the others requires TLS with a certificate that chains to a trusted CA and
-names the MX host (§4.2), on top of what the level asks: a passing MTA-STS check never
-overrides a failing DANE check (§2). In ``testing`` mode nothing changes but the failures are
-reported (TLS-RPT, RFC 8460).
+names the MX host (§4.2): ``none``, ``may`` and ``encrypt`` become ``verify`` for those hosts,
+the way a policy map (postfix-mta-sts-resolver) overrides Postfix's level per destination. A
+DANE requirement stays and is checked first: a passing MTA-STS check never overrides a failing
+DANE check (§2). In ``testing`` mode nothing changes but the failures are reported (TLS-RPT,
+RFC 8460).
 
 What each step means (:func:`decide`)
 -------------------------------------
@@ -214,6 +216,10 @@ def plan_host(
         return effective
     pkix = effective == "verify" or sts == "enforce"
     if sts == "enforce":
+        # The policy asks more than a lower level would: TLS with a trusted certificate
+        # (a DANE requirement stays, and is checked first).
+        if effective in ("none", "may", "encrypt"):
+            effective = "verify"
         why = _join(why, "MTA-STS enforce: TLS with a certificate valid for the MX host")
     elif sts == "testing":
         why = _join(why, "MTA-STS testing: failures are reported, not enforced")

@@ -93,6 +93,23 @@ def test_mta_sts_enforce_skips_an_unlisted_mx_and_requires_pkix_for_listed_ones(
     assert isinstance(listed, Requirement) and listed.required and listed.pkix
 
 
+@pytest.mark.parametrize("level", ["none", "may", "encrypt"])
+def test_mta_sts_enforce_raises_a_lower_level_to_verify(level: Level) -> None:
+    plan = plan_host(level, sts="enforce")
+    assert isinstance(plan, Requirement) and plan.level == "verify" and plan.starttls
+    assert decide(POSTFIX, plan, Offered()).action == "starttls"
+    assert decide(POSTFIX, plan, NotOffered()).action == "next_host"
+
+
+def test_mta_sts_enforce_keeps_a_dane_requirement() -> None:
+    plan = plan_host("dane", dane="usable", sts="enforce")
+    assert isinstance(plan, Requirement) and (plan.level, plan.dane, plan.pkix) == (
+        "dane",
+        True,
+        True,
+    )
+
+
 def test_mta_sts_testing_changes_nothing_for_an_unlisted_mx() -> None:
     plan = plan_host("may", sts="testing", listed=False)
     assert isinstance(plan, Requirement) and not plan.required and plan.sts == "testing"
