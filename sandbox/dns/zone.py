@@ -15,7 +15,7 @@ BIND or paste it from a DNS provider. Reading it takes three passes, each small:
 3. **Entries -> records.** Directives update the origin and the default TTL, and are kept
    with their lines (``Zone.directives``: the lint points at a ``$TTL 0`` line); each record's
    owner, TTL, class and type are read here, and its data by a small reader per common type
-   (A, AAAA, MX, CNAME, NS, PTR, SOA, TXT) that says in plain words what is wrong and how to
+   (A, AAAA, MX, CNAME, NS, PTR, SOA, TXT, TLSA) that says in plain words what is wrong and how to
    mend it. Rarer types go to dnslib's own ``fromZone`` readers. The result is a ``dnslib.RR``
    ready to pack, plus the plain fields (name, preference, target, address) that the rest
    of the sandbox reads, so that nothing else has to know dnslib.
@@ -706,6 +706,41 @@ def _read_other(
         ) from exc
 
 
+_TLSA_EXAMPLE = "'_25._tcp.mx1 IN TLSA 3 1 1 0c72ac70…'"
+_TLSA_FIELDS = ("the usage", "the selector", "the matching type")
+
+
+def _read_tlsa(zr: _ZoneReader, rtype: str, fields: list[_Token], line: int) -> tuple[Any, _Extras]:
+    """TLSA (RFC 6698 §2.2): usage, selector and matching type (0-255 each), then the
+    certificate association data in hex, which may be split by white space."""
+    if len(fields) < 4:
+        raise ZoneSyntaxError(
+            "TLSA needs a usage, a selector, a matching type and the data in hex, like "
+            f"{_TLSA_EXAMPLE} (DANE-EE, the key's SHA-256)",
+            line=line,
+        )
+    numbers = [_uint8(token, what) for token, what in zip(fields, _TLSA_FIELDS, strict=False)]
+    digits = "".join(t.text for t in fields[3:])
+    if not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", digits):
+        raise ZoneSyntaxError(
+            f"'{digits}' is not TLSA data: write whole bytes in hex (two digits each), like "
+            f"{_TLSA_EXAMPLE}",
+            line=fields[3].line,
+        )
+    usage, selector, matching = numbers
+    return dnslib.TLSA(usage, selector, matching, bytes.fromhex(digits)), {}
+
+
+def _uint8(token: _Token, what: str) -> int:
+    if not _is_number(token.text) or int(token.text) > 255:
+        raise ZoneSyntaxError(
+            f"'{token.text}' is not {what} of a TLSA record: write a number from 0 to 255, "
+            f"like {_TLSA_EXAMPLE}",
+            line=token.line,
+        )
+    return int(token.text)
+
+
 def _uint16(token: _Token, what: str, example: str) -> int:
     if not _is_number(token.text) or int(token.text) > 65535:
         raise ZoneSyntaxError(
@@ -724,6 +759,7 @@ _RDATA_READERS: dict[str, _Reader] = {
     "PTR": _read_host,
     "SOA": _read_soa,
     "TXT": _read_txt,
+    "TLSA": _read_tlsa,
 }
 
 
