@@ -46,7 +46,7 @@ from sandbox.scenario.lint import Finding
 from sandbox.scenario.load import dns_behaviour, domain_name, host_behaviour, zone_phases
 from sandbox.serve.openapi import openapi_document
 from sandbox.serve.plan import Placement
-from sandbox.serve.sse import EventStream, TooManyStreams
+from sandbox.serve.sse import BUFFER_BYTES, MAX_SUBSCRIBERS, EventStream, TooManyStreams
 from sandbox.serve.world import ServedWorld, Session
 
 __all__ = ["MAX_BODY", "ControlServer"]
@@ -85,9 +85,18 @@ def _fail(status: int, sentence: str, **extra: Any) -> NoReturn:
 class ControlServer:
     """The control API and the live page of one ``ServedWorld``, on its event loop."""
 
-    def __init__(self, sandbox: ServedWorld, *, max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self,
+        sandbox: ServedWorld,
+        *,
+        max_body: int = MAX_BODY,
+        max_streams: int = MAX_SUBSCRIBERS,
+        stream_buffer: int = BUFFER_BYTES,
+    ) -> None:
         self.sandbox = sandbox
-        self.events = EventStream(sandbox.clock)
+        self.events = EventStream(
+            sandbox.clock, max_subscribers=max_streams, buffer_bytes=stream_buffer
+        )
         self._max_body = max_body
         self._runner: web.AppRunner | None = None
         self._routes: list[web.AbstractRoute] = []

@@ -45,6 +45,7 @@ MAX_SUBSCRIBERS = 16
 BUFFER_BYTES = 1 << 20  # per subscriber
 KEEPALIVE = 15.0  # seconds between comment lines on a quiet stream
 _WRITE_AT_ONCE = 1 << 16  # the most text one write takes from a queue
+_GATHER = 0.002  # seconds to wait for more events before writing the first of a burst
 
 
 class TooManyStreams(Exception):
@@ -183,5 +184,9 @@ class EventStream:
                         await subscriber.wake.wait()
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
-                continue
+                    continue
+                # Events come in bursts (a sender's queries, a session's end and its
+                # message): gather what comes within a moment into one write, rather than
+                # one system call per event.
+                await asyncio.sleep(_GATHER)
             await response.write(subscriber.take().encode())
