@@ -28,6 +28,7 @@ says so, logged under ``sandbox.serve.control`` (so a test's ``ServerErrorTrap``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -131,7 +132,7 @@ class ControlServer:
             app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=False)
+        site = web.TCPSite(runner, host, port)
         try:
             await site.start()
         except OSError as error:
@@ -268,7 +269,8 @@ class ControlServer:
         zone = _read(lambda v, s: zone_phases(apex, v, s), body, request)
         findings = self.sandbox.check_zone(apex, zone)
         try:
-            added = await self.sandbox.set_zone(apex, zone)
+            # Shielded: a client that goes away mid-change does not leave it half made.
+            added = await asyncio.shield(self.sandbox.set_zone(apex, zone))
         except AddressInUse as busy:
             _fail(409, str(busy))
         except BindError as error:

@@ -2,9 +2,11 @@
 
 ``ServedScenario`` starts a ``ServedWorld`` on the running event loop (real time), and gives
 a test what it needs to drive and check a sender of its own: where DNS listens, the SMTP port,
-each host's address, ``set_behaviour`` at any time, what every host saw (sessions, messages,
-events), assertions that print what happened when they fail, and the errors raised inside the
-servers, re-raised in the test.
+each host's address, changes at any time (``set_behaviour``, ``set_dns_behaviour``,
+``set_zone``, ``reset``), what every host saw (sessions, messages, DNS queries, events),
+assertions that print what happened when they fail, and the errors raised inside the servers,
+re-raised in the test. With ``control=("127.0.0.1", 0)`` it also serves the control API and
+the live page (``sandbox.serve.control``), for a sender under test in another language.
 
 What a host can see is what reached it. A host that refuses (nothing listens; the kernel
 answers with a reset) or times out (the handshake is never answered) sees no session: leave it
