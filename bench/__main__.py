@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench import (
     cli_startup,
+    control,
     dns_qps,
     many_scenarios,
     scale,
@@ -49,6 +50,7 @@ BENCHES: dict[str, Bench] = {
     "zones": lambda quick: zones.run(
         sizes=(50, 200) if quick else (250, 1000), rounds=1 if quick else 3
     ),
+    "control": lambda quick: control.run(rounds=5 if quick else 50),
 }
 
 

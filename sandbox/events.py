@@ -29,6 +29,8 @@ __all__ = [
     "AttemptStarted",
     "ConnectFailed",
     "Connected",
+    "ControlAction",
+    "ControlChanged",
     "Decision",
     "DecisionAction",
     "DnsAnswered",
@@ -62,6 +64,8 @@ RunEnd = Literal["settled", "until", "interrupted"]
 DecisionAction = NoteAction | Literal["keep_open"]
 # How a query reached the DNS server.
 Transport = Literal["udp", "tcp"]
+# What a change to a served world changed (``ControlChanged``).
+ControlAction = Literal["behaviour", "dns", "zone", "reset"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -315,6 +319,18 @@ class HostAccepted(Event):
     sender: str
     recipients: tuple[str, ...]
     message_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlChanged(Event):
+    """Serve mode: the world was changed while it runs (the control API, or a test through
+    ``ServedScenario``). ``target`` is the host, DNS name or zone apex ("" for a reset);
+    ``value`` says what it is now, in the words of the ``ready`` table."""
+
+    kind: ClassVar[str] = "control"
+    action: ControlAction
+    target: str
+    value: str
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:

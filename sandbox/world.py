@@ -20,7 +20,7 @@ plain asyncio loop. ``Clock`` reads it as seconds since the world started.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from sandbox.core.addresses import canonical
 from sandbox.core.mx import ip_literal
@@ -30,7 +30,7 @@ from sandbox.events import Emit, Event
 from sandbox.hosts.host import MailHost
 from sandbox.scenario.model import Behaviour, DnsBehaviour, Scenario, Timeline
 
-__all__ = ["Clock", "World"]
+__all__ = ["Clock", "World", "host_addresses"]
 
 _ANSWER = DnsBehaviour()
 
@@ -72,6 +72,8 @@ class World:
         self.hosts: list[MailHost] = []
         self._sinks = list(sinks)
         self._zones = [spec.phases for spec in scenario.zones]
+        self._apexes = [spec.apex for spec in scenario.zones]
+        self._dns = dict(scenario.dns)
         self._authority_cache: tuple[tuple[Zone, ...], Authority] | None = None
         self._answers: Mapping[str, str] = {}
 
@@ -81,6 +83,22 @@ class World:
         self.events.append(event)
         for sink in self._sinks:
             sink(event)
+
+    def add_sink(self, sink: Emit) -> None:
+        """``sink`` also gets every event from now on (serve mode's control API)."""
+        self._sinks.append(sink)
+
+    def remove_sink(self, sink: Emit) -> None:
+        if sink in self._sinks:
+            self._sinks.remove(sink)
+
+    def reset(self) -> None:
+        """Forget what happened so far: the events (DNS queries served among them), and every
+        host's ended sessions, mailbox and greylisting table. Behaviours, zones and the clock
+        stay as they are."""
+        self.events.clear()
+        for host in self.hosts:
+            host.reset()
 
     # --- zones and DNS -----------------------------------------------------------------------
 
@@ -112,8 +130,33 @@ class World:
         return authority
 
     def dns_behaviour(self, name: str) -> DnsBehaviour:
-        timeline = self.scenario.dns.get(name)
+        timeline = self._dns.get(name)
         return timeline.at(self.clock()) if timeline else _ANSWER
+
+    def set_dns_behaviour(self, name: str, timeline: Timeline[DnsBehaviour]) -> None:
+        """From now on queries for ``name`` follow ``timeline`` (its phase times are times of
+        the world's clock, as a scenario's are)."""
+        self._dns[name] = timeline
+
+    def set_zone(self, apex: str, phases: Timeline[Zone]) -> None:
+        """Replace the zone at ``apex``, or add it; phase times are times of the world's
+        clock. Hosts for addresses it adds are the caller's to start (``host_addresses``)."""
+        if apex in self._apexes:
+            self._zones[self._apexes.index(apex)] = phases
+        else:
+            self._apexes.append(apex)
+            self._zones.append(phases)
+        self._authority_cache = None
+
+    @property
+    def apexes(self) -> tuple[str, ...]:
+        """The apex of every zone, in the scenario's order (zones added later last)."""
+        return tuple(self._apexes)
+
+    @property
+    def dns_names(self) -> tuple[str, ...]:
+        """The names that have a DNS behaviour of their own (the others answer)."""
+        return tuple(self._dns)
 
     async def start_dns(self, host: str, port: int) -> DnsServer:
         """Serve the zones on ``host:port`` (port 0: a free one), UDP and TCP."""
@@ -128,16 +171,7 @@ class World:
 
     def host_addresses(self) -> list[tuple[str, str]]:
         """(owner name, address) for every A/AAAA in every zone phase, one per address."""
-        seen: dict[str, str] = {}
-        for phases in self._zones:
-            for phase in phases.phases:
-                for record in phase.value.records:
-                    if record.address is not None:
-                        seen.setdefault(canonical(record.address), record.name)
-                    elif record.rtype == "MX" and record.target and ip_literal(record.target):
-                        # An MX naming an IP literal: a host plays that address too.
-                        seen.setdefault(canonical(record.target), record.target)
-        return [(name, address) for address, name in seen.items()]
+        return host_addresses(self._zones)
 
     def behaviour_of(self, name: str, address: str) -> Timeline[Behaviour]:
         return self.scenario.behaviour_of(name, (address,))
@@ -169,6 +203,20 @@ class World:
             await host.close()
         if self.dns is not None:
             await self.dns.close()
+
+
+def host_addresses(zones: Iterable[Timeline[Zone]]) -> list[tuple[str, str]]:
+    """(owner name, address) for every A/AAAA in every phase of ``zones``, one per address."""
+    seen: dict[str, str] = {}
+    for phases in zones:
+        for phase in phases.phases:
+            for record in phase.value.records:
+                if record.address is not None:
+                    seen.setdefault(canonical(record.address), record.name)
+                elif record.rtype == "MX" and record.target and ip_literal(record.target):
+                    # An MX naming an IP literal: a host plays that address too.
+                    seen.setdefault(canonical(record.target), record.target)
+    return [(name, address) for address, name in seen.items()]
 
 
 def _running_loop_time() -> float:

@@ -132,6 +132,14 @@ class MailHost:
         """Every session so far, in the order they opened; open ones have ``closed=None``."""
         return [log.snapshot() for log in self._logs]
 
+    def reset(self) -> None:
+        """Forget the sessions that have ended, the mailbox and the greylisting table, as if
+        the host had just started; a session still open carries on and is kept. The
+        behaviour and its phases are not touched."""
+        self._logs = [log for log in self._logs if log.closed is None]
+        self.mailbox.clear()
+        self._for_sessions.greylist.forget()
+
     @property
     def connections(self) -> int:
         """TCP connections that reached the host (accepted sessions)."""

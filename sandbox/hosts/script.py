@@ -178,6 +178,10 @@ class Greylist:
         first_seen = self._first_seen.setdefault(triple, now)
         return now < first_seen + period
 
+    def forget(self) -> None:
+        """Forget every triple: each is new again (a reset between tests)."""
+        self._first_seen.clear()
+
 
 @dataclass(frozen=True, slots=True)
 class RcptAnswer:

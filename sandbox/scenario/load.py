@@ -56,10 +56,13 @@ from sandbox.scenario.yaml_lines import LineDict, LineList, read_yaml
 __all__ = [
     "LineDict",
     "LineList",
+    "dns_behaviour",
+    "domain_name",
     "host_behaviour",
     "load_scenario",
     "load_scenario_text",
     "scenario_from_mapping",
+    "zone_phases",
 ]
 
 _T = TypeVar("_T")
@@ -1041,3 +1044,24 @@ def host_behaviour(value: object, source: str = "<behaviour>") -> Timeline[Behav
     (``{greylist: 2s}``) or a list of phases. For changing a host at run time (the plugin's
     ``set_behaviour``); a mistake is a ScenarioError naming ``source``."""
     return _timeline(value, _Spot(source, "", None), _behaviour)
+
+
+def dns_behaviour(value: object, source: str = "<dns behaviour>") -> Timeline[DnsBehaviour]:
+    """A DNS behaviour written as under a scenario's ``dns``: ``servfail`` or a list of
+    phases. For changing a name at run time (the control API); a mistake is a ScenarioError
+    naming ``source``."""
+    return _timeline(value, _Spot(source, "", None), _dns_behaviour)
+
+
+def domain_name(value: object, source: str, what: str) -> str:
+    """A domain name as a scenario's keys take one (lower case, no final dot), or a
+    ScenarioError naming ``source`` that says what ``what`` must look like."""
+    return _domain(value, _Spot(source, "", None), what)
+
+
+def zone_phases(apex: str, value: object, source: str = "<zone>") -> Timeline[Zone]:
+    """A zone written as under a scenario's ``zones``: zone text or a list of phases
+    ``[{until: 1h, zone: TEXT}, {zone: TEXT}]``, each read by the zone reader. For changing a
+    zone at run time (the control API); a mistake is a ScenarioError naming ``source``."""
+    apex = domain_name(apex, source, "a zone's apex")
+    return _timeline(value, _Spot(source, "", None), _zone_reader(apex), "zone")

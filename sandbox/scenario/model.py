@@ -92,6 +92,13 @@ class Timeline(Generic[T]):
     def initial(self) -> T:
         return self.phases[0].value
 
+    def shifted(self, start: float) -> Timeline[T]:
+        """The same phases counted from ``start`` rather than from 0 (a change made while the
+        world runs: its phases count from the moment it is made)."""
+        return Timeline(
+            tuple(Phase(None if p.until is None else start + p.until, p.value) for p in self.phases)
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Behaviour:

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from sandbox.core.addresses import is_loopback
 from sandbox.errors import SandboxError
-from sandbox.events import DnsServed, Event, HostAccepted, HostSession, Warning, event_to_dict
+from sandbox.events import (
+    ControlChanged,
+    DnsServed,
+    Event,
+    HostAccepted,
+    HostSession,
+    Warning,
+    event_to_dict,
+)
 from sandbox.hosts.transcript import session_outline
 from sandbox.output.narrative import clock_text
 from sandbox.output.stream import LineStream
@@ -29,6 +37,7 @@ from sandbox.scenario.model import Scenario
 from sandbox.serve.plan import CLI_FIRST_ADDRESS, DEFAULT_DNS, DEFAULT_SMTP_PORT
 
 if TYPE_CHECKING:
+    from sandbox.serve.control import ControlServer
     from sandbox.serve.world import ServedWorld
 
 __all__ = ["add_serve_arguments", "serve_scenario"]
@@ -59,12 +68,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print JSON Lines: ready, every event, then what the hosts saw",
     )
+    parser.add_argument(
+        "--control",
+        type=_host_port,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the control API (HTTP, JSON) and the live page there, on loopback "
+        "(port 0: any free port)",
+    )
 
 
 def serve_scenario(scenario: Scenario, args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 after a clean stop, 2 when it cannot start."""
     try:
-        asyncio.run(_serve(scenario, args.dns, args.smtp_port, _Output(sys.stdout, args.json)))
+        output = _Output(sys.stdout, args.json)
+        asyncio.run(_serve(scenario, args.dns, args.smtp_port, output, args.control))
     except SandboxError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
@@ -73,7 +91,13 @@ def serve_scenario(scenario: Scenario, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _serve(scenario: Scenario, dns: tuple[str, int], smtp_port: int, out: _Output) -> None:
+async def _serve(
+    scenario: Scenario,
+    dns: tuple[str, int],
+    smtp_port: int,
+    out: _Output,
+    control_at: tuple[str, int] | None = None,
+) -> None:
     from sandbox.serve.world import ServedWorld
 
     await out.open()
@@ -90,11 +114,21 @@ async def _serve(scenario: Scenario, dns: tuple[str, int], smtp_port: int, out: 
     except BaseException:
         await out.close()
         raise
+    control: ControlServer | None = None
+    if control_at is not None:
+        try:
+            control = await _start_control(sandbox, control_at)
+        except BaseException:
+            await sandbox.stop()
+            await out.close()
+            raise
     try:
-        out.ready(sandbox)
+        out.ready(sandbox, control)
         await stop.wait()
     finally:
         ended = sandbox.clock()
+        if control is not None:
+            await control.close()
         await sandbox.stop()
     out.stopped(sandbox, ended)
     if not await out.close():
@@ -102,6 +136,14 @@ async def _serve(scenario: Scenario, dns: tuple[str, int], smtp_port: int, out: 
             "serve: stopped; the last of the output (the stopped record) was not read: the "
             "reader of stdout stopped reading"
         )
+
+
+async def _start_control(sandbox: ServedWorld, at: tuple[str, int]) -> ControlServer:
+    from sandbox.serve.control import ControlServer
+
+    control = ControlServer(sandbox)
+    await control.start(*at)
+    return control
 
 
 def _say(text: str) -> None:
@@ -183,19 +225,27 @@ class _Output:
             "fell behind, and serve never waits for it"
         )
 
-    def ready(self, sandbox: ServedWorld) -> None:
+    def ready(self, sandbox: ServedWorld, control: ControlServer | None = None) -> None:
         self._always = True
         try:
-            self._ready(sandbox)
+            self._ready(sandbox, control)
         finally:
             self._always = False
 
-    def _ready(self, sandbox: ServedWorld) -> None:
+    def _ready(self, sandbox: ServedWorld, control: ControlServer | None) -> None:
         host, port = sandbox.dns_address
+        control_where = ""
+        if control is not None:
+            control_host, control_port = control.address
+            control_where = _where(control_host, control_port)
         if self._json:
+            extra: dict[str, Any] = {}
+            if control is not None:
+                extra["control"] = {"host": control_host, "port": control_port}
             self.record(
                 {
                     "kind": "ready",
+                    **extra,
                     "scenario": sandbox.scenario.name,
                     "dns": {"host": host, "port": port},
                     "smtp_port": sandbox.smtp_port,
@@ -218,9 +268,11 @@ class _Output:
         self.line(f"Serving {scenario.name}{title}")
         self.line("Real time. The file's messages and expectations are for `mxsandbox run`.")
         self.line()
-        dns_where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        dns_where = _where(host, port)
         self.line(f"  DNS server   {dns_where} (UDP and TCP)")
         self.line(f"  SMTP port    {sandbox.smtp_port} on every mail host address")
+        if control is not None:
+            self.line(f"  Control API  http://{control_where}/api/v1 (the live page: /)")
         self.line()
         rows = [("host", "zone address", "listens on", "behaviour")]
         for placement, mail_host in zip(sandbox.placements, sandbox.hosts, strict=True):
@@ -238,7 +290,8 @@ class _Output:
         for spec in scenario.zones[:1]:
             self.line(f"  Try: dig @{host} -p {port} MX {spec.apex} +short")
         self.line()
-        self.line(f"ready: dns {dns_where} smtp-port {sandbox.smtp_port}")
+        control_part = f" control {control_where}" if control is not None else ""
+        self.line(f"ready: dns {dns_where} smtp-port {sandbox.smtp_port}{control_part}")
         self.line("Ctrl-C stops the sandbox and prints what each host saw.")
 
     def event(self, event: Event) -> None:
@@ -268,6 +321,9 @@ class _Output:
             )
         if isinstance(event, Warning):
             return f"warning {event.text}"
+        if isinstance(event, ControlChanged):
+            target = f"{event.target}: " if event.target else ""
+            return f"CONTROL {event.action} {target}{event.value}"
         return None
 
     def _listen_of(self, zone_address: str) -> str:
@@ -347,6 +403,10 @@ class _Output:
             self.line()
             for opened, name, client, outline in sessions:
                 self.line(f"  {clock_text(opened):>12}  {name} from {client}: {outline}")
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:

@@ -2,9 +2,11 @@
 
 ``ServedScenario`` starts a ``ServedWorld`` on the running event loop (real time), and gives
 a test what it needs to drive and check a sender of its own: where DNS listens, the SMTP port,
-each host's address, ``set_behaviour`` at any time, what every host saw (sessions, messages,
-events), assertions that print what happened when they fail, and the errors raised inside the
-servers, re-raised in the test.
+each host's address, changes at any time (``set_behaviour``, ``set_dns_behaviour``,
+``set_zone``, ``reset``), what every host saw (sessions, messages, DNS queries, events),
+assertions that print what happened when they fail, and the errors raised inside the servers,
+re-raised in the test. With ``control=("127.0.0.1", 0)`` it also serves the control API and
+the live page (``sandbox.serve.control``), for a sender under test in another language.
 
 What a host can see is what reached it. A host that refuses (nothing listens; the kernel
 answers with a reset) or times out (the handshake is never answered) sees no session: leave it
@@ -20,64 +22,42 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sandbox.events import Emit, Event
+from sandbox.dns.zone import Zone
+from sandbox.events import DnsServed, Emit, Event
 from sandbox.hosts.host import MailHost
-from sandbox.hosts.transcript import StoredMessage, session_outline
-from sandbox.scenario.load import host_behaviour, load_scenario, scenario_from_mapping
-from sandbox.scenario.model import Behaviour, Phase, Scenario, Timeline
+from sandbox.hosts.transcript import StoredMessage
+from sandbox.scenario.lint import Finding
+from sandbox.scenario.load import (
+    dns_behaviour,
+    domain_name,
+    host_behaviour,
+    load_scenario,
+    scenario_from_mapping,
+    zone_phases,
+)
+from sandbox.scenario.model import Behaviour, DnsBehaviour, Scenario, Timeline
 from sandbox.serve.plan import Placement
 from sandbox.serve.trap import ServerErrorTrap
-from sandbox.serve.world import ServedWorld
+
+if TYPE_CHECKING:
+    from sandbox.serve.control import ControlServer
+from sandbox.serve.world import ServedWorld, Session
 
 __all__ = ["ScenarioSource", "ServedScenario", "Session", "load_source"]
 
 ScenarioSource = str | Path | Mapping[str, Any] | Scenario
 BehaviourSpec = str | Mapping[str, Any] | Sequence[Any] | Behaviour | Timeline[Behaviour]
+DnsSpec = str | Sequence[Any] | Timeline[DnsBehaviour]
+ZoneSource = str | Sequence[Any] | Timeline[Zone]
 
 _NOT_SEEN = (
     "a host that refuses or times out never sees a connection (the kernel answers for it), so "
     "it cannot appear here"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """One connection as a host saw it. Times are seconds since the sandbox started;
-    ``transcript`` holds ``(t, "C" or "S", line)``; ``closed`` is None while it is open."""
-
-    host: str
-    address: str
-    zone_address: str
-    client: str
-    opened: float
-    closed: float | None
-    behaviour: str
-    transcript: tuple[tuple[float, str, str], ...]
-
-    @property
-    def commands(self) -> tuple[str, ...]:
-        """What the client said, line by line (message content as ``<message: N bytes>``)."""
-        return tuple(line for _, side, line in self.transcript if side == "C")
-
-    @property
-    def replies(self) -> tuple[str, ...]:
-        """What the host answered, line by line, the greeting first."""
-        return tuple(line for _, side, line in self.transcript if side == "S")
-
-    @property
-    def outline(self) -> str:
-        """``220, EHLO→250, MAIL→250, RCPT→451, QUIT→221``."""
-        return session_outline(self.transcript)
-
-    def __str__(self) -> str:
-        return (
-            f"{self.opened:8.3f}s  {self.host} [{self.address}] from {self.client}: {self.outline}"
-        )
 
 
 def load_source(source: ScenarioSource, *, base: Path | None = None) -> Scenario:
@@ -104,9 +84,12 @@ class ServedScenario:
         dns: tuple[str, int] = ("127.0.0.1", 0),
         smtp_port: int = 0,
         first_address: str | None = None,
+        control: tuple[str, int] | None = None,
     ) -> None:
         self.scenario = scenario
         self._on_event = on_event
+        self._control_at = control
+        self._control: ControlServer | None = None
         self._changed: asyncio.Event | None = None
         self._trap = ServerErrorTrap()
         self._sandbox = ServedWorld(
@@ -131,10 +114,27 @@ class ServedScenario:
         except BaseException:
             self._trap.uninstall()
             raise
+        if self._control_at is not None:
+            try:
+                self._control = await self._start_control(self._control_at)
+            except BaseException:
+                await self.stop()
+                raise
+
+    async def _start_control(self, at: tuple[str, int]) -> ControlServer:
+        # Imported here: only a sandbox that serves the control API loads the web server.
+        from sandbox.serve.control import ControlServer
+
+        control = ControlServer(self._sandbox)
+        await control.start(*at)
+        return control
 
     async def stop(self) -> None:
         """Close every server; errors they raised stay available to ``raise_errors``."""
         try:
+            control, self._control = self._control, None
+            if control is not None:
+                await control.close()
             await self._sandbox.stop()
             # Connections closed just now report connection_lost on the next loop turn; an
             # error there is still the servers' and must be caught.
@@ -162,6 +162,16 @@ class ServedScenario:
     def smtp_port(self) -> int:
         """The one port every mail host listens on."""
         return self._sandbox.smtp_port
+
+    @property
+    def control(self) -> tuple[str, int]:
+        """(host, port) of the control API and the live page (``control=`` when made)."""
+        return self._control_server().address
+
+    @property
+    def control_url(self) -> str:
+        """``http://127.0.0.1:PORT``: the live page; the API is under ``/api/v1``."""
+        return self._control_server().url
 
     @property
     def placements(self) -> tuple[Placement, ...]:
@@ -196,14 +206,35 @@ class ServedScenario:
             timeline = behaviour
         else:
             timeline = host_behaviour(behaviour, source=f"set_behaviour({host!r})")
-        now = self._sandbox.clock()
-        shifted = Timeline(
-            tuple(
-                Phase(None if p.until is None else now + p.until, p.value) for p in timeline.phases
-            )
+        self._sandbox.set_behaviour(host, timeline)
+
+    def set_dns_behaviour(self, name: str, behaviour: DnsSpec) -> None:
+        """Change how the DNS server treats queries for ``name``, from now on: ``answer``,
+        ``servfail``, ``timeout``, ``nxdomain`` or a list of phases, as under a scenario's
+        ``dns``, phases counted from this call."""
+        source = f"set_dns_behaviour({name!r})"
+        key = domain_name(name, source, "a DNS name")
+        timeline = (
+            behaviour if isinstance(behaviour, Timeline) else dns_behaviour(behaviour, source)
         )
-        for mail_host in self._hosts(host):
-            mail_host.set_behaviour(shifted)
+        self._sandbox.set_dns_behaviour(key, timeline)
+
+    async def set_zone(self, apex: str, zone: ZoneSource) -> list[Finding]:
+        """Serve new zone text at ``apex`` (replacing the zone there, or adding one), from
+        now on: text as under a scenario's ``zones``, or a list of phases counted from this
+        call. Text that does not parse raises ScenarioError and changes nothing; the lint's
+        findings are returned. A new address gets a host of its own (``placements``)."""
+        source = f"set_zone({apex!r})"
+        key = domain_name(apex, source, "a zone's apex")
+        timeline = zone if isinstance(zone, Timeline) else zone_phases(key, zone, source)
+        findings = self._sandbox.check_zone(key, timeline)
+        await self._sandbox.set_zone(key, timeline)
+        return findings
+
+    def reset(self) -> None:
+        """Forget every session, accepted message, greylisting table and event so far (the
+        behaviours and zones stay): a fresh start for the next test on the same sandbox."""
+        self._sandbox.reset()
 
     # -- what happened -------------------------------------------------------------------------
 
@@ -212,24 +243,13 @@ class ServedScenario:
         """Every event so far (DNS queries served, host sessions, accepted messages, …)."""
         return list(self._sandbox.events)
 
+    def dns_queries(self) -> list[DnsServed]:
+        """Every query the DNS server served (since the last reset), in order."""
+        return self._sandbox.dns_queries()
+
     def sessions(self, host: str | None = None) -> list[Session]:
         """Every session of ``host`` (all hosts when None), in the order they opened."""
-        pairs = self._placed() if host is None else self._placed(self._hosts(host))
-        found = [
-            Session(
-                placement.name,
-                placement.address,
-                placement.zone_address,
-                record.client,
-                record.opened,
-                record.closed,
-                record.behaviour,
-                record.transcript,
-            )
-            for mail_host, placement in pairs
-            for record in mail_host.sessions
-        ]
-        return sorted(found, key=lambda s: s.opened)
+        return self._sandbox.sessions(host)
 
     def mailbox(self, host: str | None = None) -> list[StoredMessage]:
         """The messages ``host`` (all hosts when None) accepted, with their envelopes."""
@@ -305,6 +325,13 @@ class ServedScenario:
 
     # -- inside --------------------------------------------------------------------------------
 
+    def _control_server(self) -> ControlServer:
+        if self._control is None:
+            raise RuntimeError(
+                "this sandbox serves no control API; make it with control=('127.0.0.1', 0)"
+            )
+        return self._control
+
     def _emitted(self, event: Event) -> None:
         if self._changed is not None:
             self._changed.set()
@@ -319,10 +346,6 @@ class ServedScenario:
 
     def _hosts(self, key: str) -> list[MailHost]:
         return self._sandbox.hosts_for(key)
-
-    def _placed(self, only: Sequence[MailHost] | None = None) -> list[tuple[MailHost, Placement]]:
-        pairs = zip(self._sandbox.hosts, self.placements, strict=True)
-        return [(h, p) for h, p in pairs if only is None or h in only]
 
     def _story(self) -> str:
         sessions = self.sessions()

@@ -13,7 +13,7 @@ one IPv6 loopback address, ::1), and its AAAA record answers with the IPv4-mappe
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from sandbox.core.addresses import canonical
@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_SMTP_PORT",
     "Placement",
     "answer_for",
+    "extend_plan",
     "loopback_plan",
 ]
 
@@ -68,10 +69,19 @@ def loopback_plan(zone_addresses: Iterable[str], first: str) -> dict[str, str]:
     ``first`` (an IPv4 address in 127.0.0.0/8), skipping those already kept, 127.0.0.1, and
     the .0 and .255 of every /24.
     """
-    addresses = [canonical(a) for a in zone_addresses]
+    return extend_plan({}, zone_addresses, first)
+
+
+def extend_plan(
+    plan: Mapping[str, str], zone_addresses: Iterable[str], first: str, taken: Iterable[str] = ()
+) -> dict[str, str]:
+    """``plan`` with the zone addresses it lacks, placed as ``loopback_plan`` places them:
+    the new addresses never take one that the plan, a kept loopback address or ``taken``
+    already holds (a zone changed while serve runs)."""
+    addresses = [a for a in dict.fromkeys(canonical(a) for a in zone_addresses) if a not in plan]
     kept = {a for a in addresses if ipaddress.ip_address(a).is_loopback}
-    free = _free_addresses(ipaddress.IPv4Address(first), kept)
-    return {a: a if a in kept else next(free) for a in addresses}
+    free = _free_addresses(ipaddress.IPv4Address(first), {*plan.values(), *kept, *taken})
+    return {**plan, **{a: a if a in kept else next(free) for a in addresses}}
 
 
 def _free_addresses(first: ipaddress.IPv4Address, taken: set[str]) -> Iterator[str]:

@@ -33,7 +33,11 @@ class MxSandbox(Protocol):
     """The fixture's type, for annotations: ``async def test_x(mx_sandbox: MxSandbox)``."""
 
     def __call__(
-        self, scenario: ScenarioSource, *, on_event: Emit | None = None
+        self,
+        scenario: ScenarioSource,
+        *,
+        on_event: Emit | None = None,
+        control: tuple[str, int] | None = None,
     ) -> Awaitable[ServedScenario]: ...
 
 
@@ -57,8 +61,15 @@ async def _mx_sandbox(request: pytest.FixtureRequest) -> AsyncIterator[MxSandbox
     started: list[ServedScenario] = []
     base = Path(request.config.rootpath)
 
-    async def serve(scenario: ScenarioSource, *, on_event: Emit | None = None) -> ServedScenario:
-        served = ServedScenario(load_source(scenario, base=base), on_event=on_event)
+    async def serve(
+        scenario: ScenarioSource,
+        *,
+        on_event: Emit | None = None,
+        control: tuple[str, int] | None = None,
+    ) -> ServedScenario:
+        served = ServedScenario(
+            load_source(scenario, base=base), on_event=on_event, control=control
+        )
         await served.start()
         started.append(served)
         return served

@@ -19,19 +19,63 @@ of 127.0.0.1, 127.0.0.53 and 127.0.1.1), so two sandboxes rarely even meet.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from sandbox.core.addresses import canonical, ensure_loopback
+from sandbox.core.durations import format_duration
+from sandbox.dns.zone import Zone
 from sandbox.errors import AddressInUse, BindError, NotInSandbox
-from sandbox.events import Emit, Event
+from sandbox.events import ControlAction, ControlChanged, DnsServed, Emit, Event
 from sandbox.hosts.host import MailHost
-from sandbox.scenario.model import Scenario
-from sandbox.serve.plan import BIND_ATTEMPTS, Placement, answer_for, loopback_plan
-from sandbox.world import Clock, World
+from sandbox.hosts.transcript import session_outline
+from sandbox.scenario.lint import Finding, lint_zone
+from sandbox.scenario.model import Behaviour, DnsBehaviour, Scenario, Timeline
+from sandbox.serve.plan import BIND_ATTEMPTS, Placement, answer_for, extend_plan, loopback_plan
+from sandbox.world import Clock, World, host_addresses
 
-__all__ = ["ServedWorld"]
+_T = TypeVar("_T")
+
+__all__ = ["ServedWorld", "Session"]
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One connection as a host saw it. Times are seconds since the sandbox started;
+    ``transcript`` holds ``(t, "C" or "S", line)``; ``closed`` is None while it is open."""
+
+    host: str
+    address: str
+    zone_address: str
+    client: str
+    opened: float
+    closed: float | None
+    behaviour: str
+    transcript: tuple[tuple[float, str, str], ...]
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        """What the client said, line by line (message content as ``<message: N bytes>``)."""
+        return tuple(line for _, side, line in self.transcript if side == "C")
+
+    @property
+    def replies(self) -> tuple[str, ...]:
+        """What the host answered, line by line, the greeting first."""
+        return tuple(line for _, side, line in self.transcript if side == "S")
+
+    @property
+    def outline(self) -> str:
+        """``220, EHLO→250, MAIL→250, RCPT→451, QUIT→221``."""
+        return session_outline(self.transcript)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.opened:8.3f}s  {self.host} [{self.address}] from {self.client}: {self.outline}"
+        )
 
 
 class ServedWorld:
@@ -67,6 +111,7 @@ class ServedWorld:
         # Its own generator, seeded by the OS: a test that seeds `random` must not make two
         # xdist workers pick the same block.
         self._random = random.Random()
+        self._changes = asyncio.Lock()
 
     # -- what it is made of --------------------------------------------------------------------
 
@@ -110,6 +155,119 @@ class ServedWorld:
             known = ", ".join(sorted({p.name for p in self.placements})) or "none"
             raise NotInSandbox(f"no mail host {key!r} in this scenario (hosts: {known})")
         return found
+
+    def placed(self, key: str | None = None) -> list[tuple[MailHost, Placement]]:
+        """(host, placement) for every host that ``key`` stands for (all hosts when None)."""
+        pairs = zip(self.hosts, self.placements, strict=True)
+        if key is None:
+            return list(pairs)
+        only = self.hosts_for(key)
+        return [(host, placement) for host, placement in pairs if host in only]
+
+    def sessions(self, key: str | None = None) -> list[Session]:
+        """Every session of the hosts ``key`` stands for (all when None), in opening order."""
+        found = [
+            Session(
+                placement.name,
+                placement.address,
+                placement.zone_address,
+                record.client,
+                record.opened,
+                record.closed,
+                record.behaviour,
+                record.transcript,
+            )
+            for host, placement in self.placed(key)
+            for record in host.sessions
+        ]
+        return sorted(found, key=lambda s: s.opened)
+
+    def dns_queries(self) -> list[DnsServed]:
+        """Every query the DNS server has served (since the last reset), in order."""
+        return [event for event in self.world.events if isinstance(event, DnsServed)]
+
+    # -- changes while it runs ----------------------------------------------------------------
+    # Each takes what the scenario loader reads (``sandbox.scenario.load``) with its phase
+    # times counted from the change, and says what it did in a ``control`` event.
+
+    def set_behaviour(self, key: str, behaviour: Timeline[Behaviour]) -> list[MailHost]:
+        """The hosts that ``key`` stands for (a name: all its addresses; or one address)
+        follow ``behaviour`` from now on."""
+        hosts = self.hosts_for(key)
+        now = self.clock()
+        for host in hosts:
+            host.set_behaviour(behaviour.shifted(now))
+        target = key.lower().rstrip(".")
+        self._changed("behaviour", target, _phases_text(behaviour, Behaviour.describe))
+        return hosts
+
+    def set_dns_behaviour(self, name: str, behaviour: Timeline[DnsBehaviour]) -> None:
+        """Queries for ``name`` follow ``behaviour`` from now on."""
+        self.world.set_dns_behaviour(name, behaviour.shifted(self.clock()))
+        self._changed("dns", name, _phases_text(behaviour, lambda b: b.kind))
+
+    async def set_zone(self, apex: str, zone: Timeline[Zone]) -> list[Placement]:
+        """Serve ``zone`` at ``apex`` from now on (replacing the zone there, or adding one).
+
+        An address that no host plays yet gets a host first, at the next free loopback
+        address and the SMTP port, so that DNS never answers with an address that is not
+        served; those new placements are returned. Changes are made one at a time.
+        """
+        async with self._changes:
+            added = await self._serve_addresses_of(zone)
+            self.world.set_zone(apex, zone.shifted(self.clock()))
+        self._changed("zone", apex, _phases_text(zone, _zone_words))
+        return added
+
+    def check_zone(self, apex: str, zone: Timeline[Zone]) -> list[Finding]:
+        """The zone lint's findings for ``zone`` at ``apex``, each phase among the other
+        zones as they are now (what ``mxsandbox check`` would say of it in a scenario)."""
+        others = [z for z in self.world.zones_now() if z.apex != apex]
+        findings: list[Finding] = []
+        for index, phase in enumerate(zone.phases):
+            findings += [replace(f, phase=index) for f in lint_zone(phase.value, others)]
+        return findings
+
+    def reset(self) -> None:
+        """Forget the sessions, mailboxes, greylisting tables and events so far (a test's
+        fresh start); behaviours and zones stay as they are."""
+        self.world.reset()
+        self._changed("reset", "", "sessions, mailboxes, greylisting and events forgotten")
+
+    def _changed(self, action: ControlAction, target: str, value: str) -> None:
+        self.world.emit(ControlChanged(t=self.clock(), action=action, target=target, value=value))
+
+    async def _serve_addresses_of(self, zone: Timeline[Zone]) -> list[Placement]:
+        placed = {canonical(p.zone_address) for p in self.placements}
+        wanted = [(n, a) for n, a in host_addresses([zone]) if canonical(a) not in placed]
+        if not wanted:
+            return []
+        plan = {canonical(p.zone_address): p.address for p in self.placements}
+        served = set(plan.values())
+        for _, address in wanted:
+            if canonical(address) in served:
+                raise AddressInUse(
+                    f"the zone address {address} is where another zone address is served; "
+                    "give it an address outside the ones the sandbox serves at"
+                )
+        first = self._first_address or (
+            self.placements[0].address if self.placements else self._random_block()
+        )
+        taken: set[str] = set()
+        for attempt in range(1, self._bind_attempts + 1):
+            plan = extend_plan(plan, (a for _, a in wanted), first, taken)
+            try:
+                added = await self._start_hosts(wanted, plan, self._smtp_port)
+            except AddressInUse:
+                if attempt == self._bind_attempts:
+                    raise
+                taken |= {plan.pop(canonical(a)) for _, a in wanted}
+                continue
+            self.placements += tuple(added)
+            self._smtp_port = self._smtp_port or added[0].port
+            self.world.answer_with({p.zone_address: p.answer for p in self.placements})
+            return added
+        raise AssertionError("unreachable")
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -157,24 +315,57 @@ class ServedWorld:
 
     async def _bind_layout(self, wanted: list[tuple[str, str]], plan: dict[str, str]) -> int:
         """Start one host per (name, zone address) at its planned address, all on one port."""
-        port = self._requested_port
+        try:
+            placements = await self._start_hosts(wanted, plan, self._requested_port)
+        except BaseException:
+            await self.world.close_hosts()
+            raise
+        self.placements = tuple(placements)
+        return placements[-1].port if placements else self._requested_port
+
+    async def _start_hosts(
+        self, wanted: list[tuple[str, str]], plan: Mapping[str, str], port: int
+    ) -> list[Placement]:
+        """Start one host per (name, zone address) at its planned address and ``port`` (0:
+        the port the first one gets). If one cannot start, those started here are closed."""
+        started: list[MailHost] = []
         placements: list[Placement] = []
         try:
             for name, zone_address in wanted:
                 address = plan[canonical(zone_address)]
                 host = await _start_host(self.world, name, zone_address, (address, port))
+                started.append(host)
                 port = host.listen[1]
                 placements.append(
                     Placement(name, zone_address, address, port, answer_for(zone_address, address))
                 )
         except BaseException:
-            await self.world.close_hosts()
+            for host in started:
+                await host.close()
+                self.world.hosts.remove(host)
             raise
-        self.placements = tuple(placements)
-        return port
+        return placements
 
     def _random_block(self) -> str:
         return f"127.{self._random.randint(16, 254)}.{self._random.randint(0, 255)}.2"
+
+
+def _phases_text(timeline: Timeline[_T], describe: Callable[[_T], str]) -> str:
+    """``refuse``, or ``refuse for 1m, then accept`` for phases counted from now."""
+    parts: list[str] = []
+    start = 0.0
+    for phase in timeline.phases:
+        words = describe(phase.value)
+        if phase.until is None:
+            parts.append(words)
+        else:
+            parts.append(f"{words} for {format_duration(phase.until - start)}")
+            start = phase.until
+    return ", then ".join(parts)
+
+
+def _zone_words(zone: Zone) -> str:
+    return f"{len(zone.records)} record(s)"
 
 
 async def _start_host(

@@ -20,7 +20,10 @@ import aiosmtplib
 from tests.helpers import ROOT
 from tests.integration.user_sender import make_message
 
-READY = re.compile(r"^ready: dns (?P<host>\S+):(?P<port>\d+) smtp-port (?P<smtp>\d+)$")
+READY = re.compile(
+    r"^ready: dns (?P<host>\S+):(?P<port>\d+) smtp-port (?P<smtp>\d+)"
+    r"(?: control (?P<control>\S+))?$"
+)
 # Let serve pick free ports; its ready output says which.
 PICK_PORTS = ("--dns", "127.0.0.1:0", "--smtp-port", "0")
 STARTUP_TIMEOUT = 30.0
@@ -33,6 +36,7 @@ class ServeProcess:
     lines: list[str] = field(default_factory=list)
     dns: tuple[str, int] = ("", 0)
     smtp_port: int = 0
+    control: str = ""  # HOST:PORT of the control API, with --control
     ready: dict[str, Any] = field(default_factory=dict)
 
     async def read_line(self, timeout: float = STARTUP_TIMEOUT) -> str:
@@ -90,11 +94,15 @@ async def serve(
             assert served.ready["kind"] == "ready", served.ready
             served.dns = (served.ready["dns"]["host"], served.ready["dns"]["port"])
             served.smtp_port = served.ready["smtp_port"]
+            if "control" in served.ready:
+                control = served.ready["control"]
+                served.control = f"{control['host']}:{control['port']}"
         else:
             match = READY.match(await served.read_until("ready: "))
             assert match is not None, served.lines
             served.dns = (match["host"], int(match["port"]))
             served.smtp_port = int(match["smtp"])
+            served.control = match["control"] or ""
         yield served
     finally:
         if process.returncode is None:

@@ -61,3 +61,12 @@ def test_an_unknown_benchmark_is_a_usage_error() -> None:
     )
     assert done.returncode == 2
     assert "unknown benchmark nope" in done.stderr
+
+
+def test_the_control_round_trip_bench_runs() -> None:
+    from bench import control
+
+    trip, put = control.run(rounds=3)
+    assert trip.bench == put.bench == "8 control"
+    assert trip.value > 0 and trip.baseline is not None and trip.baseline > 0
+    assert len(trip.details["round"]) == 3

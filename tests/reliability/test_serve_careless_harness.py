@@ -29,19 +29,22 @@ BATCH = 200
 STOP_TIMEOUT = 10.0  # generous: the point is that it stops at all, not how fast
 
 
-async def flood(address: tuple[str, int], count: int) -> int:
-    """Send ``count`` queries in batches, waiting for the answers of each batch; return how
-    many were answered."""
-    wire = dns.message.make_query("mx2.example.test", "A").to_wire()
+async def flood(
+    address: tuple[str, int], count: int, name: str = "mx2.example.test", batch: int = BATCH
+) -> int:
+    """Send ``count`` queries for ``name`` in batches, waiting for the answers of each batch;
+    return how many were answered. (Keep ``batch`` answers within the client's receive
+    buffer: a long name's answers are larger.)"""
+    wire = dns.message.make_query(name, "A").to_wire()
     loop = asyncio.get_running_loop()
     answered = 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         sock.connect(address)
-        for _ in range(count // BATCH):
-            for _ in range(BATCH):
+        for _ in range(count // batch):
+            for _ in range(batch):
                 sock.send(wire)
-            for _ in range(BATCH):
+            for _ in range(batch):
                 try:
                     async with asyncio.timeout(2.0):
                         await loop.sock_recv(sock, 4096)
