@@ -24,7 +24,7 @@ import random
 from collections.abc import Sequence
 
 from sandbox.core.addresses import canonical, ensure_loopback
-from sandbox.errors import AddressInUse, BindError, NotInSandbox
+from sandbox.errors import AddressInUse, BindError, DnsAddressInUse, NotInSandbox
 from sandbox.events import Emit, Event
 from sandbox.hosts.host import MailHost
 from sandbox.scenario.model import Scenario
@@ -120,7 +120,10 @@ class ServedWorld:
         try:
             await self._bind_hosts()
             self.world.answer_with({p.zone_address: p.answer for p in self.placements})
-            await self.world.start_dns(*self._dns_listen)
+            try:
+                await self.world.start_dns(*self._dns_listen)
+            except AddressInUse as busy:
+                raise DnsAddressInUse(str(busy)) from busy.__cause__
         except BaseException:
             await self.stop()
             raise
