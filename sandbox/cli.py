@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="run a scenario and tell the story of each message")
-    run.add_argument("file", help="a scenario file, or the name of one in ./scenarios")
+    run.add_argument(
+        "file", help="a scenario file, or the name of one in ./scenarios or of a shipped one"
+    )
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--profile", choices=sorted(PROFILES), help="swap the sender profile")
     run.add_argument("--json", action="store_true", help="print one JSON object, no story")
@@ -70,8 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a scenario file and lint its zones")
     check.add_argument("file")
 
-    listing = commands.add_parser("list", help="list the scenarios in a folder")
-    listing.add_argument("folder", nargs="?", default=str(DEFAULT_SCENARIOS))
+    listing = commands.add_parser(
+        "list", help="list the scenarios that come with the package, or those in a folder"
+    )
+    listing.add_argument("folder", nargs="?", help="a folder of scenario files")
 
     serve = commands.add_parser(
         "serve", help="serve a scenario's DNS and mail hosts in real time, for your own sender"
@@ -138,11 +142,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _scenario_path(name: str) -> Path:
-    path = Path(name)
-    if not path.exists() and not path.suffix:
-        candidate = DEFAULT_SCENARIOS / f"{name}.yaml"
-        if candidate.exists():
-            return candidate
+    """A scenario file by its path, or by its name in ./scenarios or among the shipped ones."""
+    from sandbox.scenario.shipped import find_scenario
+
+    path = find_scenario(name, folders=[DEFAULT_SCENARIOS])
+    if not path.exists() and len(path.parts) == 1:
+        raise ScenarioError(
+            "no such file, and no scenario of that name in ./scenarios or among the shipped "
+            "ones; `mxsandbox list` shows the shipped scenarios",
+            file=name,
+        )
     return path
 
 
@@ -290,9 +299,10 @@ def _check(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from sandbox.scenario.load import load_scenario
+    from sandbox.scenario.shipped import scenario_files, shipped_folder
 
-    folder = Path(args.folder)
-    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+    folder = Path(args.folder) if args.folder is not None else shipped_folder()
+    files = scenario_files(folder)
     if not files:
         print(f"no scenario files in {folder}/", file=sys.stderr)
         return EXIT_INVALID

@@ -30,6 +30,7 @@ from sandbox.hosts.host import MailHost
 from sandbox.hosts.transcript import StoredMessage, session_outline
 from sandbox.scenario.load import host_behaviour, load_scenario, scenario_from_mapping
 from sandbox.scenario.model import Behaviour, Phase, Scenario, Timeline
+from sandbox.scenario.shipped import find_scenario
 from sandbox.serve.plan import Placement
 from sandbox.serve.trap import ServerErrorTrap
 from sandbox.serve.world import ServedWorld
@@ -81,16 +82,22 @@ class Session:
 
 
 def load_source(source: ScenarioSource, *, base: Path | None = None) -> Scenario:
-    """A scenario from a path (relative to the working directory, else to ``base``), an
-    inline mapping (``name`` defaults to ``inline``) or a Scenario."""
+    """A scenario from a path (relative to the working directory, else to ``base``), the
+    name of a shipped scenario (``"primary-down"``; a ``scenarios/`` folder in the working
+    directory or in ``base`` comes first), an inline mapping (``name`` defaults to
+    ``inline``) or a Scenario."""
     if isinstance(source, Scenario):
         return source
     if isinstance(source, Mapping):
         return scenario_from_mapping({"name": "inline", **source})
     path = Path(source)
     if not path.exists() and not path.is_absolute() and base is not None:
-        path = base / path
-    return load_scenario(path)
+        if (base / path).exists():
+            return load_scenario(base / path)
+        folders = [Path("scenarios"), base / "scenarios"]
+        found = find_scenario(path, folders=folders)
+        return load_scenario(found if found.exists() else base / path)
+    return load_scenario(find_scenario(path, folders=[Path("scenarios")]))
 
 
 class ServedScenario:
