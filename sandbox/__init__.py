@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sandbox.errors import (
         AddressInUse,
         BindError,
+        DnsAddressInUse,
         NotInSandbox,
         NotLoopback,
         OutputError,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
         AttemptStarted,
         Connected,
         ConnectFailed,
+        ConnectionAttempt,
         Decision,
         DecisionAction,
         DnsAnswered,
@@ -78,7 +80,7 @@ if TYPE_CHECKING:
     from sandbox.run import Sandbox, profile_for, run_scenario
     from sandbox.scenario.load import load_scenario, load_scenario_text, scenario_from_mapping
     from sandbox.scenario.model import Scenario
-    from sandbox.serve.harness import ServedScenario, Session
+    from sandbox.serve.harness import ConnectAttempt, ServedScenario, Session
     from sandbox.serve.plan import Placement
     from sandbox.serve.world import ServedWorld
     from sandbox.world import World
@@ -88,6 +90,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "sandbox.errors": (
         "AddressInUse",
         "BindError",
+        "DnsAddressInUse",
         "NotInSandbox",
         "NotLoopback",
         "OutputError",
@@ -102,6 +105,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "AttemptStarted",
         "ConnectFailed",
         "Connected",
+        "ConnectionAttempt",
         "Decision",
         "DecisionAction",
         "DnsAnswered",
@@ -135,7 +139,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "sandbox.run": ("Sandbox", "profile_for", "run_scenario"),
     "sandbox.scenario.load": ("load_scenario", "load_scenario_text", "scenario_from_mapping"),
     "sandbox.scenario.model": ("Scenario",),
-    "sandbox.serve.harness": ("ServedScenario", "Session"),
+    "sandbox.serve.harness": ("ConnectAttempt", "ServedScenario", "Session"),
     "sandbox.serve.plan": ("Placement",),
     "sandbox.serve.world": ("ServedWorld",),
     "sandbox.world": ("World",),
@@ -148,11 +152,14 @@ __all__ = [
     "AttemptFinished",
     "AttemptStarted",
     "BindError",
+    "ConnectAttempt",
     "ConnectFailed",
     "Connected",
+    "ConnectionAttempt",
     "Decision",
     "DecisionAction",
     "DeliveryRow",
+    "DnsAddressInUse",
     "DnsAnswered",
     "DnsAsked",
     "DnsServed",
