@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, SCENARIOS
+from tests.integration.test_readme_plugin import write_example
 
 # Every step has a time limit: a hung index or a hung run fails the test instead of the suite.
 BUILD_TIMEOUT = 300
@@ -78,9 +79,11 @@ def test_the_wheel_works_from_an_empty_directory(installed: Path, tmp_path: Path
     assert "✔ delivered to alice@example.test by mx2.example.test" in story
     assert "All expectations hold." in story
 
-    # The fixture serves a shipped scenario by its name, with no pytest configuration at all.
+    # The fixture serves a shipped scenario by its name, with no pytest configuration at all,
+    # and the README's first plugin example passes as written.
     (empty / "test_plugin.py").write_text(PLUGIN_TEST)
+    write_example(empty, skip_primary=False)
     tested = _run(
         [str(installed / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"], empty
     )
-    assert "1 passed" in tested
+    assert "2 passed" in tested
