@@ -1,4 +1,4 @@
-"""``mxsandbox``: run, check, list and serve scenarios.
+"""``mxsandbox``: run, check, list and serve scenarios; print the format's JSON Schema.
 
 Exit codes are part of the output contract: 0 every expectation holds, 1 an expectation
 failed, 2 the scenario or the command line is invalid, 130 interrupted (Ctrl-C: a run prints
@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("folder", nargs="?", help="a folder of scenario files")
 
+    commands.add_parser(
+        "schema",
+        help="print a JSON Schema of the scenario format, for editors "
+        "(docs/scenario-format.md says how to use it)",
+    )
+
     serve = commands.add_parser(
         "serve", help="serve a scenario's DNS and mail hosts in real time, for your own sender"
     )
@@ -98,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "schema":
+            return _schema()
         return _list(args)
     except _UsageError as error:
         print(error, file=sys.stderr)
@@ -295,6 +303,13 @@ def _check(args: argparse.Namespace) -> int:
     lines.append(check_verdict(scenario, findings, args.file))
     _print_whole("".join(line + "\n" for line in lines))
     return EXIT_EXPECTATION_FAILED if has_errors(findings) else EXIT_OK
+
+
+def _schema() -> int:
+    from sandbox.scenario.schema import scenario_schema
+
+    _print_whole(json.dumps(scenario_schema(), indent=2) + "\n")
+    return EXIT_OK
 
 
 def _list(args: argparse.Namespace) -> int:

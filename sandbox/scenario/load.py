@@ -54,6 +54,7 @@ from sandbox.scenario.model import (
 from sandbox.scenario.yaml_lines import LineDict, LineList, read_yaml
 
 __all__ = [
+    "ACCEPTED_KEYS",
     "LineDict",
     "LineList",
     "host_behaviour",
@@ -83,6 +84,24 @@ DNS_KINDS = ("answer", "servfail", "timeout", "nxdomain")
 MESSAGE_KEYS = ("from", "to", "count", "at")
 DELIVERY_KEYS = ("message", "recipient", "status", "host", "dsn", "attempts", "after", "before")
 HOST_EXPECTATION_KEYS = ("host", "accepted", "connections", "share", "tolerance")
+# A phase of a timeline: when it ends, and what holds until then (a host's or a name's
+# behaviour under "do", a zone's text under "zone").
+PHASE_END_KEY = "until"
+BEHAVIOUR_PHASE_KEY = "do"
+ZONE_PHASE_KEY = "zone"
+SENDER_KEYS = ("profile", *policy.FIELD_KINDS)
+# Every key a scenario may hold, by where it goes: the reference, docs/scenario-format.md,
+# names each one under a heading of the same words (tests/unit/test_format_reference.py), and
+# the JSON Schema of ``scenario.schema`` is built from these same lists.
+ACCEPTED_KEYS: dict[str, tuple[str, ...]] = {
+    "The top level": TOP_LEVEL_KEYS,
+    "Phases": (PHASE_END_KEY, BEHAVIOUR_PHASE_KEY, ZONE_PHASE_KEY),
+    "Host behaviour": BEHAVIOUR_KEYS,
+    "Messages": MESSAGE_KEYS,
+    "The sender": SENDER_KEYS,
+    "Expectations about deliveries": DELIVERY_KEYS,
+    "Expectations about hosts": HOST_EXPECTATION_KEYS,
+}
 STATUSES = ("delivered", "bounced", "deferred")
 # Every duration (an arrival, a phase, a delay, a timeout, the lifetime) stays below this, so a
 # run's virtual clock stays in the range where asyncio can still tell its timers apart, and a
@@ -335,7 +354,7 @@ def _timeline(
     value: object,
     spot: _Spot,
     read_one: Callable[[object, _Spot], _T],
-    value_key: str = "do",
+    value_key: str = BEHAVIOUR_PHASE_KEY,
 ) -> Timeline[_T]:
     """A single value, or a list of phases ``[{until: 2h, do: …}, {do: …}]``."""
     if isinstance(value, list | tuple):
@@ -356,7 +375,7 @@ def _phases(
     previous = 0.0
     for index, (item, item_spot) in enumerate(_item_spots(items, spot)):
         phase = _as_mapping(item, item_spot, f"{{until: 2h, {value_key}: …}}")
-        _check_keys(phase, item_spot, ("until", value_key), _misplaced_in_phase(value_key))
+        _check_keys(phase, item_spot, (PHASE_END_KEY, value_key), _misplaced_in_phase(value_key))
         hint = f"write what holds during this phase, such as {{until: 2h, {value_key}: …}}"
         value_spot = _value_spot(phase, value_key, item_spot)
         value = _require(phase, value_key, item_spot, hint)
@@ -371,7 +390,7 @@ def _phases(
 
 def _misplaced_in_phase(value_key: str) -> dict[str, str]:
     """A behaviour's own keys written straight into a phase: say that they go under ``do``."""
-    if value_key != "do":
+    if value_key != BEHAVIOUR_PHASE_KEY:
         return {}
     return {
         key: f"a phase's behaviour goes under do, such as {{until: 2h, do: {{{key}: …}}}}"
@@ -452,7 +471,9 @@ def _zones(value: object, spot: _Spot) -> tuple[tuple[ZoneSpec, ...], _World]:
         apex = _domain(key, key_spot, "a zone's apex")
         if apex in specs:
             key_spot.fail(f"the zone {apex} is written twice; merge the two into one")
-        phases = _timeline(text, _value_spot(mapping, key, spot), _zone_reader(apex), "zone")
+        phases = _timeline(
+            text, _value_spot(mapping, key, spot), _zone_reader(apex), ZONE_PHASE_KEY
+        )
         parsed.extend(phase.value for phase in phases.phases)
         lines = _phase_text_lines(mapping, key)
         specs[apex] = ZoneSpec(apex, phases, _first_text_line(mapping, key), lines)
@@ -464,7 +485,7 @@ def _first_text_line(mapping: Mapping[object, object], key: object) -> int | Non
         return None
     value = mapping.get(key)
     if isinstance(value, LineList) and value and isinstance(value[0], LineDict):
-        return value[0].text_lines.get("zone")
+        return value[0].text_lines.get(ZONE_PHASE_KEY)
     return mapping.text_lines.get(key)
 
 
@@ -474,7 +495,8 @@ def _phase_text_lines(mapping: Mapping[object, object], key: object) -> tuple[in
     if not isinstance(value, LineList):
         return ()
     return tuple(
-        phase.text_lines.get("zone") if isinstance(phase, LineDict) else None for phase in value
+        phase.text_lines.get(ZONE_PHASE_KEY) if isinstance(phase, LineDict) else None
+        for phase in value
     )
 
 
@@ -730,7 +752,7 @@ def _sender(value: object, spot: _Spot) -> SenderSpec:
         return SenderSpec()
     mapping = _as_mapping(value, spot, "{profile: postfix}")
     kinds = policy.FIELD_KINDS
-    _check_keys(mapping, spot, ("profile", *kinds))
+    _check_keys(mapping, spot, SENDER_KEYS)
     profile = "postfix"
     if mapping.get("profile") is not None:
         profile_spot = _value_spot(mapping, "profile", spot)
