@@ -1,0 +1,139 @@
+"""The story never misleads: what `mxsandbox run` tells a learner, checked line by line.
+
+Each test reads the narrative (or the report) of a real run and checks one thing the story
+used to get wrong: a decision that named a next host when none was left, timestamps that went
+backwards, a behaviour column that showed only the last phase, a balancing section for hosts
+that never shared a preference, an RFC rule told as a warning after the fact, a bounce that
+contradicted the line above it, a missing QUIT, three identical stories.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sandbox import RunResult, load_scenario, load_scenario_text, run_scenario
+from sandbox.output.narrative import render_narrative
+from tests.helpers import ROOT
+
+_CLOCK = re.compile(r"^\s+((?:\d+d )?\d+:\d\d:\d\d(?:\.\d+)?)  ")
+
+
+def shipped(name: str) -> RunResult:
+    return run_scenario(load_scenario(ROOT / "scenarios" / f"{name}.yaml"))
+
+
+def inline(text: str) -> RunResult:
+    return run_scenario(load_scenario_text(text))
+
+
+def story(result: RunResult) -> str:
+    return render_narrative(result, all_stories=True)
+
+
+def message_story(text: str, number: int) -> list[str]:
+    """The lines of one message's story."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"Message {number}:"))
+    end = next(
+        (i for i in range(start + 1, len(lines)) if not lines[i].startswith(" ")), len(lines)
+    )
+    return lines[start:end]
+
+
+def after(lines: list[str], needle: str) -> list[str]:
+    """The lines that follow the first one containing ``needle``, up to the next timed line."""
+    index = next(i for i, line in enumerate(lines) if needle in line)
+    rest = []
+    for line in lines[index + 1 :]:
+        if _CLOCK.match(line):
+            break
+        rest.append(line.strip())
+    return rest
+
+
+def seconds(clock: str) -> float:
+    days, _, clock = clock.rpartition("d ")
+    h, m, s = clock.split(":")
+    return (int(days) if days else 0) * 86400 + int(h) * 3600 + int(m) * 60 + float(s)
+
+
+TWO_MX = """\
+name: two-mx
+zones:
+  example.test: |
+    $TTL 60
+    @     IN MX 10 mx1
+    @     IN MX 20 mx2
+    mx1   IN A  192.0.2.10
+    mx1   IN AAAA 2001:db8::10
+    mx2   IN A  192.0.2.11
+messages:
+  - {from: bob@example.net, to: alice@example.test}
+"""
+
+
+# --- 1. the next step the story names is the one that follows --------------------------------
+
+
+def test_a_refusal_names_the_next_host_it_tries() -> None:
+    lines = message_story(story(shipped("primary-down")), 1)
+    decided = after(lines, "mx1.example.test[192.0.2.10]:25 … refused")
+    assert decided == [
+        "⇒ the connection was refused: try the next host, mx2.example.test[192.0.2.11]"
+    ]
+
+
+def test_a_refusal_with_no_host_left_says_so_instead_of_try_the_next_host() -> None:
+    lines = message_story(story(shipped("all-down-then-recovered")), 1)
+    decided = after(lines, "mx2.example.test[192.0.2.11]:25 … refused")
+    assert "try the next host" not in " ".join(decided)
+    assert decided[0] == "⇒ the connection was refused; no other host is left to try"
+    assert decided[1].startswith("⇒ defer: 4.4.1")
+
+
+def test_another_address_of_the_same_host_is_called_that() -> None:
+    result = inline(TWO_MX + "hosts:\n  mx1.example.test: refuse\n")
+    lines = message_story(story(result), 1)
+    decided = after(lines, "mx1.example.test[192.0.2.10]:25 … refused")
+    assert decided == [
+        "⇒ the connection was refused: try another address of mx1.example.test, "
+        "mx1.example.test[2001:db8::10]"
+    ]
+    decided = after(lines, "mx1.example.test[2001:db8::10]:25 … refused")
+    assert decided == [
+        "⇒ the connection was refused: try the next host, mx2.example.test[192.0.2.11]"
+    ]
+
+
+# --- 2. DNS trouble, told in order and in words ----------------------------------------------
+
+
+DNS_TIMEOUT = """\
+name: dns-timeout
+zones:
+  example.test: |
+    $TTL 60
+    @     IN MX 10 mx1
+    @     IN MX 20 mx2
+    mx1   IN A  192.0.2.10
+    mx2   IN A  192.0.2.11
+dns:
+  mx1.example.test: timeout
+messages:
+  - {from: bob@example.net, to: alice@example.test}
+"""
+
+
+# --- 3. the behaviour column tells every phase -----------------------------------------------
+
+
+# --- 4. moving-your-mx: no balancing, both MX sets, the moments that matter -------------------
+
+
+# --- 5. discarding its own preference is the rule, told where the order is chosen -------------
+
+
+# --- 6. aliases and the null MX, said where they matter ---------------------------------------
+
+
+# --- 7. the smaller points ---------------------------------------------------------------------
