@@ -9,6 +9,7 @@ many messages, the first few stories and then the summary.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from sandbox.result.stats import BalanceGroup, balance_groups, verdict
 __all__ = ["clock_text", "render_narrative"]
 
 FULL_ATTEMPTS_FIRST = 2
+_DSN_PREFIX = re.compile(r"^[245]\.\d{1,3}\.\d{1,3} ")
 FULL_STORIES = 3
 _KEPT = "kept in the returned-mail mailbox"  # a DSN whose recipient is outside the scenario
 
@@ -160,16 +162,24 @@ def _same(a: str, b: str) -> bool:
 
 
 def _full_attempt(out: _Lines, events: list[Event]) -> None:
-    # The order is decided from the MX answer, so tell it right there, before the address
-    # lookups it leads to (the event itself comes once the addresses are known).
+    # The order is decided from the MX answer, so tell it right there, at the answer's time,
+    # before the address lookups it leads to (the event itself comes once the addresses are
+    # known, which a DNS timeout can make many seconds later).
     route = next((e for e in events if isinstance(e, RouteChosen)), None)
+    unreachable = {host for _, host, addresses in route.hosts if not addresses} if route else set()
     pending_a: DnsAnswered | None = None
+
+    def tell_addresses(a: DnsAnswered, aaaa: DnsAnswered | None) -> None:
+        out.at(a.t, _addresses_line(a, aaaa))
+        if a.name in unreachable and not a.records and not (aaaa and aaaa.records):
+            out.more(f"⇒ skip {a.name}: DNS gave it no address ({_no_address(a, aaaa)})")
+
     for event in events:
         if isinstance(event, DnsAsked | RouteChosen):
             continue
         if isinstance(event, DnsAnswered) and event.rdtype == "MX" and route is not None:
             _full_line(out, event)
-            _route_lines(out, route)
+            _route_lines(out, route, event.t)
             continue
         if isinstance(event, DnsAnswered) and event.rdtype == "A":
             pending_a = event
@@ -180,14 +190,26 @@ def _full_attempt(out: _Lines, events: list[Event]) -> None:
                 and event.rdtype == "AAAA"
                 and event.name == pending_a.name
             ):
-                out.at(pending_a.t, _addresses_line(pending_a, event))
+                tell_addresses(pending_a, event)
                 pending_a = None
                 continue
-            out.at(pending_a.t, _addresses_line(pending_a, None))
+            tell_addresses(pending_a, None)
             pending_a = None
         _full_line(out, event)
     if pending_a is not None:
-        out.at(pending_a.t, _addresses_line(pending_a, None))
+        tell_addresses(pending_a, None)
+
+
+def _no_address(a: DnsAnswered, aaaa: DnsAnswered | None) -> str:
+    """Why a host's address look-ups found nothing, in words."""
+    rcodes = {a.rcode} | ({aaaa.rcode} if aaaa else set())
+    if "TIMEOUT" in rcodes:
+        return "no answer"
+    if "SERVFAIL" in rcodes:
+        return "SERVFAIL"
+    if "NXDOMAIN" in rcodes:
+        return "the name does not exist"
+    return "no A or AAAA record"
 
 
 def _full_line(out: _Lines, event: Event) -> None:
@@ -241,6 +263,7 @@ def _full_line(out: _Lines, event: Event) -> None:
 def _short_attempt(events: list[Event]) -> str:
     tried = []
     decision = ""
+    untried = ""  # why nothing was tried: the deferral's reason
     for event in events:
         if isinstance(event, ConnectFailed):
             tried.append(f"{event.host} {event.reason}")
@@ -250,10 +273,11 @@ def _short_attempt(events: list[Event]) -> str:
             tried.append(f"{event.host} {event.reason} at {event.stage}")
         elif isinstance(event, Decision) and event.action == "defer" and event.retry_at:
             decision = f"→ defer until {clock_text(event.retry_at)}"
+            untried = _DSN_PREFIX.sub("", event.why)
         elif isinstance(event, RecipientFinal):
             decision = f"→ {event.status}"
     number = getattr(events[0], "attempt", "?")
-    summary = ", ".join(tried) or "no route"
+    summary = ", ".join(tried) or untried or "nothing to try"
     return f"attempt {number}: {summary} {decision}".rstrip()
 
 
@@ -279,12 +303,13 @@ def _cached(event: DnsAnswered) -> str:
     return " [from cache]" if event.cached else ""
 
 
-def _route_lines(out: _Lines, event: RouteChosen) -> None:
+def _route_lines(out: _Lines, event: RouteChosen, t: float | None = None) -> None:
+    when = event.t if t is None else t
     if event.route == "implicit":
-        out.at(event.t, f"route: {event.why}")
+        out.at(when, f"route: {event.why}")
         return
     order = ", then ".join(f"{host} ({pref})" for pref, host, _ in event.hosts)
-    out.at(event.t, f"order: {order}")
+    out.at(when, f"order: {order}")
     out.more(f"why: {event.why}")
 
 

@@ -124,6 +124,43 @@ messages:
 """
 
 
+def test_with_a_dns_timeout_the_story_never_goes_back_in_time() -> None:
+    lines = message_story(story(inline(DNS_TIMEOUT)), 1)
+    times = [seconds(m.group(1)) for line in lines if (m := _CLOCK.match(line))]
+    assert times == sorted(times), "\n".join(lines)
+
+
+def test_a_host_without_an_address_is_skipped_in_a_line_of_its_own() -> None:
+    lines = message_story(story(inline(DNS_TIMEOUT)), 1)
+    asked = next(i for i, line in enumerate(lines) if "DNS: address of mx1.example.test?" in line)
+    assert "TIMEOUT" in lines[asked]
+    assert "skip mx1.example.test: DNS gave it no address (no answer)" in "\n".join(lines)
+    # It comes before the connection to mx2, and no connection to mx1 is made.
+    text = "\n".join(lines)
+    assert text.index("skip mx1.example.test") < text.index("connect to mx2.example.test")
+    assert "connect to mx1.example.test" not in text
+
+
+def test_a_servfail_retry_is_told_in_words_not_as_no_route() -> None:
+    result = inline(
+        """\
+name: servfail
+zones:
+  example.test: |
+    $TTL 60
+    @     IN MX 10 mx1
+    mx1   IN A  192.0.2.10
+dns:
+  example.test: [{until: 1h, do: servfail}, {do: answer}]
+messages:
+  - {from: bob@example.net, to: alice@example.test}
+"""
+    )
+    text = "\n".join(message_story(story(result), 1))
+    assert "no route" not in text
+    assert "attempt 3: DNS gave SERVFAIL for the MX records of example.test → defer until" in text
+
+
 # --- 3. the behaviour column tells every phase -----------------------------------------------
 
 
