@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sandbox.core.classify import CONNECT_FAILURES
 from sandbox.core.delivery import reported_reply, where
-from sandbox.core.durations import format_duration
+from sandbox.core.durations import clock_text, format_duration
 from sandbox.events import (
     AttemptStarted,
     Connected,
@@ -43,18 +43,6 @@ FULL_ATTEMPTS_FIRST = 2
 _DSN_PREFIX = re.compile(r"^[245]\.\d{1,3}\.\d{1,3} ")
 FULL_STORIES = 3
 _KEPT = "kept in the returned-mail mailbox"  # a DSN whose recipient is outside the scenario
-
-
-def clock_text(t: float) -> str:
-    """Virtual time as a clock from the start of the run: ``0:05:00``, ``2d 3:00:00``."""
-    whole = int(t)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    text = f"{hours}:{minutes:02d}:{seconds:02d}"
-    if t != whole:
-        text += f".{round((t - whole) * 1000):03d}"
-    return f"{days}d {text}" if days else text
 
 
 @dataclass(slots=True)

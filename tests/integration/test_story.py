@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from sandbox import RunResult, load_scenario, load_scenario_text, run_scenario
-from sandbox.output.narrative import render_narrative
+from sandbox.output.narrative import render_narrative, render_summary
 from tests.helpers import ROOT
 
 _CLOCK = re.compile(r"^\s+((?:\d+d )?\d+:\d\d:\d\d(?:\.\d+)?)  ")
@@ -162,6 +162,12 @@ messages:
 
 
 # --- 3. the behaviour column tells every phase -----------------------------------------------
+
+
+def test_the_summary_shows_every_phase_a_host_went_through() -> None:
+    summary = "\n".join(render_summary(shipped("all-down-then-recovered")))
+    row = next(line for line in summary.splitlines() if line.strip().startswith("mx1.example.test"))
+    assert "refuse until 2:00:00, then accept" in row
 
 
 # --- 4. moving-your-mx: no balancing, both MX sets, the moments that matter -------------------

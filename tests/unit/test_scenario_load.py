@@ -29,6 +29,7 @@ from sandbox.scenario.model import (
     Phase,
     Reply,
     Timeline,
+    describe_timeline,
 )
 
 BROKEN = Path(__file__).parent.parent / "data" / "broken"
@@ -677,3 +678,17 @@ def test_messages_are_numbered_in_file_order_with_count_expanded(counts: list[in
     assert [m.number for m in scenario.messages] == list(range(1, sum(counts) + 1))
     senders = [m.sender for m in scenario.messages]
     assert senders == [f"s{i}@example.net" for i, c in enumerate(counts) for _ in range(c)]
+
+
+def test_a_timeline_is_described_phase_by_phase_up_to_the_end_of_the_run() -> None:
+    hosts = load_scenario_text(
+        "name: t\nzones: {example.test: 'mx1 IN A 192.0.2.10'}\n"
+        "hosts: {mx1.example.test: [{until: 2h, do: refuse}, {until: 3h, do: {greylist: 5m}},"
+        " {do: accept}]}\n"
+    ).hosts["mx1.example.test"]
+    assert describe_timeline(hosts, 3600) == "refuse"
+    assert describe_timeline(hosts, 7200) == "refuse"
+    assert describe_timeline(hosts, 9000) == "refuse until 2:00:00, then greylist 5m"
+    assert describe_timeline(hosts, 86400) == (
+        "refuse until 2:00:00, then greylist 5m until 3:00:00, then accept"
+    )
