@@ -9,10 +9,13 @@ contradicted the line above it, a missing QUIT, three identical stories.
 
 from __future__ import annotations
 
+import html
 import re
 
 from sandbox import RunResult, load_scenario, load_scenario_text, run_scenario
 from sandbox.output.narrative import render_narrative, render_summary
+from sandbox.output.report.data import build_flow
+from sandbox.output.report.render import render_report
 from tests.helpers import ROOT
 
 _CLOCK = re.compile(r"^\s+((?:\d+d )?\d+:\d\d:\d\d(?:\.\d+)?)  ")
@@ -171,6 +174,26 @@ def test_the_summary_shows_every_phase_a_host_went_through() -> None:
 
 
 # --- 4. moving-your-mx: no balancing, both MX sets, the moments that matter -------------------
+
+
+def test_hosts_never_in_the_zone_together_are_no_balancing_group() -> None:
+    result = shipped("moving-your-mx")
+    assert "Balancing" not in "\n".join(render_summary(result))
+    assert 'data-group="' not in render_report(result)
+
+
+def test_the_report_lists_every_mx_set_and_marks_the_zone_change_and_the_cache_expiry() -> None:
+    result = shipped("moving-your-mx")
+    flow = build_flow(result)
+    assert [row.host for row in flow.mx_rows] == ["old.example.test", "new.example.test"]
+    moments = [(moment.t, moment.kind) for moment in flow.moments]
+    assert (3600.0, "zone") in moments
+    assert (7200.0, "cache") in moments
+    page = html.unescape(render_report(result))
+    assert 'data-moment="zone"' in page and 'data-moment="cache"' in page
+    assert "1:00:00 the example.test zone changes" in re.sub(r"<[^>]+>", "", page)
+    assert "the sender's cached MX answer for example.test expires" in page
+    assert "the MX records the sender used from 2:10:00" in page
 
 
 # --- 5. discarding its own preference is the rule, told where the order is chosen -------------

@@ -6,8 +6,11 @@ the CSS, the SVG and the little JavaScript are all inline. From top to bottom:
 - a headline: what happened to the mail, in one or two sentences;
 - the timeline: a lane per mail host across virtual time, its scripted phases shaded (down,
   tempfail, greylisting, …), every connection attempt a mark shaped and coloured by its
-  outcome, and each message's path from host to host over its attempts;
-- the MX table in the order the sender chose, and the balancing chart of equal preferences;
+  outcome, each message's path from host to host over its attempts, and a line across the
+  lanes at each moment that explains them (a zone that changes, a cached answer that
+  expires);
+- the MX table in the order the sender chose (each MX set the sender met, from when), and
+  the balancing chart of equal preferences;
 - the paths, grouped (a thousand messages that took the same way are one row), the
   expectations and the zone check.
 
@@ -260,6 +263,7 @@ def _timeline_section(flow: Flow, axis: _Axis) -> str:
         _DEFS,
         _lanes_svg(flow, axis),
         _axis_svg(flow, axis),
+        _moments_svg(flow, axis),
         _paths_svg(flow, positions),
         '<g id="picked"></g>',
         _marks_svg(flow, axis),
@@ -287,10 +291,39 @@ def _timeline_section(flow: Flow, axis: _Axis) -> str:
         + '<div class="scroll">'
         + "".join(parts)
         + "</div>"
+        + _moments_list(flow)
         + picker
         + note
         + "</section>"
     )
+
+
+def _moments_svg(flow: Flow, axis: _Axis) -> str:
+    """A dashed line across the lanes at each moment, numbered as in the list below."""
+    if axis.by_order or not flow.moments:
+        return ""
+    bottom = TOP + LANE_HEIGHT * max(1, len(flow.lanes))
+    out = ['<g class="moments">']
+    for number, moment in enumerate(flow.moments, start=1):
+        x = axis.x_of_time(moment.t)
+        out.append(
+            f'<g class="moment m-{moment.kind}" data-moment="{moment.kind}" '
+            f'data-t="{moment.t:g}"><title>{clock_text(moment.t)}: {_e(moment.text)}</title>'
+            f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{bottom}"/>'
+            f'<text x="{x + 3:.1f}" y="{TOP + 11}">{number}</text></g>'
+        )
+    out.append("</g>")
+    return "".join(out)
+
+
+def _moments_list(flow: Flow) -> str:
+    if not flow.moments:
+        return ""
+    items = "".join(
+        f'<li data-moment="{moment.kind}"><b>{clock_text(moment.t)}</b> {_e(moment.text)}</li>'
+        for moment in flow.moments
+    )
+    return f'<ol class="moments-list">{items}</ol>'
 
 
 def _lane_y(lane: int) -> float:
@@ -582,8 +615,17 @@ def _legend(flow: Flow) -> str:
 
 
 def _mx_section(flow: Flow) -> str:
+    # A domain whose MX records changed during the run gets a row per record of every set
+    # the sender met, each set headed by when the sender began to use it.
+    changed = {row.domain for row in flow.mx_rows if row.answer > 0}
     rows = "".join(
-        f"<tr><td>{row.rank}</td><td>{row.preference}</td><td>{_e(row.host)}</td>"
+        (
+            f'<tr class="answer"><td colspan="6">{_e(row.domain)}: the MX records the sender '
+            f"used from {clock_text(row.since)}</td></tr>"
+            if row.domain in changed and row.rank == 1
+            else ""
+        )
+        + f"<tr><td>{row.rank}</td><td>{row.preference}</td><td>{_e(row.host)}</td>"
         f"<td>{_e(', '.join(row.addresses) or '—')}</td>"
         f"<td>{row.zone_line if row.zone_line is not None else '—'}</td>"
         f"<td>{row.first:.0%}</td></tr>"
@@ -866,6 +908,11 @@ i.line{display:inline-block;width:22px;height:0;border-top-width:3px;border-top-
 .axis line{stroke:#9aa5b1}.axis .grid{stroke:#0000001a}
 .axis text{font:11px system-ui,sans-serif;fill:var(--quiet)}
 .axis .caption,.caption{font:12px system-ui,sans-serif;fill:var(--quiet)}
+.moment line{stroke:#1565c0;stroke-width:1.5;stroke-dasharray:5 4}
+.moment.m-cache line{stroke:#6a1b9a}
+.moment text{font:600 11px system-ui,sans-serif;fill:#1565c0}.moment.m-cache text{fill:#6a1b9a}
+.moments-list{margin:6px 0 0;padding-left:22px;font-size:13px;color:var(--quiet)}
+tr.answer td{font-weight:600;color:var(--quiet);font-size:13px}
 .mark circle,.mark path,.mark rect{stroke-width:2}
 .o-accepted circle{fill:var(--accepted);stroke:#fff}
 .o-refused path,.o-error path{fill:none;stroke-width:3;stroke-linecap:round}
