@@ -155,6 +155,8 @@ class RouteChosen(Event):
     route: RouteKind
     hosts: tuple[tuple[int, str, tuple[str, ...]], ...]  # (preference, host, addresses)
     why: str
+    # The records the sender discarded, being itself an MX (RFC 5321 §5.1), in a sentence.
+    discarded: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,7 +23,8 @@ decides nothing; every rule lives here:
    follows ``ip_literal``.
 3. If the sender is itself one of the MX hosts (the profile's ``address``), the records at
    its own preference and worse are discarded (§5.1), so that mail never loops back; if
-   nothing is left, bounce (5.4.6).
+   nothing is left, bounce (5.4.6). This is the rule, not a fault: the route says so in
+   ``discarded``, not in a warning.
 4. At most ``max_addresses`` addresses are kept (Postfix's smtp_mx_address_limit).
 """
 
@@ -117,6 +118,9 @@ class Route:
     candidates: tuple[Candidate, ...]
     why: str
     warnings: tuple[str, ...] = ()
+    # The records this sender discarded because it is itself one of the MX hosts (§5.1),
+    # in a sentence; "" when it is not.
+    discarded: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,7 @@ class Resolution:
         self._hosts: list[_HostState] = []
         self._kind: RouteKind = "mx"
         self._why = ""
+        self._discarded = ""
         self._pending: Iterator[Query] | None = None
         self._current: Query | None = Query(self.domain, "MX")
         self.result: Route | NoRoute | None = None
@@ -325,7 +330,9 @@ class Resolution:
                 "(max_addresses)"
             )
             candidates = candidates[:limit]
-        self.result = Route(self._kind, route_hosts, candidates, self._why, self.warnings)
+        self.result = Route(
+            self._kind, route_hosts, candidates, self._why, self.warnings, self._discarded
+        )
 
     def _discard_self(self) -> list[_HostState] | None:
         own = self._profile.address
@@ -336,9 +343,10 @@ class Resolution:
             return self._hosts
         cut = min(mine)
         kept = [s for s in self._hosts if s.preference < cut]
-        self._warnings.append(
-            f"this sender ({own}) is itself an MX of {self.domain} at preference {cut}: "
-            f"records at {cut} and worse are discarded (RFC 5321 §5.1)"
+        self._discarded = (
+            f"this sender ({own}) is itself an MX of {self.domain} at preference {cut}, so the "
+            f"records at {cut} and worse are discarded (RFC 5321 §5.1): mail must never loop "
+            "back to itself or go to a worse backup"
         )
         if not kept:
             self._finish_no_route(

@@ -163,9 +163,20 @@ def _full_attempt(out: _Lines, events: list[Event]) -> None:
             out.more(f"⇒ skip {a.name}: DNS gave it no address ({_no_address(a, aaaa)})")
 
     for event in events:
-        if isinstance(event, DnsAsked | RouteChosen):
+        if isinstance(event, DnsAsked):
             continue
-        if isinstance(event, DnsAnswered) and event.rdtype == "MX" and route is not None:
+        if isinstance(event, RouteChosen):
+            if event.discarded:
+                # Found from the addresses: told after them, with the order it leads to.
+                out.at(event.t, event.discarded)
+                _route_lines(out, event)
+            continue
+        if (
+            isinstance(event, DnsAnswered)
+            and event.rdtype == "MX"
+            and route is not None
+            and not route.discarded
+        ):
             _full_line(out, event)
             _route_lines(out, route, event.t)
             continue

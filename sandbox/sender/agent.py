@@ -397,6 +397,7 @@ class SenderAgent:
                     route=route.kind,
                     hosts=hosts,
                     why=route.why,
+                    discarded=route.discarded,
                 )
             )
         return route

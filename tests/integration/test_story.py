@@ -199,6 +199,15 @@ def test_the_report_lists_every_mx_set_and_marks_the_zone_change_and_the_cache_e
 # --- 5. discarding its own preference is the rule, told where the order is chosen -------------
 
 
+def test_a_sender_that_is_an_mx_explains_the_discard_before_the_order() -> None:
+    lines = message_story(story(shipped("client-is-backup-mx")), 1)
+    text = "\n".join(lines)
+    assert "warning: this sender" not in text
+    discard = text.index("records at 20 and worse are discarded (RFC 5321 §5.1)")
+    assert discard < text.index("order: mx1.example.test (10)")
+    assert discard > text.index("DNS: MX example.test?")
+
+
 # --- 6. aliases and the null MX, said where they matter ---------------------------------------
 
 
