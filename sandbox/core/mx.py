@@ -168,6 +168,9 @@ class _HostState:
     addresses: list[str] = field(default_factory=list)
     failed: Literal["", "temporary", "permanent"] = ""
     skipped: bool = False
+    # Why the sender's policy skipped it, as the end of a sentence about the host: "is an
+    # alias (a CNAME), which this sender rejects (RFC 2181 §10.3)".
+    rejected: str = ""
 
 
 class Resolution:
@@ -262,6 +265,7 @@ class Resolution:
                 )
             else:
                 state.skipped = True
+                state.rejected = "is an IP address, not a host name, which this sender rejects"
                 self._warnings.append(
                     f"the MX {state.host} is an IP address, not a host name; skipped"
                 )
@@ -289,6 +293,7 @@ class Resolution:
         chain = " → ".join((state.host, *answer.cnames))
         if self._profile.cname == "reject":
             state.skipped = True
+            state.rejected = "is an alias (a CNAME), which this sender rejects (RFC 2181 §10.3)"
             self._warnings.append(
                 f"the MX {state.host} is an alias ({chain}); RFC 2181 §10.3 forbids an MX "
                 "pointing at a CNAME, and this sender rejects it: host skipped"
@@ -372,7 +377,7 @@ class Resolution:
             )
         else:
             self._finish_no_route(
-                "no_address", True, "5.4.4", f"no address found for {names}", route_hosts
+                "no_address", True, "5.4.4", _why_no_address(self._kind, hosts), route_hosts
             )
 
     def _finish_no_route(
@@ -385,6 +390,24 @@ class Resolution:
     ) -> None:
         self._current = None
         self.result = NoRoute(kind, permanent, dsn, reason, hosts, self.warnings)
+
+
+def _why_no_address(kind: RouteKind, hosts: list[_HostState]) -> str:
+    """Why no MX host of a route can be reached, host by host: the sender's policy rejected
+    it (an alias, an IP literal) or DNS gave it no address."""
+    if kind == "implicit" or not hosts:
+        return f"no address found for {', '.join(s.host for s in hosts)}"
+    told = [(s.host, s.rejected or _no_address_of(s)) for s in hosts]
+    if len(told) == 1:
+        host, why = told[0]
+        return f"the only MX, {host}, {why}"
+    return "no MX host can be used: " + "; ".join(f"{host} {why}" for host, why in told)
+
+
+def _no_address_of(state: _HostState) -> str:
+    if state.failed == "permanent":
+        return "does not exist (NXDOMAIN)"
+    return "has no address (no A or AAAA record)"
 
 
 def _explain_order(ordered: tuple[MxRecord, ...], *, shuffled: bool = True) -> str:

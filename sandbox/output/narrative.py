@@ -220,7 +220,21 @@ def _full_line(out: _Lines, event: Event) -> None:
                 f"({', '.join(event.recipients)})",
             )
         case DnsAnswered(rdtype="MX"):
-            out.at(event.t, f"DNS: MX {event.name}? → {_records(event)}")
+            alias = (
+                f" (an alias: {' → '.join((event.name, *event.cnames))})" if event.cnames else ""
+            )
+            out.at(event.t, f"DNS: MX {event.name}? → {_records(event)}{alias}")
+            if event.cnames:
+                out.more(
+                    f"⇒ {event.name} is an alias: the MX records of {event.cnames[-1]}, the "
+                    "name the alias points to, are the ones that count (RFC 5321 §5.1)"
+                )
+            if any(record.endswith(" .") for record in event.records):
+                out.more(
+                    "⇒ a null MX: the domain takes no mail, and the domain's own address "
+                    "records are not used (the implicit MX applies only when there is no MX "
+                    "record at all; RFC 7505 §3)"
+                )
         case DnsAnswered():
             out.at(event.t, f"DNS: {event.rdtype} {event.name}? → {_records(event)}")
         case RouteChosen():

@@ -211,4 +211,43 @@ def test_a_sender_that_is_an_mx_explains_the_discard_before_the_order() -> None:
 # --- 6. aliases and the null MX, said where they matter ---------------------------------------
 
 
+def test_a_rejected_cname_bounces_for_that_reason_not_for_a_missing_address() -> None:
+    text = (ROOT / "scenarios" / "mx-points-at-cname.yaml").read_text()
+    text = text.replace("messages:", "sender: {cname: reject}\nmessages:", 1)
+    text = text[: text.index("expect:")]
+    told = story(inline(text))
+    assert "no address found for mail.example.test" not in told
+    assert (
+        "✘ bounced alice@example.test: 5.4.4 the only MX, mail.example.test, is an alias "
+        "(a CNAME), which this sender rejects (RFC 2181 §10.3)"
+    ) in told
+
+
+def test_a_recipient_domain_that_is_an_alias_is_followed_aloud() -> None:
+    result = inline(
+        """\
+name: domain-cname
+zones:
+  example.test: |
+    $TTL 3600
+    mail   IN CNAME real.example.test.
+    real   IN MX 10 mx1
+    mx1    IN A 192.0.2.10
+messages:
+  - {from: bob@example.net, to: alice@mail.example.test}
+"""
+    )
+    text = "\n".join(message_story(story(result), 1))
+    assert (
+        "DNS: MX mail.example.test? → 10 mx1.example.test.  (TTL 3600) "
+        "(an alias: mail.example.test → real.example.test)"
+    ) in text
+    assert "the MX records of real.example.test, the name the alias points to" in text
+
+
+def test_the_null_mx_story_says_the_domains_own_address_is_ignored() -> None:
+    text = "\n".join(message_story(story(shipped("null-mx")), 1))
+    assert "the domain's own address records are not used" in text
+
+
 # --- 7. the smaller points ---------------------------------------------------------------------
