@@ -175,6 +175,12 @@ def _run(args: argparse.Namespace) -> int:
         from sandbox.scenario.lint import lint_scenario
         from sandbox.scenario.load import load_scenario
 
+    if args.json and args.log:
+        # One stdout, one kind of output: JSON for programs, or the story as log lines.
+        raise _UsageError(
+            f"mxsandbox run: --json and --log {args.log} both want stdout; use one of them "
+            "(with --json, --trace FILE writes every event beside it)"
+        )
     scenario = load_scenario(_scenario_path(args.file))
     findings = lint_scenario(scenario)
     profile = profile_for(scenario, args.profile)
@@ -188,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
             trace = open_trace(args.trace)
             sinks.append(trace)
         log_lines: list[str] = []
-        if args.log == "postfix" and not args.json:
+        if args.log == "postfix":
             sinks.append(PostfixLog(log_lines.append))
         result = run_scenario(scenario, seed=args.seed, profile=profile, sinks=sinks)
     finally:
@@ -212,6 +218,7 @@ def _run(args: argparse.Namespace) -> int:
     # fails the command (exit 2) without taking the run's own output with it.
     if args.report:
         write_report(result, findings, args.report)
+        print(f"report written to {args.report}", file=sys.stderr)
     if trace is not None and trace.error is not None:
         raise trace.error
     if result.interrupted:

@@ -212,7 +212,8 @@ class Sandbox:
             if not isinstance(event, DsnCreated):
                 continue
             if event.dsn_message is None:
-                status, data = "returned_mailbox", next(kept).data
+                # Kept in the returned-mail mailbox: it arrived there (``via`` says where).
+                status, data = "delivered", next(kept).data
             else:
                 final = agent.final.get((event.dsn_message, event.to))
                 status, data = (final.status if final else "deferred"), b""

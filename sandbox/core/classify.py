@@ -65,9 +65,10 @@ __all__ = [
 
 Verdict = Literal["continue", "next_host", "defer", "bounce", "delivered"]
 Stage = Literal["connect", "greeting", "ehlo", "helo", "mail", "rcpt", "data", "message"]
-# The one step the shell takes on its own: a session kept open from an earlier delivery is
-# checked with RSET (Postfix's "RSET probe") before the walk gets it back as ``Reused``.
-SessionStage = Stage | Literal["rset"]
+# The steps the shell takes on its own: a session kept open from an earlier delivery is
+# checked with RSET (Postfix's "RSET probe") before the walk gets it back as ``Reused``, and
+# a session ends with QUIT, whose reply decides nothing.
+SessionStage = Stage | Literal["rset", "quit"]
 PROBE_COMMAND = "RSET"
 
 # Why a step got no reply. The TCP connect is refused, times out, or fails with another socket
@@ -197,6 +198,8 @@ SessionEnd = Literal["accepted", "refused", "timeout", "tempfail", "rejected", "
 
 def session_end(stage: SessionStage, outcome: Outcome, profile: Profile) -> SessionEnd | None:
     """What one step says of its session, by the step's verdict: None while it goes on."""
+    if stage == "quit":
+        return None  # the session has had its say
     if stage == "rset":
         verdict: Verdict = "continue" if probe_passed(outcome) else "next_host"
     else:

@@ -199,6 +199,7 @@ _DOING: dict[SessionStage, str] = {
     "data": "sending DATA command",
     "message": "sending end of data -- message may be sent more than once",
     "rset": "sending RSET probe",
+    "quit": "sending QUIT",
 }
 # What a reply answers, in Postfix's words ("... (in reply to X)").
 COMMAND_NAMES: dict[SessionStage, str] = {
@@ -210,6 +211,7 @@ COMMAND_NAMES: dict[SessionStage, str] = {
     "data": "DATA command",
     "message": "end of DATA command",
     "rset": "RSET probe",
+    "quit": "QUIT command",
 }
 
 

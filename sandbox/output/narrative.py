@@ -75,20 +75,64 @@ def render_narrative(
     if preface:
         out.lines += ["", *preface]
     by_message = _events_by_message(result.events)
-    numbers = sorted(by_message)
-    shown = numbers if all_stories or len(numbers) <= FULL_STORIES + 2 else numbers[:FULL_STORIES]
-    for number in shown:
-        out.lines.append("")
-        _story(out, by_message[number])
-    if len(shown) < len(numbers):
-        out.lines += [
-            "",
-            f"… and {len(numbers) - len(shown)} more messages: their outcomes are "
-            "in the summary (--all-stories tells every story).",
-        ]
+    stories = [(number, _told(by_message[number])) for number in sorted(by_message)]
+    if all_stories:
+        for _, lines in stories:
+            out.lines += ["", *lines]
+    else:
+        _fold_stories(out, stories)
     out.lines.append("")
     out.lines += render_summary(result, style)
     return style.text("\n".join(out.lines)) + "\n"
+
+
+def _told(events: list[Event]) -> list[str]:
+    """One message's story, as lines."""
+    lines = _Lines([])
+    _story(lines, events)
+    return lines.lines
+
+
+# What differs between two tellings of the same story: the message's number, the host's
+# queue ID, the TTL left in a cached answer and the cache mark, a DSN's message number.
+_VARYING = re.compile(r"^Message \d+:|queued as \w+|\(TTL \d+\)|\[from cache\]|sent as message \d+")
+
+
+def _fold_stories(out: _Lines, stories: list[tuple[int, list[str]]]) -> None:
+    """Each different story once, followed by the messages whose story is the same; at most
+    FULL_STORIES different stories (more when only two more would be left out)."""
+    groups: dict[tuple[str, ...], list[tuple[int, list[str]]]] = {}
+    for number, lines in stories:
+        key = tuple(" ".join(_VARYING.sub("", line).split()) for line in lines)
+        groups.setdefault(key, []).append((number, lines))
+    shown = list(groups.values())
+    if len(shown) > FULL_STORIES + 2:
+        shown = shown[:FULL_STORIES]
+    for group in shown:
+        first, lines = group[0]
+        out.lines += ["", *lines]
+        same = [number for number, _ in group[1:]]
+        if same:
+            out.lines.append(
+                f"{_messages_named(same)}: the same story as message {first} "
+                f"({len(same)} more like this one)."
+            )
+    left = len(stories) - sum(len(group) for group in shown)
+    if left:
+        out.lines += [
+            "",
+            f"… and {left} more messages: their outcomes are in the summary "
+            "(--all-stories tells every story).",
+        ]
+
+
+def _messages_named(numbers: list[int]) -> str:
+    """``Message 2``, ``Messages 2 and 3``, ``Messages 2, 3 and 5``, ``Messages 2, 3, … 199``."""
+    if len(numbers) == 1:
+        return f"Message {numbers[0]}"
+    if len(numbers) <= 5:
+        return f"Messages {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
+    return f"Messages {', '.join(map(str, numbers[:3]))}, … {numbers[-1]}"
 
 
 def _events_by_message(events: Iterable[Event]) -> dict[int, list[Event]]:
@@ -280,7 +324,7 @@ def _short_attempt(events: list[Event]) -> str:
     for event in events:
         if isinstance(event, ConnectFailed):
             tried.append(f"{event.host} {event.reason}")
-        elif isinstance(event, SmtpExchange) and event.code >= 400:
+        elif isinstance(event, SmtpExchange) and event.code >= 400 and event.stage != "quit":
             tried.append(f"{event.host} {event.code}")
         elif isinstance(event, SmtpFailure):
             tried.append(f"{event.host} {event.reason} at {event.stage}")
@@ -428,7 +472,7 @@ def _returned_lines(result: RunResult, style: Style) -> list[str]:
     if not result.returned:
         return []
     rows = [("message", "report", "to", "at", "went")]
-    for r in result.returned:
+    for r in sorted(result.returned, key=lambda r: (r.message, r.at)):
         went = (
             _KEPT if r.via == "returned_mailbox" else f"message {r.dsn_message} via MX: {r.status}"
         )

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 from sandbox import RunResult, load_scenario, load_scenario_text, run_scenario
 from sandbox.output.narrative import render_narrative, render_summary
 from sandbox.output.report.data import build_flow
 from sandbox.output.report.render import render_report
-from tests.helpers import ROOT
+from tests.helpers import ROOT, mxsandbox
 
 _CLOCK = re.compile(r"^\s+((?:\d+d )?\d+:\d\d:\d\d(?:\.\d+)?)  ")
 
@@ -251,3 +252,61 @@ def test_the_null_mx_story_says_the_domains_own_address_is_ignored() -> None:
 
 
 # --- 7. the smaller points ---------------------------------------------------------------------
+
+
+def test_the_story_shows_quit() -> None:
+    lines = message_story(story(shipped("primary-down")), 1)
+    quit_line = next(line for line in lines if "C: QUIT" in line)
+    assert "S: 221" in quit_line
+    text = "\n".join(lines)
+    assert text.index("C: QUIT") > text.index("C: <message> .")
+
+
+def test_identical_stories_are_told_once() -> None:
+    told = render_narrative(shipped("backup-while-primary-tempfails"))
+    assert told.count("attempt 1: deliver to example.test") == 1
+    assert "Messages 2 and 3: the same story as message 1 (2 more like this one)." in told
+
+
+def test_the_returned_mail_table_lists_messages_in_order() -> None:
+    result = inline(
+        """\
+name: returned-in-order
+zones:
+  example.test: |
+    $TTL 60
+    @     IN MX 10 mx1
+    mx1   IN A  192.0.2.10
+hosts:
+  mx1.example.test: [{until: 1h, do: refuse}, {do: {rcpt: "550 5.1.1 No such user"}}]
+messages:
+  - {from: bob@example.net, to: alice@example.test}
+  - {from: bob@example.net, to: carol@other.test}
+"""
+    )
+    summary = render_summary(result)
+    start = summary.index("Returned to sender (RFC 3464 delivery status notifications)")
+    rows = [line.split()[0] for line in summary[start + 2 :] if line.strip()]
+    numbers = [int(n) for n in rows if n.isdigit()]
+    assert numbers == sorted(numbers) and len(numbers) == 2
+
+
+def test_json_and_a_postfix_log_together_are_refused_not_silently_half_done() -> None:
+    done = mxsandbox("run", "primary-down", "--json", "--log", "postfix")
+    assert done.returncode == 2
+    assert "--log postfix" in done.stderr and "--json" in done.stderr
+    assert done.stdout == ""
+
+
+def test_the_report_says_where_it_was_written(tmp_path: Path) -> None:
+    target = tmp_path / "out.html"
+    done = mxsandbox("run", "primary-down", "--quiet", "--report", str(target))
+    assert done.returncode == 0, done.stderr
+    assert target.exists()
+    assert f"report written to {target}" in done.stderr
+
+
+def test_a_returned_message_kept_in_the_mailbox_has_its_own_status_not_its_via() -> None:
+    (returned,) = shipped("null-mx").to_json()["returned"]
+    assert returned["via"] == "returned_mailbox"
+    assert returned["status"] == "delivered"
