@@ -118,6 +118,24 @@ _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # names are written in their ASCII (xn--) form, as in a zone file.
 _LABEL = re.compile(r"[a-z0-9_-]{1,63}|\*")
 _REPLY_EXAMPLE = '"421 4.3.2 Shutting down"'
+# The positive replies each stage can give (RFC 5321 §4.3.2). Any 4xx or 5xx may answer any
+# stage: a client must read an unknown code by its first digit (§4.2.1, §4.3.2).
+POSITIVE_REPLIES: dict[Stage, tuple[int, ...]] = {
+    "greeting": (220,),
+    "ehlo": (250,),
+    "mail": (250,),
+    "rcpt": (250, 251),
+    "data": (354,),
+    "message": (250,),
+}
+_ANSWERS: dict[Stage, str] = {
+    "greeting": "the connection (the greeting)",
+    "ehlo": "EHLO",
+    "mail": "MAIL FROM",
+    "rcpt": "RCPT TO",
+    "data": "DATA",
+    "message": "the end of the message (the final dot)",
+}
 _DURATION_HINT = "write seconds or a number with s, m, h or d, such as 30s, 5m, 2h or 5d"
 
 
@@ -585,7 +603,7 @@ def _behaviour(value: object, spot: _Spot) -> Behaviour:
 def _scripted_behaviour(mapping: Mapping[object, object], spot: _Spot) -> Behaviour:
     """An accepting host whose SMTP conversation the mapping scripts."""
     replies = {
-        stage: _reply(mapping[stage], _value_spot(mapping, stage, spot))
+        stage: _reply(mapping[stage], _value_spot(mapping, stage, spot), stage)
         for stage in STAGES
         if stage in mapping
     }
@@ -618,8 +636,9 @@ def _stage(value: object, spot: _Spot) -> Stage:
     return cast(Stage, _word(value, spot, STAGES, "an SMTP stage"))
 
 
-def _reply(value: object, spot: _Spot) -> Reply:
-    """``"421 4.3.2 Shutting down"`` -> Reply(421, "4.3.2 Shutting down")."""
+def _reply(value: object, spot: _Spot, stage: Stage) -> Reply:
+    """``"421 4.3.2 Shutting down"`` -> Reply(421, "4.3.2 Shutting down"), a reply that can
+    answer ``stage``."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     match = _REPLY.fullmatch(value.strip()) if isinstance(value, str) else None
@@ -634,6 +653,13 @@ def _reply(value: object, spot: _Spot) -> Reply:
             f"reply code {code} is outside 200-599; use a 4xx code for a temporary failure "
             f"or a 5xx code for a permanent one, such as {_REPLY_EXAMPLE}"
         )
+    allowed = POSITIVE_REPLIES[stage]
+    if code < 400 and code not in allowed:
+        spot.fail(
+            f"{code} cannot answer {_ANSWERS[stage]}; RFC 5321 §4.3.2 gives it "
+            f"{' or '.join(map(str, allowed))}; a failure is a 4xx or 5xx code, such as "
+            f"{_REPLY_EXAMPLE}"
+        )
     return Reply(code, (match.group(2) or "").strip())
 
 
@@ -645,7 +671,7 @@ def _recipient_replies(value: object, spot: _Spot) -> dict[str, Reply]:
     replies: dict[str, Reply] = {}
     for key, reply in mapping.items():
         address = _mailbox(key, _key_spot(mapping, key, spot), "the recipient")
-        replies[address] = _reply(reply, _value_spot(mapping, key, spot))
+        replies[address] = _reply(reply, _value_spot(mapping, key, spot), "rcpt")
     return replies
 
 
@@ -695,8 +721,9 @@ def _messages(value: object, spot: _Spot) -> tuple[MessageSpec, ...]:
             _value_spot(mapping, "count", item_spot).fail(
                 f"this makes more than {MAX_MESSAGES} messages; use a smaller count"
             )
+        line = _mapping_spot(mapping, item_spot).line
         for _ in range(count):
-            messages.append(MessageSpec(len(messages) + 1, sender, recipients, at))
+            messages.append(MessageSpec(len(messages) + 1, sender, recipients, at, line))
     return tuple(messages)
 
 

@@ -191,6 +191,8 @@ class MessageSpec:
     sender: str
     recipients: tuple[str, ...]
     at: float = 0.0
+    # Where the scenario file lists it, when known (for findings; not part of its value).
+    line: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -835,9 +835,10 @@ def _findings_section(findings: Sequence[Finding], source: str) -> str:
         where = f"line {f.line}" if f.line is not None else source
         phase = f", phase {f.phase + 1} (from {format_duration(f.phase_start)})" if f.phase else ""
         tag = f"{f.rule}; {f.rfc}" if f.rfc else f.rule
+        about = f"zone {_e(f.zone)} line {f.zone_line}{_e(phase)}" if f.zone else "messages"
         items.append(
             f'<li class="{f.severity}"><span class="chip sev-{f.severity}">{f.severity}</span> '
-            f"zone {_e(f.zone)} line {f.zone_line}{_e(phase)} ({_e(where)}): {_e(f.message)} "
+            f"{about} ({_e(where)}): {_e(f.message)} "
             f'<span class="quiet">[{_e(tag)}]</span><br><i>mend:</i> {_e(f.mend)}</li>'
         )
     return f'<section id="findings"><h2>Zone check</h2><ul>{"".join(items)}</ul></section>'
