@@ -16,7 +16,7 @@ from typing import Any
 
 from sandbox.core.policy import FIELD_KINDS, PROFILES
 from sandbox.scenario import load
-from sandbox.scenario.model import STAGES
+from sandbox.scenario.model import STAGES, Stage
 
 __all__ = ["scenario_schema"]
 
@@ -24,7 +24,6 @@ Schema = dict[str, Any]
 
 # The spellings ``core.durations.parse_duration`` reads: seconds, or numbers with s/m/h/d.
 _DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*[smhd]?\s*$|^(\d+(\.\d+)?[smhd])+$"
-_REPLY_PATTERN = r"^\s*[2-5][0-9]{2}([ -].*)?$"
 _STATUS_PATTERN = r"^\s*[245]\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
 _ADDRESS_PATTERN = r"^[^@\s]+@[^@\s]+$"
 
@@ -56,6 +55,24 @@ def _phases(value: Schema, value_key: str) -> Schema:
     return {"type": "array", "minItems": 1, "items": phase}
 
 
+def _reply(stage: Stage) -> Schema:
+    """A reply that can answer ``stage``: any 4xx or 5xx, or one of its positive codes
+    (RFC 5321 §4.3.2, as the loader checks them)."""
+    positive = load.POSITIVE_REPLIES[stage]
+    codes = "|".join(["[45][0-9]{2}", *map(str, positive)])
+    return {
+        "description": f"an SMTP reply: a 4xx or 5xx code, or {' or '.join(map(str, positive))}"
+        ", then text, such as '421 4.3.2 Shutting down'",
+        "anyOf": [
+            {"type": "string", "pattern": rf"^\s*({codes})([ -].*)?$"},
+            {
+                "type": "integer",
+                "anyOf": [{"minimum": 400, "maximum": 599}, {"enum": list(positive)}],
+            },
+        ],
+    }
+
+
 def _setting(kind: str | tuple[str, ...]) -> Schema:
     """One sender setting, read the way ``policy.FIELD_KINDS`` says."""
     if isinstance(kind, tuple):
@@ -71,21 +88,14 @@ def _setting(kind: str | tuple[str, ...]) -> Schema:
 
 
 def _definitions() -> dict[str, Schema]:
-    reply = {
-        "description": "an SMTP reply: a code (200-599), then text, such as '421 4.3.2 Bye'",
-        "anyOf": [
-            {"type": "string", "pattern": _REPLY_PATTERN},
-            {"type": "integer", "minimum": 200, "maximum": 599},
-        ],
-    }
     stage = {"enum": list(STAGES)}
-    behaviour_properties: dict[str, Schema] = {stage_name: _ref("reply") for stage_name in STAGES}
+    behaviour_properties: dict[str, Schema] = {name: _ref(f"{name}Reply") for name in STAGES}
     behaviour_properties.update(
         {
             "recipients": {
                 "type": "object",
                 "propertyNames": {"pattern": _ADDRESS_PATTERN},
-                "additionalProperties": _ref("reply"),
+                "additionalProperties": _ref("rcptReply"),
             },
             "disconnect": stage,
             "delay": {
@@ -111,7 +121,7 @@ def _definitions() -> dict[str, Schema]:
                 {"type": "string", "pattern": _DURATION_PATTERN},
             ],
         },
-        "reply": reply,
+        **{f"{name}Reply": _reply(name) for name in STAGES},
         "behaviour": one_behaviour,
         "hostBehaviour": {
             "anyOf": [_ref("behaviour"), _phases(_ref("behaviour"), load.BEHAVIOUR_PHASE_KEY)]

@@ -50,12 +50,19 @@ MINIMAL: dict[str, Any] = {"name": "x", "zones": {"example.test": "@ IN MX 10 mx
         {"expect": [{"message": 1, "status": "lost"}]},
         {"expect": [{"host": "mx1.example.test", "share": 2}]},
         {"until": "tomorrow"},
+        {"hosts": {"mx1.example.test": {"greeting": "221 bye"}}},
+        {"hosts": {"mx1.example.test": {"data": 250}}},
         {"zone": {}},
     ],
     ids=lambda m: next(iter(m)),
 )
 def test_mistakes_the_loader_rejects_are_schema_errors_too(mistake: dict[str, Any]) -> None:
     assert errors_of({**MINIMAL, **mistake})
+
+
+def test_replies_each_stage_can_give_are_valid() -> None:
+    behaviour = {"greeting": "220 hi", "rcpt": 251, "data": "354 go", "message": "452 4.3.1"}
+    assert errors_of({**MINIMAL, "hosts": {"mx1.example.test": behaviour}}) == []
 
 
 def test_the_command_prints_the_schema_and_docs_keeps_a_copy(
