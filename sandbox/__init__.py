@@ -14,7 +14,7 @@ and, to test a sender of your own against a served scenario::
 
     from sandbox import ServedScenario
 
-    async with ServedScenario.from_source("scenarios/primary-down.yaml") as sb:
+    async with ServedScenario.from_source("primary-down") as sb:
         ...  # point the sender at sb.dns and sb.smtp_port, then assert on sb.sessions()
 
 Every name below is imported on first use (PEP 562), so that ``import sandbox.core`` stays

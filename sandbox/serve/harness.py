@@ -17,7 +17,7 @@ says which).
 
 It works without pytest too::
 
-    async with ServedScenario.from_source("scenarios/primary-down.yaml") as sb:
+    async with ServedScenario.from_source("primary-down") as sb:
         ...  # point your sender at sb.dns and sb.smtp_port
 """
 

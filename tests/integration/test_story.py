@@ -112,20 +112,11 @@ def test_another_address_of_the_same_host_is_called_that() -> None:
 # --- 2. DNS trouble, told in order and in words ----------------------------------------------
 
 
-DNS_TIMEOUT = """\
-name: dns-timeout
-zones:
-  example.test: |
-    $TTL 60
-    @     IN MX 10 mx1
-    @     IN MX 20 mx2
-    mx1   IN A  192.0.2.10
-    mx2   IN A  192.0.2.11
-dns:
-  mx1.example.test: timeout
-messages:
-  - {from: bob@example.net, to: alice@example.test}
-"""
+# mx1 has no IPv6 address here, and its name never answers.
+DNS_TIMEOUT = (
+    TWO_MX.replace("two-mx", "dns-timeout").replace("    mx1   IN AAAA 2001:db8::10\n", "")
+    + "dns:\n  mx1.example.test: timeout\n"
+)
 
 
 def test_with_a_dns_timeout_the_story_never_goes_back_in_time() -> None:
