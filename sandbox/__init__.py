@@ -14,7 +14,7 @@ and, to test a sender of your own against a served scenario::
 
     from sandbox import ServedScenario
 
-    async with ServedScenario.from_source("scenarios/primary-down.yaml") as sb:
+    async with ServedScenario.from_source("primary-down") as sb:
         ...  # point the sender at sb.dns and sb.smtp_port, then assert on sb.sessions()
 
 Every name below is imported on first use (PEP 562), so that ``import sandbox.core`` stays
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sandbox.errors import (
         AddressInUse,
         BindError,
+        DnsAddressInUse,
         NotInSandbox,
         NotLoopback,
         OutputError,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
         AttemptStarted,
         Connected,
         ConnectFailed,
+        ConnectionAttempt,
         ControlAction,
         ControlChanged,
         Decision,
@@ -80,7 +82,7 @@ if TYPE_CHECKING:
     from sandbox.run import Sandbox, profile_for, run_scenario
     from sandbox.scenario.load import load_scenario, load_scenario_text, scenario_from_mapping
     from sandbox.scenario.model import Scenario
-    from sandbox.serve.harness import ServedScenario, Session
+    from sandbox.serve.harness import ConnectAttempt, ServedScenario, Session
     from sandbox.serve.plan import Placement
     from sandbox.serve.world import ServedWorld
     from sandbox.world import World
@@ -90,6 +92,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "sandbox.errors": (
         "AddressInUse",
         "BindError",
+        "DnsAddressInUse",
         "NotInSandbox",
         "NotLoopback",
         "OutputError",
@@ -104,6 +107,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "AttemptStarted",
         "ConnectFailed",
         "Connected",
+        "ConnectionAttempt",
         "ControlAction",
         "ControlChanged",
         "Decision",
@@ -139,7 +143,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "sandbox.run": ("Sandbox", "profile_for", "run_scenario"),
     "sandbox.scenario.load": ("load_scenario", "load_scenario_text", "scenario_from_mapping"),
     "sandbox.scenario.model": ("Scenario",),
-    "sandbox.serve.harness": ("ServedScenario", "Session"),
+    "sandbox.serve.harness": ("ConnectAttempt", "ServedScenario", "Session"),
     "sandbox.serve.plan": ("Placement",),
     "sandbox.serve.world": ("ServedWorld",),
     "sandbox.world": ("World",),
@@ -152,13 +156,16 @@ __all__ = [
     "AttemptFinished",
     "AttemptStarted",
     "BindError",
+    "ConnectAttempt",
     "ConnectFailed",
     "Connected",
+    "ConnectionAttempt",
     "ControlAction",
     "ControlChanged",
     "Decision",
     "DecisionAction",
     "DeliveryRow",
+    "DnsAddressInUse",
     "DnsAnswered",
     "DnsAsked",
     "DnsServed",

@@ -1,4 +1,4 @@
-"""``mxsandbox``: run, check, list and serve scenarios.
+"""``mxsandbox``: run, check, list and serve scenarios; print the format's JSON Schema.
 
 Exit codes are part of the output contract: 0 every expectation holds, 1 an expectation
 failed, 2 the scenario or the command line is invalid, 130 interrupted (Ctrl-C: a run prints
@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="run a scenario and tell the story of each message")
-    run.add_argument("file", help="a scenario file, or the name of one in ./scenarios")
+    run.add_argument(
+        "file", help="a scenario file, or the name of one in ./scenarios or of a shipped one"
+    )
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--profile", choices=sorted(PROFILES), help="swap the sender profile")
     run.add_argument("--json", action="store_true", help="print one JSON object, no story")
@@ -70,8 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a scenario file and lint its zones")
     check.add_argument("file")
 
-    listing = commands.add_parser("list", help="list the scenarios in a folder")
-    listing.add_argument("folder", nargs="?", default=str(DEFAULT_SCENARIOS))
+    listing = commands.add_parser(
+        "list", help="list the scenarios that come with the package, or those in a folder"
+    )
+    listing.add_argument("folder", nargs="?", help="a folder of scenario files")
+
+    commands.add_parser(
+        "schema",
+        help="print a JSON Schema of the scenario format, for editors "
+        "(docs/scenario-format.md says how to use it)",
+    )
 
     serve = commands.add_parser(
         "serve", help="serve a scenario's DNS and mail hosts in real time, for your own sender"
@@ -94,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "schema":
+            return _schema()
         return _list(args)
     except _UsageError as error:
         print(error, file=sys.stderr)
@@ -138,11 +150,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _scenario_path(name: str) -> Path:
-    path = Path(name)
-    if not path.exists() and not path.suffix:
-        candidate = DEFAULT_SCENARIOS / f"{name}.yaml"
-        if candidate.exists():
-            return candidate
+    """A scenario file by its path, or by its name in ./scenarios or among the shipped ones."""
+    from sandbox.scenario.shipped import find_scenario
+
+    path = find_scenario(name, folders=[DEFAULT_SCENARIOS])
+    if not path.exists() and len(path.parts) == 1:
+        raise ScenarioError(
+            "no such file, and no scenario of that name in ./scenarios or among the shipped "
+            "ones; `mxsandbox list` shows the shipped scenarios",
+            file=name,
+        )
     return path
 
 
@@ -158,6 +175,12 @@ def _run(args: argparse.Namespace) -> int:
         from sandbox.scenario.lint import lint_scenario
         from sandbox.scenario.load import load_scenario
 
+    if args.json and args.log:
+        # One stdout, one kind of output: JSON for programs, or the story as log lines.
+        raise _UsageError(
+            f"mxsandbox run: --json and --log {args.log} both want stdout; use one of them "
+            "(with --json, --trace FILE writes every event beside it)"
+        )
     scenario = load_scenario(_scenario_path(args.file))
     findings = lint_scenario(scenario)
     profile = profile_for(scenario, args.profile)
@@ -171,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
             trace = open_trace(args.trace)
             sinks.append(trace)
         log_lines: list[str] = []
-        if args.log == "postfix" and not args.json:
+        if args.log == "postfix":
             sinks.append(PostfixLog(log_lines.append))
         result = run_scenario(scenario, seed=args.seed, profile=profile, sinks=sinks)
     finally:
@@ -195,6 +218,7 @@ def _run(args: argparse.Namespace) -> int:
     # fails the command (exit 2) without taking the run's own output with it.
     if args.report:
         write_report(result, findings, args.report)
+        print(f"report written to {args.report}", file=sys.stderr)
     if trace is not None and trace.error is not None:
         raise trace.error
     if result.interrupted:
@@ -288,11 +312,19 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_EXPECTATION_FAILED if has_errors(findings) else EXIT_OK
 
 
+def _schema() -> int:
+    from sandbox.scenario.schema import scenario_schema
+
+    _print_whole(json.dumps(scenario_schema(), indent=2) + "\n")
+    return EXIT_OK
+
+
 def _list(args: argparse.Namespace) -> int:
     from sandbox.scenario.load import load_scenario
+    from sandbox.scenario.shipped import scenario_files, shipped_folder
 
-    folder = Path(args.folder)
-    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+    folder = Path(args.folder) if args.folder is not None else shipped_folder()
+    files = scenario_files(folder)
     if not files:
         print(f"no scenario files in {folder}/", file=sys.stderr)
         return EXIT_INVALID

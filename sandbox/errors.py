@@ -27,6 +27,7 @@ from dataclasses import dataclass
 __all__ = [
     "AddressInUse",
     "BindError",
+    "DnsAddressInUse",
     "NotInSandbox",
     "NotLoopback",
     "OutputError",
@@ -114,6 +115,11 @@ class AddressInUse(BindError):
 
     def __init__(self, message: str) -> None:
         super().__init__(errno.EADDRINUSE, message)
+
+
+class DnsAddressInUse(AddressInUse):
+    """The DNS server's address and port is the one held: serve mode says which option moves
+    it (``--dns``)."""
 
 
 @dataclass(frozen=True, slots=True)

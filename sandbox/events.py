@@ -29,6 +29,7 @@ __all__ = [
     "AttemptStarted",
     "ConnectFailed",
     "Connected",
+    "ConnectionAttempt",
     "ControlAction",
     "ControlChanged",
     "Decision",
@@ -158,6 +159,8 @@ class RouteChosen(Event):
     route: RouteKind
     hosts: tuple[tuple[int, str, tuple[str, ...]], ...]  # (preference, host, addresses)
     why: str
+    # The records the sender discarded, being itself an MX (RFC 5321 §5.1), in a sentence.
+    discarded: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,6 +312,19 @@ class HostSession(Event):
     client: str
     behaviour: str
     transcript: tuple[tuple[float, str, str], ...]  # (t, "C" or "S", line)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionAttempt(Event):
+    """A TCP connection attempt (a SYN) to a served mail host, seen on loopback (serve mode,
+    where the platform allows it: ``serve.syn``). Refused and timed-out attempts included,
+    which no host session shows; ``behaviour`` is the host's when the attempt was seen."""
+
+    kind: ClassVar[str] = "connection_attempt"
+    host: str
+    address: str
+    client: str
+    behaviour: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

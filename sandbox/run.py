@@ -38,7 +38,7 @@ from sandbox.events import (
 from sandbox.hosts.host import MailHost
 from sandbox.result.expect import check_expectations
 from sandbox.result.model import DeliveryRow, HostStats, ReturnedRow, RunResult
-from sandbox.scenario.model import Scenario
+from sandbox.scenario.model import Scenario, describe_timeline
 from sandbox.sender.agent import SenderAgent
 from sandbox.sender.message import message_id
 from sandbox.sender.resolver import StubResolver
@@ -212,7 +212,8 @@ class Sandbox:
             if not isinstance(event, DsnCreated):
                 continue
             if event.dsn_message is None:
-                status, data = "returned_mailbox", next(kept).data
+                # Kept in the returned-mail mailbox: it arrived there (``via`` says where).
+                status, data = "delivered", next(kept).data
             else:
                 final = agent.final.get((event.dsn_message, event.to))
                 status, data = (final.status if final else "deferred"), b""
@@ -276,7 +277,9 @@ class Sandbox:
                 tuple(h.address for h in group),
                 sum(tried.get(canonical(h.address), 0) for h in group),
                 sum(len(h.mailbox) for h in group),
-                group[0].behaviour_now().describe(),
+                describe_timeline(
+                    self.scenario.behaviour_of(name, (group[0].address,)), self.clock()
+                ),
             )
             for name, group in sorted(by_name.items())
         )

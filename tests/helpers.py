@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["ROOT", "SCENARIOS", "mxsandbox"]
+__all__ = ["ROOT", "SCENARIOS", "mxsandbox", "readme_example"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
@@ -36,3 +36,12 @@ def mxsandbox(
             check=False,
             env={**os.environ, **(env or {})},
         )
+
+
+def readme_example(heading: str) -> str:
+    """The first fenced Python block under ``heading`` in the README, as the README has it:
+    tests run the README's own examples, so that the README cannot drift from what works."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(heading + "\n") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```\n", start)]

@@ -5,7 +5,8 @@ connection was refused, timed out or was lost). ``classify`` turns that into a v
 
 - ``continue``: go on to the next step of the session;
 - ``next_host``: a temporary failure with this host: keep the recipients and try the next
-  address in the same attempt (or defer them if there is none left);
+  address in the same attempt (or defer them if there is none left). Its ``why`` says what
+  happened; the attempt (``core.delivery``) adds what it does next, which only it knows;
 - ``defer``: a temporary failure that ends the whole attempt at once (Haraka, for a 4xx
   greeting, MAIL or DATA: the profile's ``tempfail_ends_attempt``);
 - ``bounce``: a permanent failure: return the recipients concerned to the sender;
@@ -64,9 +65,10 @@ __all__ = [
 
 Verdict = Literal["continue", "next_host", "defer", "bounce", "delivered"]
 Stage = Literal["connect", "greeting", "ehlo", "helo", "mail", "rcpt", "data", "message"]
-# The one step the shell takes on its own: a session kept open from an earlier delivery is
-# checked with RSET (Postfix's "RSET probe") before the walk gets it back as ``Reused``.
-SessionStage = Stage | Literal["rset"]
+# The steps the shell takes on its own: a session kept open from an earlier delivery is
+# checked with RSET (Postfix's "RSET probe") before the walk gets it back as ``Reused``, and
+# a session ends with QUIT, whose reply decides nothing.
+SessionStage = Stage | Literal["rset", "quit"]
 PROBE_COMMAND = "RSET"
 
 # Why a step got no reply. The TCP connect is refused, times out, or fails with another socket
@@ -99,7 +101,7 @@ class ConnectWords:
 
     error: str  # the system's, as Postfix logs it: "connect to H[A]:25: Connection refused"
     story: str  # the narrative's: "connect to H[A]:25 … refused"
-    why: str  # a decision's: "the connection was refused: try the next host"
+    why: str  # a decision's: "the connection was refused" (the attempt adds what follows)
 
 
 CONNECT_FAILURES: dict[ConnectFailure, ConnectWords] = {
@@ -120,33 +122,29 @@ class Classified:
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
-def _try_next(reason: str) -> str:
-    return f"{reason}: try the next host"
-
-
 # (stage, reply class) -> (verdict, why). Reply classes: "2", "3", "4", "5".
 _TABLE: dict[tuple[str, str], tuple[Verdict, str]] = {
     ("greeting", "2"): ("continue", ""),
-    ("greeting", "4"): ("next_host", _try_next("a 4xx greeting is temporary")),
-    ("greeting", "5"): ("next_host", _try_next("a 5xx greeting refuses this host only")),
+    ("greeting", "4"): ("next_host", "a 4xx greeting is temporary"),
+    ("greeting", "5"): ("next_host", "a 5xx greeting refuses this host only"),
     ("ehlo", "2"): ("continue", ""),
-    ("ehlo", "4"): ("next_host", _try_next("a 4xx reply to EHLO is temporary")),
+    ("ehlo", "4"): ("next_host", "a 4xx reply to EHLO is temporary"),
     ("ehlo", "5"): ("continue", "EHLO refused: try HELO, as RFC 5321 §4.1.4 allows"),
     ("helo", "2"): ("continue", ""),
-    ("helo", "4"): ("next_host", _try_next("a 4xx reply to HELO is temporary")),
+    ("helo", "4"): ("next_host", "a 4xx reply to HELO is temporary"),
     ("helo", "5"): ("bounce", "the host refuses to talk to us (5xx to HELO): permanent"),
     ("mail", "2"): ("continue", ""),
-    ("mail", "4"): ("next_host", _try_next("a 4xx reply to MAIL is temporary")),
+    ("mail", "4"): ("next_host", "a 4xx reply to MAIL is temporary"),
     ("mail", "5"): ("bounce", "a 5xx reply to MAIL refuses the whole message: permanent"),
     ("rcpt", "2"): ("continue", ""),
     ("rcpt", "4"): ("next_host", "a 4xx reply to RCPT is temporary: keep the recipient"),
     ("rcpt", "5"): ("bounce", "a 5xx reply to RCPT refuses this recipient: permanent, no failover"),
     ("data", "3"): ("continue", ""),
     ("data", "2"): ("continue", ""),
-    ("data", "4"): ("next_host", _try_next("a 4xx reply to DATA is temporary")),
+    ("data", "4"): ("next_host", "a 4xx reply to DATA is temporary"),
     ("data", "5"): ("bounce", "a 5xx reply to DATA refuses the message: permanent"),
     ("message", "2"): ("delivered", "the host accepted the message"),
-    ("message", "4"): ("next_host", _try_next("a 4xx reply after the message is temporary")),
+    ("message", "4"): ("next_host", "a 4xx reply after the message is temporary"),
     ("message", "5"): ("bounce", "a 5xx reply after the message refuses it: permanent"),
 }
 
@@ -200,6 +198,8 @@ SessionEnd = Literal["accepted", "refused", "timeout", "tempfail", "rejected", "
 
 def session_end(stage: SessionStage, outcome: Outcome, profile: Profile) -> SessionEnd | None:
     """What one step says of its session, by the step's verdict: None while it goes on."""
+    if stage == "quit":
+        return None  # the session has had its say
     if stage == "rset":
         verdict: Verdict = "continue" if probe_passed(outcome) else "next_host"
     else:
@@ -221,14 +221,14 @@ def connect_words(reason: ConnectFailure | SessionFailure) -> ConnectWords:
 def _classify_no_reply(stage: Stage, outcome: NoReply) -> Classified:
     dsn = "4.4.1" if stage == "connect" else _NO_REPLY_DSN[outcome.reason]
     if stage == "connect":
-        why = _try_next(connect_words(outcome.reason).why)
+        why = connect_words(outcome.reason).why
     elif stage == "message":
         why = (
             "no reply after the final dot: the host may have the message or not, so it stays "
             "queued and may arrive twice (RFC 5321 §4.5.3.2, §6.1)"
         )
     elif outcome.reason == "timeout":
-        why = _try_next(f"no reply at {stage} within the timeout")
+        why = f"no reply at {stage} within the timeout"
     else:
-        why = _try_next(f"the connection was lost at {stage}")
+        why = f"the connection was lost at {stage}"
     return Classified("next_host", dsn, why)

@@ -34,6 +34,10 @@ Which candidates the walk tries:
   ``hosts_max_try`` hosts have been tried (Exim's rule: when the limit is reached with a host
   and a later host has another MX preference, the walk jumps to that host and the one just
   tried does not count; ``hosts_max_try_hardlimit`` caps the total).
+
+A session that ends on a temporary failure is told once it has ended, in one decision that
+says what happened and what the walk does next, as only the walk knows it: the next host,
+another address of the same host, or nothing left to try (the queue's deferral follows).
 """
 
 from __future__ import annotations
@@ -195,6 +199,7 @@ _DOING: dict[SessionStage, str] = {
     "data": "sending DATA command",
     "message": "sending end of data -- message may be sent more than once",
     "rset": "sending RSET probe",
+    "quit": "sending QUIT",
 }
 # What a reply answers, in Postfix's words ("... (in reply to X)").
 COMMAND_NAMES: dict[SessionStage, str] = {
@@ -206,6 +211,7 @@ COMMAND_NAMES: dict[SessionStage, str] = {
     "data": "DATA command",
     "message": "end of DATA command",
     "rset": "RSET probe",
+    "quit": "QUIT command",
 }
 
 
@@ -236,6 +242,8 @@ class _Session:
     # Why this host failed as a host (connect, greeting, handshake, a lost connection before
     # the transaction completed); None when it did not.
     site_failure: str | None = None
+    # Why the session ended on a temporary failure, to be told with the walk's next step.
+    ending: str | None = None
 
 
 class Attempt:
@@ -307,18 +315,11 @@ class Attempt:
                 self._note("skip", f"{_at(candidate)}: {RETRY_NOT_DUE}")
                 index = following
                 continue
-            if profile.max_sessions and handshakes >= profile.max_sessions:
-                self._note(
-                    "give_up",
-                    f"{handshakes} sessions used, the most one attempt may use (max_sessions)",
-                )
+            limit = self._limit_reached(handshakes, tried)
+            if limit is not None:
+                self._note("give_up", limit)
                 return
             if profile.hosts_max_try:
-                if tried >= profile.hosts_max_try or len(self._sessions) >= (
-                    profile.hosts_max_try_hardlimit or len(self.candidates)
-                ):
-                    self._note("give_up", f"{len(self._sessions)} hosts tried (hosts_max_try)")
-                    return
                 tried += 1
                 if tried >= profile.hosts_max_try:
                     # Exim: make sure a host of another MX preference still gets its turn.
@@ -329,10 +330,42 @@ class Attempt:
             self._sessions.append(session)
             yield from self._session(session)
             handshakes += session.handshake_done
-            nxt = self._next_untried(following)
-            if self.pending and not self._stopped and nxt is not None:
-                self._note("next_host", f"try the next address: {_at(nxt)}", self.pending)
+            self._tell_next_step(session, following, handshakes, tried)
             index = following
+
+    def _limit_reached(self, handshakes: int, tried: int) -> str | None:
+        """Why the walk may try no more hosts in this attempt, or None."""
+        profile = self.profile
+        if profile.max_sessions and handshakes >= profile.max_sessions:
+            return f"{handshakes} sessions used, the most one attempt may use (max_sessions)"
+        if profile.hosts_max_try and (
+            tried >= profile.hosts_max_try
+            or len(self._sessions) >= (profile.hosts_max_try_hardlimit or len(self.candidates))
+        ):
+            return f"{len(self._sessions)} hosts tried (hosts_max_try)"
+        return None
+
+    def _tell_next_step(
+        self, session: _Session, following: int, handshakes: int, tried: int
+    ) -> None:
+        """After a session: why it ended (if on a temporary failure) and what comes next."""
+        reason = session.ending
+        step = ""
+        if self.pending and not self._stopped:
+            nxt = self._next_untried(following)
+            if nxt is None:
+                step = "no other host is left to try"
+            elif self._limit_reached(handshakes, tried) is not None:
+                step = ""  # the give_up decision that follows says why the walk stops
+            elif nxt.host == session.candidate.host:
+                step = f"try another address of {nxt.host}, {_at(nxt)}"
+            else:
+                step = f"try the next host, {_at(nxt)}"
+        if reason and step:
+            joint = ": " if step.startswith("try") else "; "
+            self._note("next_host", f"{reason}{joint}{step}", self.pending)
+        elif reason or step:
+            self._note("next_host", reason or step, self.pending)
 
     def _next_untried(self, index: int) -> Candidate | None:
         for candidate in self.candidates[index:]:
@@ -440,6 +473,9 @@ class Attempt:
         if action == "defer":
             self._stopped = True
         text = describe_outcome(stage, session.candidate.host, session.candidate.address, outcome)
+        if action == "next_host" and (stage != "rcpt" or not session.open):
+            # The session ends here: told with the walk's next step (_tell_next_step).
+            session.ending = verdict.why
         if stage in _HANDSHAKE or (isinstance(outcome, NoReply) and not session.delivered):
             session.site_failure = text
         for r in names:
@@ -448,7 +484,8 @@ class Attempt:
             state.host, state.address = session.candidate.host, session.candidate.address
             if action == "bounce":
                 state.status = "bounced"
-        self._note(action, verdict.why, names)
+        if session.ending is None or action != "next_host":
+            self._note(action, verdict.why, names)
         return verdict
 
     def _deliver(self, candidate: Candidate, reply: Outcome, dsn: str, accepted: list[str]) -> None:

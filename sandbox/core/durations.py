@@ -1,11 +1,12 @@
 """Durations as people write them in scenario files: ``90``, ``30s``, ``5m``, ``2h``, ``5d``,
-and compounds such as ``1h30m`` (the form ``format_duration`` prints)."""
+and compounds such as ``1h30m`` (the form ``format_duration`` prints); and a moment of a run
+as the story shows it, a clock from the start (``clock_text``: ``2:30:00``)."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["clock_text", "format_duration", "parse_duration"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _PLAIN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -45,3 +46,15 @@ def format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+def clock_text(t: float) -> str:
+    """Virtual time as a clock from the start of the run: ``0:05:00``, ``2d 3:00:00``."""
+    whole = int(t)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{seconds:02d}"
+    if t != whole:
+        text += f".{round((t - whole) * 1000):03d}"
+    return f"{days}d {text}" if days else text

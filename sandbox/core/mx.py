@@ -23,7 +23,8 @@ decides nothing; every rule lives here:
    follows ``ip_literal``.
 3. If the sender is itself one of the MX hosts (the profile's ``address``), the records at
    its own preference and worse are discarded (§5.1), so that mail never loops back; if
-   nothing is left, bounce (5.4.6).
+   nothing is left, bounce (5.4.6). This is the rule, not a fault: the route says so in
+   ``discarded``, not in a warning.
 4. At most ``max_addresses`` addresses are kept (Postfix's smtp_mx_address_limit).
 """
 
@@ -117,6 +118,9 @@ class Route:
     candidates: tuple[Candidate, ...]
     why: str
     warnings: tuple[str, ...] = ()
+    # The records this sender discarded because it is itself one of the MX hosts (§5.1),
+    # in a sentence; "" when it is not.
+    discarded: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +168,9 @@ class _HostState:
     addresses: list[str] = field(default_factory=list)
     failed: Literal["", "temporary", "permanent"] = ""
     skipped: bool = False
+    # Why the sender's policy skipped it, as the end of a sentence about the host: "is an
+    # alias (a CNAME), which this sender rejects (RFC 2181 §10.3)".
+    rejected: str = ""
 
 
 class Resolution:
@@ -177,6 +184,7 @@ class Resolution:
         self._hosts: list[_HostState] = []
         self._kind: RouteKind = "mx"
         self._why = ""
+        self._discarded = ""
         self._pending: Iterator[Query] | None = None
         self._current: Query | None = Query(self.domain, "MX")
         self.result: Route | NoRoute | None = None
@@ -257,6 +265,7 @@ class Resolution:
                 )
             else:
                 state.skipped = True
+                state.rejected = "is an IP address, not a host name, which this sender rejects"
                 self._warnings.append(
                     f"the MX {state.host} is an IP address, not a host name; skipped"
                 )
@@ -284,6 +293,7 @@ class Resolution:
         chain = " → ".join((state.host, *answer.cnames))
         if self._profile.cname == "reject":
             state.skipped = True
+            state.rejected = "is an alias (a CNAME), which this sender rejects (RFC 2181 §10.3)"
             self._warnings.append(
                 f"the MX {state.host} is an alias ({chain}); RFC 2181 §10.3 forbids an MX "
                 "pointing at a CNAME, and this sender rejects it: host skipped"
@@ -325,7 +335,9 @@ class Resolution:
                 "(max_addresses)"
             )
             candidates = candidates[:limit]
-        self.result = Route(self._kind, route_hosts, candidates, self._why, self.warnings)
+        self.result = Route(
+            self._kind, route_hosts, candidates, self._why, self.warnings, self._discarded
+        )
 
     def _discard_self(self) -> list[_HostState] | None:
         own = self._profile.address
@@ -336,9 +348,10 @@ class Resolution:
             return self._hosts
         cut = min(mine)
         kept = [s for s in self._hosts if s.preference < cut]
-        self._warnings.append(
-            f"this sender ({own}) is itself an MX of {self.domain} at preference {cut}: "
-            f"records at {cut} and worse are discarded (RFC 5321 §5.1)"
+        self._discarded = (
+            f"this sender ({own}) is itself an MX of {self.domain} at preference {cut}, so the "
+            f"records at {cut} and worse are discarded (RFC 5321 §5.1): mail must never loop "
+            "back to itself or go to a worse backup"
         )
         if not kept:
             self._finish_no_route(
@@ -364,7 +377,7 @@ class Resolution:
             )
         else:
             self._finish_no_route(
-                "no_address", True, "5.4.4", f"no address found for {names}", route_hosts
+                "no_address", True, "5.4.4", _why_no_address(self._kind, hosts), route_hosts
             )
 
     def _finish_no_route(
@@ -377,6 +390,24 @@ class Resolution:
     ) -> None:
         self._current = None
         self.result = NoRoute(kind, permanent, dsn, reason, hosts, self.warnings)
+
+
+def _why_no_address(kind: RouteKind, hosts: list[_HostState]) -> str:
+    """Why no MX host of a route can be reached, host by host: the sender's policy rejected
+    it (an alias, an IP literal) or DNS gave it no address."""
+    if kind == "implicit" or not hosts:
+        return f"no address found for {', '.join(s.host for s in hosts)}"
+    told = [(s.host, s.rejected or _no_address_of(s)) for s in hosts]
+    if len(told) == 1:
+        host, why = told[0]
+        return f"the only MX, {host}, {why}"
+    return "no MX host can be used: " + "; ".join(f"{host} {why}" for host, why in told)
+
+
+def _no_address_of(state: _HostState) -> str:
+    if state.failed == "permanent":
+        return "does not exist (NXDOMAIN)"
+    return "has no address (no A or AAAA record)"
 
 
 def _explain_order(ordered: tuple[MxRecord, ...], *, shuffled: bool = True) -> str:

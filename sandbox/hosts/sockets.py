@@ -167,6 +167,9 @@ class HostSocket:
         listener.listen(0)
         for _ in range(_MAX_FILLERS):
             probe = socket.socket(self._family, socket.SOCK_STREAM)
+            # From the host's own address, which no sender uses: serve mode's SYN watcher
+            # (serve/syn.py) leaves these connections out of a sender's attempts.
+            probe.bind((self.host, 0))
             probe.setblocking(False)
             probe.connect_ex((self.host, self.port))
             if not _is_connected(probe):

@@ -9,13 +9,14 @@ many messages, the first few stories and then the summary.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sandbox.core.classify import CONNECT_FAILURES
 from sandbox.core.delivery import reported_reply, where
-from sandbox.core.durations import format_duration
+from sandbox.core.durations import clock_text, format_duration
 from sandbox.events import (
     AttemptStarted,
     Connected,
@@ -39,20 +40,9 @@ from sandbox.result.stats import BalanceGroup, balance_groups, verdict
 __all__ = ["clock_text", "render_narrative"]
 
 FULL_ATTEMPTS_FIRST = 2
+_DSN_PREFIX = re.compile(r"^[245]\.\d{1,3}\.\d{1,3} ")
 FULL_STORIES = 3
 _KEPT = "kept in the returned-mail mailbox"  # a DSN whose recipient is outside the scenario
-
-
-def clock_text(t: float) -> str:
-    """Virtual time as a clock from the start of the run: ``0:05:00``, ``2d 3:00:00``."""
-    whole = int(t)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    text = f"{hours}:{minutes:02d}:{seconds:02d}"
-    if t != whole:
-        text += f".{round((t - whole) * 1000):03d}"
-    return f"{days}d {text}" if days else text
 
 
 @dataclass(slots=True)
@@ -85,20 +75,64 @@ def render_narrative(
     if preface:
         out.lines += ["", *preface]
     by_message = _events_by_message(result.events)
-    numbers = sorted(by_message)
-    shown = numbers if all_stories or len(numbers) <= FULL_STORIES + 2 else numbers[:FULL_STORIES]
-    for number in shown:
-        out.lines.append("")
-        _story(out, by_message[number])
-    if len(shown) < len(numbers):
-        out.lines += [
-            "",
-            f"… and {len(numbers) - len(shown)} more messages: their outcomes are "
-            "in the summary (--all-stories tells every story).",
-        ]
+    stories = [(number, _told(by_message[number])) for number in sorted(by_message)]
+    if all_stories:
+        for _, lines in stories:
+            out.lines += ["", *lines]
+    else:
+        _fold_stories(out, stories)
     out.lines.append("")
     out.lines += render_summary(result, style)
     return style.text("\n".join(out.lines)) + "\n"
+
+
+def _told(events: list[Event]) -> list[str]:
+    """One message's story, as lines."""
+    lines = _Lines([])
+    _story(lines, events)
+    return lines.lines
+
+
+# What differs between two tellings of the same story: the message's number, the host's
+# queue ID, the TTL left in a cached answer and the cache mark, a DSN's message number.
+_VARYING = re.compile(r"^Message \d+:|queued as \w+|\(TTL \d+\)|\[from cache\]|sent as message \d+")
+
+
+def _fold_stories(out: _Lines, stories: list[tuple[int, list[str]]]) -> None:
+    """Each different story once, followed by the messages whose story is the same; at most
+    FULL_STORIES different stories (more when only two more would be left out)."""
+    groups: dict[tuple[str, ...], list[tuple[int, list[str]]]] = {}
+    for number, lines in stories:
+        key = tuple(" ".join(_VARYING.sub("", line).split()) for line in lines)
+        groups.setdefault(key, []).append((number, lines))
+    shown = list(groups.values())
+    if len(shown) > FULL_STORIES + 2:
+        shown = shown[:FULL_STORIES]
+    for group in shown:
+        first, lines = group[0]
+        out.lines += ["", *lines]
+        same = [number for number, _ in group[1:]]
+        if same:
+            out.lines.append(
+                f"{_messages_named(same)}: the same story as message {first} "
+                f"({len(same)} more like this one)."
+            )
+    left = len(stories) - sum(len(group) for group in shown)
+    if left:
+        out.lines += [
+            "",
+            f"… and {left} more messages: their outcomes are in the summary "
+            "(--all-stories tells every story).",
+        ]
+
+
+def _messages_named(numbers: list[int]) -> str:
+    """``Message 2``, ``Messages 2 and 3``, ``Messages 2, 3 and 5``, ``Messages 2, 3, … 199``."""
+    if len(numbers) == 1:
+        return f"Message {numbers[0]}"
+    if len(numbers) <= 5:
+        return f"Messages {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
+    return f"Messages {', '.join(map(str, numbers[:3]))}, … {numbers[-1]}"
 
 
 def _events_by_message(events: Iterable[Event]) -> dict[int, list[Event]]:
@@ -160,16 +194,35 @@ def _same(a: str, b: str) -> bool:
 
 
 def _full_attempt(out: _Lines, events: list[Event]) -> None:
-    # The order is decided from the MX answer, so tell it right there, before the address
-    # lookups it leads to (the event itself comes once the addresses are known).
+    # The order is decided from the MX answer, so tell it right there, at the answer's time,
+    # before the address lookups it leads to (the event itself comes once the addresses are
+    # known, which a DNS timeout can make many seconds later).
     route = next((e for e in events if isinstance(e, RouteChosen)), None)
+    unreachable = {host for _, host, addresses in route.hosts if not addresses} if route else set()
     pending_a: DnsAnswered | None = None
+
+    def tell_addresses(a: DnsAnswered, aaaa: DnsAnswered | None) -> None:
+        out.at(a.t, _addresses_line(a, aaaa))
+        if a.name in unreachable and not a.records and not (aaaa and aaaa.records):
+            out.more(f"⇒ skip {a.name}: DNS gave it no address ({_no_address(a, aaaa)})")
+
     for event in events:
-        if isinstance(event, DnsAsked | RouteChosen):
+        if isinstance(event, DnsAsked):
             continue
-        if isinstance(event, DnsAnswered) and event.rdtype == "MX" and route is not None:
+        if isinstance(event, RouteChosen):
+            if event.discarded:
+                # Found from the addresses: told after them, with the order it leads to.
+                out.at(event.t, event.discarded)
+                _route_lines(out, event)
+            continue
+        if (
+            isinstance(event, DnsAnswered)
+            and event.rdtype == "MX"
+            and route is not None
+            and not route.discarded
+        ):
             _full_line(out, event)
-            _route_lines(out, route)
+            _route_lines(out, route, event.t)
             continue
         if isinstance(event, DnsAnswered) and event.rdtype == "A":
             pending_a = event
@@ -180,14 +233,26 @@ def _full_attempt(out: _Lines, events: list[Event]) -> None:
                 and event.rdtype == "AAAA"
                 and event.name == pending_a.name
             ):
-                out.at(pending_a.t, _addresses_line(pending_a, event))
+                tell_addresses(pending_a, event)
                 pending_a = None
                 continue
-            out.at(pending_a.t, _addresses_line(pending_a, None))
+            tell_addresses(pending_a, None)
             pending_a = None
         _full_line(out, event)
     if pending_a is not None:
-        out.at(pending_a.t, _addresses_line(pending_a, None))
+        tell_addresses(pending_a, None)
+
+
+def _no_address(a: DnsAnswered, aaaa: DnsAnswered | None) -> str:
+    """Why a host's address look-ups found nothing, in words."""
+    rcodes = {a.rcode} | ({aaaa.rcode} if aaaa else set())
+    if "TIMEOUT" in rcodes:
+        return "no answer"
+    if "SERVFAIL" in rcodes:
+        return "SERVFAIL"
+    if "NXDOMAIN" in rcodes:
+        return "the name does not exist"
+    return "no A or AAAA record"
 
 
 def _full_line(out: _Lines, event: Event) -> None:
@@ -199,7 +264,21 @@ def _full_line(out: _Lines, event: Event) -> None:
                 f"({', '.join(event.recipients)})",
             )
         case DnsAnswered(rdtype="MX"):
-            out.at(event.t, f"DNS: MX {event.name}? → {_records(event)}")
+            alias = (
+                f" (an alias: {' → '.join((event.name, *event.cnames))})" if event.cnames else ""
+            )
+            out.at(event.t, f"DNS: MX {event.name}? → {_records(event)}{alias}")
+            if event.cnames:
+                out.more(
+                    f"⇒ {event.name} is an alias: the MX records of {event.cnames[-1]}, the "
+                    "name the alias points to, are the ones that count (RFC 5321 §5.1)"
+                )
+            if any(record.endswith(" .") for record in event.records):
+                out.more(
+                    "⇒ a null MX: the domain takes no mail, and the domain's own address "
+                    "records are not used (the implicit MX applies only when there is no MX "
+                    "record at all; RFC 7505 §3)"
+                )
         case DnsAnswered():
             out.at(event.t, f"DNS: {event.rdtype} {event.name}? → {_records(event)}")
         case RouteChosen():
@@ -241,19 +320,21 @@ def _full_line(out: _Lines, event: Event) -> None:
 def _short_attempt(events: list[Event]) -> str:
     tried = []
     decision = ""
+    untried = ""  # why nothing was tried: the deferral's reason
     for event in events:
         if isinstance(event, ConnectFailed):
             tried.append(f"{event.host} {event.reason}")
-        elif isinstance(event, SmtpExchange) and event.code >= 400:
+        elif isinstance(event, SmtpExchange) and event.code >= 400 and event.stage != "quit":
             tried.append(f"{event.host} {event.code}")
         elif isinstance(event, SmtpFailure):
             tried.append(f"{event.host} {event.reason} at {event.stage}")
         elif isinstance(event, Decision) and event.action == "defer" and event.retry_at:
             decision = f"→ defer until {clock_text(event.retry_at)}"
+            untried = _DSN_PREFIX.sub("", event.why)
         elif isinstance(event, RecipientFinal):
             decision = f"→ {event.status}"
     number = getattr(events[0], "attempt", "?")
-    summary = ", ".join(tried) or "no route"
+    summary = ", ".join(tried) or untried or "nothing to try"
     return f"attempt {number}: {summary} {decision}".rstrip()
 
 
@@ -279,12 +360,13 @@ def _cached(event: DnsAnswered) -> str:
     return " [from cache]" if event.cached else ""
 
 
-def _route_lines(out: _Lines, event: RouteChosen) -> None:
+def _route_lines(out: _Lines, event: RouteChosen, t: float | None = None) -> None:
+    when = event.t if t is None else t
     if event.route == "implicit":
-        out.at(event.t, f"route: {event.why}")
+        out.at(when, f"route: {event.why}")
         return
     order = ", then ".join(f"{host} ({pref})" for pref, host, _ in event.hosts)
-    out.at(event.t, f"order: {order}")
+    out.at(when, f"order: {order}")
     out.more(f"why: {event.why}")
 
 
@@ -390,7 +472,7 @@ def _returned_lines(result: RunResult, style: Style) -> list[str]:
     if not result.returned:
         return []
     rows = [("message", "report", "to", "at", "went")]
-    for r in result.returned:
+    for r in sorted(result.returned, key=lambda r: (r.message, r.at)):
         went = (
             _KEPT if r.via == "returned_mailbox" else f"message {r.dsn_message} via MX: {r.status}"
         )

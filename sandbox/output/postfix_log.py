@@ -80,7 +80,7 @@ class PostfixLog:
                 failure = NoReply(event.reason, event.detail)
                 text = describe_outcome("connect", event.host, event.address, failure)
                 self._line(event.t, "smtp", text)
-            case SmtpExchange() if event.code >= 400:
+            case SmtpExchange() if event.code >= 400 and event.stage != "quit":
                 reply = ServerReply(event.code, event.reply)
                 text = describe_outcome(event.stage, event.host, event.address, reply)
                 self._line(event.t, "smtp", f"{queue_id(event.message)}: {text}")

@@ -74,7 +74,9 @@ class ReturnedRow:
     at: float
     via: DsnVia
     dsn_message: int | None
-    status: str  # the DSN's own fate: delivered, bounced, deferred, or "returned_mailbox"
+    # The DSN's own fate: delivered (to the sender's MX host, or into the returned-mail
+    # mailbox when ``via`` is "returned_mailbox"), bounced or deferred.
+    status: str
     data: bytes = field(repr=False, default=b"")
 
 

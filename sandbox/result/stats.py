@@ -172,15 +172,21 @@ def format_p(p: float) -> str:
 def balance_groups(events: Sequence[Event]) -> tuple[BalanceGroup, ...]:
     """Every group of two or more equal-preference MX hosts the sender saw, with its split.
 
-    Groups come from the orders the sender chose (``RouteChosen``); the counts from the
-    deliveries (``RecipientFinal``): one per message and domain, however many recipients
-    it had, because one SMTP transaction carries them all.
+    Groups come from the orders the sender chose (``RouteChosen``): hosts are a group when one
+    answer gave them the same preference. Two hosts that were each alone at a preference, in
+    answers of different times (an MX that moved), shared no load and are no group. The
+    counts come from the deliveries (``RecipientFinal``): one per message and domain, however
+    many recipients it had, because one SMTP transaction carries them all.
     """
     groups: dict[tuple[str, int], set[str]] = defaultdict(set)
     for event in events:
         if isinstance(event, RouteChosen) and event.route == "mx":
+            together: dict[int, set[str]] = defaultdict(set)
             for preference, host, _ in event.hosts:
-                groups[(event.domain, preference)].add(host)
+                together[preference].add(host)
+            for preference, hosts in together.items():
+                if len(hosts) > 1:
+                    groups[(event.domain, preference)] |= hosts
     taken: dict[tuple[str, str], set[int]] = defaultdict(set)
     for event in events:
         if isinstance(event, RecipientFinal) and event.status == "delivered" and event.host:

@@ -14,12 +14,16 @@ apex (``ZoneIndex``), not by trying every zone.
 
 Severities
 ----------
-- ``error``: mail will not flow the way the zone's author meant (an MX to a name with no
-  address, a missing final dot, an IP literal in place of a name, a null MX mixed with real
-  ones, a host outside the scenario that nobody will answer for).
-- ``warning``: it works here, but is against the RFCs or a trap elsewhere (an MX naming a
-  CNAME, two MX leading to one machine, duplicate records, TTL 0, no ``$TTL``).
+- ``error``: mail will not flow the way the zone's author meant, or the zone breaks a MUST
+  (an MX to a name with no address, a missing final dot, an IP literal in place of a name, a
+  null MX mixed with real ones, a host outside the scenario that nobody will answer for, an
+  MX naming a CNAME: RFC 2181 §10.3 MUST NOT, which BIND's named-checkzone calls illegal).
+- ``warning``: it works here, but is a trap (two MX leading to one machine, duplicate
+  records, TTL 0, no ``$TTL``, a recipient whose domain is in no zone: it bounces).
 - ``info``: worth knowing (a single MX: no backup).
+
+Most findings are about a zone line; one is about the scenario's messages (a recipient's
+domain that no zone holds): its ``zone`` is empty, and it is placed at the message's line.
 
 An out-of-range MX preference (outside 0 to 65535) cannot be put on the wire at all, so the zone
 reader refuses it while loading the scenario, at its line: it never reaches the lint.
@@ -33,7 +37,13 @@ from typing import Literal
 
 from sandbox.core.durations import format_duration
 from sandbox.core.mx import ip_literal
-from sandbox.dns.zone import OriginDirective, TtlDirective, Zone, ZoneIndex, ZoneRecord
+from sandbox.dns.zone import (
+    OriginDirective,
+    TtlDirective,
+    Zone,
+    ZoneIndex,
+    ZoneRecord,
+)
 from sandbox.scenario.model import Scenario, ZoneSpec
 
 __all__ = [
@@ -57,12 +67,14 @@ RFC_NULL_MX = "RFC 7505 §3"
 RFC_RRSET = "RFC 2181 §5"
 RFC_TTL = "RFC 2308 §4"
 RFC_TTL_ZERO = "RFC 1035 §3.2.1"
+RECIPIENT_OUTSIDE = "recipient-outside-scenario"
 _MAX_CNAME_CHAIN = 8
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One lint finding, at a line of a zone's text."""
+    """One lint finding, at a line of a zone's text (or, with ``zone`` empty and
+    ``zone_line`` 0, about the scenario's messages)."""
 
     severity: Severity
     rule: str
@@ -90,12 +102,15 @@ def count_by_severity(findings: Iterable[Finding]) -> dict[Severity, int]:
 def format_finding(finding: Finding, source: str) -> tuple[str, str]:
     """Two lines, like a compiler's: where, severity and what; then how to mend it."""
     where = f"{source}:{finding.line}" if finding.line is not None else source
-    zone = f"zone {finding.zone} line {finding.zone_line}"
-    if finding.phase:
-        zone += f" (phase {finding.phase + 1}, from {format_duration(finding.phase_start)})"
+    if finding.zone:
+        about = f"zone {finding.zone} line {finding.zone_line}"
+        if finding.phase:
+            about += f" (phase {finding.phase + 1}, from {format_duration(finding.phase_start)})"
+    else:
+        about = "messages"
     tag = f"{finding.rule}; {finding.rfc}" if finding.rfc else finding.rule
     return (
-        f"{where}: {finding.severity}: {zone}: {finding.message} [{tag}]",
+        f"{where}: {finding.severity}: {about}: {finding.message} [{tag}]",
         f"    mend: {finding.mend}",
     )
 
@@ -115,7 +130,39 @@ def lint_scenario(scenario: Scenario) -> tuple[Finding, ...]:
                 world = worlds[start] = _World(other.phases.at(start) for other in scenario.zones)
             for finding in _lint(phase.value, world):
                 findings.append(_placed(finding, spec, index, start))
+    findings += _recipients_outside(scenario)
     return tuple(findings)
+
+
+def _recipients_outside(scenario: Scenario) -> list[Finding]:
+    """A recipient whose domain is in no zone: the sandbox's DNS says NXDOMAIN, and the
+    message bounces. One finding per domain, at the first message that names it."""
+    # A zone's apex never changes over its phases: the first phase of each will do.
+    index = ZoneIndex(spec.phases.initial for spec in scenario.zones)
+    told: set[str] = set()
+    findings: list[Finding] = []
+    for message in scenario.messages:
+        for recipient in message.recipients:
+            domain = recipient.rpartition("@")[2]
+            if domain in told or index.find(domain) is not None:
+                continue
+            told.add(domain)
+            findings.append(
+                Finding(
+                    "warning",
+                    RECIPIENT_OUTSIDE,
+                    "",
+                    0,
+                    f"message {message.number} goes to {recipient}, whose domain {domain} is in "
+                    "no zone of this scenario: in the sandbox's DNS it does not exist "
+                    "(NXDOMAIN), so the message bounces",
+                    f"add a zone for {domain} with an MX record, or send to a domain of this "
+                    "scenario (a typo?)",
+                    RFC_MX,
+                    message.line,
+                )
+            )
+    return findings
 
 
 def _placed(finding: Finding, spec: ZoneSpec, phase: int, start: float) -> Finding:
@@ -352,11 +399,12 @@ class _ZoneLint:
         if resolved.chain:
             chain = " → ".join((target, *resolved.chain))
             self.add(
-                "warning",
+                "error",
                 "mx-cname",
                 record.line,
-                f"the MX names {target}, an alias ({chain}); an MX must name a host with its "
-                "own address records, never a CNAME. Many senders follow it; some refuse",
+                f"the MX names {target}, an alias ({chain}); an MX MUST NOT name a CNAME, "
+                "but a host with its own address records (BIND's named-checkzone calls it "
+                "illegal). Many senders follow it; some refuse, and the mail bounces",
                 f"point the MX at {resolved.final}. directly",
                 RFC_CNAME,
             )

@@ -54,6 +54,7 @@ from sandbox.scenario.model import (
 from sandbox.scenario.yaml_lines import LineDict, LineList, read_yaml
 
 __all__ = [
+    "ACCEPTED_KEYS",
     "LineDict",
     "LineList",
     "dns_behaviour",
@@ -86,6 +87,24 @@ DNS_KINDS = ("answer", "servfail", "timeout", "nxdomain")
 MESSAGE_KEYS = ("from", "to", "count", "at")
 DELIVERY_KEYS = ("message", "recipient", "status", "host", "dsn", "attempts", "after", "before")
 HOST_EXPECTATION_KEYS = ("host", "accepted", "connections", "share", "tolerance")
+# A phase of a timeline: when it ends, and what holds until then (a host's or a name's
+# behaviour under "do", a zone's text under "zone").
+PHASE_END_KEY = "until"
+BEHAVIOUR_PHASE_KEY = "do"
+ZONE_PHASE_KEY = "zone"
+SENDER_KEYS = ("profile", *policy.FIELD_KINDS)
+# Every key a scenario may hold, by where it goes: the reference, docs/scenario-format.md,
+# names each one under a heading of the same words (tests/unit/test_format_reference.py), and
+# the JSON Schema of ``scenario.schema`` is built from these same lists.
+ACCEPTED_KEYS: dict[str, tuple[str, ...]] = {
+    "The top level": TOP_LEVEL_KEYS,
+    "Phases": (PHASE_END_KEY, BEHAVIOUR_PHASE_KEY, ZONE_PHASE_KEY),
+    "Host behaviour": BEHAVIOUR_KEYS,
+    "Messages": MESSAGE_KEYS,
+    "The sender": SENDER_KEYS,
+    "Expectations about deliveries": DELIVERY_KEYS,
+    "Expectations about hosts": HOST_EXPECTATION_KEYS,
+}
 STATUSES = ("delivered", "bounced", "deferred")
 # Every duration (an arrival, a phase, a delay, a timeout, the lifetime) stays below this, so a
 # run's virtual clock stays in the range where asyncio can still tell its timers apart, and a
@@ -102,6 +121,24 @@ _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # names are written in their ASCII (xn--) form, as in a zone file.
 _LABEL = re.compile(r"[a-z0-9_-]{1,63}|\*")
 _REPLY_EXAMPLE = '"421 4.3.2 Shutting down"'
+# The positive replies each stage can give (RFC 5321 §4.3.2). Any 4xx or 5xx may answer any
+# stage: a client must read an unknown code by its first digit (§4.2.1, §4.3.2).
+POSITIVE_REPLIES: dict[Stage, tuple[int, ...]] = {
+    "greeting": (220,),
+    "ehlo": (250,),
+    "mail": (250,),
+    "rcpt": (250, 251),
+    "data": (354,),
+    "message": (250,),
+}
+_ANSWERS: dict[Stage, str] = {
+    "greeting": "the connection (the greeting)",
+    "ehlo": "EHLO",
+    "mail": "MAIL FROM",
+    "rcpt": "RCPT TO",
+    "data": "DATA",
+    "message": "the end of the message (the final dot)",
+}
 _DURATION_HINT = "write seconds or a number with s, m, h or d, such as 30s, 5m, 2h or 5d"
 
 
@@ -338,7 +375,7 @@ def _timeline(
     value: object,
     spot: _Spot,
     read_one: Callable[[object, _Spot], _T],
-    value_key: str = "do",
+    value_key: str = BEHAVIOUR_PHASE_KEY,
 ) -> Timeline[_T]:
     """A single value, or a list of phases ``[{until: 2h, do: …}, {do: …}]``."""
     if isinstance(value, list | tuple):
@@ -359,7 +396,7 @@ def _phases(
     previous = 0.0
     for index, (item, item_spot) in enumerate(_item_spots(items, spot)):
         phase = _as_mapping(item, item_spot, f"{{until: 2h, {value_key}: …}}")
-        _check_keys(phase, item_spot, ("until", value_key), _misplaced_in_phase(value_key))
+        _check_keys(phase, item_spot, (PHASE_END_KEY, value_key), _misplaced_in_phase(value_key))
         hint = f"write what holds during this phase, such as {{until: 2h, {value_key}: …}}"
         value_spot = _value_spot(phase, value_key, item_spot)
         value = _require(phase, value_key, item_spot, hint)
@@ -374,7 +411,7 @@ def _phases(
 
 def _misplaced_in_phase(value_key: str) -> dict[str, str]:
     """A behaviour's own keys written straight into a phase: say that they go under ``do``."""
-    if value_key != "do":
+    if value_key != BEHAVIOUR_PHASE_KEY:
         return {}
     return {
         key: f"a phase's behaviour goes under do, such as {{until: 2h, do: {{{key}: …}}}}"
@@ -455,7 +492,9 @@ def _zones(value: object, spot: _Spot) -> tuple[tuple[ZoneSpec, ...], _World]:
         apex = _domain(key, key_spot, "a zone's apex")
         if apex in specs:
             key_spot.fail(f"the zone {apex} is written twice; merge the two into one")
-        phases = _timeline(text, _value_spot(mapping, key, spot), _zone_reader(apex), "zone")
+        phases = _timeline(
+            text, _value_spot(mapping, key, spot), _zone_reader(apex), ZONE_PHASE_KEY
+        )
         parsed.extend(phase.value for phase in phases.phases)
         lines = _phase_text_lines(mapping, key)
         specs[apex] = ZoneSpec(apex, phases, _first_text_line(mapping, key), lines)
@@ -467,7 +506,7 @@ def _first_text_line(mapping: Mapping[object, object], key: object) -> int | Non
         return None
     value = mapping.get(key)
     if isinstance(value, LineList) and value and isinstance(value[0], LineDict):
-        return value[0].text_lines.get("zone")
+        return value[0].text_lines.get(ZONE_PHASE_KEY)
     return mapping.text_lines.get(key)
 
 
@@ -477,7 +516,8 @@ def _phase_text_lines(mapping: Mapping[object, object], key: object) -> tuple[in
     if not isinstance(value, LineList):
         return ()
     return tuple(
-        phase.text_lines.get("zone") if isinstance(phase, LineDict) else None for phase in value
+        phase.text_lines.get(ZONE_PHASE_KEY) if isinstance(phase, LineDict) else None
+        for phase in value
     )
 
 
@@ -566,7 +606,7 @@ def _behaviour(value: object, spot: _Spot) -> Behaviour:
 def _scripted_behaviour(mapping: Mapping[object, object], spot: _Spot) -> Behaviour:
     """An accepting host whose SMTP conversation the mapping scripts."""
     replies = {
-        stage: _reply(mapping[stage], _value_spot(mapping, stage, spot))
+        stage: _reply(mapping[stage], _value_spot(mapping, stage, spot), stage)
         for stage in STAGES
         if stage in mapping
     }
@@ -599,8 +639,9 @@ def _stage(value: object, spot: _Spot) -> Stage:
     return cast(Stage, _word(value, spot, STAGES, "an SMTP stage"))
 
 
-def _reply(value: object, spot: _Spot) -> Reply:
-    """``"421 4.3.2 Shutting down"`` -> Reply(421, "4.3.2 Shutting down")."""
+def _reply(value: object, spot: _Spot, stage: Stage) -> Reply:
+    """``"421 4.3.2 Shutting down"`` -> Reply(421, "4.3.2 Shutting down"), a reply that can
+    answer ``stage``."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     match = _REPLY.fullmatch(value.strip()) if isinstance(value, str) else None
@@ -615,6 +656,13 @@ def _reply(value: object, spot: _Spot) -> Reply:
             f"reply code {code} is outside 200-599; use a 4xx code for a temporary failure "
             f"or a 5xx code for a permanent one, such as {_REPLY_EXAMPLE}"
         )
+    allowed = POSITIVE_REPLIES[stage]
+    if code < 400 and code not in allowed:
+        spot.fail(
+            f"{code} cannot answer {_ANSWERS[stage]}; RFC 5321 §4.3.2 gives it "
+            f"{' or '.join(map(str, allowed))}; a failure is a 4xx or 5xx code, such as "
+            f"{_REPLY_EXAMPLE}"
+        )
     return Reply(code, (match.group(2) or "").strip())
 
 
@@ -626,7 +674,7 @@ def _recipient_replies(value: object, spot: _Spot) -> dict[str, Reply]:
     replies: dict[str, Reply] = {}
     for key, reply in mapping.items():
         address = _mailbox(key, _key_spot(mapping, key, spot), "the recipient")
-        replies[address] = _reply(reply, _value_spot(mapping, key, spot))
+        replies[address] = _reply(reply, _value_spot(mapping, key, spot), "rcpt")
     return replies
 
 
@@ -676,8 +724,9 @@ def _messages(value: object, spot: _Spot) -> tuple[MessageSpec, ...]:
             _value_spot(mapping, "count", item_spot).fail(
                 f"this makes more than {MAX_MESSAGES} messages; use a smaller count"
             )
+        line = _mapping_spot(mapping, item_spot).line
         for _ in range(count):
-            messages.append(MessageSpec(len(messages) + 1, sender, recipients, at))
+            messages.append(MessageSpec(len(messages) + 1, sender, recipients, at, line))
     return tuple(messages)
 
 
@@ -733,7 +782,7 @@ def _sender(value: object, spot: _Spot) -> SenderSpec:
         return SenderSpec()
     mapping = _as_mapping(value, spot, "{profile: postfix}")
     kinds = policy.FIELD_KINDS
-    _check_keys(mapping, spot, ("profile", *kinds))
+    _check_keys(mapping, spot, SENDER_KEYS)
     profile = "postfix"
     if mapping.get("profile") is not None:
         profile_spot = _value_spot(mapping, "profile", spot)

@@ -31,6 +31,7 @@ __all__ = [
     "Stage",
     "Timeline",
     "ZoneSpec",
+    "describe_timeline",
 ]
 
 Stage = Literal["greeting", "ehlo", "mail", "rcpt", "data", "message"]
@@ -136,6 +137,24 @@ class Behaviour:
         return ", ".join(parts) or "accept"
 
 
+def describe_timeline(timeline: Timeline[Behaviour], end: float) -> str:
+    """Every phase a host went through before ``end``, in a few words:
+    ``refuse until 2:00:00, then accept``; a single phase is just ``refuse``."""
+    from sandbox.core.durations import clock_text
+
+    parts: list[str] = []
+    start = 0.0
+    for phase in timeline.phases:
+        if start > end or (parts and start == end):
+            break
+        words = phase.value.describe()
+        if phase.until is not None and phase.until < end:
+            words += f" until {clock_text(phase.until)}"
+        parts.append(words)
+        start = phase.until if phase.until is not None else end
+    return ", then ".join(parts)
+
+
 ACCEPT = Behaviour()
 _ACCEPTING: Timeline[Behaviour] = Timeline.constant(ACCEPT)
 
@@ -179,6 +198,8 @@ class MessageSpec:
     sender: str
     recipients: tuple[str, ...]
     at: float = 0.0
+    # Where the scenario file lists it, when known (for findings; not part of its value).
+    line: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

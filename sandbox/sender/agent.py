@@ -397,6 +397,7 @@ class SenderAgent:
                     route=route.kind,
                     hosts=hosts,
                     why=route.why,
+                    discarded=route.discarded,
                 )
             )
         return route
@@ -484,7 +485,9 @@ class SenderAgent:
                     (),
                 )
                 return None
-        await connection.close(quit=action.quit, timeout=self.profile.ehlo_timeout)
+        reply = await connection.close(quit=action.quit, timeout=self.profile.ehlo_timeout)
+        if reply is not None:
+            self._report_reply(self._where(start, current), "quit", "QUIT", reply)
 
     def _where(self, start: Start, connect: Connect) -> _Where:
         candidate = connect.candidate

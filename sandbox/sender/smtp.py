@@ -132,17 +132,21 @@ class SmtpConnection:
             return NoReply("lost", str(error))
         return ServerReply(response.code, response.message)
 
-    async def close(self, *, quit: bool, timeout: float) -> None:
+    async def close(self, *, quit: bool, timeout: float) -> ServerReply | None:
+        """Close the session, saying QUIT first when asked; the reply to QUIT, if one came."""
         client, self._client = self._client, None
         unclaimed, self._unclaimed = self._unclaimed, None
         if unclaimed is not None:
             unclaimed.close()
         if client is None:
-            return
+            return None
+        reply = None
         if quit and client.is_connected:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                await client.execute_command(b"QUIT", timeout=timeout)
+                response = await client.execute_command(b"QUIT", timeout=timeout)
+                reply = ServerReply(response.code, response.message)
         client.close()
+        return reply
 
     def _require(self) -> aiosmtplib.SMTP:
         if self._client is None:

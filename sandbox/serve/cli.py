@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from sandbox.core.addresses import is_loopback
-from sandbox.errors import SandboxError
+from sandbox.errors import DnsAddressInUse, SandboxError
 from sandbox.events import (
     ControlChanged,
     DnsServed,
@@ -52,8 +52,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=_host_port,
         default=DEFAULT_DNS,
         metavar="HOST:PORT",
-        help="where the DNS server listens, UDP and TCP (default 127.0.0.1:5353; port 0: any "
-        "free port)",
+        help=f"where the DNS server listens, UDP and TCP (default {DEFAULT_DNS[0]}:"
+        f"{DEFAULT_DNS[1]}; port 0: any free port)",
     )
     parser.add_argument(
         "--smtp-port",
@@ -83,6 +83,13 @@ def serve_scenario(scenario: Scenario, args: argparse.Namespace) -> int:
     try:
         output = _Output(sys.stdout, args.json)
         asyncio.run(_serve(scenario, args.dns, args.smtp_port, output, args.control))
+    except DnsAddressInUse as error:
+        print(
+            f"error: {error}. Give the DNS server another port with --dns HOST:PORT "
+            "(--dns 127.0.0.1:0 takes any free port; the ready: line says which)",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     except SandboxError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
@@ -180,7 +187,7 @@ def _host_port(text: str) -> tuple[str, int]:
     host, colon, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not colon or not host:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, such as 127.0.0.1:5353")
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, such as 127.0.0.1:10053")
     if not is_loopback(host):
         raise argparse.ArgumentTypeError(
             f"{host} is not a loopback address; the sandbox listens only on 127.0.0.0/8 or ::1"

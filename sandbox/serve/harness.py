@@ -9,12 +9,17 @@ re-raised in the test. With ``control=("127.0.0.1", 0)`` it also serves the cont
 the live page (``sandbox.serve.control``), for a sender under test in another language.
 
 What a host can see is what reached it. A host that refuses (nothing listens; the kernel
-answers with a reset) or times out (the handshake is never answered) sees no session: leave it
-out of ``assert_tried_in_order`` and check it with ``assert_not_tried``.
+answers with a reset) or times out (the handshake is never answered) sees no session. Where the
+platform allows it (Linux, CAP_NET_RAW), the sandbox also watches the TCP SYNs sent to the
+hosts (``serve.syn``), so every connection attempt counts, refused and timed-out ones
+included: ``assert_tried_in_order`` then compares the exact sequence of hosts the sender
+tried. Elsewhere it sees sessions only, and counts a host that refused or timed out as tried
+when the sender asked DNS for its address: weaker evidence (``sees_connection_attempts``
+says which).
 
 It works without pytest too::
 
-    async with ServedScenario.from_source("scenarios/primary-down.yaml") as sb:
+    async with ServedScenario.from_source("primary-down") as sb:
         ...  # point your sender at sb.dns and sb.smtp_port
 """
 
@@ -22,12 +27,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sandbox.dns.zone import Zone
-from sandbox.events import DnsServed, Emit, Event
+from sandbox.events import ConnectionAttempt, DnsServed, Emit, Event
 from sandbox.hosts.host import MailHost
 from sandbox.hosts.transcript import StoredMessage
 from sandbox.scenario.lint import Finding
@@ -40,37 +46,67 @@ from sandbox.scenario.load import (
     zone_phases,
 )
 from sandbox.scenario.model import Behaviour, DnsBehaviour, Scenario, Timeline
+from sandbox.scenario.shipped import find_scenario
 from sandbox.serve.plan import Placement
+from sandbox.serve.syn import SynSeen, SynWatcher
 from sandbox.serve.trap import ServerErrorTrap
 
 if TYPE_CHECKING:
     from sandbox.serve.control import ControlServer
 from sandbox.serve.world import ServedWorld, Session
 
-__all__ = ["ScenarioSource", "ServedScenario", "Session", "load_source"]
+__all__ = ["ConnectAttempt", "ScenarioSource", "ServedScenario", "Session", "load_source"]
 
 ScenarioSource = str | Path | Mapping[str, Any] | Scenario
 BehaviourSpec = str | Mapping[str, Any] | Sequence[Any] | Behaviour | Timeline[Behaviour]
 DnsSpec = str | Sequence[Any] | Timeline[DnsBehaviour]
 ZoneSource = str | Sequence[Any] | Timeline[Zone]
 
-_NOT_SEEN = (
-    "a host that refuses or times out never sees a connection (the kernel answers for it), so "
-    "it cannot appear here"
+_SESSIONS_ONLY = (
+    "this platform does not let the sandbox see connection attempts (that needs Linux and "
+    "CAP_NET_RAW), only sessions: a host that refused or timed out counts as tried when the "
+    "sender asked DNS for its address"
 )
+_ADDRESS_TYPES = ("A", "AAAA")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectAttempt:
+    """One TCP connection attempt a sender made to a host, refused and timed-out ones
+    included (seen as its SYN on loopback). ``t`` is seconds since the sandbox started;
+    ``behaviour`` is the host's at that moment."""
+
+    host: str
+    address: str
+    zone_address: str
+    client: str
+    t: float
+    behaviour: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.t:8.3f}s  {self.host} [{self.address}] from {self.client}: connection "
+            f"attempt ({self.behaviour})"
+        )
 
 
 def load_source(source: ScenarioSource, *, base: Path | None = None) -> Scenario:
-    """A scenario from a path (relative to the working directory, else to ``base``), an
-    inline mapping (``name`` defaults to ``inline``) or a Scenario."""
+    """A scenario from a path (relative to the working directory, else to ``base``), the
+    name of a shipped scenario (``"primary-down"``; a ``scenarios/`` folder in the working
+    directory or in ``base`` comes first), an inline mapping (``name`` defaults to
+    ``inline``) or a Scenario."""
     if isinstance(source, Scenario):
         return source
     if isinstance(source, Mapping):
         return scenario_from_mapping({"name": "inline", **source})
     path = Path(source)
     if not path.exists() and not path.is_absolute() and base is not None:
-        path = base / path
-    return load_scenario(path)
+        if (base / path).exists():
+            return load_scenario(base / path)
+        folders = [Path("scenarios"), base / "scenarios"]
+        found = find_scenario(path, folders=folders)
+        return load_scenario(found if found.exists() else base / path)
+    return load_scenario(find_scenario(path, folders=[Path("scenarios")]))
 
 
 class ServedScenario:
@@ -85,6 +121,7 @@ class ServedScenario:
         smtp_port: int = 0,
         first_address: str | None = None,
         control: tuple[str, int] | None = None,
+        watch_connects: bool = True,
     ) -> None:
         self.scenario = scenario
         self._on_event = on_event
@@ -92,6 +129,11 @@ class ServedScenario:
         self._control: ControlServer | None = None
         self._changed: asyncio.Event | None = None
         self._trap = ServerErrorTrap()
+        self._watch_connects = watch_connects
+        self._watcher: SynWatcher | None = None
+        self._attempts: list[ConnectAttempt] = []
+        # set_behaviour's changes per zone address: (from when, the timeline then in force).
+        self._changes: dict[str, list[tuple[float, Timeline[Behaviour]]]] = {}
         self._sandbox = ServedWorld(
             scenario,
             dns=dns,
@@ -114,6 +156,8 @@ class ServedScenario:
         except BaseException:
             self._trap.uninstall()
             raise
+        if self._watch_connects:
+            self._watcher = SynWatcher.open(self.smtp_port, self._serves, self._syn_seen)
         if self._control_at is not None:
             try:
                 self._control = await self._start_control(self._control_at)
@@ -129,8 +173,15 @@ class ServedScenario:
         await control.start(*at)
         return control
 
+    def _serves(self, address: str) -> bool:
+        return any(p.address == address for p in self.placements)
+
     async def stop(self) -> None:
         """Close every server; errors they raised stay available to ``raise_errors``."""
+        if self._watcher is not None:
+            self._watcher.drain()
+            self._watcher.close()
+            self._watcher = None
         try:
             control, self._control = self._control, None
             if control is not None:
@@ -206,7 +257,9 @@ class ServedScenario:
             timeline = behaviour
         else:
             timeline = host_behaviour(behaviour, source=f"set_behaviour({host!r})")
-        self._sandbox.set_behaviour(host, timeline)
+        now = self._sandbox.clock()
+        for mail_host in self._sandbox.set_behaviour(host, timeline):
+            self._changes.setdefault(mail_host.address, []).append((now, timeline.shifted(now)))
 
     def set_dns_behaviour(self, name: str, behaviour: DnsSpec) -> None:
         """Change how the DNS server treats queries for ``name``, from now on: ``answer``,
@@ -260,8 +313,28 @@ class ServedScenario:
         """The messages ``host`` accepted, parsed."""
         return [stored.email for stored in self.mailbox(host)]
 
+    @property
+    def sees_connection_attempts(self) -> bool:
+        """Whether the sandbox sees every connection attempt (refused and timed-out ones
+        included), or only the sessions that reached a host (see the module docstring)."""
+        return self._watcher is not None
+
+    def connection_attempts(self, host: str | None = None) -> list[ConnectAttempt]:
+        """Every connection attempt to ``host`` (all hosts when None), in order; empty where
+        the sandbox cannot see them (``sees_connection_attempts``)."""
+        if self._watcher is not None:
+            self._watcher.drain()
+        if host is None:
+            return list(self._attempts)
+        served = {h.listen[0] for h in self._hosts(host)}
+        return [a for a in self._attempts if a.address in served]
+
     def tried(self) -> list[str]:
-        """The host of every session, in the order the sessions opened."""
+        """The host of every connection attempt, in order: refused and timed-out attempts
+        included where the sandbox sees them (``sees_connection_attempts``), otherwise the
+        host of every session, in the order the sessions opened."""
+        if self._watcher is not None:
+            return [attempt.host for attempt in self.connection_attempts()]
         return [session.host for session in self.sessions()]
 
     async def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -282,23 +355,40 @@ class ServedScenario:
     # -- assertions ----------------------------------------------------------------------------
 
     def assert_tried_in_order(self, hosts: Sequence[str]) -> None:
-        """The hosts that saw a session, in order, are exactly ``hosts``."""
+        """The sender tried exactly ``hosts``, in this order, one entry per connection.
+
+        Where the sandbox sees connection attempts (``sees_connection_attempts``), that is
+        the sequence of every attempt, refused and timed-out ones included. Elsewhere it is
+        the sequence of sessions, and a host that refused or timed out (no session) counts
+        as tried where the sender asked DNS for its address before the next session.
+        """
         self.raise_errors()
         expected = [h.lower().rstrip(".") for h in hosts]
-        observed = self.tried()
-        if observed != expected:
+        if self._watcher is not None:
+            observed = self.tried()
+            if observed != expected:
+                raise AssertionError(
+                    f"expected the hosts to be tried in this order: {_listing(expected)}\n"
+                    f"observed: {_listing(observed)}\n{self._story()}"
+                )
+            return
+        problem = self._sessions_and_lookups_disagree(expected)
+        if problem:
             raise AssertionError(
                 f"expected the hosts to be tried in this order: {_listing(expected)}\n"
-                f"observed: {_listing(observed)}\n{self._story()}\n({_NOT_SEEN})"
+                f"{problem}\n{self._story()}\n({_SESSIONS_ONLY})"
             )
 
     def assert_not_tried(self, host: str) -> None:
-        """No session ever reached ``host``."""
+        """The sender never tried ``host``: no connection attempt (where the sandbox sees
+        them, ``sees_connection_attempts``) and no session reached it."""
         self.raise_errors()
+        attempts = self.connection_attempts(host)
         seen = self.sessions(host)
-        if seen:
+        if attempts or seen:
+            count = max(len(attempts), len(seen))
             raise AssertionError(
-                f"expected no session at {host}, observed {len(seen)}:\n{self._story()}"
+                f"expected no connection attempt at {host}, observed {count}:\n{self._story()}"
             )
 
     def assert_accepted(self, host: str, count: int = 1) -> None:
@@ -332,6 +422,77 @@ class ServedScenario:
             )
         return self._control
 
+    def _syn_seen(self, seen: SynSeen) -> None:
+        pairs = [(h, p) for h, p in self._sandbox.placed() if p.address == seen.address]
+        if not pairs:
+            return
+        mail_host, placement = pairs[0]
+        client = f"{seen.client[0]}:{seen.client[1]}"
+        behaviour = mail_host.behaviour_now().describe()
+        now = self._sandbox.clock()
+        self._attempts.append(
+            ConnectAttempt(
+                placement.name, placement.address, placement.zone_address, client, now, behaviour
+            )
+        )
+        self._sandbox.world.emit(
+            ConnectionAttempt(
+                t=now,
+                host=placement.name,
+                address=placement.zone_address,
+                client=client,
+                behaviour=behaviour,
+            )
+        )
+
+    def _sessions_and_lookups_disagree(self, expected: list[str]) -> str:
+        """Without connection attempts: match ``expected`` against the sessions, letting a
+        host with no session there count when its address was looked up before the next
+        session (after the previous match). An empty string when they agree."""
+        sessions = self.sessions()
+        lookups = [
+            (event.t, event.name.lower().rstrip("."))
+            for event in self.events
+            if isinstance(event, DnsServed) and event.rdtype in _ADDRESS_TYPES
+        ]
+        observed = [s.host for s in sessions]
+        index, since = 0, -1.0
+        for position, host in enumerate(expected):
+            if index < len(sessions) and sessions[index].host == host:
+                since = sessions[index].opened
+                index += 1
+                continue
+            until = sessions[index].opened if index < len(sessions) else float("inf")
+            asked = [
+                t
+                for t, name in lookups
+                if name == host and since <= t <= until and self._unseen_at(host, t)
+            ]
+            if not asked:
+                return (
+                    f"entry {position + 1}, {host}: no session there, and no sign of a try "
+                    "(the sender did not ask DNS for its address at that point while it refused "
+                    f"or timed out)\nsessions: {_listing(observed)}"
+                )
+            since = asked[0]
+        if index < len(sessions):
+            return f"more sessions than expected\nsessions: {_listing(observed)}"
+        return ""
+
+    def _unseen_at(self, host: str, t: float) -> bool:
+        """Whether a try of ``host`` at ``t`` would reach no session: it refused or timed out
+        then (by name, or at one of its addresses)."""
+        for placement in self.placements:
+            if placement.name != host:
+                continue
+            timeline = self.scenario.behaviour_of(host, (placement.zone_address,))
+            for start, changed in self._changes.get(placement.zone_address, ()):
+                if start <= t:
+                    timeline = changed
+            if timeline.at(t).connection in ("refuse", "timeout"):
+                return True
+        return False
+
     def _emitted(self, event: Event) -> None:
         if self._changed is not None:
             self._changed.set()
@@ -348,10 +509,21 @@ class ServedScenario:
         return self._sandbox.hosts_for(key)
 
     def _story(self) -> str:
+        lines = []
+        if self._watcher is not None:
+            attempts = self.connection_attempts()
+            lines.append(
+                "connection attempts:\n" + "\n".join(f"  {a}" for a in attempts)
+                if attempts
+                else "connection attempts: none"
+            )
         sessions = self.sessions()
-        if not sessions:
-            return "sessions: none"
-        return "sessions:\n" + "\n".join(f"  {session}" for session in sessions)
+        lines.append(
+            "sessions:\n" + "\n".join(f"  {session}" for session in sessions)
+            if sessions
+            else "sessions: none"
+        )
+        return "\n".join(lines)
 
 
 def _listing(hosts: Sequence[str]) -> str:

@@ -30,7 +30,9 @@ __all__ = [
     "loopback_plan",
 ]
 
-DEFAULT_DNS = ("127.0.0.1", 5353)
+# Not 5353: that is multicast DNS's port, which avahi and other mDNS daemons hold on many
+# desktops. 10053 reads as "53" and is no well-known service's.
+DEFAULT_DNS = ("127.0.0.1", 10053)
 DEFAULT_SMTP_PORT = 2525
 # `mxsandbox serve` numbers hosts from here, so that the addresses a person reads in the table
 # stay the same from one start to the next. 127.0.0.1 is left to "localhost" and the DNS server.

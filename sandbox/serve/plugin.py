@@ -4,8 +4,9 @@ fixture.
 ::
 
     async def test_failover(mx_sandbox):
-        sb = await mx_sandbox("scenarios/primary-down.yaml")   # or an inline dict
+        sb = await mx_sandbox("primary-down")   # a shipped scenario, a file, or an inline dict
         await my_sender.send(dns=sb.dns, smtp_port=sb.smtp_port, ...)
+        sb.assert_tried_in_order(["mx1.example.test", "mx2.example.test"])
         sb.assert_accepted("mx2.example.test")
 
 The fixture is a function: each call serves one scenario in the test's event loop (real
@@ -13,11 +14,16 @@ time; pytest-asyncio runs the test), and every sandbox it started is stopped at 
 Errors raised inside the servers are raised again at teardown (and by the assertion
 helpers), so a crash in a server fails the test that caused it. Each sandbox listens on a
 random 127.B.C.0/24 block at free ports, so pytest-xdist workers never collide.
+
+No configuration is needed: an ``async def`` test that asks for ``mx_sandbox`` is marked
+``@pytest.mark.asyncio`` here, so it runs in pytest-asyncio's default strict mode as in its
+``auto`` mode. (pytest-asyncio comes with ``pip install 'mxsandbox[pytest]'``.)
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,7 +32,9 @@ import pytest
 from sandbox.events import Emit
 from sandbox.serve.harness import ScenarioSource, ServedScenario, load_source
 
-__all__ = ["MxSandbox", "mx_sandbox"]
+__all__ = ["MxSandbox", "mx_sandbox", "pytest_pycollect_makeitem"]
+
+_FIXTURE = "mx_sandbox"
 
 
 class MxSandbox(Protocol):
@@ -49,12 +57,14 @@ def _fixture(
         import pytest_asyncio
     except ImportError:  # pragma: no cover - pytest-asyncio comes with the dev extras
 
-        @pytest.fixture(name="mx_sandbox")
+        @pytest.fixture(name=_FIXTURE)
         def missing() -> None:
-            pytest.fail("the mx_sandbox fixture needs pytest-asyncio: pip install pytest-asyncio")
+            pytest.fail(
+                "the mx_sandbox fixture needs pytest-asyncio: pip install 'mxsandbox[pytest]'"
+            )
 
         return missing
-    return pytest_asyncio.fixture(name="mx_sandbox")(function)
+    return pytest_asyncio.fixture(name=_FIXTURE)(function)
 
 
 async def _mx_sandbox(request: pytest.FixtureRequest) -> AsyncIterator[MxSandbox]:
@@ -84,3 +94,35 @@ async def _mx_sandbox(request: pytest.FixtureRequest) -> AsyncIterator[MxSandbox
 
 
 mx_sandbox = _fixture(_mx_sandbox)
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Module | pytest.Class, name: str, obj: object
+) -> Generator[None, Any, None]:
+    """Mark every ``async def`` test that uses ``mx_sandbox`` with ``@pytest.mark.asyncio``.
+
+    pytest-asyncio turns marked coroutine tests into tests it runs, in a hook wrapper around
+    this same hook. Being the innermost wrapper (``trylast``), this one sees the collected
+    items first and adds the mark; without it, pytest-asyncio's default strict mode would
+    leave the test to pytest, which fails it with "async def functions are not natively
+    supported". A test already marked (or run by another plugin, such as anyio) is left as
+    it is.
+    """
+    outcome = yield
+    if not inspect.iscoroutinefunction(obj) or outcome.excinfo is not None:
+        return
+    try:
+        import pytest_asyncio  # noqa: F401 - only to know that the mark means something
+    except ImportError:  # pragma: no cover - the fixture itself says what is missing
+        return
+    collected = outcome.get_result()
+    items = collected if isinstance(collected, list) else [collected]
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        if _FIXTURE not in item.fixturenames:
+            continue
+        if item.get_closest_marker("asyncio") or item.get_closest_marker("anyio"):
+            continue
+        item.add_marker(pytest.mark.asyncio)

@@ -29,7 +29,7 @@ from typing import TypeVar
 from sandbox.core.addresses import canonical, ensure_loopback
 from sandbox.core.durations import format_duration
 from sandbox.dns.zone import Zone
-from sandbox.errors import AddressInUse, BindError, NotInSandbox
+from sandbox.errors import AddressInUse, BindError, DnsAddressInUse, NotInSandbox
 from sandbox.events import ControlAction, ControlChanged, DnsServed, Emit, Event
 from sandbox.hosts.host import MailHost
 from sandbox.hosts.transcript import session_outline
@@ -278,7 +278,10 @@ class ServedWorld:
         try:
             await self._bind_hosts()
             self.world.answer_with({p.zone_address: p.answer for p in self.placements})
-            await self.world.start_dns(*self._dns_listen)
+            try:
+                await self.world.start_dns(*self._dns_listen)
+            except AddressInUse as busy:
+                raise DnsAddressInUse(str(busy)) from busy.__cause__
         except BaseException:
             await self.stop()
             raise

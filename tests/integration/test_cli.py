@@ -132,9 +132,35 @@ def test_list_shows_every_scenario_with_its_title() -> None:
     assert len(lines) == len(list((ROOT / "scenarios").glob("*.yaml")))
 
 
+def test_list_and_run_by_name_work_from_any_directory(tmp_path: Path) -> None:
+    listed = mxsandbox("list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split()[0] for line in listed.stdout.splitlines()]
+    assert names == sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml"))
+    ran = mxsandbox("run", "primary-down", "--quiet", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "All expectations hold." in ran.stdout
+
+
+def test_an_unknown_scenario_name_says_where_names_come_from(tmp_path: Path) -> None:
+    done = mxsandbox("run", "no-such-scenario", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no scenario of that name" in done.stderr
+    assert "mxsandbox list" in done.stderr
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.stem)
-def test_check_accepts_every_scenario(path: Path) -> None:
-    assert mxsandbox("check", str(path)).returncode == 0
+def test_check_accepts_every_scenario_but_the_one_that_teaches_an_error(path: Path) -> None:
+    done = mxsandbox("check", str(path))
+    if path.stem == "mx-points-at-cname":
+        # An MX naming a CNAME is an error (RFC 2181 §10.3 MUST NOT): the scenario shows it.
+        assert done.returncode == 1, done.stdout
+        assert "error: zone example.test line 2" in done.stdout
+        assert "[mx-cname; RFC 2181 §10.3" in done.stdout
+        # The run itself still delivers, as most senders follow the alias.
+        assert mxsandbox("run", str(path), "--quiet").returncode == 0
+    else:
+        assert done.returncode == 0, done.stdout
 
 
 @pytest.mark.parametrize(

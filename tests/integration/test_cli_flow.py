@@ -45,11 +45,28 @@ def test_check_reports_a_lint_error_at_its_file_line_and_exits_1(tmp_path: Path)
     assert verdict.startswith(f"{path}: 1 error — broken-zone:")
 
 
-def test_check_prints_warnings_and_still_exits_0() -> None:
-    done = mxsandbox("check", "scenarios/mx-points-at-cname.yaml")
-    assert done.returncode == 0
-    assert "scenarios/mx-points-at-cname.yaml:13: warning: zone example.test line 2:" in done.stdout
-    assert done.stdout.splitlines()[-1].endswith("; 1 warning, 1 info")
+WARNED_ZONE = """\
+name: warned-zone
+zones:
+  example.test: |
+    $TTL 3600
+    @     IN MX 10 mx1
+    @     IN MX 20 mx2
+    mx1   IN A  192.0.2.10
+    mx2   IN A  192.0.2.10
+messages:
+  - {from: bob@example.net, to: alice@example.test}
+"""
+
+
+def test_check_prints_warnings_and_still_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "warned.yaml"
+    path.write_text(WARNED_ZONE)
+    done = mxsandbox("check", str(path))
+    assert done.returncode == 0, done.stdout
+    assert f"{path}:6: warning: zone example.test line 3:" in done.stdout
+    assert "[mx-same-address; RFC 5321 §5.1]" in done.stdout
+    assert done.stdout.splitlines()[-1].endswith("; 1 warning")
     assert "\x1b[" not in done.stdout  # a pipe gets plain text
 
 
@@ -63,7 +80,7 @@ def test_run_prints_the_zone_check_before_the_story() -> None:
     assert done.returncode == 0
     out = done.stdout
     assert out.index("Zone check") < out.index("Message 1:")
-    assert "  scenarios/mx-points-at-cname.yaml:13: warning:" in out
+    assert "  scenarios/mx-points-at-cname.yaml:15: error:" in out
 
 
 def test_run_of_a_zone_with_a_lint_error_still_runs_and_shows_it(tmp_path: Path) -> None:

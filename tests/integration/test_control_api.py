@@ -103,7 +103,9 @@ async def test_a_host_switched_from_refuse_to_accept_takes_the_mail(
     assert status == 200
     assert [(h["name"], h["behaviour"]) for h in body["hosts"]] == [("mx1.example.test", "accept")]
     assert await send(sb) == "delivered mx1.example.test"
-    sb.assert_tried_in_order(["mx2.example.test", "mx1.example.test"])
+    # The first message tried the refusing mx1 before mx2 (the sandbox sees that attempt
+    # where it may watch SYNs; elsewhere the sender's DNS look-up stands for it).
+    sb.assert_tried_in_order(["mx1.example.test", "mx2.example.test", "mx1.example.test"])
 
 
 async def test_a_scripted_behaviour_and_phases_counted_from_the_request(

@@ -17,6 +17,7 @@ from sandbox import (
     HostSession,
     RecipientDeferred,
     RecipientFinal,
+    RouteChosen,
     RunResult,
     SmtpExchange,
     SmtpFailure,
@@ -79,7 +80,9 @@ def test_a_backup_mx_sender_discards_its_own_preference_and_worse() -> None:
     )
     assert set(tried(result)) == {"mx1.example.test"}
     assert only(result)[0] == "deferred"
-    assert any("itself an MX" in w for w in warnings(result))
+    assert not any("itself an MX" in w for w in warnings(result))  # the rule, not a fault
+    (route, *_) = [e for e in result.events if isinstance(e, RouteChosen)]
+    assert "records at 20 and worse are discarded (RFC 5321 §5.1)" in route.discarded
 
 
 def test_the_best_mx_sending_to_itself_bounces_with_5_4_6() -> None:

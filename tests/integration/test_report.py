@@ -262,3 +262,16 @@ def test_paths_are_drawn_one_by_one_up_to_many_then_as_flows(count: int) -> None
     drawn = page.with_attr("data-message")
     with_hops = sum(1 for n in range(1, count + 1) if n % 3 == 0)
     assert len(drawn) == (with_hops if count <= MANY_PATHS else 0)
+
+
+def test_a_finding_about_the_messages_is_listed_without_a_zone_line() -> None:
+    scenario = scenario_from_mapping(
+        {
+            "name": "x",
+            "zones": {"example.test": "@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n"},
+            "messages": [{"from": "bob@example.net", "to": "carol@elsewhere.test"}],
+        }
+    )
+    page = render_report(run_scenario(scenario), lint_scenario(scenario))
+    assert "messages (&lt;inline&gt;): message 1 goes to carol@elsewhere.test" in page
+    assert "zone  line 0" not in page

@@ -143,7 +143,17 @@ def test_a_port_in_use_exits_2_and_says_so() -> None:
     # (UDP comes first: on the rare machine where another program holds the same number for
     # UDP, that is the complaint, and just as right.)
     assert re.search(rf"cannot listen on (TCP|UDP) 127\.0\.0\.1:{port}\b", done.stderr)
+    assert "with --dns HOST:PORT" in done.stderr  # the option that mends it
     assert "Traceback" not in done.stderr
+
+
+def test_the_default_dns_port_is_not_multicast_dns() -> None:
+    """5353 is mDNS's port, which avahi holds on many desktops: the default must not be it."""
+    done = mxsandbox("serve", "--help")
+    assert done.returncode == 0
+    default = re.search(r"default 127\.0\.0\.1:(\d+)", " ".join(done.stdout.split()))
+    assert default is not None, done.stdout
+    assert int(default.group(1)) not in (53, 5353)
 
 
 def test_an_smtp_port_in_use_exits_2_and_says_so() -> None:

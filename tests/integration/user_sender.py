@@ -134,6 +134,14 @@ class SimpleSender:
         return False
 
 
+class SkipsThePrimary(SimpleSender):
+    """A broken sender: it ignores the best MX and goes straight to the next one (the mistake
+    the README's first plugin example must catch)."""
+
+    async def mail_hosts(self, domain: str) -> list[str]:
+        return (await super().mail_hosts(domain))[1:]
+
+
 def make_message(subject: str = "Hello") -> EmailMessage:
     message = EmailMessage()
     message["From"] = "bob@example.net"

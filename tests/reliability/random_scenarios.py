@@ -40,15 +40,23 @@ ARRIVALS = (0, 0, 0, 60, 3600)
 LIFETIMES = ("2h", "12h", "1d")
 UNTILS = (None, None, "30m", "3h", "2d")
 
-REPLIES = (
+FAILURES = (
     "421 4.3.2 Service shutting down",
     "450 4.2.0 Try again later",
     "451 4.3.0 Local error",
     "452 4.2.2 Mailbox full",
     "550 5.7.1 Rejected",
     "554 5.0.0 Transaction failed",
-    "250 2.0.0 Fine",
 )
+# A positive reply must be one its stage can give (RFC 5321 §4.3.2; the loader refuses others).
+SUCCESSES = {
+    "greeting": "220 mx.example.test ready",
+    "ehlo": "250 2.0.0 Fine",
+    "mail": "250 2.0.0 Fine",
+    "rcpt": "250 2.0.0 Fine",
+    "data": "354 2.0.0 Go ahead",
+    "message": "250 2.0.0 Fine",
+}
 RECIPIENT_REPLIES = ("550 5.1.1 No such user", "452 4.2.2 Mailbox full", "250 2.1.5 Hello")
 CONNECTIONS = ("accept", "refuse", "timeout", "silent")
 DNS_FAULTS = ("servfail", "timeout", "nxdomain")
@@ -62,7 +70,9 @@ def _scripted(recipients: list[str]) -> st.SearchStrategy[dict[str, Any]]:
     """One scripted SMTP behaviour: a reply, a recipient reply, a disconnect, a delay or
     greylisting, sometimes two of them together."""
     one = st.one_of(
-        st.builds(lambda s, r: {s: r}, st.sampled_from(STAGES), st.sampled_from(REPLIES)),
+        st.sampled_from(STAGES).flatmap(
+            lambda s: st.sampled_from((*FAILURES, SUCCESSES[s])).map(lambda r: {s: r})
+        ),
         st.builds(
             lambda who, r: {"recipients": {who: r}},
             st.sampled_from(recipients),

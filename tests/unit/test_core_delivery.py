@@ -108,7 +108,12 @@ def test_refused_primary_fails_over_to_the_backup_in_the_same_attempt() -> None:
     assert log[0] == ("mx1", "Connect")
     assert log[1] == ("mx2", "Connect")
     assert attempt.recipients["alice@example.test"].host == "mx2.example.test"
-    assert [n.action for n in attempt.take_notes()] == ["next_host", "next_host", "deliver"]
+    notes = attempt.take_notes()
+    assert [n.action for n in notes] == ["next_host", "deliver"]
+    # One decision says what happened and what follows, naming the host it goes to.
+    assert notes[0].why == (
+        "the connection was refused: try the next host, mx2.example.test[192.0.2.11]"
+    )
 
 
 def test_all_hosts_down_leaves_the_recipient_pending_with_the_last_error() -> None:

@@ -185,6 +185,8 @@ def test_own_address_discards_its_preference_and_worse() -> None:
     route, _ = resolve(records, zone, profile=Profile(address="192.0.2.11"))
     assert isinstance(route, Route)
     assert [c.host for c in route.candidates] == ["mx1.example.test"]
+    assert route.warnings == ()
+    assert route.discarded.startswith("this sender (192.0.2.11) is itself an MX")
     route, _ = resolve(records, zone, profile=Profile(address="192.0.2.10"))
     assert isinstance(route, NoRoute) and route.dsn == "5.4.6"
 

@@ -4,6 +4,7 @@ mend it. Broken examples live in tests/data/broken/, one mistake per file."""
 from __future__ import annotations
 
 import contextlib
+import re
 import string
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sandbox import (
     scenario_from_mapping,
 )
 from sandbox.dns.zone import TtlDirective
+from sandbox.scenario.load import host_behaviour
 from sandbox.scenario.model import (
     Behaviour,
     DeliveryExpectation,
@@ -29,6 +31,7 @@ from sandbox.scenario.model import (
     Phase,
     Reply,
     Timeline,
+    describe_timeline,
 )
 
 BROKEN = Path(__file__).parent.parent / "data" / "broken"
@@ -134,6 +137,12 @@ BROKEN_CASES = [
     ("bad_duration.yaml", 2, "until", "such as 30s, 5m, 2h or 5d"),
     ("reply_code_999.yaml", 7, "hosts.mx1.example.test.greeting", "outside 200-599; use a 4xx"),
     ("reply_without_code.yaml", 6, "hosts.mx1.example.test.greeting", "write a reply such as"),
+    (
+        "reply_code_wrong_stage.yaml",
+        7,
+        "hosts.mx1.example.test.greeting",
+        "221 cannot answer the connection (the greeting); RFC 5321 §4.3.2 gives it 220",
+    ),
     ("unknown_stage.yaml", 7, "hosts.mx1.example.test.helo", "did you mean 'ehlo'?"),
     (
         "unknown_disconnect_stage.yaml",
@@ -677,3 +686,49 @@ def test_messages_are_numbered_in_file_order_with_count_expanded(counts: list[in
     assert [m.number for m in scenario.messages] == list(range(1, sum(counts) + 1))
     senders = [m.sender for m in scenario.messages]
     assert senders == [f"s{i}@example.net" for i, c in enumerate(counts) for _ in range(c)]
+
+
+def test_a_timeline_is_described_phase_by_phase_up_to_the_end_of_the_run() -> None:
+    hosts = load_scenario_text(
+        "name: t\nzones: {example.test: 'mx1 IN A 192.0.2.10'}\n"
+        "hosts: {mx1.example.test: [{until: 2h, do: refuse}, {until: 3h, do: {greylist: 5m}},"
+        " {do: accept}]}\n"
+    ).hosts["mx1.example.test"]
+    assert describe_timeline(hosts, 3600) == "refuse"
+    assert describe_timeline(hosts, 7200) == "refuse"
+    assert describe_timeline(hosts, 9000) == "refuse until 2:00:00, then greylist 5m"
+    assert describe_timeline(hosts, 86400) == (
+        "refuse until 2:00:00, then greylist 5m until 3:00:00, then accept"
+    )
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "complaint"),
+    [
+        ({"greeting": "250 hello"}, "250 cannot answer the connection (the greeting)"),
+        ({"ehlo": "354 go on"}, "354 cannot answer EHLO; RFC 5321 §4.3.2 gives it 250"),
+        ({"mail": "221 bye"}, "221 cannot answer MAIL FROM"),
+        ({"data": "250 Ok"}, "250 cannot answer DATA; RFC 5321 §4.3.2 gives it 354"),
+        ({"message": "354 more"}, "354 cannot answer the end of the message"),
+        ({"recipients": {"a@example.test": "354 x"}}, "354 cannot answer RCPT TO"),
+    ],
+)
+def test_a_reply_code_that_cannot_occur_at_its_stage_is_refused(
+    behaviour: dict[str, object], complaint: str
+) -> None:
+    with pytest.raises(ScenarioError, match=re.escape(complaint)):
+        host_behaviour(behaviour)
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        {"greeting": "220 mail.example.test ready", "ehlo": "250 hi", "mail": 250},
+        {"rcpt": "251 2.1.5 User not local; will forward", "data": "354 go ahead"},
+        {"message": "250 2.0.0 kept"},
+        # Any 4xx or 5xx may answer anything: a client reads its first digit (§4.2.1).
+        {"greeting": "421 4.3.2 bye", "ehlo": "451 4.3.0 later", "data": 554, "message": 452},
+    ],
+)
+def test_the_replies_each_stage_can_give_are_accepted(behaviour: dict[str, object]) -> None:
+    host_behaviour(behaviour)

@@ -151,3 +151,14 @@ def test_no_group_without_equal_preferences_and_none_tested_without_mail() -> No
     (group,) = balance_groups([route(1, (10, "a.example.test"), (10, "b.example.test"))])
     assert group.total == 0 and group.p_value is None
     assert "nothing to test" in verdict(group)
+
+
+def test_hosts_alone_at_a_preference_in_different_answers_are_no_group() -> None:
+    """An MX that moved (moving-your-mx): old, then new, each alone at preference 10."""
+    events: list[Event] = [
+        route(1, (10, "old.example.test")),
+        delivered(1, "old.example.test"),
+        route(2, (10, "new.example.test")),
+        delivered(2, "new.example.test"),
+    ]
+    assert balance_groups(events) == ()

@@ -8,7 +8,10 @@ plain facts a timeline shows, with no drawing in them:
   came after the connect: refused, timed out, a 4xx, a 5xx, a lost connection, or accepted
   (each step is judged by the core's classification: ``classify.session_end``);
 - one ``Path`` per message: its marks in order, across attempts, and how it ended;
-- the MX table of each recipient domain, in the order the sender chose.
+- the MX table of each recipient domain, in the order the sender chose: one set of rows per
+  MX set the sender met (a zone that changes gives several);
+- the ``Moment``s worth a line across the lanes: when a zone changes, and when the sender's
+  cached MX answer from before that change expires (until then it still uses the old one).
 
 The HTML report (``report.py``) draws these; tests assert on them directly.
 """
@@ -29,11 +32,13 @@ from sandbox.core.classify import (
     session_end,
 )
 from sandbox.core.delivery import reported_reply
+from sandbox.core.durations import clock_text, format_duration
 from sandbox.core.policy import Profile
 from sandbox.dns.zone import Zone
 from sandbox.events import (
     Connected,
     ConnectFailed,
+    DnsAnswered,
     Event,
     RecipientFinal,
     RouteChosen,
@@ -51,6 +56,7 @@ __all__ = [
     "Flow",
     "Lane",
     "Mark",
+    "Moment",
     "MxRow",
     "Path",
     "PhaseSpan",
@@ -137,6 +143,20 @@ class MxRow:
     addresses: tuple[str, ...]
     first: float  # the fraction of the sender's attempts that tried this host first
     zone_line: int | None
+    # Which of the domain's MX sets this row belongs to (0: the first the sender met), and
+    # from when the sender used it: a zone that changes over time gives several sets.
+    answer: int = 0
+    since: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """An instant worth a line across the lanes: ``zone`` (a zone changes) or ``cache`` (the
+    sender's cached MX answer from before such a change expires)."""
+
+    t: float
+    kind: str
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +167,7 @@ class Flow:
     mx_rows: tuple[MxRow, ...]
     notes: tuple[str, ...]  # per domain without an MX route: what the sender found instead
     end: float  # the last virtual second worth showing
+    moments: tuple[Moment, ...] = ()
 
 
 def phase_kind(behaviour: Behaviour) -> str:
@@ -178,7 +199,8 @@ def build_flow(result: RunResult) -> Flow:
         for address in host.addresses:
             lanes_by_address[canonical(address)] = index
     marks = _marks(result.events, lanes_by_address, result.profile)
-    end = max([result.ended_at, *(m.t for m in marks)])
+    moments = _moments(result)
+    end = max([result.ended_at, *(m.t for m in marks), *(m.t for m in moments)])
     lanes = tuple(
         Lane(
             host.name,
@@ -190,7 +212,7 @@ def build_flow(result: RunResult) -> Flow:
         for host in result.hosts
     )
     rows, notes = _mx_rows(result)
-    return Flow(lanes, marks, _paths(result.events, marks), rows, notes, end)
+    return Flow(lanes, marks, _paths(result.events, marks), rows, notes, end, moments)
 
 
 def _phases(timeline: Timeline[Behaviour], end: float) -> tuple[PhaseSpan, ...]:
@@ -309,12 +331,13 @@ def _paths(events: tuple[Event, ...], marks: tuple[Mark, ...]) -> tuple[Path, ..
 
 def _mx_rows(result: RunResult) -> tuple[tuple[MxRow, ...], tuple[str, ...]]:
     """Each recipient domain's MX records in the order the sender first chose them, with
-    how often each came first (for equal preferences, the shuffle shows here)."""
+    how often each came first (for equal preferences, the shuffle shows here); one set of
+    rows for every set of MX records the sender met, from when it met it."""
     routes: dict[str, list[RouteChosen]] = defaultdict(list)
     for event in result.events:
         if isinstance(event, RouteChosen):
             routes[event.domain].append(event)
-    zones = [spec.phases.initial for spec in result.scenario.zones]
+    zones = [phase.value for spec in result.scenario.zones for phase in spec.phases.phases]
     domains = sorted(
         {r.rpartition("@")[2].lower() for m in result.scenario.messages for r in m.recipients}
     )
@@ -327,20 +350,65 @@ def _mx_rows(result: RunResult) -> tuple[tuple[MxRow, ...], tuple[str, ...]]:
             continue
         if chosen[0].route == "implicit":
             notes.append(f"{domain}: {chosen[0].why}")
-        firsts = Counter(route.hosts[0][1] for route in chosen if route.hosts)
-        for rank, (preference, host, addresses) in enumerate(chosen[0].hosts, start=1):
-            rows.append(
-                MxRow(
-                    domain,
-                    rank,
-                    preference,
-                    host,
-                    addresses,
-                    firsts[host] / len(chosen),
-                    _mx_line(zones, domain, host),
+        for answer, same_set in enumerate(_by_mx_set(chosen)):
+            firsts = Counter(route.hosts[0][1] for route in same_set if route.hosts)
+            for rank, (preference, host, addresses) in enumerate(same_set[0].hosts, start=1):
+                rows.append(
+                    MxRow(
+                        domain,
+                        rank,
+                        preference,
+                        host,
+                        addresses,
+                        firsts[host] / len(same_set),
+                        _mx_line(zones, domain, host),
+                        answer,
+                        same_set[0].t,
+                    )
                 )
-            )
     return tuple(rows), tuple(notes)
+
+
+def _by_mx_set(routes: list[RouteChosen]) -> list[list[RouteChosen]]:
+    """The routes grouped by the set of MX records they came from, in order of first use
+    (the order within a set changes with every shuffle; the set only with the zone)."""
+    sets: dict[frozenset[tuple[int, str]], list[RouteChosen]] = {}
+    for route in routes:
+        key = frozenset((preference, host) for preference, host, _ in route.hosts)
+        sets.setdefault(key, []).append(route)
+    return list(sets.values())
+
+
+def _moments(result: RunResult) -> tuple[Moment, ...]:
+    """When each zone changes, and, for a recipient domain's MX records asked before such a
+    change, when the sender's cached answer expires: until then it still uses the old one."""
+    moments: list[Moment] = []
+    answers = [
+        e
+        for e in result.events
+        if isinstance(e, DnsAnswered) and e.rdtype == "MX" and not e.cached and e.ttl > 0
+    ]
+    for spec in result.scenario.zones:
+        for change in spec.phases.boundaries:
+            moments.append(Moment(change, "zone", f"the {spec.apex} zone changes"))
+            asked: dict[str, DnsAnswered] = {}
+            for answer in answers:
+                inside = answer.name == spec.apex or answer.name.endswith("." + spec.apex)
+                if inside and answer.t < change:
+                    asked[answer.name] = answer  # the last answer from before the change
+            for name, answer in sorted(asked.items()):
+                expiry = answer.t + answer.ttl
+                if expiry > change:
+                    moments.append(
+                        Moment(
+                            expiry,
+                            "cache",
+                            f"the sender's cached MX answer for {name} expires (asked at "
+                            f"{clock_text(answer.t)}, TTL {format_duration(answer.ttl)}): "
+                            "until then it used the answer from before the change",
+                        )
+                    )
+    return tuple(sorted(moments, key=lambda m: (m.t, m.kind)))
 
 
 def _no_route_note(events: tuple[Event, ...], domain: str) -> str:

@@ -6,8 +6,11 @@ the CSS, the SVG and the little JavaScript are all inline. From top to bottom:
 - a headline: what happened to the mail, in one or two sentences;
 - the timeline: a lane per mail host across virtual time, its scripted phases shaded (down,
   tempfail, greylisting, …), every connection attempt a mark shaped and coloured by its
-  outcome, and each message's path from host to host over its attempts;
-- the MX table in the order the sender chose, and the balancing chart of equal preferences;
+  outcome, each message's path from host to host over its attempts, and a line across the
+  lanes at each moment that explains them (a zone that changes, a cached answer that
+  expires);
+- the MX table in the order the sender chose (each MX set the sender met, from when), and
+  the balancing chart of equal preferences;
 - the paths, grouped (a thousand messages that took the same way are one row), the
   expectations and the zone check.
 
@@ -261,6 +264,7 @@ def _timeline_section(flow: Flow, axis: _Axis) -> str:
         _DEFS,
         _lanes_svg(flow, axis),
         _axis_svg(flow, axis),
+        _moments_svg(flow, axis),
         _paths_svg(flow, positions),
         '<g id="picked"></g>',
         _marks_svg(flow, axis),
@@ -288,10 +292,39 @@ def _timeline_section(flow: Flow, axis: _Axis) -> str:
         + '<div class="scroll">'
         + "".join(parts)
         + "</div>"
+        + _moments_list(flow)
         + picker
         + note
         + "</section>"
     )
+
+
+def _moments_svg(flow: Flow, axis: _Axis) -> str:
+    """A dashed line across the lanes at each moment, numbered as in the list below."""
+    if axis.by_order or not flow.moments:
+        return ""
+    bottom = TOP + LANE_HEIGHT * max(1, len(flow.lanes))
+    out = ['<g class="moments">']
+    for number, moment in enumerate(flow.moments, start=1):
+        x = axis.x_of_time(moment.t)
+        out.append(
+            f'<g class="moment m-{moment.kind}" data-moment="{moment.kind}" '
+            f'data-t="{moment.t:g}"><title>{clock_text(moment.t)}: {_e(moment.text)}</title>'
+            f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{bottom}"/>'
+            f'<text x="{x + 3:.1f}" y="{TOP + 11}">{number}</text></g>'
+        )
+    out.append("</g>")
+    return "".join(out)
+
+
+def _moments_list(flow: Flow) -> str:
+    if not flow.moments:
+        return ""
+    items = "".join(
+        f'<li data-moment="{moment.kind}"><b>{clock_text(moment.t)}</b> {_e(moment.text)}</li>'
+        for moment in flow.moments
+    )
+    return f'<ol class="moments-list">{items}</ol>'
 
 
 def _lane_y(lane: int) -> float:
@@ -583,8 +616,17 @@ def _legend(flow: Flow) -> str:
 
 
 def _mx_section(flow: Flow) -> str:
+    # A domain whose MX records changed during the run gets a row per record of every set
+    # the sender met, each set headed by when the sender began to use it.
+    changed = {row.domain for row in flow.mx_rows if row.answer > 0}
     rows = "".join(
-        f"<tr><td>{row.rank}</td><td>{row.preference}</td><td>{_e(row.host)}</td>"
+        (
+            f'<tr class="answer"><td colspan="6">{_e(row.domain)}: the MX records the sender '
+            f"used from {clock_text(row.since)}</td></tr>"
+            if row.domain in changed and row.rank == 1
+            else ""
+        )
+        + f"<tr><td>{row.rank}</td><td>{row.preference}</td><td>{_e(row.host)}</td>"
         f"<td>{_e(', '.join(row.addresses) or '—')}</td>"
         f"<td>{row.zone_line if row.zone_line is not None else '—'}</td>"
         f"<td>{row.first:.0%}</td></tr>"
@@ -794,9 +836,10 @@ def _findings_section(findings: Sequence[Finding], source: str) -> str:
         where = f"line {f.line}" if f.line is not None else source
         phase = f", phase {f.phase + 1} (from {format_duration(f.phase_start)})" if f.phase else ""
         tag = f"{f.rule}; {f.rfc}" if f.rfc else f.rule
+        about = f"zone {_e(f.zone)} line {f.zone_line}{_e(phase)}" if f.zone else "messages"
         items.append(
             f'<li class="{f.severity}"><span class="chip sev-{f.severity}">{f.severity}</span> '
-            f"zone {_e(f.zone)} line {f.zone_line}{_e(phase)} ({_e(where)}): {_e(f.message)} "
+            f"{about} ({_e(where)}): {_e(f.message)} "
             f'<span class="quiet">[{_e(tag)}]</span><br><i>mend:</i> {_e(f.mend)}</li>'
         )
     return f'<section id="findings"><h2>Zone check</h2><ul>{"".join(items)}</ul></section>'

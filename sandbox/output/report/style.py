@@ -54,6 +54,11 @@ i.line{display:inline-block;width:22px;height:0;border-top-width:3px;border-top-
 .axis line{stroke:#9aa5b1}.axis .grid{stroke:#0000001a}
 .axis text{font:11px system-ui,sans-serif;fill:var(--quiet)}
 .axis .caption,.caption{font:12px system-ui,sans-serif;fill:var(--quiet)}
+.moment line{stroke:#1565c0;stroke-width:1.5;stroke-dasharray:5 4}
+.moment.m-cache line{stroke:#6a1b9a}
+.moment text{font:600 11px system-ui,sans-serif;fill:#1565c0}.moment.m-cache text{fill:#6a1b9a}
+.moments-list{margin:6px 0 0;padding-left:22px;font-size:13px;color:var(--quiet)}
+tr.answer td{font-weight:600;color:var(--quiet);font-size:13px}
 .mark circle,.mark path,.mark rect{stroke-width:2}
 .o-accepted circle{fill:var(--accepted);stroke:#fff}
 .o-refused path,.o-error path{fill:none;stroke-width:3;stroke-linecap:round}
