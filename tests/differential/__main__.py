@@ -25,10 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.differential")
     parser.add_argument("--mta", action="append", choices=sorted(MTAS), help="default: all")
     parser.add_argument("--case", action="append", help="default: every case file")
+    parser.add_argument(
+        "--pair", action="append", metavar="MTA:CASE", help="only these (MTA, case) pairs"
+    )
     parser.add_argument("--jobs", type=int, default=JOBS, help="cases of one MTA at once")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "differential")
     args = parser.parse_args(argv)
-    mtas = args.mta or list(MTAS)
+    pairs = [tuple(p.split(":", 1)) for p in args.pair or []]
+    mtas = args.mta or sorted({m for m, _ in pairs}) or list(MTAS)
     missing = {m: MTAS[m].unavailable() for m in mtas}
     for mta, why in missing.items():
         if why:
@@ -38,13 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     async def everything() -> dict[str, tuple[list, float]]:
         async def one(mta: str) -> tuple[str, list, float]:
             began = time.monotonic()
-            results = await run_suite(mta, args.case, args.jobs, args.out)
+            names = [c for m, c in pairs if m == mta] if pairs else args.case
+            results = await run_suite(mta, names, args.jobs, args.out)
             return mta, results, time.monotonic() - began
 
         done = await asyncio.gather(*(one(m) for m in mtas))
         return {mta: (results, wall) for mta, results, wall in done}
 
-    outcome = asyncio.run(everything())
+    try:
+        outcome = asyncio.run(everything())
+    finally:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "runner.done").write_text("")  # whoever waits on results stops waiting
     failed = False
     for mta, (results, wall) in outcome.items():
         print(table(mta, results, wall))

@@ -22,6 +22,7 @@ sessions  per host, the SMTP sessions it saw (serve's record; run mode's host se
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +129,9 @@ def compare(mta: MTA, case: Case, real: Observed, run: Observed) -> Comparison:
         if name == "sessions":
             comparison.fields[name] = _sessions(real, run, options)
             continue
+        if name in options.get("totals", ()):
+            comparison.fields[name] = _totals(name, keys, real, run, unordered)
+            continue
         result = FieldResult(name, True, of=len(keys))
         comparable = False
         for key in keys:
@@ -149,6 +153,35 @@ def compare(mta: MTA, case: Case, real: Observed, run: Observed) -> Comparison:
             result.agree = None
         comparison.fields[name] = result
     return comparison
+
+
+def _totals(
+    name: str, keys: list[tuple[int, str]], real: Observed, run: Observed, unordered: bool
+) -> FieldResult:
+    """A field over all the messages together, where which message got which is chance (or
+    the MTA's internal ordering): a count, or the set of values."""
+
+    def total(side: Observed) -> Any:
+        values = [_values(name, side.delivery(*key), unordered) for key in keys]
+        if name in ("attempts", "skipped"):
+            return sum(values)
+        if name == "hosts":  # how many hosts each attempt tried, over all attempts
+            return dict(sorted(Counter(len(h) for v in values for h in v).items()))
+        if name == "times":  # when the messages were settled: first and last
+            finals = [side.delivery(*key).at for key in keys]
+            done = [t for t in finals if t is not None]
+            return [round(min(done), 2), round(max(done), 2)] if done else []
+        return sorted({str(v) for v in values})
+
+    real_total, run_total = total(real), total(run)
+    if name == "times":
+        tolerance = 1.0
+        same = len(real_total) == len(run_total) and all(
+            abs(a - b) <= tolerance for a, b in zip(real_total, run_total, strict=True)
+        )
+    else:
+        same = real_total == run_total
+    return FieldResult(name, same, real_total, run_total, where="all messages", of=1)
 
 
 def _sessions(real: Observed, run: Observed, options: dict[str, Any]) -> FieldResult:

@@ -71,6 +71,10 @@ class Observed:
     sessions: dict[str, int] = field(default_factory=dict)  # host -> SMTP sessions it saw
     accepted: dict[str, int] = field(default_factory=dict)  # host -> messages it stored
     notes: list[str] = field(default_factory=list)
+    # When each message reached the MTA (its own log), and the MTA's time origin: where its
+    # periodic queue scans count from (Postfix's queue manager start; 0 = serve's start).
+    arrivals: dict[int, float] = field(default_factory=dict)
+    origin: float = 0.0
 
     def delivery(self, message: int, recipient: str) -> Delivery:
         key = (message, recipient.lower())
@@ -78,10 +82,33 @@ class Observed:
             self.deliveries[key] = Delivery(message, recipient.lower())
         return self.deliveries[key]
 
+    def normalize(self, names: dict[str, str]) -> None:
+        """Hosts are recorded as ``name[address]``, each side naming them its own way (the MX
+        name, the canonical name after a CNAME, an IP literal, the zone's address or the
+        loopback one serve gave it): from here on each is the name serve gave its address."""
+        for delivery in self.deliveries.values():
+            for attempt in delivery.attempts:
+                hosts: list[str] = []
+                for host in attempt.hosts:
+                    name = _named(host, names)
+                    if not hosts or hosts[-1] != name:
+                        hosts.append(name)
+                attempt.hosts = hosts
+            if delivery.relay is not None:
+                delivery.relay = _named(delivery.relay, names)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "deliveries": [d.to_json() for _, d in sorted(self.deliveries.items())],
             "sessions": self.sessions,
             "accepted": self.accepted,
             "notes": self.notes,
+            "arrivals": self.arrivals,
+            "origin": self.origin,
         }
+
+
+def _named(host: str, names: dict[str, str]) -> str:
+    name, _, address = host.partition("[")
+    address = address.split("]", 1)[0]
+    return names.get(address, name).lower()

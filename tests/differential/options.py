@@ -5,6 +5,10 @@
 - ``sessions``: ``"total"`` compares the number of SMTP sessions over all hosts, not per
   host (which host of an equal-preference pair gets how many is chance).
 - ``tolerance``: attempt times agree within this many real seconds (default: the MTA's).
+- ``totals``: fields compared over all the messages together, where which message gets which
+  host, or which message the MTA takes first, is chance or internal ordering: ``attempts``
+  and ``skipped`` as sums, ``hosts`` as how many hosts the attempts tried, ``times`` as the
+  first and last final delivery, the others as the set of values.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ __all__ = ["CASE_MTAS", "CASE_OPTIONS", "options_for", "plays"]
 # case -> options for every MTA; "mta:case" -> options for that MTA only (they win).
 CASE_OPTIONS: dict[str, dict[str, Any]] = {
     "equal-preference": {"unordered_hosts": True, "sessions": "total"},
-    "twenty-messages-equal-preference": {"unordered_hosts": True, "sessions": "total"},
+    "twenty-messages-equal-preference": {
+        "unordered_hosts": True,
+        "sessions": "total",
+        "totals": ("relay", "hosts", "times"),
+    },
+    "fifty-messages-421": {"totals": ("attempts", "hosts", "times", "skipped")},
 }
 
 

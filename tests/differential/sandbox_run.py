@@ -23,9 +23,10 @@ class RunFailed(RuntimeError):
 
 
 async def observe_run(
-    scenario: Path, profile: str, scale: float, messages: int, workdir: Path
+    scenario: Path, profile: str, scale: float, messages: int, workdir: Path, origin: float = 0.0
 ) -> tuple[Observed, dict[str, Any]]:
-    """Run the scenario; return what it did (times divided by ``scale``) and its JSON."""
+    """Run the scenario; return what it did (times divided by ``scale``, plus ``origin``: on
+    the serve clock of the real run) and its JSON."""
     trace = workdir / "run-trace.jsonl"
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -54,10 +55,12 @@ async def observe_run(
     (workdir / "run.json").write_bytes(out)
     result = json.loads(out)
     events = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
-    return read_trace(events, scale, messages), result
+    return read_trace(events, scale, messages, origin), result
 
 
-def read_trace(events: list[dict[str, Any]], scale: float, messages: int) -> Observed:
+def read_trace(
+    events: list[dict[str, Any]], scale: float, messages: int, origin: float = 0.0
+) -> Observed:
     """Per (message, recipient): attempts with their hosts, the final state, the DSN sent back.
     Messages numbered above ``messages`` are the sender's own DSNs: they only mark
     ``returned``."""
@@ -82,7 +85,7 @@ def read_trace(events: list[dict[str, Any]], scale: float, messages: int) -> Obs
         key = (message, event.get("attempt", 0))
         if kind == "attempt_started":
             current[key] = {
-                "t": event["t"] / scale,
+                "t": event["t"] / scale + origin,
                 "hosts": [],
                 "active": False,
                 "recipients": [r.lower() for r in event["recipients"]],
@@ -92,8 +95,9 @@ def read_trace(events: list[dict[str, Any]], scale: float, messages: int) -> Obs
         elif kind in ("connected", "connect_failed") and key in current:
             found = current[key]
             found["active"] = True
-            if not found["hosts"] or found["hosts"][-1] != event["host"]:
-                found["hosts"].append(event["host"])
+            host = f"{event['host']}[{event.get('address', '')}]"
+            if not found["hosts"] or found["hosts"][-1] != host:
+                found["hosts"].append(host)
         elif kind == "recipient_deferred" and key in current:
             found = current[key]
             delivery = observed.delivery(message, event["recipient"])
@@ -123,8 +127,9 @@ def read_trace(events: list[dict[str, Any]], scale: float, messages: int) -> Obs
                 )
             delivery.status = event["status"]
             delivery.dsn = event.get("dsn")
-            delivery.relay = _host_of(event.get("relay"))
-            delivery.at = event["t"] / scale
+            relay = event.get("relay")
+            delivery.relay = None if not relay or relay == "none" else relay
+            delivery.at = event["t"] / scale + origin
             if event["status"] == "deferred":
                 delivery.at = None
         elif kind == "dsn_created" and event.get("action") == "failed":
@@ -133,10 +138,3 @@ def read_trace(events: list[dict[str, Any]], scale: float, messages: int) -> Obs
                 delivery.returned = True
                 delivery.returned_status = delivery.dsn
     return observed
-
-
-def _host_of(relay: str | None) -> str | None:
-    """``mx2.example.test[192.0.2.11]`` → ``mx2.example.test``; ``none`` → None."""
-    if not relay or relay == "none":
-        return None
-    return relay.split("[", 1)[0].lower()

@@ -150,16 +150,54 @@ def scaled(case: Case, factor: float) -> dict[str, Any]:
     return data
 
 
-def run_copy(case: Case, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The run copy: the case as written, its sender overridden with the MTA's equivalents.
-    The case's own ``sender:`` keys win (a case may pin something on purpose); the profile
-    comes from ``--profile``."""
+def run_copy(
+    case: Case,
+    overrides: dict[str, Any],
+    arrivals: dict[int, float] | None = None,
+    shift: float = 0.0,
+) -> dict[str, Any]:
+    """The run copy: the case as written, its sender overridden with the MTA's equivalents
+    (the case's own ``sender:`` keys win: a case may pin something on purpose; the profile
+    comes from ``--profile``).
+
+    With ``arrivals`` (message number → unscaled seconds) every message arrives when the real
+    MTA logged it, and ``shift`` (unscaled seconds) moves every phase end and the case's end,
+    so that time 0 of the run is the real MTA's own time origin."""
     data = copy.deepcopy(case.data)
     sender = dict(overrides)
     sender.update({k: v for k, v in (data.get("sender") or {}).items() if k != "profile"})
     data["sender"] = sender
     data.pop("expect", None)
+    if arrivals is not None:
+        data["messages"] = [
+            {
+                "from": m.sender,
+                "to": list(m.recipients),
+                "at": format_seconds(max(0.0, round(arrivals[m.number], 3))),
+            }
+            for m in case.messages
+        ]
+    if shift:
+        if data.get("until") is not None:
+            data["until"] = format_seconds(parse_duration(data["until"]) + shift)
+        data["zones"] = _shift_zones(data.get("zones") or {}, shift)
+        for section in ("hosts", "dns"):
+            if data.get(section):
+                data[section] = {k: _shift_phases(v, shift) for k, v in data[section].items()}
     return data
+
+
+def _shift_phases(value: Any, shift: float) -> Any:
+    if not isinstance(value, list):
+        return value
+    return [
+        {**p, "until": format_seconds(parse_duration(p["until"]) + shift)} if "until" in p else p
+        for p in value
+    ]
+
+
+def _shift_zones(zones: dict[str, Any], shift: float) -> dict[str, Any]:
+    return {apex: _shift_phases(text, shift) for apex, text in zones.items()}
 
 
 def write_yaml(data: dict[str, Any], path: Path) -> Path:

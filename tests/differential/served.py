@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 TAIL_EVERY = 0.05
+# serve's `stopped` record is one JSON line with every session's transcript: megabytes for the
+# fifty-message cases, far beyond asyncio's default 64 KiB line limit.
+LINE_LIMIT = 256 * 1024 * 1024
 
 
 @dataclass
@@ -55,7 +58,11 @@ class Served:
 
     @property
     def name_of(self) -> dict[str, str]:
-        return {h["address"]: h["name"] for h in self.ready["hosts"]}
+        """Every address a host is known by (where it listens, its zone address) → its name:
+        the one name both sides of the comparison use for it."""
+        names = {h["zone_address"]: h["name"] for h in self.ready["hosts"]}
+        names.update({h["address"]: h["name"] for h in self.ready["hosts"]})
+        return names
 
     async def _read(self) -> None:
         assert self.process.stdout is not None
@@ -150,6 +157,7 @@ async def served(scenario: Path, prefix: Sequence[str]) -> AsyncIterator[Served]
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={"NO_COLOR": "1", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        limit=LINE_LIMIT,
     )
     handle = Served(process, tuple(prefix))
     try:

@@ -68,6 +68,20 @@ function watch_connections(plugin) {
         })
     }
     pool.get_client.differential = true
+    // The DSN Haraka builds for a bounce: its Status lines, per Final-Recipient.
+    const populate = HMailItem.prototype.populate_bounce_message_with_headers
+    HMailItem.prototype.populate_bounce_message_with_headers = function (from, to, reason, header, cb) {
+        const hmail = this
+        return populate.call(this, from, to, reason, header, (err, body) => {
+            const text = Array.isArray(body) ? body.join('') : ''
+            const statuses = []
+            const pattern = /Final-Recipient: rfc822;(\S+)\r?\n(?:Action: [^\r\n]*\r?\n)?(?:Status: ([^\r\n]*))?/g
+            let match
+            while ((match = pattern.exec(text))) statuses.push({ recipient: match[1], status: match[2] ?? null })
+            record('dsn', { uuid: hmail.todo?.uuid ?? null, to: to?.address ?? null, statuses })
+            cb(err, body)
+        })
+    }
 }
 
 exports.register = function () {

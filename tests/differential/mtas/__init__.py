@@ -126,6 +126,11 @@ class MTA(abc.ABC):
     async def start(self, namespace: str) -> None:
         """Configure and start the MTA in the namespace (before serve starts)."""
 
+    def first_arrival(self, lines: list[tuple[float, str]], served: Served) -> float:
+        """The earliest serve-clock time the first messages may be submitted (default: at
+        once). Postfix wants a few seconds after its queue manager's start: see there."""
+        return 0.0
+
     async def queue_runner(self, now: Callable[[], float]) -> None:
         """Run the MTA's periodic queue runs on the serve clock, if the harness does that
         (Exim); the default is the MTA's own scheduling."""

@@ -271,6 +271,7 @@ class Exim(MTA):
                 id_match = MESSAGE_ID.fullmatch(f"<{ident['id']}>") if ident else None
                 if id_match and id_match[2] == self.case.name:
                     message_of[qid] = int(id_match[1])
+                    observed.arrivals[int(id_match[1])] = t
                 continue
             if found := COMPLETED.match(text):
                 done[found["qid"]] = True
@@ -281,7 +282,7 @@ class Exim(MTA):
                 attempt = current.get(qid)
                 if attempt is None or attempt["results"]:
                     attempt = current[qid] = self._new_attempt(qid, t, last_line, served)
-                _add_host(attempt["hosts"], found["host"])
+                _add_host(attempt["hosts"], f"{found['host']}[{found['ip']}]")
                 attempt["lines"].append(text)
                 last_line[qid] = t
                 continue
@@ -293,7 +294,7 @@ class Exim(MTA):
                     attempt = current[qid] = self._new_attempt(qid, t, last_line, served)
                 attempt["results"][rcpt] = found["flag"]
                 if host := HOST_FIELD.search(found["rest"]):
-                    _add_host(attempt["hosts"], host["host"])
+                    _add_host(attempt["hosts"], f"{host['host']}[{host['ip']}]")
                 attempt["lines"].append(text)
                 last_line[qid] = t
                 if qid in message_of:
@@ -347,7 +348,9 @@ class Exim(MTA):
         delivery.log.extend(attempt["lines"][-3:] if status != "deferred" else [line])
         delivery.status = status
         delivery.dsn = dsn
-        delivery.relay = relay["host"].lower() if relay and status != "deferred" else None
+        delivery.relay = (
+            f"{relay['host']}[{relay['ip']}]".lower() if relay and status != "deferred" else None
+        )
         delivery.at = t if status != "deferred" else None
 
     def _read_bounces(

@@ -47,7 +47,9 @@ class Haraka(MTA):
     name: ClassVar[str] = "haraka"
     profile: ClassVar[str] = "haraka"
     scale: ClassVar[float] = S
-    tolerance: ClassVar[float] = 1.0
+    # Haraka's retry timer queue is checked once a second (TimerQueue(1000)): a retry fires up
+    # to 1 s after its time, whatever the scale. That second cannot be scaled down.
+    tolerance: ClassVar[float] = 1.5
     times_mode: ClassVar[str] = "gaps"
     knobs: ClassVar[tuple[Knob, ...]] = (
         Knob("connect_timeout", "connect_timeout (outbound.ini)", "30", 30 / S),
@@ -193,7 +195,6 @@ class Haraka(MTA):
         message_of: dict[str, int] = {}  # transaction uuid -> message number
         attempts: dict[str, dict[str, Any]] = {}  # todo uuid -> the attempt in progress
         dsn_jobs: dict[str, bool] = {}  # the DSNs' own todo uuids -> settled
-        names = served.name_of
         for event in _events(self.events_path):
             kind = event["kind"]
             t = served.at_wall(event["t"])
@@ -202,6 +203,7 @@ class Haraka(MTA):
                 found = MESSAGE_ID.fullmatch(event["message_id"])
                 if found and found[2] == self.case.name:
                     message_of[uuid] = int(found[1])
+                    observed.arrivals[int(found[1])] = t
                 continue
             number = message_of.get(uuid.rsplit(".", 1)[0])
             if kind == "attempt":
@@ -211,9 +213,19 @@ class Haraka(MTA):
                 continue
             attempt = attempts.setdefault(uuid, {"t": t, "hosts": []})
             if kind == "connection":
-                host = event.get("host") or names.get(event.get("ip") or "", event.get("ip"))
-                if host and (not attempt["hosts"] or attempt["hosts"][-1] != host.lower()):
-                    attempt["hosts"].append(host.lower())
+                host = f"{event.get('host') or event.get('ip')}[{event.get('ip')}]".lower()
+                if not attempt["hosts"] or attempt["hosts"][-1] != host:
+                    attempt["hosts"].append(host)
+                continue
+            if kind == "dsn" and number is not None:
+                for found in event.get("statuses", []):
+                    delivery = observed.delivery(number, found["recipient"])
+                    delivery.returned = True
+                    # "5.1.1 (550 No such user)": the DSN's Status, code first
+                    status = (found.get("status") or "").split(" ", 1)[0] or None
+                    delivery.returned_status = status
+                    if delivery.status == "bounced":
+                        delivery.dsn = status
                 continue
             if uuid in dsn_jobs and kind in ("delivered", "bounce"):
                 dsn_jobs[uuid] = True
@@ -224,7 +236,7 @@ class Haraka(MTA):
                 for recipient in event["recipients"]:
                     self._outcome(observed, number, recipient, attempt, "delivered", UNSEEN)
                     delivery = observed.delivery(number, recipient)
-                    delivery.relay = (event.get("host") or "").lower() or None
+                    delivery.relay = f"{event.get('host')}[{event.get('ip')}]".lower()
                     delivery.at = t
                     delivery.log.append(json.dumps(event))
             elif kind in ("deferred", "bounce"):
@@ -238,7 +250,7 @@ class Haraka(MTA):
                     if status == "bounced":
                         delivery.at = t
                         remote = rcpt.get("dsn_remote_mta")
-                        delivery.relay = names.get(remote, remote) if remote else None
+                        delivery.relay = f"{remote}[{remote}]" if remote else None
                         delivery.returned = bool(event.get("sender"))
                         delivery.returned_status = rcpt.get("dsn_status")
         self.extra["queue_ids"] = message_of

@@ -1,6 +1,6 @@
 """Debian's Postfix (3.7) as a private instance: ``postfix -c DIR``, its own queue and
 ``maillog_file``, every service out of chroot, no smtpd (``sendmail -C DIR`` submits through
-postdrop and pickup). Its timers are the defaults divided by S = 100, rounded to whole
+postdrop and pickup). Its timers are the defaults divided by S = 30, rounded to whole
 seconds where Postfix needs them whole; the run copy gets S times the configured value.
 
 Postfix logs to the second only; :class:`~tests.differential.served.LogTail` stamps each line
@@ -68,7 +68,7 @@ NOTIFICATION = re.compile(
 REMOVED = re.compile(r"^(?P<qid>[0-9A-F]+): removed$")
 HOST = re.compile(r"(?<![\w.-])([A-Za-z0-9][\w.-]*)\[(\d+\.\d+\.\d+\.\d+)\]")
 
-S = 100.0
+S = 30.0
 
 
 class Postfix(MTA):
@@ -78,25 +78,25 @@ class Postfix(MTA):
     tolerance: ClassVar[float] = 1.0
     knobs: ClassVar[tuple[Knob, ...]] = (
         Knob("connect_timeout", "smtp_connect_timeout", "30s", 1),
-        Knob("greeting_timeout", "smtp_helo_timeout", "300s", 3),
-        Knob("ehlo_timeout", "smtp_helo_timeout", "300s", 3),
-        Knob("mail_timeout", "smtp_mail_timeout", "300s", 3),
-        Knob("rcpt_timeout", "smtp_rcpt_timeout", "300s", 3),
-        Knob("data_timeout", "smtp_data_init_timeout", "120s", 1),
-        Knob("data_transfer_timeout", "smtp_data_xfer_timeout", "180s", 2),
-        Knob("dot_timeout", "smtp_data_done_timeout", "600s", 6),
-        Knob("min_backoff", "minimal_backoff_time", "300s", 3),
-        Knob("max_backoff", "maximal_backoff_time", "4000s", 40),
-        Knob("queue_run_delay", "queue_run_delay", "300s", 3),
+        Knob("greeting_timeout", "smtp_helo_timeout", "300s", 10),
+        Knob("ehlo_timeout", "smtp_helo_timeout", "300s", 10),
+        Knob("mail_timeout", "smtp_mail_timeout", "300s", 10),
+        Knob("rcpt_timeout", "smtp_rcpt_timeout", "300s", 10),
+        Knob("data_timeout", "smtp_data_init_timeout", "120s", 4),
+        Knob("data_transfer_timeout", "smtp_data_xfer_timeout", "180s", 6),
+        Knob("dot_timeout", "smtp_data_done_timeout", "600s", 20),
+        Knob("min_backoff", "minimal_backoff_time", "300s", 10),
+        Knob("max_backoff", "maximal_backoff_time", "4000s", 133),  # 133.3 s: whole seconds
+        Knob("queue_run_delay", "queue_run_delay", "300s", 10),
         Knob("max_lifetime", "maximal_queue_lifetime", "5d", 5 * 86400 / S),
     )
-    # Postfix timers the profile has no field for, scaled the same way (S = 100).
+    # Postfix timers the profile has no field for, scaled the same way (S = 30).
     fixed: ClassVar[dict[str, str]] = {
-        "bounce_queue_lifetime": "4320s",  # 5d / S (the lifetime of DSNs in the queue)
-        "smtp_quit_timeout": "3s",  # 300s / S
-        "smtp_rset_timeout": "1s",  # 20s / S would be 0.2 s: the shortest Postfix takes
-        "smtp_connection_reuse_time_limit": "3s",  # 300s / S
-        # smtp_connection_cache_time_limit stays 2s (its default): 0.02 s cannot be written.
+        "bounce_queue_lifetime": "14400s",  # 5d / S (the lifetime of DSNs in the queue)
+        "smtp_quit_timeout": "10s",  # 300s / S
+        "smtp_rset_timeout": "1s",  # 20s / S would be 0.67 s: the shortest Postfix takes
+        "smtp_connection_reuse_time_limit": "10s",  # 300s / S
+        # smtp_connection_cache_time_limit stays 2s (its default): 0.07 s cannot be written.
     }
 
     @classmethod
@@ -184,6 +184,16 @@ smtp_tls_security_level = none
                 "ip", "netns", "exec", self.namespace, POSTFIX, "-c", str(self.config), "stop"
             )
 
+    def first_arrival(self, lines: list[tuple[float, str]], served: Served) -> float:
+        """Three seconds after the queue manager started. Postfix computes a retry time in
+        whole seconds (the failure's second plus the backoff) and takes a deferred message
+        when that time is at most one second ahead, so it retries up to 2 s early. Unscaled,
+        2 s in 300 s never moves a retry to another queue scan; scaled by 30, 2 s is 60 s, and
+        a message that arrived less than 2 s after a scan would be retried one scan early.
+        Real Postfix meets arrivals at any point between its scans; three seconds after one
+        keeps the scaled retries where the unscaled ones would be."""
+        return self.observe(lines, served).origin + 3.0
+
     def observe(self, lines: list[tuple[float, str]], served: Served) -> Observed:
         observed = Observed()
         for message in self.case.messages:
@@ -194,6 +204,8 @@ smtp_tls_security_level = none
         bounce_done: dict[str, bool] = {}
         started: dict[str, float] = {}
         pids: dict[str, dict[str, object]] = {}
+        arrived: dict[str, float] = {}
+        origin = 0.0
         for seen, line in lines:
             match = LINE.match(line)
             if not match:
@@ -202,13 +214,20 @@ smtp_tls_security_level = none
             text = match["text"]
             pid = match["pid"]
             proc = match["proc"]
+            if proc == "master" and text.startswith("daemon started"):
+                origin = t  # the queue manager starts with the master: its scans count from here
+                continue
             if found := MESSAGE.match(text):
+                arrived[found["qid"]] = t
                 id_match = MESSAGE_ID.fullmatch(found["id"])
                 if id_match and id_match[2] == self.case.name:
                     message_of[found["qid"]] = int(id_match[1])
                 continue
             if found := QUEUED.match(text):
                 started[found["qid"]] = t
+                for state in pids.values():  # a new attempt: the last one's hosts are done
+                    if state["qid"] == found["qid"] and state["done"]:
+                        state.update(hosts=[], qid=None, done=False)
                 if found["sender"] == "":
                     bounce_done.setdefault(found["qid"], False)
                 continue
@@ -234,9 +253,10 @@ smtp_tls_security_level = none
                     state.update(hosts=[], qid=None, done=False)
                 hosts = state["hosts"]
                 assert isinstance(hosts, list)
-                for host, _ in HOST.findall(text):
-                    if not hosts or hosts[-1] != host.lower():
-                        hosts.append(host.lower())
+                for host, address in HOST.findall(text):
+                    named = f"{host.lower()}[{address}]"
+                    if not hosts or hosts[-1] != named:
+                        hosts.append(named)
                 qid = text.split(":", 1)[0]
                 if qid in message_of:
                     number = message_of[qid]
@@ -246,6 +266,8 @@ smtp_tls_security_level = none
                 elif "connect to" in text or "warning" in text:
                     self.extra.setdefault("unattributed", []).append(line)
         self.extra["bounces_settled"] = all(bounce_done.values())
+        observed.arrivals = {n: arrived[q] for q, n in message_of.items() if q in arrived}
+        observed.origin = origin
         self.extra["queue_ids"] = message_of
         return observed
 
@@ -262,7 +284,7 @@ smtp_tls_security_level = none
         observed: Observed,
     ) -> None:
         qid = found["qid"]
-        relay = None if found["relay"] == "none" else found["relay"].split("[", 1)[0].lower()
+        relay = None if found["relay"] == "none" else found["relay"].rsplit(":", 1)[0].lower()
         hosts: list[str] = []
         if proc == "smtp":
             state = pids.setdefault(pid, {"hosts": [], "qid": None, "done": False})
