@@ -301,7 +301,15 @@ class Exim(MTA):
                     self._result(found, attempt, line, t, message_of[qid], observed)
         self._read_bounces(observed, message_of, bounce_of)
         self.extra["queue_ids"] = message_of
-        self.extra["bounces_settled"] = all(done.get(b, False) for b in bounce_of)
+        # Every message with a bounced recipient has its bounce queued and completed.
+        bounced = {
+            q
+            for q, n in message_of.items()
+            if any(d.message == n and d.status == "bounced" for d in observed.deliveries.values())
+        }
+        self.extra["bounces_settled"] = bounced <= set(bounce_of.values()) and all(
+            done.get(b, False) for b in bounce_of
+        )
         self.extra["all_completed"] = all(done.get(q, False) for q in message_of)
         return observed
 

@@ -195,6 +195,7 @@ class Haraka(MTA):
         message_of: dict[str, int] = {}  # transaction uuid -> message number
         attempts: dict[str, dict[str, Any]] = {}  # todo uuid -> the attempt in progress
         dsn_jobs: dict[str, bool] = {}  # the DSNs' own todo uuids -> settled
+        dsns_made = 0
         for event in _events(self.events_path):
             kind = event["kind"]
             t = served.at_wall(event["t"])
@@ -217,6 +218,8 @@ class Haraka(MTA):
                 if not attempt["hosts"] or attempt["hosts"][-1] != host:
                     attempt["hosts"].append(host)
                 continue
+            if kind == "dsn":
+                dsns_made += 1
             if kind == "dsn" and number is not None:
                 for found in event.get("statuses", []):
                     delivery = observed.delivery(number, found["recipient"])
@@ -254,7 +257,8 @@ class Haraka(MTA):
                         delivery.returned = bool(event.get("sender"))
                         delivery.returned_status = rcpt.get("dsn_status")
         self.extra["queue_ids"] = message_of
-        self.extra["bounces_settled"] = all(dsn_jobs.values())
+        # Every DSN Haraka built has been queued and delivered (or bounced itself).
+        self.extra["bounces_settled"] = len(dsn_jobs) >= dsns_made and all(dsn_jobs.values())
         return observed
 
     @staticmethod

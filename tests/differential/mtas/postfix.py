@@ -62,6 +62,9 @@ STATUS = re.compile(
 )
 QUEUED = re.compile(r"^(?P<qid>[0-9A-F]+): from=<(?P<sender>[^>]*)>, .*\(queue active\)$")
 MESSAGE = re.compile(r"^(?P<qid>[0-9A-F]+): message-id=(?P<id>\S+)$")
+# The queue manager gives up on a message (maximal_queue_lifetime): every recipient still
+# deferred bounces with the status of its last deferral.
+EXPIRED = re.compile(r"^(?P<qid>[0-9A-F]+): from=<[^>]*>, status=expired, returned to sender$")
 NOTIFICATION = re.compile(
     r"^(?P<qid>[0-9A-F]+): sender non-delivery notification: (?P<bounce>[0-9A-F]+)$"
 )
@@ -205,6 +208,7 @@ smtp_tls_security_level = none
         started: dict[str, float] = {}
         pids: dict[str, dict[str, object]] = {}
         arrived: dict[str, float] = {}
+        warnings: list[str] = []
         origin = 0.0
         for seen, line in lines:
             match = LINE.match(line)
@@ -230,6 +234,17 @@ smtp_tls_security_level = none
                         state.update(hosts=[], qid=None, done=False)
                 if found["sender"] == "":
                     bounce_done.setdefault(found["qid"], False)
+                continue
+            if (found := EXPIRED.match(text)) and found["qid"] in message_of:
+                for delivery in observed.deliveries.values():
+                    if delivery.message == message_of[found["qid"]] and (
+                        delivery.status == "deferred"
+                    ):
+                        delivery.status = "bounced"
+                        delivery.at = t
+                        delivery.log.append(line)
+                        if delivery.attempts:
+                            delivery.attempts[-1].outcome = "bounced"
                 continue
             if found := NOTIFICATION.match(text):
                 bounces[found["bounce"]] = found["qid"]
@@ -263,9 +278,13 @@ smtp_tls_security_level = none
                     for delivery in observed.deliveries.values():
                         if delivery.message == number:
                             delivery.log.append(line)
-                elif "connect to" in text or "warning" in text:
-                    self.extra.setdefault("unattributed", []).append(line)
+                elif "warning" in text:
+                    warnings.append(line)
         self.extra["bounces_settled"] = all(bounce_done.values())
+        self.extra["warnings"] = warnings
+        if len(self.case.messages) == 1:  # Postfix's warnings name no queue ID
+            for delivery in observed.deliveries.values():
+                delivery.log[:0] = warnings
         observed.arrivals = {n: arrived[q] for q, n in message_of.items() if q in arrived}
         observed.origin = origin
         self.extra["queue_ids"] = message_of
