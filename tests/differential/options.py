@@ -43,6 +43,7 @@ CASE_MTAS: dict[str, tuple[str, ...]] = {
     # Exim gives up at the last retry rule's cutoff (4 days: 38 min real at S = 150), and the
     # run copy cannot override the profile's retry rules (`retry_rules` is no sender key).
     "give-up": ("postfix", "haraka"),
+    "give-up-421": ("postfix", "haraka"),
 }
 
 

@@ -245,6 +245,10 @@ smtp_tls_security_level = none
                         delivery.log.append(line)
                         if delivery.attempts:
                             delivery.attempts[-1].outcome = "bounced"
+                            # the relay of the last deferral (none if nothing answered)
+                            last = re.search(r"relay=([^,]+),", delivery.attempts[-1].detail)
+                            if last and last[1] != "none":
+                                delivery.relay = last[1].rsplit(":", 1)[0].lower()
                 continue
             if found := NOTIFICATION.match(text):
                 bounces[found["bounce"]] = found["qid"]
