@@ -26,6 +26,8 @@ CASE_OPTIONS: dict[str, dict[str, Any]] = {
         "totals": ("relay", "hosts", "times"),
     },
     "fifty-messages-421": {"totals": ("attempts", "hosts", "times", "skipped")},
+    # Which of seven equal hosts come first is chance; how many one attempt tries is not.
+    "seven-equal-mx-refusing": {"unordered_hosts": True, "totals": ("hosts",)},
     # Haraka retries each message on its own schedule (no queue scans): per message.
     "haraka:fifty-messages-421": {"totals": ()},
 }

@@ -64,6 +64,8 @@ PENDING: dict[Key, str] = {
     ("haraka", "give-up", "dsn"): "connection failures defer as 5.1.2 (Tried all MXs); the "
     "bounce keeps 5.1.2",
     ("haraka", "give-up", "relay"): "no host answered: Haraka names no remote MTA",
+    ("haraka", "seven-equal-mx-refusing", "dsn"): "connection failures defer as 5.1.2 "
+    "(Tried all MXs)",
     ("haraka", "give-up-421", "dsn"): "when retries run out, the last 4.x.x becomes 5.x.x "
     "(4.3.2 -> 5.3.2)",
     ("haraka", "mx-no-address", "dsn"): "no MX address: deferred as 5.1.2 (Tried all MXs), "
