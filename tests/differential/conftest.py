@@ -103,26 +103,3 @@ def differential_results(
         except subprocess.TimeoutExpired:
             runner.kill()
             runner.wait()
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """Print each MTA's agreement table and keep the tables in out/differential/."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    factory = getattr(config, "_tmp_path_factory", None)
-    if factory is None:
-        return
-    shared = _shared_dir(factory, None)
-    tables = sorted(shared.glob("*-agreement.md")) if shared.exists() else []
-    if not tables:
-        return
-    keep = ROOT / "out" / "differential"
-    keep.mkdir(parents=True, exist_ok=True)
-    terminalreporter.section("differential: real MTAs vs mxsandbox run --profile")
-    for table in tables:
-        shutil.copy(table, keep / table.name)
-        results = table.with_name(table.name.replace("-agreement.md", "-results.json"))
-        if results.exists():
-            shutil.copy(results, keep / results.name)
-        terminalreporter.write(table.read_text() + "\n")
-    terminalreporter.write_line(f"(tables and per-case results also in {keep})")

@@ -131,6 +131,7 @@ async def play(mta_class: type[MTA], case: scn.Case, out: Path | None = None) ->
                 "run.json",
                 "run-trace.jsonl",
                 "events.jsonl",
+                "serve-record.jsonl",
             ):
                 if (home / name).exists():
                     shutil.copy(home / name, out / f"{mta_class.name}-{case.name}-{name}")
@@ -220,6 +221,9 @@ async def _play_real(mta: MTA, case: scn.Case, serve_copy: Path, result: CaseRes
             result.log = [line for _, line in tail.lines]
             result.extra["serve_events"] = len(srv.events)
             result.extra["names"] = srv.name_of
+            (mta.home / "serve-record.jsonl").write_text(
+                "".join(json.dumps(r) + "\n" for r in [srv.ready, *srv.events, srv.stopped])
+            )
             result.extra["origin"] = round(observed.origin, 3)
             result.extra["arrivals"] = {n: round(t, 3) for n, t in observed.arrivals.items()}
             return observed

@@ -157,7 +157,8 @@ smtp_tls_security_level = none
         shutil.chown(data, user="postfix")
         (self.config / "main.cf").write_text(self.main_cf())
         (self.config / "master.cf").write_text(MASTER_CF)
-        self.version = (await run_command(POSTCONF, "-h", "-d", "mail_version")).strip()
+        version = (await run_command(POSTCONF, "-h", "-d", "mail_version")).strip()
+        self.version = f"Postfix {version}"
         await run_command(
             "ip", "netns", "exec", namespace, POSTFIX, "-c", str(self.config), "start"
         )
