@@ -196,6 +196,7 @@ class Haraka(MTA):
         attempts: dict[str, dict[str, Any]] = {}  # todo uuid -> the attempt in progress
         dsn_jobs: dict[str, bool] = {}  # the DSNs' own todo uuids -> settled
         dsns_made = 0
+        bounces = 0  # bounces of messages with a sender: each makes one DSN
         for event in _events(self.events_path):
             kind = event["kind"]
             t = served.at_wall(event["t"])
@@ -220,6 +221,8 @@ class Haraka(MTA):
                 continue
             if kind == "dsn":
                 dsns_made += 1
+            if kind == "bounce" and event.get("sender"):
+                bounces += 1
             if kind == "dsn" and number is not None:
                 for found in event.get("statuses", []):
                     delivery = observed.delivery(number, found["recipient"])
@@ -258,7 +261,9 @@ class Haraka(MTA):
                         delivery.returned_status = rcpt.get("dsn_status")
         self.extra["queue_ids"] = message_of
         # Every DSN Haraka built has been queued and delivered (or bounced itself).
-        self.extra["bounces_settled"] = len(dsn_jobs) >= dsns_made and all(dsn_jobs.values())
+        self.extra["bounces_settled"] = (
+            dsns_made >= bounces and len(dsn_jobs) >= dsns_made and all(dsn_jobs.values())
+        )
         return observed
 
     @staticmethod

@@ -285,7 +285,15 @@ smtp_tls_security_level = none
                             delivery.log.append(line)
                 elif "warning" in text:
                     warnings.append(line)
-        self.extra["bounces_settled"] = all(bounce_done.values())
+        # Every message with a bounced recipient has its notification, delivered or bounced.
+        bounced = {
+            q
+            for q, n in message_of.items()
+            if any(d.message == n and d.status == "bounced" for d in observed.deliveries.values())
+        }
+        self.extra["bounces_settled"] = bounced <= set(bounces.values()) and all(
+            bounce_done.values()
+        )
         self.extra["warnings"] = warnings
         if len(self.case.messages) == 1:  # Postfix's warnings name no queue ID
             for delivery in observed.deliveries.values():
