@@ -22,7 +22,9 @@ __all__ = ["NETNS_ETC", "NamespaceUnavailable", "namespace"]
 
 NETNS_ETC = Path("/etc/netns")
 COMMAND_TIMEOUT = 20.0
-RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:2 attempts:2 trust-ad\n"
+# A busy machine (fifty deliveries asking at once) must not turn into DNS timeouts: the
+# sandbox's DNS never times out unless a case says so.
+RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:3 attempts:3 trust-ad\n"
 
 
 class NamespaceUnavailable(RuntimeError):

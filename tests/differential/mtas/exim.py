@@ -318,7 +318,9 @@ class Exim(MTA):
     ) -> dict[str, Any]:
         """A new attempt; it began at the first MX query for the message's domain since the
         message's previous line, if serve saw one, else at this line."""
-        since = last_line.get(qid, t - 1.0)
+        # Exim may write a line a few milliseconds after the delivery process it forked has
+        # already asked DNS: look a little before the previous line.
+        since = last_line.get(qid, t - 1.0) - 0.25
         start = _first_query(served, self.case.domains, since, t)
         return {"t": start, "hosts": [], "results": {}, "lines": []}
 
