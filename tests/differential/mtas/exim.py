@@ -248,6 +248,7 @@ class Exim(MTA):
             for recipient in message.recipients:
                 observed.delivery(message.number, recipient)
         message_of: dict[str, int] = {}
+        self._began: dict[str, float] = {}  # QID -> when its latest attempt began
         bounce_of: dict[str, str] = {}  # bounce QID -> original QID
         done: dict[str, bool] = {}  # every QID seen -> Completed
         # Per QID, the attempt being read: its first line's time, hosts, recipients seen.
@@ -319,9 +320,12 @@ class Exim(MTA):
         """A new attempt; it began at the first MX query for the message's domain since the
         message's previous line, if serve saw one, else at this line."""
         # Exim may write a line a few milliseconds after the delivery process it forked has
-        # already asked DNS: look a little before the previous line.
+        # already asked DNS: look a little before the previous line, but never at or before
+        # the query that began the previous attempt.
         since = last_line.get(qid, t - 1.0) - 0.25
+        since = max(since, self._began.get(qid, since - 1.0) + 0.001)
         start = _first_query(served, self.case.domains, since, t)
+        self._began[qid] = start
         return {"t": start, "hosts": [], "results": {}, "lines": []}
 
     def _result(

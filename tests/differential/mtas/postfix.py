@@ -10,6 +10,7 @@ when it appears, which puts it on the serve clock to within a few tens of millis
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import time
@@ -299,7 +300,11 @@ smtp_tls_security_level = none
             for delivery in observed.deliveries.values():
                 delivery.log[:0] = warnings
         observed.arrivals = {n: arrived[q] for q, n in message_of.items() if q in arrived}
-        observed.origin = origin
+        # Its queue scans count from the queue manager's start: from /proc when we found the
+        # process (to 10 ms), else from the master's "daemon started" line (postlogd may write
+        # that line late).
+        started = getattr(self, "qmgr_started", None)
+        observed.origin = served.at_wall(started) if started is not None else origin
         self.extra["queue_ids"] = message_of
         return observed
 
@@ -361,3 +366,29 @@ def _on_serve_clock(match: re.Match[str], seen: float, served: Served) -> float:
     )
     second = time.mktime(logged.timetuple())
     return served.at_wall(min(max(seen, second), second + 0.999))
+
+
+def _qmgr_started(master_pid_file: Path) -> float | None:
+    """When the queue manager (the master's child named qmgr) started, in epoch seconds."""
+    try:
+        master = int(master_pid_file.read_text().split()[0])
+        ticks = os.sysconf("SC_CLK_TCK")
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if name == "qmgr" and int(fields[1]) == master:
+                return boot + int(fields[19]) / ticks
+    except (OSError, ValueError, StopIteration):
+        return None
+    return None
