@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system demo test lint unit bench
+.PHONY: setup system demo test lint unit bench differential
 
 # A virtualenv with the package (editable) and its dev tools; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -13,9 +13,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Debian packages some tests need (dig, Postfix, Chromium); a no-op once installed.
+# Debian packages some tests need (dig, Postfix, Chromium), and the three real MTAs of the
+# differential tests (Exim unpacked and Haraka from npm, both into .cache/); a no-op once there.
 system:
 	scripts/setup-system
+	scripts/setup-differential
 
 demo: setup
 	$(VENV)/bin/mxsandbox run scenarios/primary-down.yaml
@@ -25,11 +27,18 @@ lint: setup
 	$(VENV)/bin/ruff format --check sandbox tests bench
 	$(VENV)/bin/mypy
 
+# The differential tests run after the rest, on their own: their real MTAs keep real time.
 test: system lint
-	$(PYTHON) -m pytest -n 2 -q
+	$(PYTHON) -m pytest -n 2 -q -m "not differential"
+	$(PYTHON) -m pytest -n 2 -q -m differential
 
 unit: setup
 	$(PYTHON) -m pytest -q tests/unit
+
+# Only the differential tests (root): the real Postfix, Exim and Haraka against `serve`,
+# compared with `run --profile`; the tables land in out/differential/.
+differential: system setup
+	$(PYTHON) -m tests.differential
 
 # The benchmarks (README, "Performance"): a table of figures beside their baselines, written
 # to bench/results.json; two to four minutes on two cores.

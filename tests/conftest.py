@@ -47,3 +47,10 @@ def pytest_configure(config: pytest.Config) -> None:
     the plugin treats as "no loop here"; pytest-asyncio sets its loops explicitly.
     """
     asyncio.set_event_loop(None)
+
+
+def pytest_terminal_summary(terminalreporter: object, config: pytest.Config) -> None:
+    """The differential suites' agreement tables, when they ran (tests/differential)."""
+    from tests.differential.summary import terminal_summary
+
+    terminal_summary(terminalreporter, config)

@@ -1,0 +1,196 @@
+"""Field by field, per (message, recipient): does ``mxsandbox run --profile`` do what the real
+MTA did?
+
+========  ================================================================================
+field     compared
+========  ================================================================================
+status    delivered / bounced / deferred (still queued when the case ended)
+dsn       the last DSN status code (Exim logs none for a deferral: not compared then)
+relay     the host that took the message or gave the final 5xx (final outcomes only)
+attempts  how many attempts tried something (DNS, a connection); skipped ones not counted
+hosts     per attempt, the hosts tried in order (connections refused or timed out included)
+times     per attempt, its start: the same count, each within the MTA's tolerance (for an MTA
+          whose retries are timed from the last failure, Haraka, the first start and then the
+          gaps between starts: a whole-second retry timer would otherwise add up)
+skipped   attempts the MTA skipped without trying (Postfix "delivery temporarily
+          suspended", Exim "retry time not reached")
+returned  whether a DSN (bounce) went back to the envelope sender
+sessions  per host, the SMTP sessions it saw (serve's record; run mode's host sessions)
+========  ================================================================================
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tests.differential.model import UNSEEN, Delivery, Observed
+from tests.differential.options import options_for
+
+if TYPE_CHECKING:
+    from tests.differential.mtas import MTA
+    from tests.differential.scenario import Case
+
+__all__ = ["FIELDS", "Comparison", "FieldResult", "compare"]
+
+FIELDS = (
+    "status",
+    "dsn",
+    "relay",
+    "attempts",
+    "hosts",
+    "times",
+    "skipped",
+    "returned",
+    "sessions",
+)
+
+
+@dataclass
+class FieldResult:
+    field: str
+    agree: bool | None  # None: not comparable (the real MTA does not show it)
+    real: Any = None
+    run: Any = None
+    where: str = ""  # the first (message, recipient) that disagrees
+    differ: int = 0  # how many (message, recipient) disagree
+    of: int = 0  # out of how many
+
+    def cell(self) -> str:
+        if self.agree is None:
+            return "n/a"
+        if self.agree:
+            return "agree"
+        many = f" ({self.differ}/{self.of})" if self.of > 1 else ""
+        where = f" {self.where}:" if self.where else ""
+        return f"DIFFER{many}{where} real {_short(self.real)} | run {_short(self.run)}"
+
+
+@dataclass
+class Comparison:
+    fields: dict[str, FieldResult] = field(default_factory=dict)
+
+    def disagreeing(self) -> list[str]:
+        return [name for name, result in self.fields.items() if result.agree is False]
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: asdict(result) for name, result in self.fields.items()}
+
+
+def _short(value: Any, limit: int = 70) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _values(name: str, delivery: Delivery, unordered: bool, gaps: bool = False) -> Any:
+    if name == "status":
+        return delivery.status
+    if name == "dsn":
+        return delivery.dsn
+    if name == "relay":
+        return delivery.relay if delivery.status != "deferred" else None
+    if name == "attempts":
+        return len(delivery.tried)
+    if name == "hosts":
+        hosts = [a.hosts for a in delivery.tried]
+        return [sorted(h) for h in hosts] if unordered else hosts
+    if name == "times":
+        times = [a.t for a in delivery.tried]
+        if gaps:
+            times = times[:1] + [b - a for a, b in itertools.pairwise(times)]
+        return [round(t, 2) for t in times]
+    if name == "skipped":
+        return len(delivery.skipped)
+    if name == "returned":
+        return delivery.returned
+    raise KeyError(name)
+
+
+def _same(name: str, real: Any, run: Any, tolerance: float) -> bool | None:
+    if real == UNSEEN or (isinstance(real, list) and UNSEEN in real):
+        return None
+    if name == "times":
+        return len(real) == len(run) and all(
+            abs(a - b) <= tolerance for a, b in zip(real, run, strict=True)
+        )
+    return bool(real == run)
+
+
+def compare(mta: MTA, case: Case, real: Observed, run: Observed) -> Comparison:
+    options = options_for(mta.name, case.name)
+    unordered = bool(options.get("unordered_hosts"))
+    tolerance = float(options.get("tolerance", mta.tolerance))
+    gaps = mta.times_mode == "gaps"
+    keys = sorted(set(real.deliveries) | set(run.deliveries))
+    comparison = Comparison()
+    for name in FIELDS:
+        if name == "sessions":
+            comparison.fields[name] = _sessions(real, run, options)
+            continue
+        if name in options.get("totals", ()):
+            comparison.fields[name] = _totals(name, keys, real, run, unordered)
+            continue
+        result = FieldResult(name, True, of=len(keys))
+        comparable = False
+        for key in keys:
+            real_value = _values(name, real.delivery(*key), unordered, gaps)
+            run_value = _values(name, run.delivery(*key), unordered, gaps)
+            same = _same(name, real_value, run_value, tolerance)
+            if same is None:
+                continue
+            comparable = True
+            if result.differ == 0 and (same is False or result.real is None):
+                result.real, result.run = real_value, run_value
+            if same is False:
+                if result.differ == 0:
+                    result.where = f"m{key[0]} {key[1]}" if len(keys) > 1 else ""
+                    result.real, result.run = real_value, run_value
+                result.differ += 1
+                result.agree = False
+        if not comparable:
+            result.agree = None
+        comparison.fields[name] = result
+    return comparison
+
+
+def _totals(
+    name: str, keys: list[tuple[int, str]], real: Observed, run: Observed, unordered: bool
+) -> FieldResult:
+    """A field over all the messages together, where which message got which is chance (or
+    the MTA's internal ordering): a count, or the set of values."""
+
+    def total(side: Observed) -> Any:
+        values = [_values(name, side.delivery(*key), unordered) for key in keys]
+        if name in ("attempts", "skipped"):
+            return sum(values)
+        if name == "hosts":  # how many hosts each attempt tried, over all attempts
+            return dict(sorted(Counter(len(h) for v in values for h in v).items()))
+        if name == "times":  # when the messages were settled: first and last
+            finals = [side.delivery(*key).at for key in keys]
+            done = [t for t in finals if t is not None]
+            return [round(min(done), 2), round(max(done), 2)] if done else []
+        return sorted({str(v) for v in values})
+
+    real_total, run_total = total(real), total(run)
+    if name == "times":
+        tolerance = 1.0
+        same = len(real_total) == len(run_total) and all(
+            abs(a - b) <= tolerance for a, b in zip(real_total, run_total, strict=True)
+        )
+    else:
+        same = real_total == run_total
+    return FieldResult(name, same, real_total, run_total, where="all messages", of=1)
+
+
+def _sessions(real: Observed, run: Observed, options: dict[str, Any]) -> FieldResult:
+    hosts = sorted(h for h in set(real.sessions) | set(run.sessions))
+    real_counts = {h: real.sessions.get(h, 0) for h in hosts if real.sessions.get(h, 0)}
+    run_counts = {h: run.sessions.get(h, 0) for h in hosts if run.sessions.get(h, 0)}
+    if options.get("sessions") == "total":
+        same = sum(real_counts.values()) == sum(run_counts.values())
+        return FieldResult(
+            "sessions", same, sum(real_counts.values()), sum(run_counts.values()), of=1
+        )
+    return FieldResult("sessions", real_counts == run_counts, real_counts, run_counts, of=1)
