@@ -10,6 +10,8 @@ Private or undocumented names, all used below and nowhere else:
 - ``__dir__``, consulted by ``SMTP.__init__``: answered with fewer names, for speed;
 - ``_getaddr``: wrapped with a cache, for speed;
 - ``_handler_coroutine``: the task that runs the conversation, so that it can be awaited;
+- ``_timeout_cb``, the idle timer's callback: extended to abort a connection whose client
+  stopped reading;
 - the ``__smtp_syntax__`` marks of ``@syntax``: copied onto our overrides, for HELP;
 - ``command_size_limit``: read to tell what aiosmtpd will take for a command.
 
@@ -87,6 +89,18 @@ class PatchedSMTP(SMTP):
         outcome, so that a lost connection is never reported as "Task exception was never
         retrieved", and awaits it when the host closes."""
         return cast("asyncio.Task[None]", self._handler_coroutine)
+
+    # -- the idle timeout --------------------------------------------------------------------
+
+    def _timeout_cb(self) -> None:
+        """aiosmtpd closes an idle session with ``transport.close()``, which first sends what
+        is buffered: for a client that stopped reading, never, and the connection (its file
+        descriptor and buffer) would stay for good. Abort it instead when anything is left
+        unsent."""
+        transport = cast("asyncio.Transport | None", self.transport)
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()
 
     # -- HELP -------------------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ accepted; ``session_outline`` puts a whole session in one line.
 from __future__ import annotations
 
 import email.policy
+import sys
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -25,6 +27,8 @@ __all__ = [
 
 # A client line longer than this (with no end of line) is recorded in pieces, not buffered.
 _MAX_PENDING = 8192
+
+Line = tuple[float, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,27 +64,63 @@ class SessionRecord:
 
 
 class SessionLog:
-    """The live, growing record of one session; :meth:`snapshot` freezes it."""
+    """The live, growing record of one session; :meth:`snapshot` freezes it.
 
-    def __init__(self, clock: Callable[[], float], client: str, behaviour: str) -> None:
+    Bounded on request (serve mode): it keeps the first ``head`` lines and the last ``tail``,
+    each cut at ``line_chars`` characters, and in place of the lines between, one line
+    ``<… N more lines not kept>`` (on the client's side, like ``<message: N bytes>``)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        client: str,
+        behaviour: str,
+        *,
+        head: int = sys.maxsize,
+        tail: int = 0,
+        line_chars: int = sys.maxsize,
+    ) -> None:
         self._clock = clock
         self.opened = clock()
         self.closed: float | None = None
         self.client = client
         self.behaviour = behaviour
-        self.lines: list[tuple[float, str, str]] = []
+        self._head_lines: list[Line] = []
+        self._head = head
+        self._tail: deque[Line] = deque(maxlen=tail)
+        self._line_chars = line_chars
+        self._left_out = 0
+        self._left_out_since = 0.0
 
     def add(self, side: Literal["C", "S"], line: str) -> None:
-        self.lines.append((self._clock(), side, line))
+        if len(line) > self._line_chars:
+            line = line[: self._line_chars] + "…"
+        entry = (self._clock(), side, line)
+        if len(self._head_lines) < self._head:
+            self._head_lines.append(entry)
+            return
+        tail = self._tail
+        if len(tail) == tail.maxlen:  # the oldest line of the tail, or this one, goes
+            if not self._left_out:
+                self._left_out_since = tail[0][0] if tail else entry[0]
+            self._left_out += 1
+        if tail.maxlen:
+            tail.append(entry)
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        """The transcript so far, as the snapshot will hold it."""
+        if not self._left_out:
+            return (*self._head_lines, *self._tail)
+        gap = (self._left_out_since, "C", f"<… {self._left_out} more lines not kept>")
+        return (*self._head_lines, gap, *self._tail)
 
     def close(self) -> None:
         if self.closed is None:
             self.closed = self._clock()
 
     def snapshot(self) -> SessionRecord:
-        return SessionRecord(
-            self.opened, self.closed, self.client, self.behaviour, tuple(self.lines)
-        )
+        return SessionRecord(self.opened, self.closed, self.client, self.behaviour, self.lines)
 
 
 class ClientLines:
@@ -209,7 +249,12 @@ def session_outline(transcript: Iterable[tuple[float, str, str]]) -> str:
     parts: list[str] = []
     pending: str | None = None
     for _, side, line in transcript:
-        if side == "C":
+        if side == "C" and line.startswith("<…"):  # lines a bounded transcript left out
+            if pending is not None:
+                parts.append(f"{pending}→…")
+            parts.append(line[1:-1])
+            pending = None
+        elif side == "C":
             if pending is not None:
                 parts.append(f"{pending}→…")
             pending = _verb(line)

@@ -34,11 +34,13 @@ def run_clock() -> Callable[[], float]:
 
 
 @contextlib.asynccontextmanager
-async def mail_host(events: list[Event] | None = None) -> AsyncIterator[MailHost]:
+async def mail_host(
+    events: list[Event] | None = None, behaviour: Behaviour | None = None
+) -> AsyncIterator[MailHost]:
     host = MailHost(
         "mx1.example.test",
         "192.0.2.10",
-        Timeline.constant(Behaviour()),
+        Timeline.constant(behaviour or Behaviour()),
         clock=run_clock(),
         emit=events.append if events is not None else None,
     )
@@ -434,3 +436,18 @@ async def test_every_session_is_reported_when_it_ends() -> None:
     sessions = [e for e in events if isinstance(e, HostSession)]
     assert len(sessions) == 2
     assert ("C", "\x00garbage") in [(side, line) for _, side, line in sessions[0].transcript]
+
+
+@pytest.mark.looptime
+async def test_a_client_that_leaves_during_a_late_greeting_ends_its_session_at_once() -> None:
+    # aiosmtpd ends the conversation at the client's EOF, but before its command loop (here,
+    # while the greeting waits ten minutes) it left the connection open until the idle timeout.
+    late = Behaviour(delays={"greeting": 600.0})
+    async with mail_host(behaviour=late) as host:
+        c = await Client.open(host)
+        await c.send(b"EHLO impatient.example.net\r\n")
+        await c.close()
+        await all_closed(host)
+        (record,) = host.sessions
+    assert record.closed is not None and record.closed < 1
+    assert said(record, "C") == ["EHLO impatient.example.net"] and not said(record, "S")
