@@ -10,6 +10,10 @@ What a host can see is what reached it. A host that refuses (nothing listens; th
 answers with a reset) or times out (the handshake is never answered) sees no session: leave it
 out of ``assert_tried_in_order`` and check it with ``assert_not_tried``.
 
+What it keeps is bounded (``retain``, see ``sandbox.serve.retention``): the last 10,000 events,
+and per host the last 1,000 sessions and messages, within 64 MiB of message content. The
+counts stay exact (``totals``, ``dropped``), and the assertions that count use them.
+
 It works without pytest too::
 
     async with ServedScenario.from_source("scenarios/primary-down.yaml") as sb:
@@ -31,10 +35,11 @@ from sandbox.hosts.transcript import StoredMessage, session_outline
 from sandbox.scenario.load import host_behaviour, load_scenario, scenario_from_mapping
 from sandbox.scenario.model import Behaviour, Phase, Scenario, Timeline
 from sandbox.serve.plan import Placement
+from sandbox.serve.retention import Retention, RetentionSpec
 from sandbox.serve.trap import ServerErrorTrap
 from sandbox.serve.world import ServedWorld
 
-__all__ = ["ScenarioSource", "ServedScenario", "Session", "load_source"]
+__all__ = ["Dropped", "ScenarioSource", "ServedScenario", "Session", "Totals", "load_source"]
 
 ScenarioSource = str | Path | Mapping[str, Any] | Scenario
 BehaviourSpec = str | Mapping[str, Any] | Sequence[Any] | Behaviour | Timeline[Behaviour]
@@ -80,6 +85,26 @@ class Session:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What one host (or all of them) saw, counted exactly, kept or not: ``sessions``
+    (connections that reached it), ``accepted`` messages, and ``too_many``, the connections
+    answered ``421 4.7.0`` because as many sessions as it serves at once were open."""
+
+    sessions: int
+    accepted: int
+    too_many: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """How many events, sessions and messages the retention limits have dropped so far."""
+
+    events: int
+    sessions: int
+    messages: int
+
+
 def load_source(source: ScenarioSource, *, base: Path | None = None) -> Scenario:
     """A scenario from a path (relative to the working directory, else to ``base``), an
     inline mapping (``name`` defaults to ``inline``) or a Scenario."""
@@ -104,6 +129,7 @@ class ServedScenario:
         dns: tuple[str, int] = ("127.0.0.1", 0),
         smtp_port: int = 0,
         first_address: str | None = None,
+        retain: RetentionSpec = None,
     ) -> None:
         self.scenario = scenario
         self._on_event = on_event
@@ -115,6 +141,7 @@ class ServedScenario:
             smtp_port=smtp_port,
             first_address=first_address,
             sinks=[self._emitted],
+            retain=retain,
         )
 
     @classmethod
@@ -208,12 +235,38 @@ class ServedScenario:
     # -- what happened -------------------------------------------------------------------------
 
     @property
+    def retention(self) -> Retention:
+        """What the sandbox keeps (``retain=``)."""
+        return self._sandbox.retention
+
+    @property
     def events(self) -> list[Event]:
-        """Every event so far (DNS queries served, host sessions, accepted messages, …)."""
-        return list(self._sandbox.events)
+        """The events so far (DNS queries served, host sessions, accepted messages, …): the
+        last ``retention.events`` of them. ``on_event`` sees every one."""
+        return self._sandbox.events
+
+    def totals(self, host: str | None = None) -> Totals:
+        """The exact counts of ``host`` (all hosts when None), whatever was dropped."""
+        hosts = self._sandbox.hosts if host is None else self._hosts(host)
+        return Totals(
+            sessions=sum(h.connections for h in hosts),
+            accepted=sum(h.accepted for h in hosts),
+            too_many=sum(h.too_many for h in hosts),
+        )
+
+    @property
+    def dropped(self) -> Dropped:
+        """How many events, sessions and messages were dropped to stay within ``retain``."""
+        hosts = self._sandbox.hosts
+        return Dropped(
+            events=self._sandbox.events_total - len(self._sandbox.events),
+            sessions=sum(h.sessions_dropped for h in hosts),
+            messages=sum(h.messages_dropped for h in hosts),
+        )
 
     def sessions(self, host: str | None = None) -> list[Session]:
-        """Every session of ``host`` (all hosts when None), in the order they opened."""
+        """The sessions of ``host`` (all hosts when None) in the order they opened: every
+        one, unless more than ``retention.sessions`` per host (then the last ones)."""
         pairs = self._placed() if host is None else self._placed(self._hosts(host))
         found = [
             Session(
@@ -232,7 +285,8 @@ class ServedScenario:
         return sorted(found, key=lambda s: s.opened)
 
     def mailbox(self, host: str | None = None) -> list[StoredMessage]:
-        """The messages ``host`` (all hosts when None) accepted, with their envelopes."""
+        """The messages ``host`` (all hosts when None) accepted, with their envelopes (those
+        kept: see ``retention``)."""
         hosts = self._sandbox.hosts if host is None else self._hosts(host)
         return sorted((m for h in hosts for m in h.mailbox), key=lambda m: m.t)
 
@@ -264,6 +318,11 @@ class ServedScenario:
     def assert_tried_in_order(self, hosts: Sequence[str]) -> None:
         """The hosts that saw a session, in order, are exactly ``hosts``."""
         self.raise_errors()
+        if dropped := self.dropped.sessions:
+            raise AssertionError(
+                f"cannot tell the order of every session: {dropped} of the oldest were dropped "
+                f"to stay within retain={self.retention} (raise its sessions= to keep them)"
+            )
         expected = [h.lower().rstrip(".") for h in hosts]
         observed = self.tried()
         if observed != expected:
@@ -275,18 +334,18 @@ class ServedScenario:
     def assert_not_tried(self, host: str) -> None:
         """No session ever reached ``host``."""
         self.raise_errors()
-        seen = self.sessions(host)
+        seen = self.totals(host).sessions
         if seen:
             raise AssertionError(
-                f"expected no session at {host}, observed {len(seen)}:\n{self._story()}"
+                f"expected no session at {host}, observed {seen}:\n{self._story()}"
             )
 
     def assert_accepted(self, host: str, count: int = 1) -> None:
         """``host`` accepted exactly ``count`` messages."""
         self.raise_errors()
-        accepted = len(self.mailbox(host))
+        accepted = self.totals(host).accepted
         if accepted != count:
-            counts = ", ".join(f"{name}: {len(self.mailbox(name))}" for name in self.hosts)
+            counts = ", ".join(f"{name}: {self.totals(name).accepted}" for name in self.hosts)
             raise AssertionError(
                 f"expected {host} to accept {count} message(s), it accepted {accepted} "
                 f"(accepted per host: {counts})\n{self._story()}"

@@ -8,6 +8,9 @@ fixture.
         await my_sender.send(dns=sb.dns, smtp_port=sb.smtp_port, ...)
         sb.assert_accepted("mx2.example.test")
 
+``mx_sandbox(scenario, retain="events=100000")`` keeps more (or less) than the defaults (see
+``sandbox.serve.retention``).
+
 The fixture is a function: each call serves one scenario in the test's event loop (real
 time; pytest-asyncio runs the test), and every sandbox it started is stopped at teardown.
 Errors raised inside the servers are raised again at teardown (and by the assertion
@@ -25,6 +28,7 @@ import pytest
 
 from sandbox.events import Emit
 from sandbox.serve.harness import ScenarioSource, ServedScenario, load_source
+from sandbox.serve.retention import RetentionSpec
 
 __all__ = ["MxSandbox", "mx_sandbox"]
 
@@ -33,7 +37,11 @@ class MxSandbox(Protocol):
     """The fixture's type, for annotations: ``async def test_x(mx_sandbox: MxSandbox)``."""
 
     def __call__(
-        self, scenario: ScenarioSource, *, on_event: Emit | None = None
+        self,
+        scenario: ScenarioSource,
+        *,
+        on_event: Emit | None = None,
+        retain: RetentionSpec = None,
     ) -> Awaitable[ServedScenario]: ...
 
 
@@ -57,8 +65,10 @@ async def _mx_sandbox(request: pytest.FixtureRequest) -> AsyncIterator[MxSandbox
     started: list[ServedScenario] = []
     base = Path(request.config.rootpath)
 
-    async def serve(scenario: ScenarioSource, *, on_event: Emit | None = None) -> ServedScenario:
-        served = ServedScenario(load_source(scenario, base=base), on_event=on_event)
+    async def serve(
+        scenario: ScenarioSource, *, on_event: Emit | None = None, retain: RetentionSpec = None
+    ) -> ServedScenario:
+        served = ServedScenario(load_source(scenario, base=base), on_event=on_event, retain=retain)
         await served.start()
         started.append(served)
         return served
