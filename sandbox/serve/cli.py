@@ -28,6 +28,7 @@ from sandbox.output.narrative import clock_text
 from sandbox.output.stream import LineStream
 from sandbox.scenario.model import Scenario
 from sandbox.serve.plan import CLI_FIRST_ADDRESS, DEFAULT_DNS, DEFAULT_SMTP_PORT, Placement
+from sandbox.serve.resources import AcceptFailures, raise_fd_limit
 from sandbox.serve.retention import DEFAULT_RETENTION, Retention
 
 if TYPE_CHECKING:
@@ -97,6 +98,9 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    raise_fd_limit()
+    failures = AcceptFailures(_say)
+    failures.install(loop)
     sandbox = ServedWorld(
         scenario,
         dns=dns,
@@ -117,6 +121,7 @@ async def _serve(
     finally:
         ended = sandbox.clock()
         await sandbox.stop()
+        failures.close()
     out.stopped(sandbox, ended)
     if not await out.close():
         _say(

@@ -123,8 +123,10 @@ class Watched:
     ready: dict[str, Any] = field(default_factory=dict)
     stopped: dict[str, Any] | None = None
     lines: list[Line] = field(default_factory=list)
+    errors: bytearray = field(default_factory=bytearray)  # stderr so far
     _new: asyncio.Event = field(default_factory=asyncio.Event)
     _reader: asyncio.Task[None] | None = None
+    _errors_reader: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int:
@@ -148,16 +150,28 @@ class Watched:
                 self._new.clear()
                 await self._new.wait()
 
+    async def wait_for_errors(self, text: str, count: int = 1) -> None:
+        """Wait (boundedly) until stderr holds ``text`` ``count`` times."""
+        async with asyncio.timeout(EVENT_TIMEOUT):
+            while self.errors.count(text.encode()) < count:
+                self._new.clear()
+                await self._new.wait()
+
     async def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
         """Signal serve; return its exit code and stderr once it has ended."""
         self.process.send_signal(signum)
-        assert self.process.stderr is not None
         async with asyncio.timeout(STOP_TIMEOUT):
-            errors = await self.process.stderr.read()
-            if self._reader is not None:
-                await self._reader
+            for reader in (self._reader, self._errors_reader):
+                if reader is not None:
+                    await reader
             code = await self.process.wait()
-        return code, errors.decode()
+        return code, self.errors.decode()
+
+    async def _read_errors(self) -> None:
+        assert self.process.stderr is not None
+        while chunk := await self.process.stderr.read(1 << 16):
+            self.errors += chunk
+            self._new.set()
 
     async def _read(self) -> None:
         assert self.process.stdout is not None
@@ -211,18 +225,21 @@ async def watched(
     )
     served = Watched(process)
     served._reader = asyncio.create_task(served._read())
+    served._errors_reader = asyncio.create_task(served._read_errors())
     try:
         async with asyncio.timeout(STARTUP_TIMEOUT):
             while not served.ready and not served._reader.done():
                 served._new.clear()
                 await served._new.wait()
         if not served.ready:
-            assert process.stderr is not None
-            raise AssertionError(f"serve did not start: {(await process.stderr.read())!r}")
+            await process.wait()
+            await served._errors_reader
+            raise AssertionError(f"serve did not start: {served.errors.decode()!r}")
         yield served
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-        if not served._reader.done():
-            served._reader.cancel()
+        for reader in (served._reader, served._errors_reader):
+            if not reader.done():
+                reader.cancel()
