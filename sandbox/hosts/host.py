@@ -97,7 +97,9 @@ class MailHost:
         self._timeline = behaviour
         self._clock = clock
         self._emit = emit
-        self._socket = HostSocket(bind, new_session=self._new_session, warn=self._warn)
+        self._socket = HostSocket(
+            bind, new_session=self._new_session, warn=self._warn, reclaim=limits.reclaim_port
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._origin = 0.0  # loop time at which clock() was 0
         self._timers: list[asyncio.TimerHandle] = []

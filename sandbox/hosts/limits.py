@@ -14,7 +14,9 @@ nobody vouches for, so it bounds every record and buffer (``HostLimits.serving``
   ``421 4.7.0`` and is closed;
 - an SMTP session that says nothing for ``idle_timeout`` seconds is closed (RFC 5321
   §4.5.3.2.7: a server should wait at least five minutes), a silent host's after
-  ``silent_timeout`` (None: never).
+  ``silent_timeout`` (None: never);
+- with ``reclaim_port``, a refusing port that had to be bound shared is made the host's alone
+  again as soon as it can be (``sockets``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class HostLimits:
     concurrent_sessions: int = UNLIMITED
     idle_timeout: float = RUN_IDLE_TIMEOUT
     silent_timeout: float | None = None
+    reclaim_port: bool = False
 
     @classmethod
     def serving(cls, *, sessions: int, messages: int, content_bytes: int) -> HostLimits:
@@ -75,6 +78,7 @@ class HostLimits:
             concurrent_sessions=SERVE_CONCURRENT_SESSIONS,
             idle_timeout=SERVE_IDLE_TIMEOUT,
             silent_timeout=SERVE_SILENT_TIMEOUT,
+            reclaim_port=True,
         )
 
 
