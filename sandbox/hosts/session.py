@@ -13,6 +13,7 @@ Where the session leans on aiosmtpd beyond its documented interface, the why is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -216,6 +217,9 @@ class SmtpSession(PatchedSMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
+        # Nothing more will be read: let go of what waited for the greeting now, rather than
+        # when the collector breaks the session's reference cycles.
+        self._early, self._early_commands = None, []
         assert self._log is not None and self._lines is not None
         self._lines.finish()
         try:
@@ -431,6 +435,8 @@ def _client_of(transport: asyncio.BaseTransport) -> str:
 
 def _retrieve(task: asyncio.Task[None]) -> None:
     # Read the conversation task's outcome, so that a lost connection is never reported as
-    # "Task exception was never retrieved".
-    if not task.cancelled():
+    # "Task exception was never retrieved". Reading a cancelled task's outcome also makes it
+    # let go of the CancelledError, whose traceback holds the conversation's frames (and what
+    # they were reading) until the collector breaks the session's reference cycles.
+    with contextlib.suppress(asyncio.CancelledError):
         task.exception()
