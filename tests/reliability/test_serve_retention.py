@@ -23,6 +23,7 @@ import pytest
 
 from sandbox import scenario_from_mapping
 from sandbox.serve.harness import Dropped, ServedScenario, Totals
+from tests.helpers import mxsandbox
 from tests.reliability.budget import scaled
 from tests.reliability.figures import MiB, mib, quiet, rss, show
 from tests.reliability.hostile import Watched, udp_queries, watched
@@ -144,3 +145,10 @@ async def test_the_harness_says_what_it_dropped_and_counts_everything() -> None:
         sb.assert_accepted("mx1.example.test", 6)  # the exact count, not what is kept
         with pytest.raises(AssertionError, match="4 of the oldest were dropped"):
             sb.assert_tried_in_order(["mx1.example.test"] * 6)
+
+
+def test_a_retention_that_makes_no_sense_is_refused_with_exit_2() -> None:
+    done = mxsandbox("serve", "scenarios/primary-down.yaml", "--retain", "events=lots")
+    assert done.returncode == 2
+    assert "--retain: events=lots: the value must be a count, or all" in done.stderr
+    assert "Traceback" not in done.stderr
