@@ -206,8 +206,9 @@ class World:
             await host.close()
 
     async def stop(self) -> None:
-        for host in self.hosts:
-            await host.close()
+        # All hosts at once: one after the other, each would wait for its sessions to end
+        # while clients of the others, still connected, kept the loop busy.
+        await asyncio.gather(*(host.close() for host in self.hosts))
         if self.dns is not None:
             await self.dns.close()
 

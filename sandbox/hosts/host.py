@@ -114,6 +114,7 @@ class MailHost:
             opened=self._session_opened,
             closed=self._session_closed,
             store=self._store,
+            read_size=limits.read_size,
         )
         self._tag = f"{zlib.crc32(f'{name}/{address}'.encode()):08X}"
         self._closed = False

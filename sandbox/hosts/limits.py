@@ -16,7 +16,9 @@ nobody vouches for, so it bounds every record and buffer (``HostLimits.serving``
   §4.5.3.2.7: a server should wait at least five minutes), a silent host's after
   ``silent_timeout`` (None: never);
 - with ``reclaim_port``, a refusing port that had to be bound shared is made the host's alone
-  again as soon as it can be (``sockets``).
+  again as soon as it can be (``sockets``);
+- a session reads at most ``read_size`` bytes at a time (None: asyncio's 256 KiB), so that a
+  client that pipelines thousands of commands cannot hold the event loop for long.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class HostLimits:
     idle_timeout: float = RUN_IDLE_TIMEOUT
     silent_timeout: float | None = None
     reclaim_port: bool = False
+    read_size: int | None = None
 
     @classmethod
     def serving(cls, *, sessions: int, messages: int, content_bytes: int) -> HostLimits:
@@ -79,6 +82,7 @@ class HostLimits:
             idle_timeout=SERVE_IDLE_TIMEOUT,
             silent_timeout=SERVE_SILENT_TIMEOUT,
             reclaim_port=True,
+            read_size=16 * 1024,
         )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -60,6 +61,8 @@ class SessionHost:
     closed: Callable[[LiveSession, SessionLog], None]
     # (sender, recipients, content, client address) -> the message id
     store: Callable[[str, Iterable[str], bytes, str], str]
+    # The most a session reads at a time (None: asyncio's 256 KiB; see _read_in_pieces).
+    read_size: int | None = None
 
 
 # --- too many at once ------------------------------------------------------------------------
@@ -104,6 +107,7 @@ class SilentSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        _read_in_pieces(transport, self._host.read_size)
         self._log = self._host.opened(self, _client_of(transport), self._behaviour)
         self._lines = ClientLines(self._log)
         if self._host.closing():  # accepted while the host was closing
@@ -112,7 +116,7 @@ class SilentSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self._lines is not None
-        self._lines.feed(data)
+        self._lines.feed(data, commands=False)
         self._restart_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -202,11 +206,14 @@ class SmtpSession(PatchedSMTP):
         self._hung_up = False
         self._positive: Reply | None = None  # a positive scripted reply for the next answer
         self._reading_paused = False  # by this class; aiosmtpd's reader pauses on its own
+        self._replies_pile_up = False  # the transport's buffer is past its high-water mark
+        self._unanswered: deque[str] = deque()  # commands after a rejecting greeting
 
     # -- connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._wire = cast(asyncio.Transport, transport)
+        _read_in_pieces(transport, self._host.read_size)
         self._client = _client_of(transport)
         self._log = self._host.opened(self, self._client, self._behaviour)
         self._lines = ClientLines(self._log, hold_after_data_up_to=COMMAND_SIZE_LIMIT)
@@ -220,6 +227,7 @@ class SmtpSession(PatchedSMTP):
         # Nothing more will be read: let go of what waited for the greeting now, rather than
         # when the collector breaks the session's reference cycles.
         self._early, self._early_commands = None, []
+        self._unanswered.clear()
         assert self._log is not None and self._lines is not None
         self._lines.finish()
         try:
@@ -230,7 +238,8 @@ class SmtpSession(PatchedSMTP):
 
     def data_received(self, data: bytes) -> None:
         assert self._lines is not None
-        commands = self._lines.feed(data)
+        # The command lines matter only before the greeting and after a rejecting one.
+        commands = self._lines.feed(data, commands=self._early is not None or self._rejecting)
         if self._early is not None:  # the greeting is not decided yet: hold the bytes
             self._early += data
             self._early_commands += commands
@@ -271,13 +280,15 @@ class SmtpSession(PatchedSMTP):
 
     def pause_writing(self) -> None:
         super().pause_writing()
+        self._replies_pile_up = True
         if self._rejecting:  # replies pile up unread: stop reading the commands that ask more
             self._pause_reading()
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        self._replies_pile_up = False
         if self._rejecting:
-            self._resume_reading()
+            self._answer_rejected([])
 
     # -- replies --------------------------------------------------------------------------------
 
@@ -335,16 +346,23 @@ class SmtpSession(PatchedSMTP):
             self.transport.close()
 
     def _answer_rejected(self, commands: list[str]) -> None:
-        # aiosmtpd never sees these commands: the replies go straight to the transport.
+        # aiosmtpd never sees these commands: the replies go straight to the transport, as
+        # long as the client reads them; the rest wait (and the session stops reading) until
+        # it does, so that one read of many commands is not answered all in one go.
         assert self._log is not None and self._wire is not None
-        for command in commands:
-            if self._hung_up:
-                return
-            reply, hang_up = script.answer_while_rejecting(command)
+        self._unanswered.extend(commands)
+        while self._unanswered and not self._hung_up and not self._replies_pile_up:
+            reply, hang_up = script.answer_while_rejecting(self._unanswered.popleft())
             self._log.add("S", reply)
             self._wire.write(reply.encode() + b"\r\n")
             if hang_up:
                 self._hang_up()
+        if self._hung_up:
+            self._unanswered.clear()
+        elif self._unanswered:
+            self._pause_reading()
+        else:
+            self._resume_reading()
 
     # -- stages -----------------------------------------------------------------------------
 
@@ -426,6 +444,17 @@ class SmtpSession(PatchedSMTP):
         if action.positive is not None:
             return str(action.positive)
         return script.queued_reply(message_id)
+
+
+def _read_in_pieces(transport: asyncio.BaseTransport, size: int | None) -> None:
+    # asyncio's socket transport reads up to 256 KiB at a time, and a session handles what it
+    # reads before the loop runs anything else: aiosmtpd answers every command in its buffer
+    # while the client's kernel takes the replies, so 256 KiB of pipelined NOOPs held the
+    # loop (every host, the DNS server, the stop signal) for a few tenths of a second. Smaller
+    # reads keep it to milliseconds. ``max_size`` is the transport's own, undocumented (stable
+    # since Python 3.4); a transport without it reads as it does.
+    if size is not None and hasattr(transport, "max_size"):
+        transport.max_size = size
 
 
 def _client_of(transport: asyncio.BaseTransport) -> str:

@@ -107,6 +107,23 @@ class SessionLog:
         if tail.maxlen:
             tail.append(entry)
 
+    def add_raw(self, side: Literal["C", "S"], raws: list[bytes]) -> None:
+        """Lines from the wire, without their LF, said at once: what :meth:`add` does with
+        each, but a bounded log decodes only those it keeps, and counts the rest."""
+        room = max(0, self._head - len(self._head_lines))
+        for raw in raws[:room]:
+            self.add(side, decode_line(raw.rstrip(b"\r\n")))
+        rest = raws[room:]
+        most = self._tail.maxlen or 0
+        skipped = len(rest) - most  # would go through the tail and out again: only counted
+        if skipped > 0:
+            if not self._left_out:
+                self._left_out_since = self._tail[0][0] if self._tail else self._clock()
+            self._left_out += skipped
+            rest = rest[skipped:]
+        for raw in rest:  # add() counts what they push out of the tail
+            self.add(side, decode_line(raw.rstrip(b"\r\n")))
+
     @property
     def lines(self) -> tuple[Line, ...]:
         """The transcript so far, as the snapshot will hold it."""
@@ -170,13 +187,29 @@ class ClientLines:
         """Log the complete lines already received; return the command lines among them."""
         return self.feed(b"")
 
-    def feed(self, data: bytes) -> list[str]:
-        """Log the complete lines in ``data``; return the command lines among them."""
+    def feed(self, data: bytes, *, commands: bool = True) -> list[str]:
+        """Log the complete lines in ``data``; return the command lines among them (none
+        when ``commands`` is False: the caller does not need them, and a flood of lines is
+        then logged in bulk, only those the log keeps decoded)."""
         self._pending += data
-        commands: list[str] = []
-        while self._next_line(commands):
+        found: list[str] = []
+        if not commands and self._content is None and not self._held:
+            self._bulk()
+        while self._next_line(found):
             pass
-        return commands
+        return found
+
+    def _bulk(self) -> None:
+        end = self._pending.rfind(b"\n")
+        if end < 0:
+            return
+        block = bytes(self._pending[: end + 1])
+        if self._hold_after_data_up_to is not None and b"DATA" in block.upper():
+            return  # a DATA among them: line by line, to hold what follows it
+        del self._pending[: end + 1]
+        raws = block.split(b"\n")
+        raws.pop()  # after the last end of line: nothing
+        self._log.add_raw("C", raws)
 
     def finish(self) -> None:
         """The connection ended: log what was cut off."""

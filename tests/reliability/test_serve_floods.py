@@ -15,6 +15,8 @@ greeting is ``554`` (it answers ``503`` to each), to a ``silent`` host, to a hos
 is late (the bytes wait for it), to a normal host; message content of one-byte lines that never
 ends; and DNS queries pipelined over one TCP connection (RFC 7766). A flood ends early when
 serve stops reading, which is how it protects itself: the rest waits in the kernel's buffers.
+Last, SIGTERM in the middle of all six floods at once: exit 0 and the ``stopped`` record, with
+every flooded session cut (the time it took is printed, not asserted).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +139,9 @@ async def test_unread_smtp_input_costs_little_and_is_freed(
     assert all(s["closed"] is not None for s in flooded["sessions"][:2])
 
 
+DNS_QUERY = dns.message.make_query("good.example.test", "MX").to_wire()
+
+
 async def tcp_query(address: tuple[str, int]) -> None:
     query = dns.message.make_query("good.example.test", "A")
     answer = await dns.asyncquery.tcp(query, address[0], port=address[1], timeout=10)
@@ -145,7 +151,7 @@ async def tcp_query(address: tuple[str, int]) -> None:
 async def test_dns_queries_pipelined_over_tcp_and_never_read(
     scenario: Path, request: pytest.FixtureRequest
 ) -> None:
-    query = dns.message.make_query("good.example.test", "MX").to_wire()
+    query = DNS_QUERY
     async with watched(scenario, prefix=MEMORY_CAP) as served:
         before = rss(served.pid)
         reset_peak(served.pid)
@@ -165,3 +171,28 @@ async def test_dns_queries_pipelined_over_tcp_and_never_read(
         within_bounds(request, "DNS over TCP", sent, before, during, top, after, again)
         await still_serving(served)
         await stops_cleanly(served)
+
+
+async def test_serve_stops_in_the_middle_of_every_flood(
+    scenario: Path, request: pytest.FixtureRequest
+) -> None:
+    async with watched(scenario, prefix=MEMORY_CAP) as served:
+        sockets = []
+        try:
+            for case in ("reject", "silent", "slow", "good", "content"):
+                host, prefix, line = FLOODS[case]
+                sock, _ = await flood(served.address_of(f"{host}.example.test"), FLOOD, line,
+                                      prefix=prefix)  # fmt: skip
+                sockets.append(sock)
+            sock, _ = await flood(served.dns, DNS_FLOOD, DNS_QUERY, framed=True)
+            sockets.append(sock)
+            started = time.monotonic()
+            stopped = await stops_cleanly(served)  # every flood still connected
+            show(
+                request, f"SIGTERM during six floods: stopped in {time.monotonic() - started:.2f} s"
+            )
+        finally:
+            for sock in sockets:
+                sock.close()
+    sessions = [s for h in stopped["hosts"] for s in h["sessions"]]
+    assert len(sessions) == 5 and all(s["closed"] is not None for s in sessions)

@@ -1,12 +1,14 @@
-"""What serve keeps: the ``--retain`` spec, the bounded transcript and the content budget,
-without a socket."""
+"""What serve keeps: the ``--retain`` spec, the bounded transcript (lines logged one by one or
+in bulk alike) and the content budget, without a socket."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sandbox.hosts.limits import UNLIMITED, ContentBudget
-from sandbox.hosts.transcript import SessionLog, StoredMessage, session_outline
+from sandbox.hosts.transcript import ClientLines, SessionLog, StoredMessage, session_outline
 from sandbox.serve.retention import DEFAULT_RETENTION, KEEP_ALL, Retention
 
 
@@ -106,3 +108,30 @@ def test_the_content_budget_drops_the_oldest_and_keeps_the_newest() -> None:
     big = stored(500, 9)
     budget.add(big, lambda m: dropped.append(m.message_id))
     assert dropped[-1] == "ID3" and budget.kept == 500  # the newest stays, whatever its size
+
+
+lines_on_the_wire = st.lists(
+    st.sampled_from([b"NOOP", b"DATA", b"data x", b"", b"\xff\xfe", b"x" * 9000, b"QUIT"]),
+    max_size=60,
+)
+
+
+@given(
+    lines=lines_on_the_wire,
+    ends=st.lists(st.sampled_from([b"\r\n", b"\n"]), min_size=60, max_size=60),
+    cut=st.integers(1, 200),
+    bounds=st.sampled_from([{}, {"head": 5, "tail": 3}, {"head": 0, "tail": 0}, {"head": 2}]),
+)
+def test_lines_logged_in_bulk_read_as_lines_logged_one_by_one(
+    lines: list[bytes], ends: list[bytes], cut: int, bounds: dict[str, int]
+) -> None:
+    wire = b"".join(line + end for line, end in zip(lines, ends, strict=False))
+    transcripts = []
+    for commands in (True, False):
+        log = SessionLog(lambda: 0.0, "127.0.0.9", "accept", line_chars=100, **bounds)
+        client = ClientLines(log, hold_after_data_up_to=512)
+        for start in range(0, len(wire), cut):
+            client.feed(wire[start : start + cut], commands=commands)
+        client.finish()
+        transcripts.append(log.lines)
+    assert transcripts[0] == transcripts[1]
