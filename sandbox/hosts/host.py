@@ -15,7 +15,10 @@ The host holds the pieces together:
   from the behaviour in force when the connection arrives: ``silent`` gets a session that
   never answers, anything else an SMTP session that plays the script (``script``);
 - the records: every session's transcript, the mailbox, the greylisting table, and the
-  events ``host_session`` and ``host_accepted``.
+  events ``host_session`` and ``host_accepted``;
+- its limits (``limits``): run mode keeps every record; serve mode keeps the last so many
+  sessions and messages (with exact counts of all), bounds each transcript, and answers
+  ``421 4.7.0`` to a connection beyond its limit of sessions at once.
 
 Phase switching
 ---------------
@@ -34,14 +37,22 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from sandbox.core.addresses import ensure_loopback
 from sandbox.errors import bind_error
 from sandbox.events import Emit, HostAccepted, HostSession
 from sandbox.events import Warning as WarningEvent
+from sandbox.hosts.limits import RUN_LIMITS, ContentBudget, HostLimits
 from sandbox.hosts.script import Greylist
-from sandbox.hosts.session import LiveSession, SessionHost, SilentSession, SmtpSession
+from sandbox.hosts.session import (
+    BusySession,
+    LiveSession,
+    SessionHost,
+    SilentSession,
+    SmtpSession,
+)
 from sandbox.hosts.sockets import HostSocket, socket_state_for
 from sandbox.hosts.transcript import SessionLog, SessionRecord, StoredMessage
 from sandbox.scenario.model import Behaviour, Timeline
@@ -49,6 +60,10 @@ from sandbox.scenario.model import Behaviour, Timeline
 __all__ = ["MailHost"]
 
 Clock = Callable[[], float]
+
+# The idle timeout is set this far past the host's longest scripted delay, so that a delay
+# never looks like an idle client.
+_DELAY_MARGIN = 300.0
 
 
 class MailHost:
@@ -64,19 +79,31 @@ class MailHost:
         clock: Clock,
         emit: Emit | None = None,
         bind: tuple[str, int] = ("127.0.0.1", 0),
+        limits: HostLimits = RUN_LIMITS,
+        content: ContentBudget | None = None,
     ) -> None:
         ensure_loopback(bind[0])
         self.name = name
         self.address = address
+        self.limits = limits
+        # The messages kept (all of them in run mode), oldest first; ``accepted`` counts all.
         self.mailbox: list[StoredMessage] = []
+        self.accepted = 0
+        self.messages_dropped = 0
+        self.sessions_dropped = 0
+        self.too_many = 0  # connections answered 421: more than the limit at once
+        self._content = content if content is not None else ContentBudget(limits.content_bytes)
+        self._connections = 0
         self._timeline = behaviour
         self._clock = clock
         self._emit = emit
-        self._socket = HostSocket(bind, new_session=self._new_session, warn=self._warn)
+        self._socket = HostSocket(
+            bind, new_session=self._new_session, warn=self._warn, reclaim=limits.reclaim_port
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._origin = 0.0  # loop time at which clock() was 0
         self._timers: list[asyncio.TimerHandle] = []
-        self._logs: list[SessionLog] = []
+        self._logs: deque[SessionLog] = deque()
         self._live: set[LiveSession] = set()
         self._for_sessions = SessionHost(
             name=name,
@@ -87,9 +114,11 @@ class MailHost:
             opened=self._session_opened,
             closed=self._session_closed,
             store=self._store,
+            read_size=limits.read_size,
         )
         self._tag = f"{zlib.crc32(f'{name}/{address}'.encode()):08X}"
         self._closed = False
+        self._busy = False  # at the limit of sessions at once, and warned
 
     # -- public API -----------------------------------------------------------------------
 
@@ -129,21 +158,27 @@ class MailHost:
 
     @property
     def sessions(self) -> list[SessionRecord]:
-        """Every session so far, in the order they opened; open ones have ``closed=None``."""
+        """Every session kept (all of them, unless ``limits`` says otherwise), in the order
+        they opened; open ones have ``closed=None``."""
         return [log.snapshot() for log in self._logs]
 
     def reset(self) -> None:
         """Forget the sessions that have ended, the mailbox and the greylisting table, as if
         the host had just started; a session still open carries on and is kept. The
         behaviour and its phases are not touched."""
-        self._logs = [log for log in self._logs if log.closed is None]
+        self._logs = deque(log for log in self._logs if log.closed is None)
+        for stored in self.mailbox:
+            self._content.forget(stored)  # the shared content budget gets its bytes back
         self.mailbox.clear()
         self._for_sessions.greylist.forget()
+        # The counts start again too: an open session carries on, but it is not counted anew.
+        self._connections = len(self._logs)
+        self.accepted = self.messages_dropped = self.sessions_dropped = self.too_many = 0
 
     @property
     def connections(self) -> int:
-        """TCP connections that reached the host (accepted sessions)."""
-        return len(self._logs)
+        """TCP connections that reached the host (accepted sessions), kept or not."""
+        return self._connections
 
     async def close(self) -> None:
         """Close the sockets and every open session; cancel timers and tasks."""
@@ -200,26 +235,51 @@ class MailHost:
     # -- sessions ---------------------------------------------------------------------------
 
     def _new_session(self) -> asyncio.BaseProtocol:
+        if len(self._live) >= self.limits.concurrent_sessions:
+            self._too_many()
+            return BusySession(self.name)
         behaviour = self.behaviour_now()
         if behaviour.connection == "silent":
-            return SilentSession(self._for_sessions, behaviour)
+            return SilentSession(self._for_sessions, behaviour, self.limits.silent_timeout)
         # A connection accepted just before a switch to refuse/timeout is served normally.
-        return SmtpSession(self._for_sessions, behaviour, self._longest_delay())
+        return SmtpSession(self._for_sessions, behaviour, self._idle_timeout())
 
-    def _longest_delay(self) -> float:
+    def _idle_timeout(self) -> float:
         delays = [d for phase in self._timeline.phases for d in phase.value.delays.values()]
-        return max(delays, default=0.0)
+        return max(self.limits.idle_timeout, max(delays, default=0.0) + _DELAY_MARGIN)
+
+    def _too_many(self) -> None:
+        self.too_many += 1
+        if not self._busy:  # once per spell of being full, not once per connection
+            self._busy = True
+            self._warn(
+                f"{len(self._live)} sessions open, its limit: answering 421 4.7.0 to new "
+                "connections until one ends"
+            )
 
     def _session_opened(
         self, session: LiveSession, client: str, behaviour: Behaviour
     ) -> SessionLog:
-        log = SessionLog(self._clock, client, behaviour.describe())
+        limits = self.limits
+        log = SessionLog(
+            self._clock,
+            client,
+            behaviour.describe(),
+            head=limits.transcript_head,
+            tail=limits.transcript_tail,
+            line_chars=limits.line_chars,
+        )
+        self._connections += 1
         self._logs.append(log)
+        if len(self._logs) > limits.sessions_kept:
+            self._logs.popleft()
+            self.sessions_dropped += 1
         self._live.add(session)
         return log
 
     def _session_closed(self, session: LiveSession, log: SessionLog) -> None:
         self._live.discard(session)
+        self._busy = False
         log.close()
         if self._emit is not None:
             self._emit(
@@ -229,14 +289,18 @@ class MailHost:
                     address=self.address,
                     client=log.client,
                     behaviour=log.behaviour,
-                    transcript=tuple(log.lines),
+                    transcript=log.lines,
                 )
             )
 
     def _store(self, sender: str, recipients: Iterable[str], data: bytes, client: str) -> str:
-        message_id = f"{self._tag}{len(self.mailbox) + 1:04X}"
+        self.accepted += 1
+        message_id = f"{self._tag}{self.accepted:04X}"
         stored = StoredMessage(self._clock(), sender, tuple(recipients), data, message_id, client)
         self.mailbox.append(stored)
+        if len(self.mailbox) > self.limits.messages_kept:
+            self._content.forget(self._drop_oldest())
+        self._content.add(stored, self._dropped_for_content)
         if self._emit is not None:
             self._emit(
                 HostAccepted(
@@ -249,3 +313,13 @@ class MailHost:
                 )
             )
         return message_id
+
+    def _drop_oldest(self) -> StoredMessage:
+        self.messages_dropped += 1
+        # A list, as it always was; serve keeps at most a thousand or so: cheap to shift.
+        return self.mailbox.pop(0)
+
+    def _dropped_for_content(self, message: StoredMessage) -> None:
+        # The content budget drops the oldest message of all hosts: this host's oldest.
+        assert self.mailbox[0] is message
+        self._drop_oldest()

@@ -36,6 +36,7 @@ from sandbox.hosts.transcript import session_outline
 from sandbox.scenario.lint import Finding, lint_zone
 from sandbox.scenario.model import Behaviour, DnsBehaviour, Scenario, Timeline
 from sandbox.serve.plan import BIND_ATTEMPTS, Placement, answer_for, extend_plan, loopback_plan
+from sandbox.serve.retention import Retention, RetentionSpec
 from sandbox.world import Clock, World, host_addresses
 
 _T = TypeVar("_T")
@@ -85,7 +86,8 @@ class ServedWorld:
     asyncio loop for real time. ``dns`` is where the DNS server listens (port 0: any free
     port); ``smtp_port`` is the one port every host listens on (0: one that is free on every
     host's address); ``first_address`` is where the host addresses are counted from (None: a
-    random 127.B.C.0/24 block, retried elsewhere when taken).
+    random 127.B.C.0/24 block, retried elsewhere when taken). ``retain`` bounds what it keeps
+    (``sandbox.serve.retention``; None: the defaults).
     """
 
     def __init__(
@@ -97,11 +99,18 @@ class ServedWorld:
         first_address: str | None = None,
         sinks: Sequence[Emit] = (),
         bind_attempts: int = BIND_ATTEMPTS,
+        retain: RetentionSpec = None,
     ) -> None:
         ensure_loopback(dns[0])
         if first_address is not None:
             ensure_loopback(first_address)
-        self.world = World(scenario, sinks=sinks)
+        self.retention = Retention.of(retain)
+        self.world = World(
+            scenario,
+            sinks=sinks,
+            keep_events=self.retention.events,
+            host_limits=self.retention.host_limits(),
+        )
         self._dns_listen = dns
         self._requested_port = smtp_port
         self._first_address = first_address
@@ -125,7 +134,13 @@ class ServedWorld:
 
     @property
     def events(self) -> list[Event]:
-        return self.world.events
+        """The events kept: the last ``retention.events`` of them."""
+        return self.world.kept_events()
+
+    @property
+    def events_total(self) -> int:
+        """Every event so far, kept or not."""
+        return self.world.events_total
 
     @property
     def hosts(self) -> list[MailHost]:
