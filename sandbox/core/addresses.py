@@ -9,10 +9,11 @@ through it, and every server binds only after ``ensure_loopback``: nothing leave
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal
 
 from sandbox.errors import NotInSandbox, NotLoopback
 
-__all__ = ["AddressMap", "canonical", "ensure_loopback", "is_loopback"]
+__all__ = ["AddressMap", "Service", "canonical", "ensure_loopback", "is_loopback"]
 
 
 def is_loopback(host: str) -> bool:
@@ -36,24 +37,30 @@ def canonical(address: str) -> str:
     return str(ipaddress.ip_address(address))
 
 
+# What a socket serves at a zone address: SMTP (the mail hosts), or HTTPS (the MTA-STS
+# policy server at the address of ``mta-sts.<domain>``).
+Service = Literal["smtp", "https"]
+
+
 class AddressMap:
-    """zone address → the loopback (host, port) of the socket that plays it."""
+    """zone address (and service) → the loopback (host, port) of the socket that plays it."""
 
     def __init__(self) -> None:
-        self._sockets: dict[str, tuple[str, int]] = {}
+        self._sockets: dict[tuple[str, Service], tuple[str, int]] = {}
 
-    def add(self, zone_address: str, listen: tuple[str, int]) -> None:
+    def add(self, zone_address: str, listen: tuple[str, int], service: Service = "smtp") -> None:
         ensure_loopback(listen[0])
-        self._sockets[canonical(zone_address)] = listen
+        self._sockets[(canonical(zone_address), service)] = listen
 
-    def socket_for(self, zone_address: str) -> tuple[str, int]:
+    def socket_for(self, zone_address: str, service: Service = "smtp") -> tuple[str, int]:
         try:
-            return self._sockets[canonical(zone_address)]
+            return self._sockets[(canonical(zone_address), service)]
         except (KeyError, ValueError):
-            raise NotInSandbox(f"no sandbox host plays {zone_address}") from None
+            what = "host" if service == "smtp" else f"{service} server"
+            raise NotInSandbox(f"no sandbox {what} plays {zone_address}") from None
 
     def __contains__(self, zone_address: object) -> bool:
         try:
-            return canonical(str(zone_address)) in self._sockets
+            return (canonical(str(zone_address)), "smtp") in self._sockets
         except ValueError:
             return False

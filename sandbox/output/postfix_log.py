@@ -27,6 +27,7 @@ from sandbox.events import (
     RecipientFinal,
     SmtpExchange,
     SmtpFailure,
+    TlsChecked,
 )
 from sandbox.sender.message import RUN_EPOCH
 
@@ -47,6 +48,23 @@ def _stamp(t: float) -> str:
 
 def _relay(host: str | None, address: str | None) -> str:
     return f"{where(host, address)}:25" if host and address else "none"
+
+
+def _tls_established(event: TlsChecked) -> str:
+    """Postfix's words (smtp_tls_policy, tls_client.c): "Verified" when the certificate was
+    checked and passed (DANE, or a level that verifies), "Trusted" when its chain reaches a
+    trusted CA, "Untrusted" otherwise."""
+    if event.dane == "match" or (event.certificate == "valid" and event.level in _VERIFYING):
+        trust = "Verified"
+    elif event.certificate in ("valid", "wrong-name"):
+        trust = "Trusted"
+    else:
+        trust = "Untrusted"
+    at = where(event.host, event.address)
+    return f"{trust} TLS connection established to {at}:25: {event.version}"
+
+
+_VERIFYING = ("verify", "dane")
 
 
 def _seconds(value: float) -> str:
@@ -84,6 +102,11 @@ class PostfixLog:
                 reply = ServerReply(event.code, event.reply)
                 text = describe_outcome(event.stage, event.host, event.address, reply)
                 self._line(event.t, "smtp", f"{queue_id(event.message)}: {text}")
+            case TlsChecked(outcome="established"):
+                self._line(event.t, "smtp", _tls_established(event))
+            case TlsChecked(outcome="handshake_failed"):
+                at = where(event.host, event.address)
+                self._line(event.t, "smtp", f"SSL_connect error to {at}:25: {event.detail}")
             case SmtpFailure():
                 failure = NoReply(event.reason, event.detail)
                 text = describe_outcome(event.stage, event.host, event.address, failure)

@@ -46,6 +46,7 @@ from sandbox.core.delivery import (
     Reused,
     SendCommand,
     SendMessage,
+    StartTls,
     reported_reply,
     where,
 )
@@ -63,6 +64,7 @@ from sandbox.core.queue import (
     Returned,
     Start,
 )
+from sandbox.core.tls import Established, TlsStep
 from sandbox.events import (
     AttemptFinished,
     AttemptStarted,
@@ -75,11 +77,13 @@ from sandbox.events import (
     DsnCreated,
     Emit,
     MessageQueued,
+    MtaStsChecked,
     RecipientDeferred,
     RecipientFinal,
     RouteChosen,
     SmtpExchange,
     SmtpFailure,
+    TlsChecked,
     Warning,
 )
 from sandbox.scenario.model import MessageSpec
@@ -87,6 +91,8 @@ from sandbox.sender.message import RUN_EPOCH, compose, message_id
 from sandbox.sender.pool import ConnectionCache
 from sandbox.sender.resolver import StubResolver
 from sandbox.sender.smtp import SmtpConnection
+from sandbox.sender.tls_policy import PolicyFound, TlsShell
+from sandbox.tls.certificates import CertificateAuthority
 
 __all__ = ["ReturnedMail", "SenderAgent"]
 
@@ -130,6 +136,7 @@ class SenderAgent:
         seed: int,
         scenario: str = "",
         in_scenario: Callable[[str], bool] = lambda domain: False,
+        authority: CertificateAuthority | None = None,
     ) -> None:
         self.profile = profile
         self._resolver = resolver
@@ -146,6 +153,8 @@ class SenderAgent:
         self.final: dict[tuple[int, str], RecipientFinal] = {}
         self.dsn_messages: dict[int, int] = {}  # DSN message number -> the message it reports
         self.returned: list[ReturnedMail] = []
+        # STARTTLS, DANE and MTA-STS: what the network tells, for the core to judge.
+        self.tls = TlsShell(profile=profile, authority=authority, network=network, clock=clock)
 
     # --- the driver loop -----------------------------------------------------------------
 
@@ -272,6 +281,8 @@ class SenderAgent:
             expired=final.expired,
             relay=where(state.host, state.address) if state.host and state.address else None,
             unsure=state.unsure,
+            tls=state.tls.version if state.tls is not None else "",
+            tls_verified=state.tls is not None and state.tls.verified,
         )
         self.final[(final.number, state.recipient)] = event
         self._emit(event)
@@ -342,21 +353,34 @@ class SenderAgent:
                 recipients=start.recipients,
             )
         )
+        key = (number, start.attempt)
         try:
-            route = await self._resolve(start)
+            answers: list[Answer] = []
+            route = await self._resolve(start, answers)
             if isinstance(route, NoRoute):
                 self.queue.no_route(start, route, self._clock())
             else:
+                facts = await self.tls.facts(
+                    key,
+                    start.domain,
+                    route,
+                    answers,
+                    lambda name, rdtype: self._ask(start, name, rdtype),
+                    lambda found: self._report_policy(start, found),
+                )
                 attempt = Attempt(
                     start.sender,
                     start.recipients,
                     route.candidates,
                     self.profile,
                     avoid=start.avoid,
+                    tls=facts,
+                    waited=self._clock() - self.queue.arrival_of(number),
                 )
                 await self._walk(start, attempt)
                 self.queue.attempt_done(start, attempt.report(), self._clock())
         finally:
+            self.tls.done(key)
             self._emit(
                 AttemptFinished(
                     t=self._clock(), message=number, domain=start.domain, attempt=start.attempt
@@ -366,22 +390,14 @@ class SenderAgent:
         self._pump()
         self._changed.set()
 
-    async def _resolve(self, start: Start) -> Route | NoRoute:
+    async def _resolve(self, start: Start, answers: list[Answer]) -> Route | NoRoute:
+        """The route, asked through DNS; every answer is also kept in ``answers``."""
         rng = random.Random(f"{self._seed}:{start.number}:{start.domain}:{start.attempt}")
         resolution = Resolution(start.domain, self.profile, rng)
         while (query := resolution.next_query()) is not None:
-            self._emit(
-                DnsAsked(
-                    t=self._clock(),
-                    message=start.number,
-                    attempt=start.attempt,
-                    name=query.name,
-                    rdtype=query.rdtype,
-                )
-            )
-            result = await self._resolver.query(query.name, query.rdtype)
-            self._report_answer(start, result.answer, result.cached)
-            resolution.feed(result.answer)
+            answer = await self._ask(start, query.name, query.rdtype)
+            answers.append(answer)
+            resolution.feed(answer)
         route = resolution.result
         assert route is not None
         for text in route.warnings:
@@ -402,8 +418,23 @@ class SenderAgent:
             )
         return route
 
+    async def _ask(self, start: Start, name: str, rdtype: str) -> Answer:
+        """One DNS question of an attempt, told as it is asked and answered."""
+        self._emit(
+            DnsAsked(
+                t=self._clock(),
+                message=start.number,
+                attempt=start.attempt,
+                name=name,
+                rdtype=rdtype,
+            )
+        )
+        result = await self._resolver.query(name, rdtype)
+        self._report_answer(start, result.answer, result.cached)
+        return result.answer
+
     def _report_answer(self, start: Start, answer: Answer, cached: bool) -> None:
-        records = tuple(str(r) for r in answer.mx) + answer.addresses
+        records = tuple(str(r) for r in answer.mx) + answer.addresses + answer.texts
         self._emit(
             DnsAnswered(
                 t=self._clock(),
@@ -416,6 +447,26 @@ class SenderAgent:
                 cnames=answer.cnames,
                 ttl=answer.ttl,
                 cached=cached,
+                secure=answer.secure,
+            )
+        )
+
+    def _report_policy(self, start: Start, found: PolicyFound) -> None:
+        policy = found.policy
+        self._emit(
+            MtaStsChecked(
+                t=self._clock(),
+                message=start.number,
+                attempt=start.attempt,
+                domain=found.domain,
+                id=found.id,
+                mode=policy.mode if policy is not None else "",
+                mx=policy.mx if policy is not None else (),
+                max_age=policy.max_age if policy is not None else 0,
+                source=found.source,
+                url=found.url,
+                failure=found.failure or "",
+                detail=found.detail,
             )
         )
 
@@ -424,16 +475,23 @@ class SenderAgent:
         content = self._contents[start.number].data
         current: Connect | None = None
         opened = self._clock()
+        tls: Established | None = None  # the session's TLS, for the connection cache
         try:
             self._tell(start, attempt)  # hosts skipped before the first connect
             while (action := attempt.next_action()) is not None:
+                outcome: Feedback
                 if isinstance(action, Connect):
                     current = action
                     outcome, opened = await self._connect(start, connection, action)
+                    tls = outcome.tls if isinstance(outcome, Reused) else None
                 elif isinstance(action, Disconnect):
                     assert current is not None
-                    await self._disconnect(start, connection, action, current, opened)
+                    await self._disconnect(start, connection, action, current, opened, tls)
                     outcome = None
+                elif isinstance(action, StartTls):
+                    assert current is not None
+                    outcome = await self._starttls(start, connection, action, current)
+                    tls = outcome if isinstance(outcome, Established) else None
                 else:
                     outcome = await self._perform(connection, action, content)
                 if current is not None:
@@ -443,20 +501,31 @@ class SenderAgent:
         finally:
             await connection.close(quit=False, timeout=0)
 
+    async def _starttls(
+        self, start: Start, connection: SmtpConnection, action: StartTls, current: Connect
+    ) -> Feedback:
+        """STARTTLS and the handshake; the host's reply is told here, the verdict by the
+        core's TLS step."""
+        key = (start.number, start.attempt)
+        upgrade = await self.tls.upgrade(key, start.domain, connection, action)
+        if upgrade.ready is not None:
+            self._report_reply(self._where(start, current), "starttls", "STARTTLS", upgrade.ready)
+        return upgrade.outcome
+
     async def _connect(
         self, start: Start, connection: SmtpConnection, action: Connect
     ) -> tuple[Feedback, float]:
         """A session kept open for this address if there is one (and RSET says it is alive),
         otherwise a new connection. Returns the outcome and when the session was opened."""
         address = action.candidate.address
-        while (kept := self._cache.take(address)) is not None:
-            client, opened = kept
+        while (kept := self._cache.take(_cache_key(address, action.tls))) is not None:
+            client, opened, tls = kept
             base = self._where(start, action)
             self._emit(Connected(**base, reused=True))
             probe = await connection.adopt(client, self.profile.ehlo_timeout)
             self._report_reply(base, "rset", PROBE_COMMAND, probe)
             if probe_passed(probe):
-                return Reused(), opened
+                return Reused(tls), opened
             await connection.close(quit=False, timeout=0)
         return await connection.connect(address, action.timeout), self._clock()
 
@@ -467,6 +536,7 @@ class SenderAgent:
         action: Disconnect,
         current: Connect,
         opened: float,
+        tls: Established | None,
     ) -> None:
         """QUIT, unless the session can serve a delivery already waiting for this domain."""
         waiting = self.queue.backlog(start.domain)
@@ -474,7 +544,7 @@ class SenderAgent:
             client = connection.release()
             if client is not None:
                 candidate = current.candidate
-                self._cache.park(candidate.address, client, opened)
+                self._cache.park(_cache_key(candidate.address, current.tls), client, opened, tls)
                 self._decide(
                     start.number,
                     start.attempt,
@@ -530,6 +600,9 @@ class SenderAgent:
                 self._report_reply(base, stage, line, outcome)
             case SendMessage():
                 self._report_reply(base, "message", "<message> .", outcome)
+            case StartTls():
+                if isinstance(outcome, ServerReply | NoReply) and not _ready(outcome):
+                    self._report_reply(base, "starttls", "STARTTLS", outcome)
             case Disconnect():
                 pass
 
@@ -556,7 +629,10 @@ class SenderAgent:
             )
 
     def _tell(self, start: Start, attempt: Attempt) -> None:
-        """The attempt's decisions so far, as events."""
+        """The attempt's TLS steps and decisions so far, as events."""
+        for step in attempt.take_tls_steps():
+            self.tls.record((start.number, start.attempt), start.domain, step)
+            self._emit(_tls_event(self._clock(), start, step))
         for note in attempt.take_notes():
             self._decide(start.number, start.attempt, note.action, note.why, note.recipients)
 
@@ -578,6 +654,55 @@ class SenderAgent:
                 recipients=recipients,
             )
         )
+
+
+def _cache_key(address: str, tls: str) -> str:
+    """Sessions kept open are found by address and by the TLS they were held to."""
+    return f"{address} {tls}"
+
+
+def _ready(outcome: ServerReply | NoReply) -> bool:
+    return isinstance(outcome, ServerReply) and outcome.code == 220
+
+
+_TLS_OUTCOMES = {
+    "Offered": "offered",
+    "NotOffered": "not_offered",
+    "StartTlsRefused": "refused",
+    "HandshakeFailed": "handshake_failed",
+    "Established": "established",
+}
+
+
+def _tls_event(t: float, start: Start, step: TlsStep) -> TlsChecked:
+    decision, requirement, event = step.decision, step.requirement, step.event
+    policy = ""
+    if requirement is not None and requirement.dane:
+        policy = "tlsa"
+    elif requirement is not None and requirement.sts is not None:
+        policy = f"sts:{requirement.sts}"
+    elif step.step == "skip" and decision.report == "validation-failure":
+        policy = "sts:enforce"
+    established = event if isinstance(event, Established) else None
+    return TlsChecked(
+        t=t,
+        message=start.number,
+        attempt=start.attempt,
+        host=step.host,
+        address=step.address,
+        step=step.step,
+        action=decision.action,
+        why=decision.why,
+        outcome=_TLS_OUTCOMES.get(type(event).__name__, "") if event is not None else "",
+        level=requirement.level if requirement is not None else "",
+        version=established.version if established else "",
+        certificate=established.certificate if established else "",
+        dane=(established.dane or "") if established else "",
+        detail=getattr(event, "detail", "") if event is not None else "",
+        dsn=decision.dsn,
+        report=decision.report or "",
+        policy=policy,
+    )
 
 
 def _status_code(state: RecipientState) -> str:
