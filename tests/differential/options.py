@@ -46,6 +46,12 @@ CASE_MTAS: dict[str, tuple[str, ...]] = {
     # run copy cannot override the profile's retry rules (`retry_rules` is no sender key).
     "give-up": ("postfix", "haraka"),
     "give-up-421": ("postfix", "haraka"),
+    # STARTTLS, MTA-STS and DANE (issue 14): Postfix at each TLS level it documents, with the
+    # sandbox's CA as its smtp_tls_CAfile. Exim's TLS is its build's default (GnuTLS, the
+    # system's CAs) and Haraka's is off: their cases do not look at TLS.
+    "tls-may": ("postfix",),
+    "tls-encrypt": ("postfix",),
+    "tls-dane": ("postfix",),
 }
 
 
