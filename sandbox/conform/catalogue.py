@@ -192,9 +192,17 @@ def _covers(o: Observation, seconds: float) -> bool:
 
 
 def _scaled(o: Observation, seconds: float) -> str:
-    minutes = seconds * o.time_scale / 60
+    """Real seconds, and what they are in the sender's own (scaled) time."""
     scale = f" (x{o.time_scale:g})" if o.time_scale != 1 else ""
-    return f"{seconds:.1f} s{scale} = {minutes:.1f} min"
+    return f"{seconds:.1f} s{scale} = {_human(seconds * o.time_scale)}"
+
+
+def _human(seconds: float) -> str:
+    if seconds < 3 * 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.2f} days"
 
 
 def _mail_gaps(o: Observation, role: str) -> list[float]:
@@ -390,10 +398,7 @@ def _give_up(o: Observation) -> Judgement:
     if o.bounced():
         when = (run.ended or o.ended) - run.started
         if when * o.time_scale < RFC_GIVE_UP_MINIMUM:
-            return fail(
-                f"the sender gave up after {_scaled(o, when)} "
-                f"({when * o.time_scale / 86400:.2f} days scaled): the RFC asks for 4-5 days"
-            )
+            return fail(f"the sender gave up after {_scaled(o, when)}: the RFC asks for 4-5 days")
         return passed(f"the sender gave up after {when * o.time_scale / 86400:.2f} days")
     days = o.deadline * o.time_scale / 86400
     return info(

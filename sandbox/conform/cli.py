@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED = 130
 
 
 def _loopback(text: str) -> str:
@@ -174,10 +175,14 @@ def conform_command(args: argparse.Namespace) -> int:
         on_result=progress,
     )
     try:
+        # Ctrl-C and SIGTERM end the cases in flight and the commands they started.
         report = run_conformance(options)
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("interrupted: no report", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.label:
         from dataclasses import replace
 

@@ -59,10 +59,11 @@ def render_junit(report: dict[str, Any]) -> str:
             "errors": "0",
             "skipped": str(skipped),
             "time": _seconds(report.get("duration")),
-            "timestamp": str(report.get("started", ""))[:19],
             "hostname": "localhost",
         },
     )
+    if report.get("started"):
+        suite.set("timestamp", str(report["started"])[:19])  # local form, no zone
     properties = ET.SubElement(suite, "properties")
     for key in ("sender", "mode", "time_scale", "case_timeout"):
         ET.SubElement(properties, "property", {"name": key, "value": _clean(report.get(key, ""))})

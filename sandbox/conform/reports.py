@@ -54,6 +54,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "started": report.started,
         "duration": round(report.duration, 3),
         "summary": scores(report.results),
+        "notes": list(report.notes),
         "cases": [case_json(result) for result in report.results],
     }
 
@@ -210,6 +211,8 @@ def render_text(report: Report, *, details: bool = True) -> str:
             if result.verdict == "fail" and result.observation is not None:
                 lines.extend(_evidence_lines(result.observation))
     lines.append("")
+    for note in report.notes:
+        lines.extend(_wrapped(f"note: {note}", ""))
     lines.extend(summary_lines(report.results))
     return "\n".join(lines) + "\n"
 

@@ -212,8 +212,37 @@ def feature_available(name: str) -> bool:
 
 
 def run_conformance(options: Options) -> Report:
-    """Run the cases on a fresh event loop (real time) and return the report."""
-    return asyncio.run(run_catalogue(options))
+    """Run the cases on a fresh event loop (real time) and return the report.
+
+    SIGTERM stops the run as Ctrl-C does (asyncio's runner cancels the main task on SIGINT):
+    the cancellation reaches every case at an await, each stops the commands it started
+    (their process groups; a command being started is killed by asyncio itself), and then
+    KeyboardInterrupt is raised. A signal handled by the loop, never an exception raised
+    in the middle of starting a process, so that no command is left running."""
+
+    async def main() -> Report:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        stopped: list[int] = []
+
+        def stop() -> None:
+            stopped.append(signal.SIGTERM)
+            task.cancel()
+
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, stop)
+        try:
+            return await run_catalogue(options)
+        except asyncio.CancelledError:
+            if stopped:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    return asyncio.run(main())
 
 
 async def run_catalogue(options: Options) -> Report:
@@ -248,6 +277,10 @@ async def run_catalogue(options: Options) -> Report:
         finally:
             if router is not None:
                 await router.close()
+    notes: tuple[str, ...] = ()
+    if router is not None and router.unrouted:
+        asked = ", ".join(sorted({f"{name} {rdtype}" for name, rdtype in router.unrouted}))
+        notes = (f"the MTA also asked DNS for names no case serves (answered NXDOMAIN): {asked}",)
     target = options.target
     return Report(
         tuple(results),
@@ -257,6 +290,7 @@ async def run_catalogue(options: Options) -> Report:
         options.case_timeout,
         started_wall.isoformat(timespec="seconds"),
         time.monotonic() - started,
+        notes=notes,
     )
 
 

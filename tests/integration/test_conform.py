@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -292,3 +293,44 @@ async def test_mxsandbox_send_exits_by_sendmails_convention(tmp_path: Path) -> N
                 assert sb.messages("mx1.x.test")[0]["Message-ID"] == "<m1@test>"
                 assert out.decode().startswith("delivered alice@x.test")
             assert b"postfix/smtp" in err  # the log, as Postfix writes it
+
+
+def test_sigterm_stops_the_run_and_the_commands_it_started(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    fifo = tmp_path / "started"
+    os.mkfifo(fifo)
+    # A sender that says it has started (its pid, through the FIFO), then never finishes.
+    sender = f'sh -c "echo $$ > {fifo}; exec sleep 600" {{dns}} {{smtp_port}} {{to}}'
+    conform = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "conform", "--queue", "--case", "tempfail-defers",
+         "--sender-cmd", sender],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    started: list[str] = []
+    reader = threading.Thread(target=lambda: started.append(fifo.read_text()), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    try:
+        assert started, "the sender never started"
+        pid = int(started[0])
+        conform.send_signal(signal.SIGTERM)
+        out, _ = conform.communicate(timeout=30)
+    finally:
+        if conform.poll() is None:
+            conform.kill()
+            conform.wait()
+    try:
+        assert conform.returncode == 130, out
+        assert "interrupted" in out
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # only if the test failed: never leave it running
