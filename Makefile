@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system demo test lint unit bench
+.PHONY: setup system demo test lint unit bench conformance
 
 # A virtualenv with the package (editable) and its dev tools; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -35,3 +35,7 @@ unit: setup
 # to bench/results.json; two to four minutes on two cores.
 bench: setup
 	$(PYTHON) -m bench
+
+# docs/conformance.md's table, from real runs of `mxsandbox conform` (about six minutes).
+conformance: setup
+	scripts/conformance-docs
