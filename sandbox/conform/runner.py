@@ -361,6 +361,7 @@ class _CaseRun:
         self.poke = asyncio.Event()
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.ended_by_us: set[int] = set()
+        self.stopping = False  # the case is over: start no more commands or submissions
         self.t0 = 0.0
         self._stored_ids: dict[int, str] = {}
 
@@ -405,18 +406,23 @@ class _CaseRun:
         script = None
         if self.case.script is not None:
             script = asyncio.ensure_future(self.case.script(_Control(self)))
+        sending = asyncio.ensure_future(self._send_all(messages))
+        sending.add_done_callback(lambda _: self.poke.set())
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                sending = asyncio.ensure_future(self._send_all(messages))
-                sending.add_done_callback(lambda _: self.poke.set())
-                stack.push_async_callback(_cancel, sending)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(deadline):
-                        await self._until_over(sending)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline):
+                    await self._until_over(sending)
+            # Stop what still runs; each command's task then records how it ended (with the
+            # output it printed) and the messages not yet handed over are never sent.
+            self.stopping = True
+            await self._stop_commands()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_STOP_GRACE):
+                    await asyncio.shield(sending)
         finally:
+            await _cancel(sending)
             if script is not None:
                 await _cancel(script)
-        await self._stop_commands()
         return self._observe(final=True)
 
     async def _until_over(self, sending: asyncio.Future[None]) -> None:
@@ -503,6 +509,9 @@ class _CaseRun:
         target: CommandTarget,
     ) -> None:
         sender, recipients, _, path = message
+        if self.stopping:
+            self._not_sent(number)
+            return
         values = self._values(sender, recipients, path)
         argv = target.argv(values)
         env = dict(self.options.env if self.options.env is not None else os.environ)
@@ -554,6 +563,9 @@ class _CaseRun:
         import aiosmtplib
 
         sender, recipients, _, path = message
+        if self.stopping:
+            self._not_sent(number)
+            return
         started = self.now()
         run = self.runs[number - 1]
         status: RunStatus = "running"
@@ -581,6 +593,11 @@ class _CaseRun:
         )
         self.poke.set()
 
+    def _not_sent(self, number: int) -> None:
+        run = self.runs[number - 1]
+        output = "not sent: the case had ended (its deadline came first)"
+        self.runs[number - 1] = replace(run, status="error", output=output)
+
     async def _stop_commands(self) -> None:
         """Stop what still runs: SIGTERM to its process group, SIGKILL after a grace."""
         waiting = []
@@ -598,9 +615,6 @@ class _CaseRun:
             for proc in waiting:
                 _signal_group(proc, signal.SIGKILL)
             await asyncio.gather(*(p.wait() for p in waiting))
-        # Let each command's task record what became of it.
-        for _ in range(3):
-            await asyncio.sleep(0)
 
     # --- what was seen ------------------------------------------------------------------------
 
