@@ -249,7 +249,7 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive,
         default=1.0,
         metavar="N",
-        help="run every timer of the profile N times faster",
+        help="run every timer of the profile N times faster (no timeout below 1 s)",
     )
     parser.add_argument(
         "--self",
@@ -265,7 +265,7 @@ def send_command(args: argparse.Namespace) -> int:
     import asyncio
 
     from sandbox.core.policy import PROFILES
-    from sandbox.sender.oneshot import SendRequest, scaled_profile, send_message
+    from sandbox.sender.oneshot import TIMEOUT_FLOOR, SendRequest, scaled_profile, send_message
 
     recipients = tuple(r.strip() for r in args.to.split(",") if r.strip())
     if not recipients:
@@ -289,7 +289,7 @@ def send_command(args: argparse.Namespace) -> int:
         except ValueError:
             print(f"error: --self: {args.self_address!r} is not an address", file=sys.stderr)
             return EXIT_INVALID
-    profile = scaled_profile(profile, args.time_scale)
+    profile = scaled_profile(profile, args.time_scale, timeout_floor=TIMEOUT_FLOOR)
     request = SendRequest(
         dns=args.dns,
         smtp_port=args.smtp_port,

@@ -47,6 +47,7 @@ __all__ = [
     "EXIT_DEFERRED",
     "EXIT_DELIVERED",
     "EXIT_FAILED",
+    "TIMEOUT_FLOOR",
     "LoopbackNetwork",
     "SendRequest",
     "SendResult",
@@ -57,7 +58,9 @@ __all__ = [
 EXIT_DELIVERED, EXIT_FAILED, EXIT_DEFERRED = 0, 69, 75
 # The stub resolver's wait for one DNS reply, before the time scale (tried twice).
 DNS_TIMEOUT = 5.0
-_MIN_DNS_TIMEOUT = 0.25
+_MIN_DNS_TIMEOUT = 1.0
+# The shortest any SMTP timeout is scaled down to (see scaled_profile).
+TIMEOUT_FLOOR = 1.0
 
 Status = Literal["delivered", "bounced", "deferred"]
 
@@ -93,16 +96,19 @@ def _unmapped(address: str) -> str | None:
     return str(ip)
 
 
-def scaled_profile(profile: Profile, scale: float) -> Profile:
+def scaled_profile(profile: Profile, scale: float, *, timeout_floor: float = 0.0) -> Profile:
     """``profile`` with every duration divided by ``scale`` (its timeouts, retry waits,
-    queue scan, lifetime, and Exim's retry rules)."""
+    queue scan, lifetime, and Exim's retry rules). No timeout goes below ``timeout_floor``:
+    on a busy machine a loopback connect can take longer than 30 s / 100, and a host must not
+    look dead because the sender was slow."""
     if scale == 1:
         return profile
     changes: dict[str, object] = {}
     for name, kind in FIELD_KINDS.items():
         value = getattr(profile, name)
         if kind == "duration" and isinstance(value, int | float):
-            changes[name] = value / scale
+            floor = timeout_floor if name.endswith("_timeout") else 0.0
+            changes[name] = max(value / scale, min(value, floor))
     changes["retry_rules"] = tuple(
         RetryRule(rule.kind, rule.cutoff / scale, rule.interval / scale, rule.factor)
         for rule in profile.retry_rules

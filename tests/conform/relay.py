@@ -17,7 +17,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from sandbox.core.policy import PROFILES
-from sandbox.sender.oneshot import SendRequest, scaled_profile, send_message
+from sandbox.sender.oneshot import TIMEOUT_FLOOR, SendRequest, scaled_profile, send_message
 
 __all__ = ["Relay"]
 
@@ -33,7 +33,7 @@ class Relay:
         self_address: str | None = None,
     ) -> None:
         base = PROFILES[profile].with_overrides({"address": self_address})
-        self.profile = scaled_profile(base, time_scale)
+        self.profile = scaled_profile(base, time_scale, timeout_floor=TIMEOUT_FLOOR)
         self.time_scale = time_scale
         self.dns: tuple[str, int] | None = None
         self.smtp_port = 0

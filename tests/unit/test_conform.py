@@ -318,6 +318,10 @@ def test_time_scale_divides_every_timer_of_a_profile() -> None:
     assert exim.max_lifetime == PROFILES["exim"].max_lifetime / 100
     assert exim.retry_rules[0].interval == PROFILES["exim"].retry_rules[0].interval / 100
     assert scaled_profile(PROFILES["postfix"], 1) is PROFILES["postfix"]
+    floored = scaled_profile(PROFILES["postfix"], 100, timeout_floor=1.0)
+    assert floored.connect_timeout == 1.0  # 30 s / 100 would be 0.3 s
+    assert floored.greeting_timeout == 3.0  # above the floor: scaled
+    assert floored.min_backoff == 3.0  # not a timeout: scaled
 
 
 # --- the reports ----------------------------------------------------------------------------------
