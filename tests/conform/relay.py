@@ -2,16 +2,24 @@
 each message with our own sender (``mxsandbox send --queue --dsn``, in process), so that
 bounces go back to the envelope sender through its MX, as a real MTA's do.
 
-It listens on 127.0.0.1 at a port the OS picks, on the running loop (aiosmtpd's protocol on
-``loop.create_server``, never its threaded controller). It learns where DNS and the mail
-hosts are from the conformance run's ``on_ready``, the way an MTA in a network namespace
-learns them from resolv.conf and port 25.
+It listens on 127.0.0.1 at a port the OS picks (or the one given), on the running loop
+(aiosmtpd's protocol on ``loop.create_server``, never its threaded controller). In process it
+learns where DNS and the mail hosts are from the conformance run's ``on_ready``; run as a
+program inside a network namespace it is told, the way an MTA there knows them from
+resolv.conf and port 25::
+
+    python -m tests.conform.relay --listen 127.0.0.1:2525 --dns 127.0.0.1:53 --smtp-port 25
+
+It prints ``ready HOST:PORT`` once it listens, and serves until SIGTERM.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import signal
+import sys
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -51,10 +59,10 @@ class Relay:
         host, port = self._server.sockets[0].getsockname()[:2]
         return str(host), int(port)
 
-    async def start(self) -> None:
+    async def start(self, listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: SMTP(_Handler(self), hostname="relay.test"), "127.0.0.1", 0
+            lambda: SMTP(_Handler(self), hostname="relay.test"), *listen
         )
 
     async def close(self) -> None:
@@ -97,3 +105,37 @@ class _Handler:
             str(envelope.mail_from or ""), tuple(str(r) for r in envelope.rcpt_tos), data
         )
         return "250 2.0.0 Ok: queued"
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    relay = Relay(time_scale=args.time_scale, self_address=args.self_address)
+    relay.ready(args.dns, args.smtp_port)
+    await relay.start(args.listen)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    host, port = relay.address
+    print(f"ready {host}:{port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await relay.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.conform.relay")
+    parser.add_argument("--listen", type=_host_port, default=("127.0.0.1", 0))
+    parser.add_argument("--dns", type=_host_port, required=True)
+    parser.add_argument("--smtp-port", type=int, required=True)
+    parser.add_argument("--time-scale", type=float, default=100.0)
+    parser.add_argument("--self", dest="self_address")
+    asyncio.run(_serve(parser.parse_args()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
