@@ -307,16 +307,16 @@ def _mx_ip_literal(o: Observation) -> Judgement:
 
 
 def _every_address(o: Observation) -> Judgement:
-    addresses = [s.address for s in o.sessions_at("mx1")]
+    # The zone's addresses (192.0.2.21 …), in the order the sender first tried them.
+    tried = list(dict.fromkeys(s.zone_address or s.address for s in o.sessions_at("mx1")))
     if o.accepted_by("mx1"):
         return passed(
             f"mx1 has three addresses, two answering 421: the sender went on to the third "
-            f"(sessions at {', '.join(addresses)})"
+            f"(tried {', '.join(tried)})"
         )
     return fail(
-        f"mx1 has three addresses and only the third accepts; the sender tried "
-        f"{len(set(addresses))} of them ({', '.join(addresses) or 'none'}) and "
-        f"{o.told()}"
+        f"mx1 has three addresses and only 192.0.2.23 accepts; the sender tried "
+        f"{len(tried)} of them ({', '.join(tried) or 'none'}) and {o.told()}"
     )
 
 

@@ -152,12 +152,13 @@ class SeenSession:
     """One SMTP session as a host saw it (times in seconds since the case began)."""
 
     role: str  # the host's name relative to the case domain ("mx1", "@")
-    address: str
+    address: str  # where it listened (a loopback address)
     client: str
     opened: float
     closed: float | None
     transcript: tuple[tuple[float, str, str], ...]
     outline: str
+    zone_address: str = ""  # the address the zone gives it (192.0.2.11)
 
     @property
     def commands(self) -> tuple[str, ...]:
@@ -331,8 +332,16 @@ class Observation:
         """The sessions in one short phrase: ``mx1 (220, EHLO→250, …); mx2 (…)``."""
         if not self.sessions:
             return "no session reached any host"
-        shown = [f"{s.role} ({s.outline})" for s in self.sessions[:6]]
-        more = len(self.sessions) - len(shown)
+        # Runs of the same host saying the same thing are told once, with their count.
+        runs: list[list[object]] = []
+        for session in self.sessions:
+            said = f"{session.role} ({session.outline})"
+            if runs and runs[-1][0] == said:
+                runs[-1][1] = int(str(runs[-1][1])) + 1
+            else:
+                runs.append([said, 1])
+        shown = [f"{said} x{count}" if count != 1 else str(said) for said, count in runs[:6]]
+        more = len(runs) - len(shown)
         return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
 

@@ -114,6 +114,7 @@ def evidence(result: CaseResult) -> dict[str, Any]:
                     "host": o.name(s.role),
                     "role": s.role,
                     "address": s.address,
+                    "zone_address": s.zone_address,
                     "client": s.client,
                     "opened": _t(s.opened),
                     "closed": _t(s.closed),

@@ -630,6 +630,7 @@ class _CaseRun:
                 s.closed,
                 s.transcript,
                 s.outline,
+                s.zone_address,
             )
             for s in world.sessions()
         )
