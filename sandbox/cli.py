@@ -1,4 +1,5 @@
-"""``mxsandbox``: run, check, list and serve scenarios; print the format's JSON Schema.
+"""``mxsandbox``: run, check, list and serve scenarios; print the format's JSON Schema; grade
+senders (``conform``, ``send``).
 
 Exit codes are part of the output contract: 0 every expectation holds, 1 an expectation
 failed, 2 the scenario or the command line is invalid, 130 interrupted (Ctrl-C: a run prints
@@ -89,6 +90,17 @@ def _parser() -> argparse.ArgumentParser:
     from sandbox.serve.cli import add_serve_arguments
 
     add_serve_arguments(serve)
+
+    from sandbox.conform.cli import add_conform_arguments, add_send_arguments
+
+    conform = commands.add_parser(
+        "conform", help="grade a sender (a command or an MTA) against the conformance catalogue"
+    )
+    add_conform_arguments(conform)
+    send = commands.add_parser(
+        "send", help="send one message with our sender, in real time (a --sender-cmd for conform)"
+    )
+    add_send_arguments(send)
     return parser
 
 
@@ -106,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "schema":
             return _schema()
+        if args.command == "conform":
+            return _conform(args)
+        if args.command == "send":
+            return _send(args)
         return _list(args)
     except _UsageError as error:
         print(error, file=sys.stderr)
@@ -147,6 +163,19 @@ def _serve(args: argparse.Namespace) -> int:
     from sandbox.serve.cli import serve_scenario
 
     return serve_scenario(load_scenario(_scenario_path(args.file)), args)
+
+
+def _conform(args: argparse.Namespace) -> int:
+    from sandbox.conform.cli import conform_command
+
+    return conform_command(args)
+
+
+def _send(args: argparse.Namespace) -> int:
+    with _pytest_hidden():
+        from sandbox.conform.cli import send_command
+
+    return send_command(args)
 
 
 def _scenario_path(name: str) -> Path:

@@ -16,8 +16,8 @@ rules      Exim: retry rules counted from the first failure. ``F,2h,15m`` retrie
            15 minutes until 2 hours after the first failure; ``G,16h,1h,1.5`` then waits
            1 hour, 1.5 hours, 2.25 hours … until 16 hours; ``F,4d,6h`` every 6 hours until
            4 days. A failure past the last rule's cutoff bounces.
-doubling   Haraka: after failure n (1, 2, …) wait 2^(n+5) seconds (64 s … 2^17 s); failure
-           number max_failures bounces.
+doubling   Haraka: after failure n (1, 2, …) wait doubling_base x 2^n, 32 s x 2^n = 2^(n+5)
+           seconds (64 s … 2^17 s); failure number max_failures bounces.
 fixed      RFC 5321 §4.5.4.1: a fixed retry_interval (at least 30 minutes), give up after
            max_lifetime (4 to 5 days).
 =========  =============================================================================
@@ -97,6 +97,10 @@ class Profile:
     retry_rules: tuple[RetryRule, ...] = ()
     retry_interval: float = 30 * MINUTE
     max_failures: int = 0
+    # The doubling schedule's unit: after failure n the wait is doubling_base x 2^n (Haraka:
+    # 32 s, so 2^(n+5) s). A field so that a faster clock (`mxsandbox send --time-scale`)
+    # can scale it like every other time.
+    doubling_base: float = 32.0
     # smtp_skip_5xx_greeting: a 5xx greeting moves on to the next MX instead of bouncing.
     skip_5xx_greeting: bool = True
     # Stages where a 4xx ends the whole attempt at once instead of trying the next MX
@@ -169,6 +173,7 @@ FIELD_KINDS: dict[str, str | tuple[str, ...]] = {
     "max_lifetime": "duration",
     "retry_interval": "duration",
     "max_failures": "count",
+    "doubling_base": "duration",
     "skip_5xx_greeting": "flag",
     "cname": ("follow", "reject"),
     "ip_literal": ("use", "reject"),
@@ -281,7 +286,7 @@ def next_retry(profile: Profile, history: RetryHistory, now: float) -> Retry | N
     elif profile.retry == "rules":
         rule, wait = _rule_interval(profile.retry_rules, history, now)
     elif profile.retry == "doubling":
-        wait = 2.0 ** (history.failures + 5)
+        wait = profile.doubling_base * 2.0**history.failures
     else:
         wait = profile.retry_interval
     return Retry(_at_queue_scan(profile, now + wait), wait, rule)

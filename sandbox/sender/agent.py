@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from email.parser import BytesHeaderParser
 from typing import TypedDict
 
 from sandbox.core.addresses import AddressMap
@@ -149,11 +150,22 @@ class SenderAgent:
 
     # --- the driver loop -----------------------------------------------------------------
 
-    async def deliver(self, messages: tuple[MessageSpec, ...]) -> None:
-        """Deliver every message (and the DSNs they cause); returns when all are settled."""
+    async def deliver(
+        self, messages: tuple[MessageSpec, ...], contents: Mapping[int, bytes] | None = None
+    ) -> None:
+        """Deliver every message (and the DSNs they cause); returns when all are settled.
+
+        Each message is the sandbox's own test message unless ``contents`` gives its bytes
+        by number (``mxsandbox send`` carries a message file of the user's)."""
+        given = contents or {}
         for spec in messages:
-            mid = message_id(self._scenario, self._seed, spec.number)
-            self._contents[spec.number] = _Content(compose(spec, self._scenario, self._seed), mid)
+            data = given.get(spec.number)
+            if data is None:
+                mid = message_id(self._scenario, self._seed, spec.number)
+                content = _Content(compose(spec, self._scenario, self._seed), mid)
+            else:
+                content = _Content(data, _header_message_id(data))
+            self._contents[spec.number] = content
             self.queue.submit(Envelope(spec.number, spec.sender, spec.recipients, spec.at))
         loop = asyncio.get_running_loop()
         try:
@@ -578,6 +590,11 @@ class SenderAgent:
                 recipients=recipients,
             )
         )
+
+
+def _header_message_id(data: bytes) -> str:
+    """The Message-ID header of a message given as bytes ("" when it has none)."""
+    return str(BytesHeaderParser().parsebytes(data).get("Message-ID", "")).strip()
 
 
 def _status_code(state: RecipientState) -> str:
