@@ -53,6 +53,34 @@ a 2xx reply for this mailbox        accepted, with that text
 nothing scripted                    accepted: ``250 2.1.5 Ok``
 ==================================  =======================================================
 
+Phases that count: :class:`PhaseCursor`
+---------------------------------------
+
+A host's phases end at their ``until`` (virtual time from the start) or after ``times``
+sessions, whichever comes first; the cursor says which phase is in force. What a phase counts
+depends on what it does: a phase whose host is reached (``accept``, ``silent``) counts
+*sessions*, every connection that reaches the host (one answered ``421`` for too many at
+once included); a phase that refuses or times out sees no session and counts *connection
+attempts*, as far as someone can see them (``MailHost.connection_attempted``). The count is
+the host's, per address: every address of a host is a server of its own.
+
+==========================================  ================================================
+what happens                                what the cursor does
+==========================================  ================================================
+the clock passes the phase's ``until``      the next phase is in force (so are the phases
+                                            after it whose ``until`` has passed too)
+the phase's ``times``-th session/attempt    that one still belongs to the phase; the next
+                                            phase is in force for the ones after it
+a session counted in a phase                keeps playing that phase to its end (the
+                                            ``times``-th session of ``{times: 2, do:
+                                            {greeting: 421}}`` is greeted 421), unless the
+                                            phase's ``until`` passes or the behaviour is
+                                            replaced meanwhile
+==========================================  ================================================
+
+A mailbox's replies (``recipient_phases``) are phases too, which count the RCPTs for that
+mailbox at this host: the cursor keeps their counts, per phase of the host.
+
 Replies the host does not script
 --------------------------------
 
@@ -67,7 +95,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sandbox.scenario.model import Behaviour, Reply, Stage
+from sandbox.scenario.model import Behaviour, Phase, Reply, Stage, Timeline
 
 __all__ = [
     "BAD_SEQUENCE",
@@ -79,12 +107,14 @@ __all__ = [
     "AnswerNormally",
     "Greylist",
     "HangUp",
+    "PhaseCursor",
     "RcptAnswer",
     "Say",
     "StagePlan",
     "answer_rcpt",
     "answer_while_rejecting",
     "closes_connection",
+    "limit_reply",
     "plan_stage",
     "queued_reply",
     "with_scripted_text",
@@ -162,6 +192,87 @@ def queued_reply(message_id: str) -> str:
     return f"250 2.0.0 Ok: queued as {message_id}"
 
 
+def limit_reply(behaviour: Behaviour, messages_so_far: int) -> Reply | None:
+    """The reply to MAIL past the host's ``max_messages`` in one session, or None."""
+    limit = behaviour.max_messages
+    if limit is not None and messages_so_far >= limit.count:
+        return limit.reply
+    return None
+
+
+# --- phases that count ---------------------------------------------------------------------
+
+
+class PhaseCursor:
+    """Where one host is in its phases, by time and by count (the module docstring)."""
+
+    def __init__(self, timeline: Timeline[Behaviour]) -> None:
+        self.timeline = timeline
+        self.index = 0
+        self.used = 0  # sessions or attempts counted in the phase in force
+        self._rcpts: dict[tuple[int, str], int] = {}  # (host phase, mailbox) -> RCPTs
+
+    @property
+    def phases(self) -> tuple[Phase[Behaviour], ...]:
+        return self.timeline.phases
+
+    def now(self, t: float) -> Behaviour:
+        """The behaviour in force at ``t`` for a new session."""
+        return self.phases[self.at(t)].value
+
+    def at(self, t: float) -> int:
+        """The index of the phase in force at ``t`` (the clock only moves forward)."""
+        phases = self.phases
+        last = len(phases) - 1
+        while self.index < last and (until := phases[self.index].until) is not None and t >= until:
+            self.index += 1
+            self.used = 0
+        return self.index
+
+    def count(self, t: float) -> tuple[int, bool]:
+        """Count one session (or attempt) in the phase in force at ``t``. Returns that
+        phase's index, and whether this one was the phase's last (the next is in force)."""
+        index = self.at(t)
+        times = self.phases[index].times
+        self.used += 1
+        if times is None or self.used < times or index == len(self.phases) - 1:
+            return index, False
+        self.index += 1
+        self.used = 0
+        self.at(t)  # a phase whose until has passed already is over too
+        return index, True
+
+    def counted_in(self, index: int, t: float) -> Behaviour:
+        """What a session counted in phase ``index`` plays at ``t``: that phase, until its
+        ``until`` passes; then the phase in force."""
+        until = self.phases[index].until
+        if until is not None and t >= until:
+            return self.now(t)
+        return self.phases[index].value
+
+    def recipient_reply(self, phase: int, behaviour: Behaviour, mailbox: str) -> Reply | None:
+        """The reply scripted for one more RCPT of ``mailbox``, by the count of its RCPTs
+        in host phase ``phase`` (None: nothing scripted for it)."""
+        wanted = mailbox.lower()
+        for scripted, replies in behaviour.recipient_phases.items():
+            if scripted.lower() != wanted:
+                continue
+            key = (phase, wanted)
+            seen = self._rcpts.get(key, 0)
+            self._rcpts[key] = seen + 1
+            return _by_count(replies, seen)
+        return None
+
+
+def _by_count(replies: Timeline[Reply], seen: int) -> Reply:
+    """The phase of ``replies`` that the RCPT after ``seen`` others falls in."""
+    for phase in replies.phases:
+        if phase.times is None or seen < phase.times:
+            return phase.value
+        seen -= phase.times
+    return replies.phases[-1].value
+
+
 # --- one recipient -------------------------------------------------------------------------
 
 
@@ -200,9 +311,11 @@ def answer_rcpt(
     accepted_so_far: int,
     greylist: Greylist,
     now: float,
+    counted: Reply | None = None,
 ) -> RcptAnswer:
-    """The reply to RCPT TO ``recipient`` (the RCPT table above)."""
-    scripted = _reply_for_mailbox(behaviour, recipient)
+    """The reply to RCPT TO ``recipient`` (the RCPT table above); ``counted`` is the reply
+    of the mailbox's phases (``PhaseCursor.recipient_reply``), when it has some."""
+    scripted = counted if counted is not None else _reply_for_mailbox(behaviour, recipient)
     if scripted is not None and scripted.code >= 400:
         return RcptAnswer(str(scripted), accepted=False)
     period = behaviour.greylist

@@ -30,6 +30,7 @@ __all__ = [
     "BusySession",
     "LiveSession",
     "SessionHost",
+    "SessionScript",
     "SilentSession",
     "SmtpSession",
 ]
@@ -54,7 +55,6 @@ class SessionHost:
 
     name: str
     clock: Callable[[], float]
-    behaviour_now: Callable[[], Behaviour]
     closing: Callable[[], bool]  # the host is closing: a session accepted now is aborted
     greylist: Greylist
     opened: Callable[[LiveSession, str, Behaviour], SessionLog]
@@ -63,6 +63,16 @@ class SessionHost:
     store: Callable[[str, Iterable[str], bytes, str], str]
     # The most a session reads at a time (None: asyncio's 256 KiB; see _read_in_pieces).
     read_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionScript:
+    """What one session plays: ``behaviour()`` at each stage (the phase the session was
+    counted in, or the one in force: ``script.PhaseCursor``), and the reply scripted for one
+    more RCPT of a mailbox whose replies count (None: nothing scripted)."""
+
+    behaviour: Callable[[], Behaviour]
+    recipient_reply: Callable[[Behaviour, str], Reply | None] = lambda behaviour, mailbox: None
 
 
 # --- too many at once ------------------------------------------------------------------------
@@ -155,6 +165,7 @@ class _Handler:
     ) -> str:
         envelope.mail_from = address
         envelope.mail_options.extend(options)
+        server.mail_accepted()
         return _MAIL_OK
 
     async def handle_RCPT(
@@ -182,8 +193,9 @@ class SmtpSession(PatchedSMTP):
     stops reading while its ``503`` replies wait for a client that does not read them.
     aiosmtpd does the same for the rest (a reader of bounded size, a writer it drains)."""
 
-    def __init__(self, host: SessionHost, behaviour: Behaviour, idle_timeout: float) -> None:
+    def __init__(self, host: SessionHost, script: SessionScript, idle_timeout: float) -> None:
         loop = asyncio.get_running_loop()
+        behaviour = script.behaviour()
         super().__init__(
             _HANDLER,
             hostname=host.name,
@@ -193,7 +205,9 @@ class SmtpSession(PatchedSMTP):
             loop=loop,
         )
         self._host = host
-        self._behaviour = behaviour
+        self._script = script
+        self._behaviour = behaviour  # as the session opened: its record says so
+        self._messages = 0  # MAIL commands accepted in this session (max_messages)
         self._client = "?"
         self._wire: asyncio.Transport | None = None  # aiosmtpd's self.transport, kept after loss
         self._log: SessionLog | None = None
@@ -369,7 +383,7 @@ class SmtpSession(PatchedSMTP):
     async def _play(self, stage: Stage) -> bool:
         """Play ``stage`` as the script says. True when the stage is answered (or the
         connection dropped) and aiosmtpd must not handle it."""
-        plan = script.plan_stage(self._host.behaviour_now(), stage)
+        plan = script.plan_stage(self._script.behaviour(), stage)
         if plan.delay > 0:
             await asyncio.sleep(plan.delay)
         action = plan.action
@@ -394,6 +408,10 @@ class SmtpSession(PatchedSMTP):
             await super().smtp_EHLO(hostname)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        limited = script.limit_reply(self._script.behaviour(), self._messages)
+        if limited is not None and self.envelope is not None and self.envelope.mail_from is None:
+            await self._send(str(limited))
+            return
         if not await self._play("mail"):
             await super().smtp_MAIL(arg)
 
@@ -409,16 +427,22 @@ class SmtpSession(PatchedSMTP):
         if self._lines.contents == contents:
             self._lines.data_refused()
 
+    def mail_accepted(self) -> None:
+        """A transaction began (MAIL FROM got 250): it counts towards ``max_messages``."""
+        self._messages += 1
+
     def answer_rcpt(self, envelope: Any, address: str, options: list[str]) -> str:
         """The reply to one RCPT that aiosmtpd has parsed (the ``rcpt`` stage is played)."""
+        behaviour = self._script.behaviour()
         answer = script.answer_rcpt(
-            self._host.behaviour_now(),
+            behaviour,
             address,
             sender=envelope.mail_from or "",
             client=self._client,
             accepted_so_far=len(envelope.rcpt_tos),
             greylist=self._host.greylist,
             now=self._host.clock(),
+            counted=self._script.recipient_reply(behaviour, address),
         )
         if answer.accepted:
             envelope.rcpt_tos.append(address)
@@ -427,7 +451,7 @@ class SmtpSession(PatchedSMTP):
 
     async def answer_message(self, envelope: Any) -> str:
         """The reply after the final dot (the ``message`` stage)."""
-        plan = script.plan_stage(self._host.behaviour_now(), "message")
+        plan = script.plan_stage(self._script.behaviour(), "message")
         message_id = ""
         if plan.store_first:  # before the delay: a sender that stops waiting has delivered
             sender = envelope.mail_from or ""
