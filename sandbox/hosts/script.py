@@ -81,6 +81,24 @@ a session counted in a phase                keeps playing that phase to its end 
 A mailbox's replies (``recipient_phases``) are phases too, which count the RCPTs for that
 mailbox at this host: the cursor keeps their counts, per phase of the host.
 
+The ESMTP extensions a host advertises, and enforces: :func:`ehlo_lines`, :func:`mail_refusal`
+-----------------------------------------------------------------------------------------------
+
+The EHLO reply lists what ``esmtp`` offers (SIZE, PIPELINING, 8BITMIME, SMTPUTF8), and
+MAIL and RCPT are checked against it before the SMTP server reads them:
+
+===========================================  ================================================
+MAIL or RCPT                                 the reply
+===========================================  ================================================
+a parameter the host did not offer           ``555 5.5.4`` (RFC 5321 §4.1.1.11): SIZE= with
+(``SIZE=``, ``BODY=8BITMIME``, SMTPUTF8)     no SIZE, BODY=8BITMIME with no 8BITMIME,
+                                             SMTPUTF8 with no SMTPUTF8 (RFC 6531 §3.4)
+``SIZE=N`` over the advertised size          ``552 5.3.4`` (RFC 1870 §6.1); content over it
+                                             after the final dot gets the same
+an address that is not ASCII, in a           ``553 5.6.7`` (RFC 6531 §3.5: X.6.7, non-ASCII
+transaction begun without SMTPUTF8           addresses not permitted)
+===========================================  ================================================
+
 Replies the host does not script
 --------------------------------
 
@@ -95,7 +113,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sandbox.scenario.model import Behaviour, Phase, Reply, Stage, Timeline
+from sandbox.scenario.model import Behaviour, Esmtp, Phase, Reply, Stage, Timeline
 
 __all__ = [
     "BAD_SEQUENCE",
@@ -114,9 +132,12 @@ __all__ = [
     "answer_rcpt",
     "answer_while_rejecting",
     "closes_connection",
+    "ehlo_lines",
     "limit_reply",
+    "mail_refusal",
     "plan_stage",
     "queued_reply",
+    "rcpt_refusal",
     "with_scripted_text",
 ]
 
@@ -197,6 +218,73 @@ def limit_reply(behaviour: Behaviour, messages_so_far: int) -> Reply | None:
     limit = behaviour.max_messages
     if limit is not None and messages_so_far >= limit.count:
         return limit.reply
+    return None
+
+
+# --- ESMTP extensions ----------------------------------------------------------------------
+
+UNKNOWN_PARAMETER = "555 5.5.4 MAIL FROM parameters not recognized or not implemented"
+TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
+NOT_ASCII = "553 5.6.7 Non-ASCII addresses not permitted without SMTPUTF8"
+_EXTENSIONS = ("SIZE", "8BITMIME", "SMTPUTF8", "PIPELINING")
+
+
+def ehlo_lines(esmtp: Esmtp, lines: list[str]) -> list[str]:
+    """The EHLO reply (``250-NAME``, ``250-SIZE …``, …, ``250 HELP``) with the extensions of
+    ``esmtp``: SIZE, PIPELINING, 8BITMIME and SMTPUTF8 as it says, the others as they are."""
+    kept = [line for line in lines if line[4:].split(" ")[0].upper() not in _EXTENSIONS]
+    offered = []
+    if esmtp.size is not None:
+        offered.append(f"250-SIZE {esmtp.size}")
+    if esmtp.pipelining:
+        offered.append("250-PIPELINING")
+    if esmtp.eightbitmime:
+        offered.append("250-8BITMIME")
+    if esmtp.smtputf8:
+        offered.append("250-SMTPUTF8")
+    return kept[:1] + offered + kept[1:]
+
+
+def _parameters(arg: str) -> tuple[str, dict[str, str]]:
+    """``<a@b> SIZE=10 BODY=8BITMIME`` -> ("<a@b>", {"SIZE": "10", "BODY": "8BITMIME"})."""
+    arg = arg.strip()
+    if arg.startswith("<") and ">" in arg:
+        end = arg.index(">") + 1
+        address, rest = arg[:end], arg[end:]
+    else:
+        address, _, rest = arg.partition(" ")
+    params = {}
+    for word in rest.split():
+        key, _, value = word.partition("=")
+        params[key.upper()] = value.upper()
+    return address, params
+
+
+def mail_refusal(esmtp: Esmtp, arg: str) -> str | None:
+    """The reply to ``MAIL FROM:ARG`` (``arg`` after the colon) that ``esmtp`` makes the host
+    give before anything else reads it, or None (the table above)."""
+    address, params = _parameters(arg)
+    body = params.get("BODY")
+    if (
+        ("SIZE" in params and esmtp.size is None)
+        or (body == "8BITMIME" and not esmtp.eightbitmime)
+        or ("SMTPUTF8" in params and not esmtp.smtputf8)
+    ):
+        return UNKNOWN_PARAMETER
+    size = params.get("SIZE", "")
+    if esmtp.size is not None and size.isdigit() and int(size) > esmtp.size:
+        return TOO_BIG
+    if not address.isascii() and "SMTPUTF8" not in params:
+        return NOT_ASCII
+    return None
+
+
+def rcpt_refusal(arg: str, smtputf8: bool) -> str | None:
+    """The reply to ``RCPT TO:ARG`` in a transaction begun with (or without) SMTPUTF8 that
+    the host gives before anything else reads it, or None."""
+    address, _ = _parameters(arg)
+    if not smtputf8 and not address.isascii():
+        return NOT_ASCII
     return None
 
 

@@ -23,7 +23,7 @@ from sandbox.hosts import script
 from sandbox.hosts.aiosmtpd_patches import COMMAND_SIZE_LIMIT, PatchedSMTP
 from sandbox.hosts.script import AnswerNormally, Greylist, HangUp, Say
 from sandbox.hosts.transcript import ClientLines, SessionLog, decode_line
-from sandbox.scenario.model import Behaviour, Reply, Stage
+from sandbox.scenario.model import DEFAULT_SIZE, Behaviour, Esmtp, Reply, Stage
 
 __all__ = [
     "EARLY_LIMIT",
@@ -175,6 +175,14 @@ class _Handler:
 
     async def handle_DATA(self, server: SmtpSession, session: Any, envelope: Any) -> str:
         return await server.answer_message(envelope)
+
+    async def handle_EHLO(
+        self, server: SmtpSession, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        # aiosmtpd's five-argument hook (its documented way to change the EHLO reply): the
+        # hook, not aiosmtpd, records the client's name.
+        session.host_name = hostname
+        return script.ehlo_lines(server.esmtp(), responses)
 
 
 _HANDLER = _Handler()
@@ -399,25 +407,61 @@ class SmtpSession(PatchedSMTP):
         await self._send(str(action.reply))
         return True
 
+    def esmtp(self) -> Esmtp:
+        """The extensions the behaviour in force offers."""
+        return self._script.behaviour().esmtp
+
+    def _take_size_limit(self) -> None:
+        # aiosmtpd checks SIZE= and the content against data_size_limit: the advertised size,
+        # or (none advertised) the limit the hosts have always had.
+        self.data_size_limit = self.esmtp().size or DEFAULT_SIZE
+
     async def smtp_HELO(self, hostname: str) -> None:
         if not await self._play("ehlo"):
+            self._take_size_limit()
             await super().smtp_HELO(hostname)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         if not await self._play("ehlo"):
+            self._take_size_limit()
             await super().smtp_EHLO(hostname)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        limited = script.limit_reply(self._script.behaviour(), self._messages)
+        behaviour = self._script.behaviour()
+        limited = script.limit_reply(behaviour, self._messages)
         if limited is not None and self.envelope is not None and self.envelope.mail_from is None:
             await self._send(str(limited))
             return
         if not await self._play("mail"):
+            refusal = self._refusal(arg, "FROM:", lambda a: script.mail_refusal(behaviour.esmtp, a))
+            if refusal is not None:
+                await self.push(refusal)
+                return
             await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         if not await self._play("rcpt"):
+            utf8 = bool(self.envelope is not None and self.envelope.smtp_utf8)
+            refusal = self._refusal(arg, "TO:", lambda a: script.rcpt_refusal(a, utf8))
+            if refusal is not None:
+                await self.push(refusal)
+                return
             await super().smtp_RCPT(arg)
+
+    def _refusal(
+        self, arg: str | None, keyword: str, check: Callable[[str], str | None]
+    ) -> str | None:
+        """What ``check`` says of a MAIL or RCPT argument, in a session that may carry on
+        (aiosmtpd answers the ones out of sequence or malformed)."""
+        if arg is None or self.session is None or not self.session.host_name:
+            return None  # before HELO/EHLO: aiosmtpd asks for it
+        if self.envelope is None or (keyword == "FROM:" and self.envelope.mail_from):
+            return None
+        if keyword == "TO:" and not self.envelope.mail_from:
+            return None
+        if not arg.upper().startswith(keyword):
+            return None
+        return check(arg[len(keyword) :])
 
     async def smtp_DATA(self, arg: str | None) -> None:
         assert self._lines is not None

@@ -32,6 +32,7 @@ from typing import Literal, NoReturn, TypeVar, cast
 
 from sandbox.core import policy
 from sandbox.core.durations import format_duration, parse_duration
+from sandbox.core.idn import domain_to_ascii
 from sandbox.core.mx import ip_literal
 from sandbox.dns.zone import Zone, find_zone, parse_zone
 from sandbox.errors import ScenarioError, ZoneSyntaxError
@@ -382,13 +383,13 @@ def _mailbox(value: object, spot: _Spot, what: str) -> str:
 
 
 def _dns_name(name: str) -> bool:
-    """The name can be asked in DNS: labels of 1 to 63 octets (after IDNA for a name in
-    Unicode), 253 in all."""
+    """The name can be asked in DNS: labels of 1 to 63 octets (after IDNA 2008 for a name in
+    Unicode, as the sender asks it: ``core.idn``), 253 in all."""
     try:
-        encoded = name.encode("idna")
-    except UnicodeError:
+        encoded = domain_to_ascii(name) if not name.isascii() else name
+    except ValueError:
         return False
-    return len(encoded) <= 253 and all(0 < len(label) <= 63 for label in encoded.split(b"."))
+    return len(encoded) <= 253 and all(0 < len(label) <= 63 for label in encoded.split("."))
 
 
 # --- timelines ---------------------------------------------------------------------------------
