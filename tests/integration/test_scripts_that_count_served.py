@@ -13,6 +13,7 @@ import pytest
 
 from sandbox import ScenarioError, ServedScenario, scenario_from_mapping
 from sandbox.serve.plugin import MxSandbox
+from tests.integration.serve_process import PICK_PORTS, serve
 from tests.integration.test_plugin import ZONE
 
 CONTROL = ("127.0.0.1", 0)
@@ -278,3 +279,28 @@ async def test_a_served_scenario_without_size_says_so_and_smtputf8_is_used_when_
     assert (await client.say("MAIL FROM:<jörg@bücher.test> SMTPUTF8")).startswith("250")
     assert (await client.say("RCPT TO:<zoë@example.test>")).startswith("250")
     await client.close()
+
+
+# --- mxsandbox serve ----------------------------------------------------------------------------
+
+
+async def test_mxsandbox_serve_counts_and_says_when_a_phase_ends() -> None:
+    async with serve("scenarios/fail-first-two-then-pass.yaml", *PICK_PORTS) as served:
+        mx1 = next(
+            line.split()[2].rsplit(":", 1)[0]
+            for line in served.lines
+            if line.strip().startswith("mx1.example.test")
+        )
+        greetings = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection(mx1, served.smtp_port)
+            greetings.append((await reader.readline()).decode()[:3])
+            writer.close()
+            await writer.wait_closed()
+        assert greetings == ["421", "421", "220"]
+        phase = await served.read_until("PHASE")
+        assert phase.endswith(
+            f"PHASE   mx1.example.test [{mx1}]: greeting→421 for 2 sessions; now: accept"
+        )
+        code, _, _ = await served.stop()
+        assert code == 0
