@@ -217,9 +217,17 @@ async def test_a_connection_past_the_limit_is_greeted_421_and_closed(
     await third.close()
 
 
-async def test_messages_past_the_limit_get_its_reply_at_mail(mx_sandbox: MxSandbox) -> None:
-    limit = {"limit": 1, "reply": "452 4.5.3 One message per session"}
-    sb = await mx_sandbox(world({"mx1.example.test": {"max_messages": limit}}))
+@pytest.mark.parametrize("how", ["scenario", "PUT"])
+async def test_messages_past_the_limit_get_its_reply_at_mail(
+    mx_sandbox: MxSandbox, http: aiohttp.ClientSession, how: str
+) -> None:
+    limit = {"max_messages": {"limit": 1, "reply": "452 4.5.3 One message per session"}}
+    if how == "scenario":
+        sb = await mx_sandbox(world({"mx1.example.test": limit}))
+    else:
+        sb = await mx_sandbox(world({}), control=CONTROL)
+        status, body = await put_behaviour(http, sb, "mx1.example.test", limit)
+        assert (status, body["hosts"][0]["behaviour"]) == (200, "at most 1 message a session")
     client = await Client.to(sb)
     await client.reply()
     assert await transaction(client, "alice@example.test") == ["250"]
