@@ -103,7 +103,7 @@ class Sandbox:
             await self.world.start_dns("127.0.0.1", 0)
             for name, address in self.world.host_addresses():
                 host = await self.world.start_host(name, address)
-                self.network.add(address, host.listen)
+                self.network.add(address, host.listen, host.connection_attempted)
         except BaseException:
             await self.stop()
             raise

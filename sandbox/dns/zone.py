@@ -42,6 +42,7 @@ from typing import Any
 import dnslib
 
 from sandbox.core.addresses import canonical
+from sandbox.core.idn import domain_to_ascii
 from sandbox.errors import ZoneSyntaxError
 
 __all__ = [
@@ -521,16 +522,16 @@ def _absolute(token: _Token, origin: str) -> str:
 
 
 def _ascii(name: str, written: str, *, line: int) -> str:
-    """The name as it goes on the wire: a Unicode name becomes its IDNA form (``xn--…``).
-
-    dnslib would encode it so anyway; doing it here keeps ``ZoneRecord.name`` equal to the
-    name a client asks for.
+    """The name as it goes on the wire: a Unicode name becomes its A-label (``xn--…``), by
+    IDNA 2008 as the sandbox's sender asks it (``core.idn``: dnslib's own encoding is IDNA
+    2003, which spells ``faß`` as ``fass``), so ``ZoneRecord.name`` equals the name a client
+    asks for.
     """
     if name.isascii():
         return name
     try:
-        return _normalise(str(dnslib.DNSLabel(name + ".")))
-    except UnicodeError:
+        return _normalise(domain_to_ascii(name))
+    except ValueError:
         raise ZoneSyntaxError(
             f"'{written}' is not a valid international name: check its spelling, or write "
             "its xn-- form",

@@ -32,16 +32,20 @@ from typing import Literal, NoReturn, TypeVar, cast
 
 from sandbox.core import policy
 from sandbox.core.durations import format_duration, parse_duration
+from sandbox.core.idn import domain_to_ascii
 from sandbox.core.mx import ip_literal
 from sandbox.dns.zone import Zone, find_zone, parse_zone
 from sandbox.errors import ScenarioError, ZoneSyntaxError
 from sandbox.scenario.model import (
+    DEFAULT_SIZE,
     STAGES,
     Behaviour,
     DeliveryExpectation,
     DnsBehaviour,
+    Esmtp,
     Expectation,
     HostExpectation,
+    Limit,
     MessageSpec,
     Phase,
     Reply,
@@ -82,7 +86,23 @@ TOP_LEVEL_KEYS = (
     "expect",
 )
 CONNECTIONS = ("accept", "refuse", "timeout", "silent")
-BEHAVIOUR_KEYS = (*STAGES, "recipients", "disconnect", "delay", "greylist", "max_recipients")
+BEHAVIOUR_KEYS = (
+    *STAGES,
+    "recipients",
+    "disconnect",
+    "delay",
+    "greylist",
+    "max_recipients",
+    "max_messages",
+    "max_connections",
+    "esmtp",
+)
+# The extensions a host advertises (and enforces): ``esmtp: {size: 10240, smtputf8: false}``.
+ESMTP_KEYS = ("size", "pipelining", "8bitmime", "smtputf8")
+# The long form of a rate limit: ``max_connections: {limit: 1, reply: "421 4.7.0 …"}``.
+LIMIT_KEYS = ("limit", "reply")
+TOO_MANY_MESSAGES = "421 4.7.0 Too many messages in one session, try again later"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 DNS_KINDS = ("answer", "servfail", "timeout", "nxdomain")
 MESSAGE_KEYS = ("from", "to", "count", "at")
 DELIVERY_KEYS = ("message", "recipient", "status", "host", "dsn", "attempts", "after", "before")
@@ -90,6 +110,8 @@ HOST_EXPECTATION_KEYS = ("host", "accepted", "connections", "share", "tolerance"
 # A phase of a timeline: when it ends, and what holds until then (a host's or a name's
 # behaviour under "do", a zone's text under "zone").
 PHASE_END_KEY = "until"
+# …or after this many sessions (connection attempts, RCPTs): host phases and mailbox replies.
+PHASE_COUNT_KEY = "times"
 BEHAVIOUR_PHASE_KEY = "do"
 ZONE_PHASE_KEY = "zone"
 SENDER_KEYS = ("profile", *policy.FIELD_KINDS)
@@ -98,8 +120,10 @@ SENDER_KEYS = ("profile", *policy.FIELD_KINDS)
 # the JSON Schema of ``scenario.schema`` is built from these same lists.
 ACCEPTED_KEYS: dict[str, tuple[str, ...]] = {
     "The top level": TOP_LEVEL_KEYS,
-    "Phases": (PHASE_END_KEY, BEHAVIOUR_PHASE_KEY, ZONE_PHASE_KEY),
+    "Phases": (PHASE_END_KEY, PHASE_COUNT_KEY, BEHAVIOUR_PHASE_KEY, ZONE_PHASE_KEY),
     "Host behaviour": BEHAVIOUR_KEYS,
+    "Rate limits": LIMIT_KEYS,
+    "ESMTP extensions": ESMTP_KEYS,
     "Messages": MESSAGE_KEYS,
     "The sender": SENDER_KEYS,
     "Expectations about deliveries": DELIVERY_KEYS,
@@ -359,16 +383,30 @@ def _mailbox(value: object, spot: _Spot, what: str) -> str:
 
 
 def _dns_name(name: str) -> bool:
-    """The name can be asked in DNS: labels of 1 to 63 octets (after IDNA for a name in
-    Unicode), 253 in all."""
+    """The name can be asked in DNS: labels of 1 to 63 octets (after IDNA 2008 for a name in
+    Unicode, as the sender asks it: ``core.idn``), 253 in all."""
     try:
-        encoded = name.encode("idna")
-    except UnicodeError:
+        encoded = domain_to_ascii(name) if not name.isascii() else name
+    except ValueError:
         return False
-    return len(encoded) <= 253 and all(0 < len(label) <= 63 for label in encoded.split(b"."))
+    return len(encoded) <= 253 and all(0 < len(label) <= 63 for label in encoded.split("."))
 
 
 # --- timelines ---------------------------------------------------------------------------------
+
+
+# How a list of phases may end its phases: at an ``until`` only (DNS names, zones), at an
+# ``until`` or after ``times`` (a host: sessions or connection attempts), or after ``times``
+# only (a mailbox's replies: RCPTs).
+Counting = Literal["no", "also", "only"]
+_TIMES_HINT = (
+    "times counts sessions, so it belongs to a host's phases (and a mailbox's replies); "
+    "these phases change with until"
+)
+_UNTIL_IN_REPLIES = (
+    "a mailbox's replies change after a number of RCPTs (times), not over time; for a change "
+    "over time, give the host phases, each with its own recipients"
+)
 
 
 def _timeline(
@@ -376,10 +414,11 @@ def _timeline(
     spot: _Spot,
     read_one: Callable[[object, _Spot], _T],
     value_key: str = BEHAVIOUR_PHASE_KEY,
+    counting: Counting = "no",
 ) -> Timeline[_T]:
     """A single value, or a list of phases ``[{until: 2h, do: …}, {do: …}]``."""
     if isinstance(value, list | tuple):
-        return _phases(cast(Sequence[object], value), spot, read_one, value_key)
+        return _phases(cast(Sequence[object], value), spot, read_one, value_key, counting)
     return Timeline.constant(read_one(value, spot))
 
 
@@ -388,23 +427,44 @@ def _phases(
     spot: _Spot,
     read_one: Callable[[object, _Spot], _T],
     value_key: str,
+    counting: Counting = "no",
 ) -> Timeline[_T]:
-    example = f"[{{until: 2h, {value_key}: …}}, {{{value_key}: …}}]"
+    first_end = "times: 1" if counting == "only" else "until: 2h"
+    example = f"[{{{first_end}, {value_key}: …}}, {{{value_key}: …}}]"
     if not items:
         spot.fail(f"the list of phases is empty; write at least one phase, such as {example}")
+    allowed = {
+        "no": (PHASE_END_KEY, value_key),
+        "also": (PHASE_END_KEY, PHASE_COUNT_KEY, value_key),
+        "only": (PHASE_COUNT_KEY, value_key),
+    }[counting]
+    misplaced = _misplaced_in_phase(value_key)
+    if counting == "no":
+        misplaced[PHASE_COUNT_KEY] = _TIMES_HINT
+    if counting == "only":
+        misplaced[PHASE_END_KEY] = _UNTIL_IN_REPLIES
     phases: list[Phase[_T]] = []
     previous = 0.0
     for index, (item, item_spot) in enumerate(_item_spots(items, spot)):
-        phase = _as_mapping(item, item_spot, f"{{until: 2h, {value_key}: …}}")
-        _check_keys(phase, item_spot, (PHASE_END_KEY, value_key), _misplaced_in_phase(value_key))
-        hint = f"write what holds during this phase, such as {{until: 2h, {value_key}: …}}"
+        phase = _as_mapping(item, item_spot, f"{{{first_end}, {value_key}: …}}")
+        _check_keys(phase, item_spot, allowed, misplaced)
+        hint = f"write what holds during this phase, such as {{{first_end}, {value_key}: …}}"
         value_spot = _value_spot(phase, value_key, item_spot)
         value = _require(phase, value_key, item_spot, hint)
         if isinstance(value, list | tuple):
             value_spot.fail(f"{value_key} holds one value, not another list of phases")
         is_last = index == len(items) - 1
-        until = _phase_end(phase, item_spot, value_key, is_last=is_last, previous=previous)
-        phases.append(Phase(until, read_one(value, value_spot)))
+        times = _phase_times(phase, item_spot, value_key, is_last=is_last)
+        until = _phase_end(
+            phase,
+            item_spot,
+            value_key,
+            is_last=is_last,
+            previous=previous,
+            counted=times is not None,
+            counting=counting,
+        )
+        phases.append(Phase(until, read_one(value, value_spot), times))
         previous = until if until is not None else previous
     return Timeline(tuple(phases))
 
@@ -419,15 +479,44 @@ def _misplaced_in_phase(value_key: str) -> dict[str, str]:
     }
 
 
+def _phase_times(
+    phase: Mapping[object, object], spot: _Spot, value_key: str, *, is_last: bool
+) -> int | None:
+    """A phase's ``times``: a whole number of 1 or more, never on the last phase."""
+    if phase.get(PHASE_COUNT_KEY) is None:
+        return None
+    times_spot = _value_spot(phase, PHASE_COUNT_KEY, spot)
+    if is_last:
+        times_spot.fail(
+            "the last phase must not have times because it lasts to the end of the run; "
+            f"remove it or add a final phase such as {{{value_key}: …}}"
+        )
+    return _whole_number(phase[PHASE_COUNT_KEY], times_spot, 1, "times: 2")
+
+
 def _phase_end(
-    phase: Mapping[object, object], spot: _Spot, value_key: str, *, is_last: bool, previous: float
+    phase: Mapping[object, object],
+    spot: _Spot,
+    value_key: str,
+    *,
+    is_last: bool,
+    previous: float,
+    counted: bool = False,
+    counting: Counting = "no",
 ) -> float | None:
-    """A phase's ``until``: required and increasing, except on the last phase, which has none."""
+    """A phase's ``until``: increasing, and required (unless the phase has ``times``) except
+    on the last phase, which has none."""
     if phase.get("until") is None:
-        if is_last:
+        if is_last or counted:
             return None
+        if counting == "only":
+            _mapping_spot(phase, spot).child(PHASE_COUNT_KEY, None).fail(
+                "every phase but the last needs times; add times: N, the number of RCPTs it answers"
+            )
+        also = " (or times: N, after N sessions)" if counting == "also" else ""
         _mapping_spot(phase, spot).child("until", None).fail(
-            "every phase but the last needs an until; add until: DURATION, when this phase ends"
+            f"every phase but the last needs an until; add until: DURATION, when this phase "
+            f"ends{also}"
         )
     until_spot = _value_spot(phase, "until", spot)
     if is_last:
@@ -557,7 +646,9 @@ def _hosts(value: object, spot: _Spot, world: _World) -> dict[str, Timeline[Beha
         if host in hosts:
             key_spot.fail(f"the host {host} is listed twice; keep one entry for it")
         _check_named(host, key_spot, world)
-        hosts[host] = _timeline(behaviour, _value_spot(mapping, key, spot), _behaviour)
+        hosts[host] = _timeline(
+            behaviour, _value_spot(mapping, key, spot), _behaviour, counting="also"
+        )
     return hosts
 
 
@@ -610,7 +701,7 @@ def _scripted_behaviour(mapping: Mapping[object, object], spot: _Spot) -> Behavi
         for stage in STAGES
         if stage in mapping
     }
-    recipients = _recipient_replies(
+    recipients, recipient_phases = _recipient_replies(
         mapping.get("recipients"), _value_spot(mapping, "recipients", spot)
     )
     disconnect = None
@@ -625,6 +716,9 @@ def _scripted_behaviour(mapping: Mapping[object, object], spot: _Spot) -> Behavi
         max_recipients = _whole_number(
             mapping["max_recipients"], _value_spot(mapping, "max_recipients", spot), 1, "100"
         )
+    max_messages = _limit(mapping, "max_messages", spot, "mail", TOO_MANY_MESSAGES)
+    max_connections = _limit(mapping, "max_connections", spot, "greeting", TOO_MANY_CONNECTIONS)
+    esmtp = _esmtp(mapping.get("esmtp"), _value_spot(mapping, "esmtp", spot))
     return Behaviour(
         replies=replies,
         recipients=recipients,
@@ -632,6 +726,73 @@ def _scripted_behaviour(mapping: Mapping[object, object], spot: _Spot) -> Behavi
         delays=delays,
         greylist=greylist,
         max_recipients=max_recipients,
+        recipient_phases=recipient_phases,
+        max_messages=max_messages,
+        max_connections=max_connections,
+        esmtp=esmtp,
+    )
+
+
+def _limit(
+    mapping: Mapping[object, object], key: str, spot: _Spot, stage: Stage, default: str
+) -> Limit | None:
+    """``max_messages: 2`` or ``{limit: 2, reply: "452 4.5.3 …"}``: a count and the reply
+    past it, which must refuse (4xx or 5xx)."""
+    value = mapping.get(key)
+    if value is None:
+        return None
+    here = _value_spot(mapping, key, spot)
+    default_reply = _reply(default, here, stage)
+    if not isinstance(value, Mapping):
+        return Limit(_whole_number(value, here, 1, f"{key}: 2"), default_reply)
+    long_form = cast(Mapping[object, object], value)
+    _check_keys(long_form, here, LIMIT_KEYS)
+    hint = f"write the most it allows, such as {{limit: 2, reply: {_REPLY_EXAMPLE}}}"
+    count = _whole_number(
+        _require(long_form, "limit", here, hint), _value_spot(long_form, "limit", here), 1, "2"
+    )
+    if long_form.get("reply") is None:
+        return Limit(count, default_reply)
+    reply_spot = _value_spot(long_form, "reply", here)
+    reply = _reply(long_form["reply"], reply_spot, stage)
+    if reply.code < 400:
+        reply_spot.fail(
+            f"{reply.code} accepts; the reply past a limit refuses: a 4xx or 5xx code, such "
+            f'as "{default}"'
+        )
+    return Limit(count, reply)
+
+
+def _esmtp(value: object, spot: _Spot) -> Esmtp:
+    """``esmtp: {size: 10240, pipelining: false, 8bitmime: false, smtputf8: false}``."""
+    if value is None:
+        return Esmtp()
+    mapping = _as_mapping(value, spot, "{size: 10240, smtputf8: false}")
+    _check_keys(mapping, spot, ESMTP_KEYS)
+
+    def flag(key: str, default: bool) -> bool:
+        if mapping.get(key) is None:
+            return default
+        return _flag(mapping[key], _value_spot(mapping, key, spot))
+
+    size: int | None = DEFAULT_SIZE
+    if mapping.get("size") is not None:
+        size_value = mapping["size"]
+        size_spot = _value_spot(mapping, "size", spot)
+        if size_value is False:
+            size = None
+        elif isinstance(size_value, bool) or not isinstance(size_value, int) or size_value < 1:
+            size_spot.fail(
+                f"{_shown(size_value)} is not a size; write the largest message the host "
+                "takes, in bytes, such as size: 10240, or size: false for no SIZE at all"
+            )
+        else:
+            size = size_value
+    return Esmtp(
+        size=size,
+        pipelining=flag("pipelining", False),
+        eightbitmime=flag("8bitmime", True),
+        smtputf8=flag("smtputf8", True),
     )
 
 
@@ -666,16 +827,31 @@ def _reply(value: object, spot: _Spot, stage: Stage) -> Reply:
     return Reply(code, (match.group(2) or "").strip())
 
 
-def _recipient_replies(value: object, spot: _Spot) -> dict[str, Reply]:
+def _recipient_replies(
+    value: object, spot: _Spot
+) -> tuple[dict[str, Reply], dict[str, Timeline[Reply]]]:
+    """The replies for some mailboxes: one reply each, or phases that count RCPTs
+    (``[{times: 1, do: "451 4.2.0 busy"}, {do: "250 2.1.5 ok"}]``)."""
     if value is None:
-        return {}
+        return {}, {}
     example = '{"carol@example.test": "550 5.1.1 No such user"}'
     mapping = _as_mapping(value, spot, example)
     replies: dict[str, Reply] = {}
+    phases: dict[str, Timeline[Reply]] = {}
     for key, reply in mapping.items():
         address = _mailbox(key, _key_spot(mapping, key, spot), "the recipient")
-        replies[address] = _reply(reply, _value_spot(mapping, key, spot), "rcpt")
-    return replies
+        here = _value_spot(mapping, key, spot)
+        if isinstance(reply, list | tuple):
+            phases[address] = _phases(
+                cast(Sequence[object], reply),
+                here,
+                lambda v, s: _reply(v, s, "rcpt"),
+                BEHAVIOUR_PHASE_KEY,
+                counting="only",
+            )
+        else:
+            replies[address] = _reply(reply, here, "rcpt")
+    return replies, phases
 
 
 def _delays(value: object, spot: _Spot) -> dict[Stage, float]:
@@ -1092,7 +1268,7 @@ def host_behaviour(value: object, source: str = "<behaviour>") -> Timeline[Behav
     """A host behaviour written as under a scenario's ``hosts``: a word (``refuse``), a mapping
     (``{greylist: 2s}``) or a list of phases. For changing a host at run time (the plugin's
     ``set_behaviour``); a mistake is a ScenarioError naming ``source``."""
-    return _timeline(value, _Spot(source, "", None), _behaviour)
+    return _timeline(value, _Spot(source, "", None), _behaviour, counting="also")
 
 
 def dns_behaviour(value: object, source: str = "<dns behaviour>") -> Timeline[DnsBehaviour]:

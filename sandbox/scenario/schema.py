@@ -45,14 +45,33 @@ def _object(properties: dict[str, Schema], keys: tuple[str, ...], **extra: Any) 
     }
 
 
-def _phases(value: Schema, value_key: str) -> Schema:
-    """A list of phases: ``[{until: 2h, VALUE_KEY: …}, {VALUE_KEY: …}]``."""
+def _phases(value: Schema, value_key: str, ends: tuple[str, ...] = (load.PHASE_END_KEY,)) -> Schema:
+    """A list of phases: ``[{until: 2h, VALUE_KEY: …}, {VALUE_KEY: …}]``; ``ends`` are the
+    keys that may end a phase (``until``, and ``times`` for a host or a mailbox's replies)."""
     phase = _object(
-        {load.PHASE_END_KEY: _ref("duration"), value_key: value},
-        (load.PHASE_END_KEY, value_key),
+        {
+            load.PHASE_END_KEY: _ref("duration"),
+            load.PHASE_COUNT_KEY: {"type": "integer", "minimum": 1},
+            value_key: value,
+        },
+        (*ends, value_key),
         required=[value_key],
     )
     return {"type": "array", "minItems": 1, "items": phase}
+
+
+def _limit(reply: Schema) -> Schema:
+    """``2``, or ``{limit: 2, reply: "421 4.7.0 …"}`` (a refusing reply)."""
+    return {
+        "anyOf": [
+            {"type": "integer", "minimum": 1},
+            _object(
+                {"limit": {"type": "integer", "minimum": 1}, "reply": reply},
+                load.LIMIT_KEYS,
+                required=["limit"],
+            ),
+        ]
+    }
 
 
 def _reply(stage: Stage) -> Schema:
@@ -95,7 +114,14 @@ def _definitions() -> dict[str, Schema]:
             "recipients": {
                 "type": "object",
                 "propertyNames": {"pattern": _ADDRESS_PATTERN},
-                "additionalProperties": _ref("rcptReply"),
+                "additionalProperties": {
+                    "anyOf": [
+                        _ref("rcptReply"),
+                        _phases(
+                            _ref("rcptReply"), load.BEHAVIOUR_PHASE_KEY, (load.PHASE_COUNT_KEY,)
+                        ),
+                    ]
+                },
             },
             "disconnect": stage,
             "delay": {
@@ -105,6 +131,17 @@ def _definitions() -> dict[str, Schema]:
             },
             "greylist": _ref("duration"),
             "max_recipients": {"type": "integer", "minimum": 1},
+            "max_messages": _limit(_ref("mailReply")),
+            "max_connections": _limit(_ref("greetingReply")),
+            "esmtp": _object(
+                {
+                    "size": {"anyOf": [{"type": "integer", "minimum": 1}, {"const": False}]},
+                    "pipelining": {"type": "boolean"},
+                    "8bitmime": {"type": "boolean"},
+                    "smtputf8": {"type": "boolean"},
+                },
+                load.ESMTP_KEYS,
+            ),
         }
     )
     one_behaviour = {
@@ -124,7 +161,14 @@ def _definitions() -> dict[str, Schema]:
         **{f"{name}Reply": _reply(name) for name in STAGES},
         "behaviour": one_behaviour,
         "hostBehaviour": {
-            "anyOf": [_ref("behaviour"), _phases(_ref("behaviour"), load.BEHAVIOUR_PHASE_KEY)]
+            "anyOf": [
+                _ref("behaviour"),
+                _phases(
+                    _ref("behaviour"),
+                    load.BEHAVIOUR_PHASE_KEY,
+                    (load.PHASE_END_KEY, load.PHASE_COUNT_KEY),
+                ),
+            ]
         },
         "dnsBehaviour": {
             "anyOf": [
