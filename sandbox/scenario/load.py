@@ -225,6 +225,13 @@ def _one_of(allowed: Sequence[str]) -> str:
     return ", ".join(allowed)
 
 
+def _some_of(choices: Sequence[str], most: int = 8) -> str:
+    """The first few of a list that may be long (a thousand recipients), for an error."""
+    if len(choices) <= most:
+        return _one_of(choices)
+    return f"{_one_of(choices[:most])} … ({len(choices)} in all)"
+
+
 def _check_keys(
     mapping: Mapping[object, object],
     spot: _Spot,
@@ -765,12 +772,14 @@ def _recipients(value: object, spot: _Spot) -> tuple[str, ...]:
     items = cast(Sequence[object], value)
     if not items:
         spot.fail("the list of recipients is empty; add at least one address")
-    recipients: list[str] = []
+    # A dict keeps the order and finds a repeat in constant time: with a list, checking
+    # 100,000 recipients for repeats took a minute.
+    recipients: dict[str, None] = {}
     for item, item_spot in _item_spots(items, spot):
         address = _mailbox(item, item_spot, "each recipient")
         if address in recipients:
             item_spot.fail(f"{address} is listed twice; list each recipient once")
-        recipients.append(address)
+        recipients[address] = None
     return tuple(recipients)
 
 
@@ -820,12 +829,27 @@ def _override(kind: str | tuple[str, ...], value: object, spot: _Spot) -> object
 # --- expectations ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class _Known:
-    """What expectations are checked against."""
+    """What expectations are checked against: the world, the messages and, gathered once on
+    first use, the recipients of each message (every expectation that names a recipient
+    looks it up: gathering them again for each one grew with expectations x recipients)."""
 
-    world: _World
-    messages: tuple[MessageSpec, ...]
+    def __init__(self, world: _World, messages: tuple[MessageSpec, ...]) -> None:
+        self.world = world
+        self.messages = messages
+        self._recipients: dict[int | str, frozenset[str]] = {}
+
+    def recipients_of(self, message: int | Literal["all"]) -> frozenset[str]:
+        found = self._recipients.get(message)
+        if found is None:
+            if message == "all":
+                # The copies that `count` makes share one tuple: gather each tuple once.
+                distinct = {id(m.recipients): m.recipients for m in self.messages}
+                found = frozenset(r for listed in distinct.values() for r in listed)
+            else:
+                found = frozenset(self.messages[message - 1].recipients)
+            self._recipients[message] = found
+        return found
 
 
 def _expectations(value: object, spot: _Spot, known: _Known) -> tuple[Expectation, ...]:
@@ -867,7 +891,7 @@ def _delivery_expectation(
     message = _message_number(mapping["message"], at("message"), len(known.messages))
     recipient = optional("recipient", lambda v, s: _mailbox(v, s, "recipient"))
     if recipient is not None:
-        _check_recipient(recipient, message, at("recipient"), known.messages)
+        _check_recipient(recipient, message, at("recipient"), known)
     status = optional("status", lambda v, s: _word(v, s, STATUSES, "a delivery status"))
     after = optional("after", _duration)
     before = optional("before", _duration)
@@ -906,15 +930,17 @@ def _message_number(value: object, spot: _Spot, total: int) -> int | Literal["al
 
 
 def _check_recipient(
-    recipient: str, message: int | str, spot: _Spot, messages: Sequence[MessageSpec]
+    recipient: str, message: int | Literal["all"], spot: _Spot, known: _Known
 ) -> None:
-    about = messages if message == "all" else [messages[int(message) - 1]]
-    listed = sorted({r for m in about for r in m.recipients})
+    listed = known.recipients_of(message)
     if not listed:
         spot.fail("the scenario has no messages, so no recipients; add messages or remove this")
     if recipient not in listed:
         which = "any message" if message == "all" else f"message {message}"
-        spot.fail(f"{recipient} is not a recipient of {which}; use one of: {_one_of(listed)}")
+        spot.fail(
+            f"{recipient} is not a recipient of {which}; "
+            f"{_did_you_mean(recipient, sorted(listed))}use one of: {_some_of(sorted(listed))}"
+        )
 
 
 def _expected_host(value: object, spot: _Spot, world: _World) -> str:
