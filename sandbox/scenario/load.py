@@ -113,6 +113,13 @@ MAX_DURATION = 1000 * 86400.0
 # Expanding `count` builds one object per message: a typo such as `count: 1000000000` must be
 # an error, not an out-of-memory crash.
 MAX_MESSAGES = 100_000
+# A run keeps a delivery, its events and a row of the result for each (message, recipient):
+# 100,000 of them take a run of about 10 to 20 s and 250 MB, as 100,000 messages do.
+# `count: 100000` with 10,000 recipients once passed `check`, then ran out of memory.
+MAX_DELIVERIES = 100_000
+# Recipients of one message: an SMTP server must take at least 100 in one transaction (RFC
+# 5321 §4.5.3.1.8), and Postfix's smtpd_recipient_limit, the most a Postfix MX takes, is 1,000.
+MAX_RECIPIENTS = 1_000
 
 _REPLY = re.compile(r"(\d{3})(?:[ -](.*))?", re.DOTALL)
 _DSN = re.compile(r"\d\.\d{1,3}\.\d{1,3}")
@@ -723,13 +730,20 @@ def _messages(value: object, spot: _Spot) -> tuple[MessageSpec, ...]:
         return ()
     example = "[{from: bob@example.net, to: alice@example.test}]"
     messages: list[MessageSpec] = []
+    deliveries = 0
     for item, item_spot in _item_spots(_as_list(value, spot, example), spot):
         mapping = _as_mapping(item, item_spot, "{from: bob@example.net, to: alice@example.test}")
         _check_keys(mapping, item_spot, MESSAGE_KEYS)
         sender, recipients, count, at = _message_fields(mapping, item_spot)
+        count_spot = _value_spot(mapping, "count", item_spot)
         if len(messages) + count > MAX_MESSAGES:
-            _value_spot(mapping, "count", item_spot).fail(
-                f"this makes more than {MAX_MESSAGES} messages; use a smaller count"
+            count_spot.fail(f"this makes more than {MAX_MESSAGES:,} messages; use a smaller count")
+        deliveries += count * len(recipients)
+        if deliveries > MAX_DELIVERIES:
+            (count_spot if "count" in mapping else _value_spot(mapping, "to", item_spot)).fail(
+                f"this makes {deliveries:,} deliveries (messages x recipients, count "
+                f"expanded), more than the {MAX_DELIVERIES:,} a run may have; use a smaller "
+                "count or fewer recipients"
             )
         line = _mapping_spot(mapping, item_spot).line
         for _ in range(count):
@@ -772,6 +786,11 @@ def _recipients(value: object, spot: _Spot) -> tuple[str, ...]:
     items = cast(Sequence[object], value)
     if not items:
         spot.fail("the list of recipients is empty; add at least one address")
+    if len(items) > MAX_RECIPIENTS:
+        spot.fail(
+            f"{len(items):,} recipients are more than the {MAX_RECIPIENTS:,} one message may "
+            "have; split them over several messages"
+        )
     # A dict keeps the order and finds a repeat in constant time: with a list, checking
     # 100,000 recipients for repeats took a minute.
     recipients: dict[str, None] = {}

@@ -147,11 +147,13 @@ def _definitions() -> dict[str, Schema]:
                         {
                             "type": "array",
                             "minItems": 1,
+                            "maxItems": load.MAX_RECIPIENTS,
+                            "uniqueItems": True,
                             "items": {"type": "string", "pattern": _ADDRESS_PATTERN},
                         },
                     ]
                 },
-                "count": {"type": "integer", "minimum": 1},
+                "count": {"type": "integer", "minimum": 1, "maximum": load.MAX_MESSAGES},
                 "at": _ref("duration"),
             },
             load.MESSAGE_KEYS,
