@@ -122,6 +122,15 @@ MAX_DELIVERIES = 100_000
 MAX_RECIPIENTS = 1_000
 
 _REPLY = re.compile(r"(\d{3})(?:[ -](.*))?", re.DOTALL)
+# What text must not hold: C0 and C1 controls (line breaks among them), Unicode's line and
+# paragraph separators, and the halves of UTF-16 surrogate pairs that YAML's "\ud800" can
+# write, which no output can encode. A reply with CR LF in it, sent as it is, would end early
+# and start another reply that the client never asked for; an escape sequence in a title
+# would be obeyed by the terminal that prints the story.
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_LINE_BREAKS = "\r\n\x0b\x0c\x85\u2028\u2029"
+# RFC 5321 §4.5.3.1.5: a reply line has at most 512 octets, its CRLF included.
+MAX_REPLY_OCTETS = 512 - 2
 _DSN = re.compile(r"\d\.\d{1,3}\.\d{1,3}")
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Letters, digits, '-' and '_' (SRV-style labels); '*' alone for a wildcard. International
@@ -282,6 +291,23 @@ def _text(value: object, spot: _Spot, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         spot.fail(f"{what} must be text, found {_shown(value)}; put it in quotes")
     return str(value).strip()
+
+
+def _check_text(text: str, spot: _Spot, *, line_break: str, allowed: str = "") -> None:
+    """``text`` holds only characters that can be printed and sent (and ``allowed``);
+    ``line_break`` says why a line break is wrong here and how to mend it."""
+    for found in _NOT_TEXT.finditer(text):
+        char = found.group()
+        if char in allowed:
+            continue
+        if char in _LINE_BREAKS:
+            spot.fail(f"{_shown(text)} has a line break in it; {line_break}")
+        if "\ud800" <= char <= "\udfff":
+            spot.fail(
+                f"{_shown(text)} has U+{ord(char):04X}, half of a UTF-16 surrogate pair and "
+                "no character of its own; remove it, or write the whole character"
+            )
+        spot.fail(f"{_shown(text)} has the control character U+{ord(char):04X} in it; remove it")
 
 
 def _word(value: object, spot: _Spot, allowed: Sequence[str], what: str) -> str:
@@ -664,6 +690,7 @@ def _reply(value: object, spot: _Spot, stage: Stage) -> Reply:
             f"{_shown(value)} does not start with a 3-digit reply code; write a reply such as "
             f"{_REPLY_EXAMPLE}"
         )
+    _check_reply_line(match.group(0), spot)
     code = int(match.group(1))
     if not 200 <= code <= 599:
         spot.fail(
@@ -678,6 +705,22 @@ def _reply(value: object, spot: _Spot, stage: Stage) -> Reply:
             f"{_REPLY_EXAMPLE}"
         )
     return Reply(code, (match.group(2) or "").strip())
+
+
+def _check_reply_line(reply: str, spot: _Spot) -> None:
+    """A reply is one line that the host can send as it is."""
+    _check_text(
+        reply,
+        spot,
+        line_break="write the reply on one line (sent as it is, a line break would end it "
+        "early; the format has no multi-line replies)",
+    )
+    octets = len(reply.encode())
+    if octets > MAX_REPLY_OCTETS:
+        spot.fail(
+            f"the reply is {octets:,} bytes long, and a reply line has at most 512 with its CRLF "
+            f"(RFC 5321 §4.5.3.1.5); shorten it to {MAX_REPLY_OCTETS} bytes or fewer"
+        )
 
 
 def _recipient_replies(value: object, spot: _Spot) -> dict[str, Reply]:
@@ -1053,6 +1096,23 @@ def _name(mapping: Mapping[object, object], spot: _Spot) -> str:
     return value.strip()
 
 
+def _title(value: object, spot: _Spot) -> str:
+    title = _text(value, spot, "title")
+    _check_text(
+        title,
+        spot,
+        allowed="\t",
+        line_break="write the title on one line (the description takes paragraphs)",
+    )
+    return title
+
+
+def _description(value: object, spot: _Spot) -> str:
+    description = _text(value, spot, "description")
+    _check_text(description, spot, allowed="\t\n", line_break="end lines with a plain newline")
+    return description
+
+
 def _seed(value: object, spot: _Spot) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         spot.fail(f"{_shown(value)} is not a whole number; write the seed as one, such as 7")
@@ -1085,8 +1145,8 @@ def _build(data: object, source: str) -> Scenario:
         name=name,
         zones=zones,
         messages=messages,
-        title=optional("title", lambda v, s: _text(v, s, "title"), ""),
-        description=optional("description", lambda v, s: _text(v, s, "description"), ""),
+        title=optional("title", _title, ""),
+        description=optional("description", _description, ""),
         seed=optional("seed", _seed, 0),
         until=optional("until", _duration, None),
         hosts=_hosts(mapping.get("hosts"), at("hosts"), world),

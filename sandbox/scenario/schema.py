@@ -26,6 +26,11 @@ Schema = dict[str, Any]
 _DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*[smhd]?\s*$|^(\d+(\.\d+)?[smhd])+$"
 _STATUS_PATTERN = r"^\s*[245]\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
 _ADDRESS_PATTERN = r"^[^@\s]+@[^@\s]+$"
+# Text without the control characters the loader refuses (``load._NOT_TEXT``): none at all
+# in a reply, a tab in a title, tabs and newlines in a description.
+_REPLY_TEXT = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]*"
+_LINE_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]*$"
+_PARAGRAPHS_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]*$"
 
 
 def _ref(name: str) -> Schema:
@@ -64,7 +69,11 @@ def _reply(stage: Stage) -> Schema:
         "description": f"an SMTP reply: a 4xx or 5xx code, or {' or '.join(map(str, positive))}"
         ", then text, such as '421 4.3.2 Shutting down'",
         "anyOf": [
-            {"type": "string", "pattern": rf"^\s*({codes})([ -].*)?$"},
+            {
+                "type": "string",
+                "pattern": rf"^\s*({codes})([ -]{_REPLY_TEXT})?\s*$",
+                "maxLength": load.MAX_REPLY_OCTETS,
+            },
             {
                 "type": "integer",
                 "anyOf": [{"minimum": 400, "maximum": 599}, {"enum": list(positive)}],
@@ -201,8 +210,8 @@ def scenario_schema() -> Schema:
     top = _object(
         {
             "name": {"type": ["string", "integer"], "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
-            "title": {"type": ["string", "number"]},
-            "description": {"type": ["string", "number"]},
+            "title": {"type": ["string", "number"], "pattern": _LINE_PATTERN},
+            "description": {"type": ["string", "number"], "pattern": _PARAGRAPHS_PATTERN},
             "seed": {"type": "integer"},
             "until": _ref("duration"),
             "zones": {"type": "object", "additionalProperties": _ref("zone")},

@@ -2,20 +2,28 @@
 refused when it is loaded, with exit 2 and one line ``FILE:LINE: KEY: what is wrong; how to
 mend it``, by ``check`` and ``run`` alike.
 
-Each section is one finding of issue 16: too many deliveries (point 10) …
+Each section is one finding of issue 16: a line break in a scripted reply (point 8), too
+many deliveries (point 10) …
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import pytest
 
 from sandbox import ScenarioError, load_scenario_text
 from sandbox.cli import main
-from sandbox.scenario.load import MAX_DELIVERIES, MAX_RECIPIENTS
+from sandbox.run import run_scenario
+from sandbox.scenario.load import (
+    MAX_DELIVERIES,
+    MAX_RECIPIENTS,
+    MAX_REPLY_OCTETS,
+    host_behaviour,
+)
 
 ZONE = "zones:\n  example.test: |\n    @ IN MX 10 mx1\n    mx1 IN A 192.0.2.10\n"
 
@@ -47,6 +55,87 @@ def commands_refuse(tmp_path: Path, text: str, line: int) -> None:
         assert code == 2, (command, out.getvalue())
         (said,) = err.getvalue().splitlines()
         assert said.startswith(f"error: {path}:{line}: "), said
+
+
+# --- point 8: a reply is one line of text ------------------------------------------------------
+
+MESSAGE = "messages:\n  - {from: bob@example.net, to: alice@example.test}\n"
+
+
+@pytest.mark.parametrize(
+    ("reply", "complaint"),
+    [
+        ("220 hi\r\n250 ok", "line break"),
+        ("220 hi\n250 ok", "line break"),
+        ("220 hi\r250 ok", "line break"),
+        ("220 hi\u2028there", "line break"),
+        ("220 hi\x00there", "control character U+0000"),
+        ("220 hi\x1b[2Jthere", "control character U+001B"),
+        ("220 hi\tthere", "control character U+0009"),
+        ("220 hi\ud800there", "surrogate"),
+        ("220 " + "x" * (MAX_REPLY_OCTETS - 3), "at most 512"),
+        ("220 " + "é" * (MAX_REPLY_OCTETS // 2), "at most 512"),
+    ],
+    ids=["crlf", "lf", "cr", "u2028", "nul", "escape", "tab", "surrogate", "long", "long-utf8"],
+)
+def test_a_reply_that_is_not_one_line_of_text_is_refused(
+    tmp_path: Path, reply: str, complaint: str
+) -> None:
+    # `{greeting: "220 hi\r\n250 ok"}` was sent raw: the sender read "220 hi" as the greeting
+    # and "250 ok" as the answer to its EHLO, and every reply after that was one step late.
+    text = scenario(f"hosts:\n  mx1.example.test: {{greeting: {json.dumps(reply)}}}\n", MESSAGE)
+    refused(text, 7, "hosts.mx1.example.test.greeting", complaint)
+    commands_refuse(tmp_path, text, 7)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "key"),
+    [
+        ({"rcpt": "550 a\r\n250 b"}, "rcpt"),
+        ({"recipients": {"alice@example.test": "550 a\r\n250 b"}}, "recipients.alice@example.test"),
+        ([{"until": "1h", "do": {"message": "451 a\n250 b"}}, {"do": "accept"}], "[0].do.message"),
+    ],
+    ids=["rcpt", "recipients", "in-a-phase"],
+)
+def test_every_reply_is_checked_in_files_and_in_changes_made_while_serving(
+    behaviour: object, key: str
+) -> None:
+    text = scenario(f"hosts:\n  mx1.example.test: {json.dumps(behaviour)}\n", MESSAGE)
+    host = "hosts.mx1.example.test"
+    refused(text, 7, host + key if key.startswith("[") else f"{host}.{key}", "line break")
+    with pytest.raises(ScenarioError, match="line break"):  # the control API's way in
+        host_behaviour(behaviour, "PUT /api/v1/hosts/mx1.example.test/behaviour")
+
+
+def test_the_longest_reply_allowed_reaches_the_sender_whole() -> None:
+    reply = "550 5.1.1 " + "x" * (MAX_REPLY_OCTETS - 10)
+    text = scenario(f"hosts:\n  mx1.example.test: {{rcpt: {json.dumps(reply)}}}\n", MESSAGE)
+    (row,) = run_scenario(load_scenario_text(text)).deliveries
+    assert (row.status, row.dsn) == ("bounced", "5.1.1")
+    assert reply in row.reply
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "complaint"),
+    [
+        ("title", "Mail\x1b[2J", "control character U+001B"),
+        ("title", "two\nlines", "write the title on one line"),
+        ("description", "a paragraph\x07", "control character U+0007"),
+        ("description", "half of \ud83d", "surrogate"),
+    ],
+    ids=["escape-in-title", "title-of-two-lines", "bell", "half-a-character"],
+)
+def test_text_that_a_terminal_would_obey_or_cannot_print_is_refused(
+    key: str, value: str, complaint: str
+) -> None:
+    # The story prints the title and the description: an escape sequence would be obeyed
+    # by the terminal, and half a surrogate pair cannot be encoded at all.
+    refused(f"{key}: {json.dumps(value)}\n" + scenario(MESSAGE), 1, key, complaint)
+
+
+def test_a_description_keeps_its_lines_and_tabs() -> None:
+    text = "description: |\n  one\ttab\n  two\n" + scenario(MESSAGE)
+    assert load_scenario_text(text).description == "one\ttab\ntwo"
 
 
 # --- point 10: count x recipients ------------------------------------------------------------

@@ -53,6 +53,10 @@ MINIMAL: dict[str, Any] = {"name": "x", "zones": {"example.test": "@ IN MX 10 mx
         {"hosts": {"mx1.example.test": {"greeting": "221 bye"}}},
         {"hosts": {"mx1.example.test": {"data": 250}}},
         {"zone": {}},
+        {"hosts": {"mx1.example.test": {"greeting": "220 hi\r\n250 ok"}}},
+        {"hosts": {"mx1.example.test": {"rcpt": "550 " + "x" * 600}}},
+        {"title": "two\nlines"},
+        {"messages": [{"from": "bob@example.net", "to": ["a@example.test"] * 2}]},
     ],
     ids=lambda m: next(iter(m)),
 )
