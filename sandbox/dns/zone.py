@@ -567,10 +567,14 @@ def _ttl(token: _Token) -> int:
             f"'{token.text}' is not a TTL: write seconds like 3600, or 30m, 1h, 2d, 1w",
             line=token.line,
         )
-    seconds = sum(int(n) * _TTL_UNITS[u.lower()] for n, u in parts)
+    seconds = 0
+    for digits, unit in parts:
+        number = _number(digits, MAX_TTL)
+        seconds += MAX_TTL + 1 if number is None else number * _TTL_UNITS[unit.lower()]
     if seconds > MAX_TTL:
         raise ZoneSyntaxError(
-            f"the TTL {token.text} is too large: at most {MAX_TTL} seconds", line=token.line
+            f"the TTL {_written(token.text)} is too large: at most {MAX_TTL} seconds",
+            line=token.line,
         )
     return seconds
 
@@ -578,6 +582,27 @@ def _ttl(token: _Token) -> int:
 def _is_number(text: str) -> bool:
     # ASCII only: str.isdigit() also accepts "²", which int() then refuses.
     return text.isascii() and text.isdigit()
+
+
+def _number(text: str, maximum: int) -> int | None:
+    """``text`` as a whole number from 0 to ``maximum``, or None when it is not one.
+
+    A long run of digits is never converted: past 4,300 digits Python refuses with a
+    ValueError (a `$TTL` of 5,000 nines was a traceback), and no number of a zone has more
+    than ten digits (a 32-bit serial).
+    """
+    if not _is_number(text):
+        return None
+    significant = text.lstrip("0") or "0"
+    if len(significant) > len(str(maximum)):
+        return None
+    number = int(significant)
+    return number if number <= maximum else None
+
+
+def _written(text: str, most: int = 40) -> str:
+    """A word of the zone as an error message shows it: a very long one shortened."""
+    return text if len(text) <= most else f"{text[: most - 1]}… ({len(text):,} characters)"
 
 
 def _check_class(token: _Token) -> None:
@@ -666,12 +691,14 @@ def _read_soa(zr: _ZoneReader, rtype: str, fields: list[_Token], line: int) -> t
         "retry, expire and minimum TTL, like '@ IN SOA ns1 hostmaster ( 1 1h 15m 1w 1h )'"
     )
     mname, rname, serial, *times = _fields(fields, 7, message, line)
-    if not _is_number(serial.text) or int(serial.text) >= 2**32:
+    number = _number(serial.text, 2**32 - 1)
+    if number is None:
         raise ZoneSyntaxError(
-            f"'{serial.text}' is not an SOA serial: write a whole number, like 2024010101",
+            f"'{_written(serial.text)}' is not an SOA serial: write a whole number from 0 to "
+            f"{2**32 - 1}, like 2024010101",
             line=serial.line,
         )
-    values = (int(serial.text), *(_ttl(t) for t in times))
+    values = (number, *(_ttl(t) for t in times))
     rdata = dnslib.SOA(_label(zr.absolute(mname)), _label(zr.absolute(rname)), values)
     return rdata, {}
 
@@ -681,7 +708,14 @@ def _read_txt(zr: _ZoneReader, rtype: str, fields: list[_Token], line: int) -> t
         raise ZoneSyntaxError(
             "TXT needs at least one string, like '@ IN TXT \"v=spf1 -all\"'", line=line
         )
-    strings = [(t.text if t.quoted else _unescape(t.text)).encode() for t in fields]
+    try:
+        strings = [(t.text if t.quoted else _unescape(t.text)).encode() for t in fields]
+    except UnicodeEncodeError as error:  # half a surrogate pair: YAML's "\ud800" writes one
+        raise ZoneSyntaxError(
+            f"the TXT data has U+{ord(error.object[error.start]):04X}, half of a UTF-16 "
+            "surrogate pair and no character of its own: remove it, or write the whole character",
+            line=line,
+        ) from None
     if any(len(s) > 255 for s in strings):
         raise ZoneSyntaxError(
             "a TXT string is longer than 255 bytes: split it into several quoted strings "
@@ -696,11 +730,12 @@ def _read_other(
 ) -> tuple[Any, _Extras]:
     """Any other type dnslib knows: its own reader, with names relative to the origin."""
     words = [t.text for t in fields]
+    shown = _written(" ".join(words), 80)
     try:
         return dnslib.RDMAP[rtype].fromZone(words, _label(zr.origin)), {}
     except Exception as exc:  # dnslib's readers raise whatever their parsing hits
         raise ZoneSyntaxError(
-            f"could not read the {rtype} data '{' '.join(words)}' ({exc}): check the fields "
+            f"could not read the {rtype} data '{shown}' ({exc}): check the fields "
             f"against the {rtype} format",
             line=line,
         ) from exc
@@ -732,22 +767,25 @@ def _read_tlsa(zr: _ZoneReader, rtype: str, fields: list[_Token], line: int) -> 
 
 
 def _uint8(token: _Token, what: str) -> int:
-    if not _is_number(token.text) or int(token.text) > 255:
+    number = _number(token.text, 255)
+    if number is None:
         raise ZoneSyntaxError(
-            f"'{token.text}' is not {what} of a TLSA record: write a number from 0 to 255, "
-            f"like {_TLSA_EXAMPLE}",
+            f"'{_written(token.text)}' is not {what} of a TLSA record: write a number from 0 "
+            f"to 255, like {_TLSA_EXAMPLE}",
             line=token.line,
         )
-    return int(token.text)
+    return number
 
 
 def _uint16(token: _Token, what: str, example: str) -> int:
-    if not _is_number(token.text) or int(token.text) > 65535:
+    number = _number(token.text, 65535)
+    if number is None:
         raise ZoneSyntaxError(
-            f"'{token.text}' is not {what}: write a number from 0 to 65535, like {example}",
+            f"'{_written(token.text)}' is not {what}: write a number from 0 to 65535, like "
+            f"{example}",
             line=token.line,
         )
-    return int(token.text)
+    return number
 
 
 _RDATA_READERS: dict[str, _Reader] = {

@@ -113,6 +113,10 @@ MAX_DURATION = 1000 * 86400.0
 # Expanding `count` builds one object per message: a typo such as `count: 1000000000` must be
 # an error, not an out-of-memory crash.
 MAX_MESSAGES = 100_000
+# The seed is written into each message's Message-ID header: a seed of 2,000 digits made a
+# header line longer than RFC 5322's 998 characters, and every host refused the message.
+_SEED_DIGITS = 20
+MAX_SEED = 10**_SEED_DIGITS
 # A run keeps a delivery, its events and a row of the result for each (message, recipient):
 # 100,000 of them take a run of about 10 to 20 s and 250 MB, as 100,000 messages do.
 # `count: 100000` with 10,000 recipients once passed `check`, then ran out of memory.
@@ -227,6 +231,8 @@ def _shown(value: object) -> str:
         return "a list"
     if isinstance(value, str):
         return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
+    if isinstance(value, int) and value.bit_length() > 64:  # from Python: any size, unprintable
+        return f"a number of about {math.ceil(value.bit_length() * math.log10(2)):,} digits"
     return repr(value)
 
 
@@ -1116,6 +1122,11 @@ def _description(value: object, spot: _Spot) -> str:
 def _seed(value: object, spot: _Spot) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         spot.fail(f"{_shown(value)} is not a whole number; write the seed as one, such as 7")
+    if abs(value) >= MAX_SEED:
+        spot.fail(
+            f"the seed has more than {_SEED_DIGITS} digits; write a shorter one, such as 7 "
+            "(it goes into every message's Message-ID, a header line of at most 998 characters)"
+        )
     return value
 
 

@@ -212,7 +212,11 @@ def scenario_schema() -> Schema:
             "name": {"type": ["string", "integer"], "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
             "title": {"type": ["string", "number"], "pattern": _LINE_PATTERN},
             "description": {"type": ["string", "number"], "pattern": _PARAGRAPHS_PATTERN},
-            "seed": {"type": "integer"},
+            "seed": {
+                "type": "integer",
+                "minimum": -(load.MAX_SEED - 1),
+                "maximum": load.MAX_SEED - 1,
+            },
             "until": _ref("duration"),
             "zones": {"type": "object", "additionalProperties": _ref("zone")},
             "hosts": {"type": "object", "additionalProperties": _ref("hostBehaviour")},

@@ -2,8 +2,8 @@
 refused when it is loaded, with exit 2 and one line ``FILE:LINE: KEY: what is wrong; how to
 mend it``, by ``check`` and ``run`` alike.
 
-Each section is one finding of issue 16: a line break in a scripted reply (point 8), too
-many deliveries (point 10) …
+Each section is one finding of issue 16: a line break in a scripted reply (point 8),
+numbers of thousands of digits (point 9), too many deliveries (point 10) …
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import ScenarioError, load_scenario_text
+from sandbox import ScenarioError, load_scenario_text, scenario_from_mapping
 from sandbox.cli import main
 from sandbox.run import run_scenario
 from sandbox.scenario.load import (
     MAX_DELIVERIES,
     MAX_RECIPIENTS,
     MAX_REPLY_OCTETS,
+    MAX_SEED,
     host_behaviour,
 )
+from sandbox.scenario.yaml_lines import MAX_NUMBER_LENGTH
 
 ZONE = "zones:\n  example.test: |\n    @ IN MX 10 mx1\n    mx1 IN A 192.0.2.10\n"
 
@@ -136,6 +138,106 @@ def test_text_that_a_terminal_would_obey_or_cannot_print_is_refused(
 def test_a_description_keeps_its_lines_and_tabs() -> None:
     text = "description: |\n  one\ttab\n  two\n" + scenario(MESSAGE)
     assert load_scenario_text(text).description == "one\ttab\ntwo"
+
+
+# --- point 9: numbers of thousands of digits -------------------------------------------------
+
+# Python converts at most 4,300 decimal digits to an integer, and raises ValueError past that.
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("record", "complaint"),
+    [
+        (f"$TTL {HUGE}", "the TTL 9999"),
+        (f"mx1 {HUGE} IN A 192.0.2.10", "the TTL 9999"),
+        (f"mx1 1h{HUGE}m IN A 192.0.2.10", "the TTL 1h999"),
+        (f"@ IN MX {HUGE} mx1", "MX preference"),
+        (f"@ IN SOA ns1 hostmaster {HUGE} 1h 15m 1w 1h", "SOA serial"),
+        (f"@ IN SOA ns1 hostmaster 1 1h 15m {HUGE} 1h", "the TTL 9999"),
+        (f"_25._tcp.mx1 IN TLSA {HUGE} 1 1 0c72ac70", "usage of a TLSA"),
+        (f"_smtp._tcp IN SRV {HUGE} 0 25 mx1", "could not read the SRV data"),
+    ],
+    ids=["$TTL", "ttl", "ttl-compound", "mx", "serial", "soa-expire", "tlsa", "srv"],
+)
+def test_a_number_of_thousands_of_digits_in_a_zone_is_refused_at_its_line(
+    tmp_path: Path, record: str, complaint: str
+) -> None:
+    # A $TTL of 5,000 nines was a ValueError traceback from int(), and exit 1.
+    text = scenario(f"    {record}\n", MESSAGE)
+    error = refused(text, 6, "zones.example.test", complaint, "(zone line 3)")
+    assert len(str(error)) < 400, "the error shows the number whole"
+    commands_refuse(tmp_path, text, 6)
+
+
+def test_leading_zeros_do_not_make_a_number_large() -> None:
+    zeros = "0" * 5000
+    text = scenario(f"    $TTL {zeros}300\n    @ IN MX {zeros}20 mx1\n", MESSAGE)
+    (zone,) = load_scenario_text(text).zones
+    assert zone.phases.initial.default_ttl == 300
+    assert [r.preference for r in zone.phases.initial.records if r.rtype == "MX"] == [10, 20]
+
+
+@pytest.mark.parametrize(
+    ("line", "key_line"),
+    [
+        (f"seed: {HUGE}", 1),
+        ("seed: 0x" + "f" * 4000, 1),
+        (f"seed: !!int {'1:' * 60}1", 1),
+        (f"until: {HUGE}", 1),
+        (f"messages:\n  - {{from: a@b.test, to: c@example.test, count: {HUGE}}}", 2),
+        (f"messages:\n  - {{from: a@b.test, to: c@example.test, at: -{HUGE}}}", 2),
+        (f"expect:\n  - {{host: mx1.example.test, accepted: 0x{'f' * 4000}}}", 2),
+    ],
+    ids=["seed", "hexadecimal-seed", "sexagesimal-seed", "until", "count", "at", "accepted"],
+)
+def test_a_yaml_number_of_thousands_of_digits_is_refused_at_its_line(
+    tmp_path: Path, line: str, key_line: int
+) -> None:
+    # A hexadecimal number of 4,000 digits made an integer that could not be printed: the run
+    # crashed writing the Message-ID, and an error message about it crashed as well.
+    text = scenario(MESSAGE if "messages" not in line else "", line, "\n")
+    where = text.count("\n", 0, text.index(line)) + key_line
+    with pytest.raises(ScenarioError, match="write a smaller number") as caught:
+        load_scenario_text(text, "bad.yaml")
+    assert caught.value.line == where
+    assert len(str(caught.value)) < 400
+    commands_refuse(tmp_path, text, where)
+
+
+def test_numbers_as_long_as_a_scenario_needs_load() -> None:
+    loaded = load_scenario_text(scenario(MESSAGE, f"seed: {MAX_SEED - 1}\n"))
+    assert loaded.seed == MAX_SEED - 1
+    assert len(str(MAX_SEED - 1)) < MAX_NUMBER_LENGTH
+
+
+@pytest.mark.parametrize(
+    "seed", [MAX_SEED, -MAX_SEED, 10**5000], ids=["21-digits", "negative", "5001-digits"]
+)
+def test_a_seed_too_long_for_a_message_id_is_refused(tmp_path: Path, seed: int) -> None:
+    # A seed of 2,000 digits made a Message-ID header longer than 998 characters, and every
+    # host answered "500 Line too long": every message bounced.
+    with pytest.raises(ScenarioError, match="more than 20 digits"):
+        scenario_from_mapping({"name": "x", "seed": seed})
+    if seed != 10**5000:
+        text = scenario(MESSAGE, f"seed: {seed}\n")
+        refused(text, 8, "seed", "more than 20 digits")
+        path = tmp_path / "good.yaml"
+        path.write_text(scenario(MESSAGE), encoding="utf-8")
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            assert main(["run", str(path), "--seed", str(seed)]) == 2
+        assert "more than 20 digits" in err.getvalue()
+
+
+def test_a_huge_number_given_in_python_is_shown_without_printing_it() -> None:
+    with pytest.raises(ScenarioError, match="a number of about 5,001 digits"):
+        scenario_from_mapping(
+            {
+                "name": "x",
+                "messages": [{"from": "a@b.test", "to": "c@d.test", "count": -(10**5000)}],
+            }
+        )
 
 
 # --- point 10: count x recipients ------------------------------------------------------------
