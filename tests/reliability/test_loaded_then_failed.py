@@ -3,7 +3,8 @@ refused when it is loaded, with exit 2 and one line ``FILE:LINE: KEY: what is wr
 mend it``, by ``check`` and ``run`` alike.
 
 Each section is one finding of issue 16: a line break in a scripted reply (point 8),
-numbers of thousands of digits (point 9), too many deliveries (point 10) …
+numbers of thousands of digits (point 9), too many deliveries (point 10) and more mail hosts
+than the process may open files for (point 11, which only `run` can find) …
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +30,7 @@ from sandbox.scenario.load import (
     host_behaviour,
 )
 from sandbox.scenario.yaml_lines import MAX_NUMBER_LENGTH
+from tests.helpers import ROOT
 
 ZONE = "zones:\n  example.test: |\n    @ IN MX 10 mx1\n    mx1 IN A 192.0.2.10\n"
 
@@ -287,3 +292,67 @@ def test_the_limits_themselves_load() -> None:
     )
     loaded = load_scenario_text(text)
     assert sum(len(m.recipients) for m in loaded.messages) == MAX_DELIVERIES
+
+
+# --- point 11: more hosts than file descriptors ------------------------------------------------
+
+
+def many_hosts(addresses: int, count: int = 1) -> str:
+    """One MX host with ``addresses`` addresses, and ``count`` messages to it."""
+    records = "".join(f"    mx1 IN A 10.0.{i // 250}.{i % 250 + 1}\n" for i in range(addresses))
+    return (
+        "name: many-hosts\nzones:\n  example.test: |\n    @ IN MX 10 mx1\n"
+        f"{records}messages:\n  - {{from: bob@example.net, to: a@example.test, count: {count}}}\n"
+    )
+
+
+def run_with_files(path: Path, soft: int, hard: int) -> subprocess.CompletedProcess[str]:
+    """``mxsandbox run --json PATH`` in a process that may open ``soft`` files (``hard`` at
+    most: ``ulimit -Sn soft -Hn hard``)."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox", "run", "--json", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=limit,  # only setrlimit, before exec
+    )
+
+
+def says_ulimit_in_one_line(done: subprocess.CompletedProcess[str], path: Path) -> None:
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: {path}: zones: the zones give "), line
+    assert "open files" in line and "ulimit" in line, line
+
+
+def test_more_hosts_than_the_hard_limit_of_files_is_one_clear_line(tmp_path: Path) -> None:
+    # It was a BindError traceback ("Too many open files") and exit 1.
+    path = tmp_path / "hosts.yaml"
+    path.write_text(many_hosts(200), encoding="utf-8")
+    says_ulimit_in_one_line(run_with_files(path, 64, 64), path)
+
+
+def test_files_running_out_during_the_run_is_one_clear_line(tmp_path: Path) -> None:
+    # The hosts fit, but not the sessions too: the sender's socket() and the hosts' accept()
+    # failed inside the run, with tracebacks from asyncio for each accept.
+    path = tmp_path / "hosts.yaml"
+    path.write_text(many_hosts(60, count=300), encoding="utf-8")
+    says_ulimit_in_one_line(run_with_files(path, 80, 80), path)
+
+
+def test_a_low_soft_limit_is_raised_as_far_as_the_hard_limit_allows(tmp_path: Path) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1000:
+        pytest.skip(f"the hard limit of open files here is {hard}")
+    path = tmp_path / "hosts.yaml"
+    path.write_text(many_hosts(200), encoding="utf-8")
+    done = run_with_files(path, 64, hard)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [row["status"] for row in json.loads(done.stdout)["deliveries"]] == ["delivered"]
