@@ -141,6 +141,15 @@ _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # names are written in their ASCII (xn--) form, as in a zone file.
 _LABEL = re.compile(r"[a-z0-9_-]{1,63}|\*")
 _REPLY_EXAMPLE = '"421 4.3.2 Shutting down"'
+# The part of an address before the @ (RFC 5321 §4.1.2): a Dot-string of atoms, or a
+# Quoted-string; non-ASCII letters as RFC 6531 (SMTPUTF8) allows. Anything else an SMTP
+# server answers with "501 Syntax" (a comma, a colon, an angle bracket …).
+_ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u00a0-\U0010ffff]+"
+_LOCAL_PART = re.compile(
+    rf'{_ATOM}(?:\.{_ATOM})*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u00a0-\U0010ffff]|\\[\x20-\x7e])*"'
+)
+# RFC 5321 §4.5.3.1.3: a path, the address in angle brackets, has at most 256 octets.
+MAX_ADDRESS_OCTETS = 256 - 2
 # The positive replies each stage can give (RFC 5321 §4.3.2). Any 4xx or 5xx may answer any
 # stage: a client must read an unknown code by its first digit (§4.2.1, §4.3.2).
 POSITIVE_REPLIES: dict[Stage, tuple[int, ...]] = {
@@ -385,7 +394,8 @@ def _domain(value: object, spot: _Spot, what: str) -> str:
 
 
 def _mailbox(value: object, spot: _Spot, what: str) -> str:
-    """``local@domain`` with both parts present; the domain in lower case."""
+    """``local@domain`` as an SMTP command can carry it (RFC 5321 §4.1.2); the domain in
+    lower case."""
     text = value.strip() if isinstance(value, str) else None
     if text is not None and text.startswith("<") and text.endswith(">"):
         text = text[1:-1].strip()
@@ -396,22 +406,43 @@ def _mailbox(value: object, spot: _Spot, what: str) -> str:
             f"{_shown(value)} is not a mail address; write {what} as local@domain, "
             "such as alice@example.test (no spaces or control characters)"
         )
+    if not _LOCAL_PART.fullmatch(local):
+        spot.fail(
+            f"{_shown(value)} is not a mail address: before the @ come words of letters, digits "
+            "and !#$%&'*+-/=?^_`{|}~ joined by single dots (RFC 5321 §4.1.2); for anything "
+            f'else, quote it, such as "{_quoted(local) if len(local) <= 40 else "john smith"}"'
+            f"@{domain}"
+        )
     if not _dns_name(domain):
         spot.fail(
             f"{_shown(value)} has no usable domain: each dot-separated part of {domain!r} must "
-            "have 1 to 63 characters, and the whole at most 253; write one such as example.test"
+            "be 1 to 63 letters, digits, '-' or '_', and the whole at most 253 characters; "
+            "write one such as example.test"
         )
-    return f"{local}@{domain}"
+    address = f"{local}@{domain}"
+    if len(address.encode()) > MAX_ADDRESS_OCTETS:
+        spot.fail(
+            f"the address is {len(address.encode()):,} bytes long, and an SMTP path has at most "
+            f"256 with its angle brackets (RFC 5321 §4.5.3.1.3); shorten it to "
+            f"{MAX_ADDRESS_OCTETS} bytes or fewer"
+        )
+    return address
+
+
+def _quoted(local: str) -> str:
+    """A local part as a quoted string: every quote and backslash escaped."""
+    return local.strip('"').replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _dns_name(name: str) -> bool:
-    """The name can be asked in DNS: labels of 1 to 63 octets (after IDNA for a name in
-    Unicode), 253 in all."""
+    """The name can be asked in DNS: labels of 1 to 63 letters, digits, '-' or '_' (after
+    IDNA for a name in Unicode), 253 in all."""
     try:
-        encoded = name.encode("idna")
+        encoded = name.encode("idna").decode("ascii")
     except UnicodeError:
         return False
-    return len(encoded) <= 253 and all(0 < len(label) <= 63 for label in encoded.split(b"."))
+    labels = encoded.split(".")
+    return len(encoded) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 # --- timelines ---------------------------------------------------------------------------------

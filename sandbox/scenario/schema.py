@@ -25,7 +25,13 @@ Schema = dict[str, Any]
 # The spellings ``core.durations.parse_duration`` reads: seconds, or numbers with s/m/h/d.
 _DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*[smhd]?\s*$|^(\d+(\.\d+)?[smhd])+$"
 _STATUS_PATTERN = r"^\s*[245]\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
-_ADDRESS_PATTERN = r"^[^@\s]+@[^@\s]+$"
+# An address as the loader reads one (``load._LOCAL_PART``): words of atext joined by dots, or
+# a quoted string, then @ and a domain name; in angle brackets or not.
+_ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u00a0-\uffff]+"
+_QUOTED = r'"(?:[ !#-\[\]-~\u00a0-\uffff]|\\[ -~])*"'
+_ADDRESS_PATTERN = (
+    rf"^\s*<?\s*(?:{_ATOM}(?:\.{_ATOM})*|{_QUOTED})@[A-Za-z0-9_\-.\u00a0-\uffff]+\s*>?\s*$"
+)
 # Text without the control characters the loader refuses (``load._NOT_TEXT``): none at all
 # in a reply, a tab in a title, tabs and newlines in a description.
 _REPLY_TEXT = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]*"

@@ -4,7 +4,8 @@ mend it``, by ``check`` and ``run`` alike.
 
 Each section is one finding of issue 16: a line break in a scripted reply (point 8),
 numbers of thousands of digits (point 9), too many deliveries (point 10) and more mail hosts
-than the process may open files for (point 11, which only `run` can find) …
+than the process may open files for (point 11, which only `run` can find), and what a second
+look at the loader found: addresses that no SMTP command can carry, …
 """
 
 from __future__ import annotations
@@ -356,3 +357,44 @@ def test_a_low_soft_limit_is_raised_as_far_as_the_hard_limit_allows(tmp_path: Pa
     done = run_with_files(path, 64, hard)
     assert done.returncode == 0, done.stderr[-2000:]
     assert [row["status"] for row in json.loads(done.stdout)["deliveries"]] == ["delivered"]
+
+
+# --- a second look: addresses an SMTP command cannot carry --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "complaint"),
+    [
+        ("a,b@example.test", "quote it, such as \"a,b\"@example.test"),
+        ("a<b@example.test", "quote it"),
+        ("a:b@example.test", "quote it"),
+        ("a b@example.test", "quote it, such as \"a b\"@example.test"),
+        ("a@b@example.test", "quote it, such as \"a@b\"@example.test"),
+        ("a..b@example.test", "joined by single dots"),
+        ("alice@[192.0.2.10]", "has no usable domain"),
+        ("alice@exa mple.test", "has no usable domain"),
+        ("a" * 300 + "@example.test", "at most 256"),
+    ],
+    ids=["comma", "angle", "colon", "space", "two-ats", "two-dots", "literal", "space-in-domain",
+         "long"],
+)  # fmt: skip
+def test_an_address_no_smtp_command_can_carry_is_refused(
+    tmp_path: Path, address: str, complaint: str
+) -> None:
+    # These loaded, and then the sandbox's own host answered "501 Syntax", "553 malformed
+    # address" or "500 Command line too long", or DNS had no such domain: every one bounced.
+    text = scenario(f"messages:\n  - from: bob@example.net\n    to: {json.dumps(address)}\n")
+    refused(text, 8, "messages[0].to", complaint)
+    commands_refuse(tmp_path, text, 8)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ['"a b"@example.test', '"a@b"@example.test', "a+tag@example.test", "élise@example.test",
+     "!#$%&'*+-/=?^_`{|}~@example.test", "<alice@example.test>", "a" * 240 + "@example.test"],
+    ids=["quoted-space", "quoted-at", "plus", "utf8", "specials", "angle-brackets", "long"],
+)  # fmt: skip
+def test_what_rfc_5321_allows_is_delivered(address: str) -> None:
+    text = scenario(f"messages:\n  - from: bob@example.net\n    to: {json.dumps(address)}\n")
+    (row,) = run_scenario(load_scenario_text(text)).deliveries
+    assert (row.status, row.recipient) == ("delivered", address.strip("<>"))

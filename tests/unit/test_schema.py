@@ -57,6 +57,7 @@ MINIMAL: dict[str, Any] = {"name": "x", "zones": {"example.test": "@ IN MX 10 mx
         {"hosts": {"mx1.example.test": {"rcpt": "550 " + "x" * 600}}},
         {"title": "two\nlines"},
         {"messages": [{"from": "bob@example.net", "to": ["a@example.test"] * 2}]},
+        {"messages": [{"from": "bob@example.net", "to": "a,b@example.test"}]},
     ],
     ids=lambda m: next(iter(m)),
 )
