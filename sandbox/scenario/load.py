@@ -117,6 +117,8 @@ MAX_MESSAGES = 100_000
 # header line longer than RFC 5322's 998 characters, and every host refused the message.
 _SEED_DIGITS = 20
 MAX_SEED = 10**_SEED_DIGITS
+# The name goes there too, and into the Subject: one of 2,000 characters bounced every message.
+MAX_NAME_LENGTH = 100
 # A run keeps a delivery, its events and a row of the result for each (message, recipient):
 # 100,000 of them take a run of about 10 to 20 s and 250 MB, as 100,000 messages do.
 # `count: 100000` with 10,000 recipients once passed `check`, then ran out of memory.
@@ -135,7 +137,7 @@ _NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _LINE_BREAKS = "\r\n\x0b\x0c\x85\u2028\u2029"
 # RFC 5321 §4.5.3.1.5: a reply line has at most 512 octets, its CRLF included.
 MAX_REPLY_OCTETS = 512 - 2
-_DSN = re.compile(r"\d\.\d{1,3}\.\d{1,3}")
+_DSN = re.compile(r"\d\.\d{1,3}\.\d{1,3}", re.ASCII)
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Letters, digits, '-' and '_' (SRV-style labels); '*' alone for a wildcard. International
 # names are written in their ASCII (xn--) form, as in a zone file.
@@ -150,6 +152,8 @@ _LOCAL_PART = re.compile(
 )
 # RFC 5321 §4.5.3.1.3: a path, the address in angle brackets, has at most 256 octets.
 MAX_ADDRESS_OCTETS = 256 - 2
+# [192.0.2.1] or [IPv6:2001:db8::1] (RFC 5321 §4.1.3), for the sender's EHLO name.
+_ADDRESS_LITERAL = re.compile(r"\[(IPv6:)?([0-9A-Fa-f.:]+)\]", re.IGNORECASE)
 # The positive replies each stage can give (RFC 5321 §4.3.2). Any 4xx or 5xx may answer any
 # stage: a client must read an unknown code by its first digit (§4.2.1, §4.3.2).
 POSITIVE_REPLIES: dict[Stage, tuple[int, ...]] = {
@@ -898,15 +902,17 @@ def _sender(value: object, spot: _Spot) -> SenderSpec:
             mapping["profile"], profile_spot, tuple(policy.PROFILES), "a known sender profile"
         )
     overrides = {
-        str(key): _override(kinds[str(key)], field_value, _value_spot(mapping, key, spot))
+        str(key): _override(str(key), kinds[str(key)], field_value, _value_spot(mapping, key, spot))
         for key, field_value in mapping.items()
         if key != "profile"
     }
     return SenderSpec(profile, overrides)
 
 
-def _override(kind: str | tuple[str, ...], value: object, spot: _Spot) -> object:
+def _override(key: str, kind: str | tuple[str, ...], value: object, spot: _Spot) -> object:
     """One sender setting, read the way ``policy.FIELD_KINDS`` says."""
+    if key == "helo_name":  # text, but text that goes on the wire in EHLO
+        return _helo_name(value, spot)
     if isinstance(kind, tuple):
         return _word(value, spot, kind, "a choice this setting allows")
     if kind == "duration":
@@ -917,12 +923,45 @@ def _override(kind: str | tuple[str, ...], value: object, spot: _Spot) -> object
         return _flag(value, spot)
     if kind == "text":
         return _text(value, spot, "this setting")
+    if kind == "status":
+        return _bounce_status(value, spot)
     if kind == "address":
         address = _ip_address(value)
         if address is None:
             spot.fail(f"{_shown(value)} is not an IP address; write one such as 192.0.2.1")
         return address
     return value  # a kind added to policy after this reader: passed on as written
+
+
+def _helo_name(value: object, spot: _Spot) -> str:
+    """The name the sender gives in EHLO: a host name, or an address literal (RFC 5321
+    §4.1.3). It was any text, and a space or a line break in it crashed the run."""
+    text = _text(value, spot, "helo_name")
+    literal = _ADDRESS_LITERAL.fullmatch(text)
+    if literal is not None:
+        address = _ip_address(literal.group(2))
+        if address is not None and (":" in address) == bool(literal.group(1)):
+            return text
+    name = text[:-1] if text.endswith(".") else text
+    labels = name.lower().split(".")
+    if 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) and label != "*" for label in labels):
+        return name
+    spot.fail(
+        f"{_shown(value)} is not a host name; write the name the sender gives in EHLO, such as "
+        "mta.example.net (letters, digits and '-'; an international name in its xn-- form), "
+        "or an address literal such as [192.0.2.1] or [IPv6:2001:db8::1]"
+    )
+
+
+def _bounce_status(value: object, spot: _Spot) -> str:
+    """The status of a bounce: a permanent failure, class 5 (RFC 3463)."""
+    status = _dsn(value, spot)
+    if not status.startswith("5."):
+        spot.fail(
+            f"{status} is not the status of a bounce, which is permanent: write a 5.x.x status "
+            'such as "5.1.10"'
+        )
+    return status
 
 
 # --- expectations ------------------------------------------------------------------------------
@@ -1129,6 +1168,11 @@ def _name(mapping: Mapping[object, object], spot: _Spot) -> str:
     if not isinstance(value, str) or not _SLUG.fullmatch(value.strip()):
         name_spot.fail(
             f"{_shown(value)} is not a slug; use letters, digits and '-', such as 'primary-down'"
+        )
+    if len(value.strip()) > MAX_NAME_LENGTH:
+        name_spot.fail(
+            f"the name has {len(value.strip()):,} characters, more than the {MAX_NAME_LENGTH} a "
+            "name may have (it goes into every message's Message-ID and Subject); shorten it"
         )
     return value.strip()
 

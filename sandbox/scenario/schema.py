@@ -25,6 +25,11 @@ Schema = dict[str, Any]
 # The spellings ``core.durations.parse_duration`` reads: seconds, or numbers with s/m/h/d.
 _DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*[smhd]?\s*$|^(\d+(\.\d+)?[smhd])+$"
 _STATUS_PATTERN = r"^\s*[245]\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
+_BOUNCE_STATUS_PATTERN = r"^\s*5\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
+# The sender's EHLO name: a host name, or an address literal (``load._helo_name``).
+_HELO_PATTERN = (
+    r"^\s*(([A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?|\[[0-9.]+\]|\[IPv6:[0-9A-Fa-f:.]+\])\s*$"
+)
 # An address as the loader reads one (``load._LOCAL_PART``): words of atext joined by dots, or
 # a quoted string, then @ and a domain name; in angle brackets or not.
 _ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u00a0-\uffff]+"
@@ -98,7 +103,7 @@ def _setting(kind: str | tuple[str, ...]) -> Schema:
         "flag": {"type": "boolean"},
         "text": {"type": ["string", "number"]},
         "address": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
-        "status": {"type": "string", "pattern": _STATUS_PATTERN},
+        "status": {"type": "string", "pattern": _BOUNCE_STATUS_PATTERN},
     }.get(kind, {})
 
 
@@ -178,6 +183,7 @@ def _definitions() -> dict[str, Schema]:
             {
                 "profile": {"enum": sorted(PROFILES)},
                 **{key: _setting(kind) for key, kind in FIELD_KINDS.items()},
+                "helo_name": {"type": "string", "pattern": _HELO_PATTERN, "maxLength": 253},
             },
             load.SENDER_KEYS,
         ),
@@ -215,7 +221,10 @@ def scenario_schema() -> Schema:
     """The whole schema, as a JSON-ready dict."""
     top = _object(
         {
-            "name": {"type": ["string", "integer"], "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
+            "name": {
+                "type": ["string", "integer"],
+                "pattern": rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{load.MAX_NAME_LENGTH - 1}}}$",
+            },
             "title": {"type": ["string", "number"], "pattern": _LINE_PATTERN},
             "description": {"type": ["string", "number"], "pattern": _PARAGRAPHS_PATTERN},
             "seed": {

@@ -5,7 +5,8 @@ mend it``, by ``check`` and ``run`` alike.
 Each section is one finding of issue 16: a line break in a scripted reply (point 8),
 numbers of thousands of digits (point 9), too many deliveries (point 10) and more mail hosts
 than the process may open files for (point 11, which only `run` can find), and what a second
-look at the loader found: addresses that no SMTP command can carry, …
+look at the loader found: addresses that no SMTP command can carry, an EHLO name of any text,
+bounce statuses of any value, and names too long for a header.
 """
 
 from __future__ import annotations
@@ -398,3 +399,47 @@ def test_what_rfc_5321_allows_is_delivered(address: str) -> None:
     text = scenario(f"messages:\n  - from: bob@example.net\n    to: {json.dumps(address)}\n")
     (row,) = run_scenario(load_scenario_text(text)).deliveries
     assert (row.status, row.recipient) == ("delivered", address.strip("<>"))
+
+
+# --- a second look: the sender's settings, the name --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "helo", ["mta\r\nRSET", "mta example", "", "h" * 300, "bücher.test", "[2001:db8::1]"]
+)
+def test_an_ehlo_name_that_is_no_host_name_is_refused(tmp_path: Path, helo: str) -> None:
+    # A line break or a space in it crashed the run with a traceback; 300 characters made
+    # the host answer "500 Command line too long" to EHLO and HELO, and every message bounced.
+    text = scenario(MESSAGE, f"sender: {{helo_name: {json.dumps(helo)}}}\n")
+    refused(text, 8, "sender.helo_name", "is not a host name")
+    commands_refuse(tmp_path, text, 8)
+
+
+@pytest.mark.parametrize("helo", ["mta.example.net", "[192.0.2.1]", "[IPv6:2001:db8::1]"])
+def test_host_names_and_address_literals_are_ehlo_names(helo: str) -> None:
+    text = scenario(MESSAGE, f"sender: {{helo_name: {json.dumps(helo)}}}\n")
+    (row,) = run_scenario(load_scenario_text(text)).deliveries
+    assert row.status == "delivered"
+
+
+@pytest.mark.parametrize(
+    ("status", "complaint"),
+    [("[1, 2]", "is not a DSN status code"), ("7", "is not a DSN status code"),
+     ('"junk"', "is not a DSN status code"), ('"4.1.10"', "write a 5.x.x status")],
+    ids=["list", "number", "word", "temporary"],
+)  # fmt: skip
+def test_a_bounce_status_setting_is_a_permanent_status(
+    tmp_path: Path, status: str, complaint: str
+) -> None:
+    # null_mx_dsn and nxdomain_dsn were passed on as written: a list or a number crashed the
+    # run when the first bounce was made.
+    text = scenario(MESSAGE, f"sender: {{nxdomain_dsn: '5.1.2', null_mx_dsn: {status}}}\n")
+    refused(text, 8, "sender.null_mx_dsn", complaint)
+    commands_refuse(tmp_path, text, 8)
+
+
+def test_a_name_too_long_for_a_header_is_refused() -> None:
+    # A name of 2,000 characters made the Message-ID and Subject lines longer than RFC 5322's
+    # 998: the host answered "500 Line too long" to the message, and every message bounced.
+    text = scenario(MESSAGE).replace("loaded-then-failed", "n" * 2000)
+    refused(text, 1, "name", "more than the 100")

@@ -58,6 +58,9 @@ MINIMAL: dict[str, Any] = {"name": "x", "zones": {"example.test": "@ IN MX 10 mx
         {"title": "two\nlines"},
         {"messages": [{"from": "bob@example.net", "to": ["a@example.test"] * 2}]},
         {"messages": [{"from": "bob@example.net", "to": "a,b@example.test"}]},
+        {"sender": {"helo_name": "mta\r\nRSET"}},
+        {"sender": {"null_mx_dsn": "4.1.10"}},
+        {"name": "n" * 101},
     ],
     ids=lambda m: next(iter(m)),
 )
