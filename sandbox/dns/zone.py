@@ -57,6 +57,11 @@ __all__ = [
 ]
 
 MAX_TTL = 2**31 - 1  # RFC 2181 §8
+# A DNS message over TCP has at most 65,535 bytes (RFC 1035 §4.2.2); besides the answer it
+# holds a 12-byte header, the question (the name, then 4 bytes of type and class) and the OPT
+# record of EDNS (11 bytes).
+_MAX_MESSAGE = 65535
+_MESSAGE_OVERHEAD = 12 + 4 + 11
 _CLASSES = frozenset({"IN", "CH", "CS", "HS", "NONE", "ANY"})
 # Query-only and pseudo types: they have no place in a zone's data.
 _META_TYPES = frozenset({"ANY", "OPT", "AXFR", "IXFR", "TKEY", "TSIG"})
@@ -378,6 +383,8 @@ class _ZoneReader:
         self.directives: list[Directive] = []
         self.owner: str | None = None
         self.records: list[ZoneRecord] = []
+        # (owner, type) -> (records, bytes of an answer that holds them all so far)
+        self.answers: dict[tuple[str, str], tuple[int, int]] = {}
 
     def read(self, entry: _Entry) -> None:
         first = entry.tokens[0]
@@ -434,7 +441,7 @@ class _ZoneReader:
         reader = _RDATA_READERS.get(rtype, _read_other)
         rdata, extras = reader(self, rtype, fields, entry.line)
         rr = dnslib.RR(_label(owner), getattr(dnslib.QTYPE, rtype), ttl=ttl, rdata=rdata)
-        _check_packs(rr, rtype, entry.line)
+        self._check_answer_fits(owner, rtype, _packed_length(rr, rtype, entry.line), entry.line)
         if rtype == "SOA":
             self._check_soa(owner, entry.line)
         return ZoneRecord(owner, rtype, ttl, rdata.toZone(), entry.line, rr, **extras)
@@ -485,6 +492,25 @@ class _ZoneReader:
                 line=entry.line,
             )
         return (self.ttl if ttl is None else ttl), _rtype(fields.pop(0))
+
+    def _check_answer_fits(self, owner: str, rtype: str, packed: int, line: int) -> None:
+        """The records of one name and type must fit in one answer: a DNS message has at
+        most 65,535 bytes even over TCP (RFC 1035 §4.2.2). Past that the server can only
+        answer TC=1 with no records, and the sender finds no address (4,100 A records at one
+        name loaded, then every message bounced)."""
+        name = len(owner) + 2 if owner else 1  # the name's length on the wire
+        count, size = self.answers.get((owner, rtype), (0, _MESSAGE_OVERHEAD + name))
+        # In the answer the owner is a 2-byte pointer to the question's copy of the name.
+        count, size = count + 1, size + packed - name + 2
+        if size > _MAX_MESSAGE:
+            raise ZoneSyntaxError(
+                f"this is {rtype} record number {count:,} of {owner or '.'}, and with it an "
+                f"answer of them all no longer fits in one DNS message ({_MAX_MESSAGE:,} bytes, "
+                "RFC 1035 §4.2.2): a resolver would get none of them; give this name fewer "
+                f"{rtype} records",
+                line=line,
+            )
+        self.answers[(owner, rtype)] = (count, size)
 
     def _check_soa(self, owner: str, line: int) -> None:
         if owner != self.apex:
@@ -631,12 +657,15 @@ def _rtype(token: _Token) -> str:
     return rtype
 
 
-def _check_packs(rr: Any, rtype: str, line: int) -> None:
-    """Pack the record once now, so that a record that cannot go on the wire fails here."""
+def _packed_length(rr: Any, rtype: str, line: int) -> int:
+    """Pack the record once now, so that a record that cannot go on the wire fails here; its
+    length on the wire."""
+    buffer = dnslib.DNSBuffer()
     try:
-        rr.pack(dnslib.DNSBuffer())
+        rr.pack(buffer)
     except Exception as exc:  # dnslib raises many kinds; all mean "bad data"
         raise ZoneSyntaxError(f"the {rtype} record cannot be encoded: {exc}", line=line) from exc
+    return len(buffer.data)
 
 
 # --- record data readers --------------------------------------------------------------------------

@@ -6,7 +6,8 @@ Each section is one finding of issue 16: a line break in a scripted reply (point
 numbers of thousands of digits (point 9), too many deliveries (point 10) and more mail hosts
 than the process may open files for (point 11, which only `run` can find), and what a second
 look at the loader found: addresses that no SMTP command can carry, an EHLO name of any text,
-bounce statuses of any value, and names too long for a header.
+bounce statuses of any value, names too long for a header, and more records at one name than
+one DNS message can hold.
 """
 
 from __future__ import annotations
@@ -443,3 +444,30 @@ def test_a_name_too_long_for_a_header_is_refused() -> None:
     # 998: the host answered "500 Line too long" to the message, and every message bounced.
     text = scenario(MESSAGE).replace("loaded-then-failed", "n" * 2000)
     refused(text, 1, "name", "more than the 100")
+
+
+# --- a second look: more records at one name than one DNS message can hold ----------------------
+
+
+def addresses_of_mx1(count: int, rtype: str) -> str:
+    records = "".join(
+        f"    mx1 IN A 10.0.{i // 256}.{i % 256}\n"
+        if rtype == "A"
+        else f"    mx1 IN AAAA 2001:db8::{i:x}\n"
+        for i in range(count)
+    )
+    return "name: big-rrset\nzones:\n  example.test: |\n    @ IN MX 10 mx1\n" + records + MESSAGE
+
+
+@pytest.mark.parametrize(("rtype", "most"), [("A", 4093), ("AAAA", 2338)])
+def test_more_records_at_a_name_than_one_answer_can_hold_are_refused(rtype: str, most: int) -> None:
+    # 4,100 A records at one name loaded; the DNS server could only answer TC=1 with no
+    # records, even over TCP, and every message bounced with "no address found".
+    load_scenario_text(addresses_of_mx1(most, rtype))
+    refused(
+        addresses_of_mx1(most + 1, rtype),
+        most + 5,
+        "zones.example.test",
+        f"{rtype} record number {most + 1:,} of mx1.example.test",
+        "65,535 bytes",
+    )
