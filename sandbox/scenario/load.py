@@ -123,6 +123,15 @@ MAX_NAME_LENGTH = 100
 # 100,000 of them take a run of about 10 to 20 s and 250 MB, as 100,000 messages do.
 # `count: 100000` with 10,000 recipients once passed `check`, then ran out of memory.
 MAX_DELIVERIES = 100_000
+# A message that keeps failing is given up on after at most about this many attempts (each
+# costs a few milliseconds: half a minute for one message). A retry wait of 0s tried again at
+# the same virtual instant for ever, and one of a second, with a lifetime of 5 days, 432,000
+# times: half an hour.
+MAX_ATTEMPTS = 10_000
+RETRY_WAITS = ("min_backoff", "max_backoff", "retry_interval")
+# Haraka's doubling schedule waits 2^(n+5) s after failure n: past 21 failures the bounce
+# would come after the 1000 days the virtual clock covers.
+MAX_DOUBLINGS = 21
 # Recipients of one message: an SMTP server must take at least 100 in one transaction (RFC
 # 5321 §4.5.3.1.8), and Postfix's smtpd_recipient_limit, the most a Postfix MX takes, is 1,000.
 MAX_RECIPIENTS = 1_000
@@ -906,7 +915,69 @@ def _sender(value: object, spot: _Spot) -> SenderSpec:
         for key, field_value in mapping.items()
         if key != "profile"
     }
+    _check_retries(policy.PROFILES[profile].with_overrides(overrides), mapping, spot)
     return SenderSpec(profile, overrides)
+
+
+def _check_retries(profile: policy.Profile, mapping: Mapping[object, object], spot: _Spot) -> None:
+    """A message that keeps failing must be given up on within MAX_ATTEMPTS attempts and
+    the virtual clock's range: `retry_interval: 1s` with the lifetime of 5 days made 432,000
+    attempts of one message, and Haraka's doubling waits with `max_failures: 100` ran the
+    clock past any time it can count."""
+    if profile.retry == "doubling":
+        # Failure n waits 2^(n+5) s: the failure that bounces comes 2^(N+5) - 64 s in.
+        if 2.0 ** (profile.max_failures + 5) - 64 > MAX_DURATION:
+            where = _setting_spot(mapping, ("max_failures",), spot)
+            where.fail(
+                f"with {profile.name}'s doubling waits (2^(n+5) s after failure n), "
+                f"max_failures {profile.max_failures} gives up only after "
+                f"{format_duration(2.0 ** (profile.max_failures + 5) - 64)}, longer than the "
+                f"{format_duration(MAX_DURATION)} a run can cover; use {MAX_DOUBLINGS} or fewer"
+            )
+        return
+    attempts = _attempts_at_most(profile)
+    if attempts is not None and attempts > MAX_ATTEMPTS:
+        keys = ("retry_interval",) if profile.retry == "fixed" else ("max_backoff", "min_backoff")
+        _setting_spot(mapping, (*keys, "max_lifetime"), spot).fail(
+            f"a message that keeps failing would be tried about {attempts:,} times before it is "
+            f"given up on ({format_duration(profile.max_lifetime)} of retries {_every(profile)}), "
+            f"more than the {MAX_ATTEMPTS:,} a run allows; wait longer between retries or "
+            "shorten max_lifetime"
+        )
+
+
+def _shortest_wait(profile: policy.Profile) -> float:
+    if profile.retry == "fixed":
+        return profile.retry_interval
+    return min(profile.min_backoff, profile.max_backoff)
+
+
+def _every(profile: policy.Profile) -> str:
+    """How often a failing message is retried, in a few words."""
+    low = _shortest_wait(profile)
+    if profile.retry == "fixed" or low >= profile.max_backoff:
+        return f"every {format_duration(low)}"
+    return f"every {format_duration(low)} to {format_duration(profile.max_backoff)}"
+
+
+def _attempts_at_most(profile: policy.Profile) -> int | None:
+    """About how many attempts a message that always fails makes before it bounces, for the
+    schedules that retry until max_lifetime (None for Exim's fixed rules)."""
+    if profile.retry == "fixed":
+        return math.ceil(profile.max_lifetime / profile.retry_interval) + 1
+    if profile.retry == "backoff":
+        # The wait is the message's age, clamped to [min_backoff, max_backoff]: it doubles
+        # from min_backoff up to max_backoff, then stays there.
+        low, high = _shortest_wait(profile), profile.max_backoff
+        doublings = math.ceil(math.log2(high / low)) + 1 if low < high else 0
+        return doublings + math.ceil(profile.max_lifetime / high) + 1
+    return None
+
+
+def _setting_spot(mapping: Mapping[object, object], keys: Sequence[str], spot: _Spot) -> _Spot:
+    """The first of ``keys`` the sender mapping writes, or the mapping itself."""
+    key = next((key for key in keys if key in mapping), None)
+    return _mapping_spot(mapping, spot) if key is None else _value_spot(mapping, key, spot)
 
 
 def _override(key: str, kind: str | tuple[str, ...], value: object, spot: _Spot) -> object:
@@ -915,6 +986,14 @@ def _override(key: str, kind: str | tuple[str, ...], value: object, spot: _Spot)
         return _helo_name(value, spot)
     if isinstance(kind, tuple):
         return _word(value, spot, kind, "a choice this setting allows")
+    if kind == "duration" and key in RETRY_WAITS:
+        seconds = _duration(value, spot)
+        if seconds <= 0:
+            spot.fail(
+                f"{key} {_shown(value)} would try a failing message again at the same instant, "
+                "for ever; write a wait of more than 0s, such as 5m"
+            )
+        return seconds
     if kind == "duration":
         return _duration(value, spot)
     if kind == "count":

@@ -184,6 +184,7 @@ def _definitions() -> dict[str, Schema]:
                 "profile": {"enum": sorted(PROFILES)},
                 **{key: _setting(kind) for key, kind in FIELD_KINDS.items()},
                 "helo_name": {"type": "string", "pattern": _HELO_PATTERN, "maxLength": 253},
+                "max_failures": {"type": "integer", "minimum": 1, "maximum": load.MAX_DOUBLINGS},
             },
             load.SENDER_KEYS,
         ),

@@ -6,8 +6,8 @@ Each section is one finding of issue 16: a line break in a scripted reply (point
 numbers of thousands of digits (point 9), too many deliveries (point 10) and more mail hosts
 than the process may open files for (point 11, which only `run` can find), and what a second
 look at the loader found: addresses that no SMTP command can carry, an EHLO name of any text,
-bounce statuses of any value, names too long for a header, and more records at one name than
-one DNS message can hold.
+bounce statuses of any value, names too long for a header, more records at one name than one
+DNS message can hold, and retry schedules that never end.
 """
 
 from __future__ import annotations
@@ -471,3 +471,40 @@ def test_more_records_at_a_name_than_one_answer_can_hold_are_refused(rtype: str,
         f"{rtype} record number {most + 1:,} of mx1.example.test",
         "65,535 bytes",
     )
+
+
+# --- a second look: retry schedules that never end ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sender", "key", "complaint"),
+    [
+        ("{profile: rfc5321, retry_interval: 0s}", "retry_interval", "at the same instant"),
+        ("{min_backoff: 0}", "min_backoff", "at the same instant"),
+        ("{max_backoff: 0s, queue_run_delay: 0s}", "max_backoff", "at the same instant"),
+        ("{profile: rfc5321, retry_interval: 1s}", "retry_interval", "about 432,001 times"),
+        ("{min_backoff: 0.001, max_backoff: 0.001}", "max_backoff", "every 0.001s"),
+        ("{max_lifetime: 1000d}", "max_lifetime", "every 5m to 1h6m40s"),
+        ("{profile: haraka, max_failures: 22}", "max_failures", "use 21 or fewer"),
+    ],
+    ids=["zero-interval", "zero-min", "zero-max", "every-second", "every-millisecond",
+         "long-lifetime", "doubling"],
+)  # fmt: skip
+def test_a_retry_schedule_that_would_not_end_is_refused(
+    tmp_path: Path, sender: str, key: str, complaint: str
+) -> None:
+    # A wait of 0s retried a failing message at the same virtual instant for ever: `run`
+    # never returned. A wait of a second made 432,000 attempts of one message, half an hour
+    # of CPU; Haraka's doubling waits with max_failures: 100 ran past any time the clock holds.
+    hosts = "hosts: {mx1.example.test: refuse}\n"
+    text = scenario(hosts, MESSAGE, f"sender: {sender}\n")
+    refused(text, 9, f"sender.{key}", complaint)
+    commands_refuse(tmp_path, text, 9)
+
+
+def test_the_longest_retry_schedules_allowed_end() -> None:
+    hosts = "hosts: {mx1.example.test: refuse}\n"
+    load_scenario_text(scenario(hosts, MESSAGE, "sender: {max_lifetime: 400d}\n"))
+    text = scenario(hosts, MESSAGE, "sender: {profile: haraka, max_failures: 21}\n")
+    (row,) = run_scenario(load_scenario_text(text)).deliveries
+    assert (row.status, row.attempts) == ("bounced", 21)
