@@ -42,6 +42,7 @@ from sandbox.events import (
 from sandbox.hosts.host import MailHost
 from sandbox.result.expect import check_expectations
 from sandbox.result.model import DeliveryRow, HostStats, ReturnedRow, RunResult
+from sandbox.scenario.load import retry_schedule_problem
 from sandbox.scenario.model import Scenario, describe_timeline
 from sandbox.sender.agent import SenderAgent
 from sandbox.sender.message import message_id
@@ -52,9 +53,19 @@ __all__ = ["Sandbox", "profile_for", "run_scenario"]
 
 
 def profile_for(scenario: Scenario, override_profile: str | None = None) -> Profile:
-    """The scenario's profile with its overrides; ``override_profile`` swaps the base."""
-    base = PROFILES[override_profile or scenario.sender.profile]
-    return base.with_overrides(dict(scenario.sender.overrides))
+    """The scenario's profile with its overrides; ``override_profile`` swaps the base.
+
+    The loader checked that the scenario's own profile gives up on a failing message in a
+    run's time; a swapped one meets the same settings with another schedule (a
+    `retry_interval: 1s` that Postfix ignores, rfc5321 tries 432,000 times), and is checked
+    here."""
+    profile = PROFILES[override_profile or scenario.sender.profile].with_overrides(
+        dict(scenario.sender.overrides)
+    )
+    problem = retry_schedule_problem(profile) if override_profile else None
+    if problem is not None:
+        raise ScenarioError(problem, file=scenario.source, key="sender")
+    return profile
 
 
 class Sandbox:

@@ -62,6 +62,7 @@ __all__ = [
     "host_behaviour",
     "load_scenario",
     "load_scenario_text",
+    "retry_schedule_problem",
     "scenario_from_mapping",
     "zone_phases",
 ]
@@ -924,26 +925,41 @@ def _check_retries(profile: policy.Profile, mapping: Mapping[object, object], sp
     the virtual clock's range: `retry_interval: 1s` with the lifetime of 5 days made 432,000
     attempts of one message, and Haraka's doubling waits with `max_failures: 100` ran the
     clock past any time it can count."""
+    problem = retry_schedule_problem(profile)
+    if problem is None:
+        return
+    if profile.retry == "doubling":
+        keys: tuple[str, ...] = ("max_failures",)
+    elif profile.retry == "fixed":
+        keys = ("retry_interval", "max_lifetime")
+    else:
+        keys = ("max_backoff", "min_backoff", "max_lifetime")
+    _setting_spot(mapping, keys, spot).fail(problem)
+
+
+def retry_schedule_problem(profile: policy.Profile) -> str | None:
+    """Why a message that keeps failing would not be given up on in a run's time, as a
+    sentence that says how to mend it; None when it would be. For a profile swapped in at
+    run time (``run --profile``), where the scenario's settings meet another schedule."""
     if profile.retry == "doubling":
         # Failure n waits 2^(n+5) s: the failure that bounces comes 2^(N+5) - 64 s in.
-        if 2.0 ** (profile.max_failures + 5) - 64 > MAX_DURATION:
-            where = _setting_spot(mapping, ("max_failures",), spot)
-            where.fail(
-                f"with {profile.name}'s doubling waits (2^(n+5) s after failure n), "
-                f"max_failures {profile.max_failures} gives up only after "
-                f"{format_duration(2.0 ** (profile.max_failures + 5) - 64)}, longer than the "
-                f"{format_duration(MAX_DURATION)} a run can cover; use {MAX_DOUBLINGS} or fewer"
-            )
-        return
-    attempts = _attempts_at_most(profile)
-    if attempts is not None and attempts > MAX_ATTEMPTS:
-        keys = ("retry_interval",) if profile.retry == "fixed" else ("max_backoff", "min_backoff")
-        _setting_spot(mapping, (*keys, "max_lifetime"), spot).fail(
-            f"a message that keeps failing would be tried about {attempts:,} times before it is "
-            f"given up on ({format_duration(profile.max_lifetime)} of retries {_every(profile)}), "
-            f"more than the {MAX_ATTEMPTS:,} a run allows; wait longer between retries or "
-            "shorten max_lifetime"
+        if 2.0 ** (profile.max_failures + 5) - 64 <= MAX_DURATION:
+            return None
+        return (
+            f"with {profile.name}'s doubling waits (2^(n+5) s after failure n), "
+            f"max_failures {profile.max_failures} gives up only after "
+            f"{format_duration(2.0 ** (profile.max_failures + 5) - 64)}, longer than the "
+            f"{format_duration(MAX_DURATION)} a run can cover; use {MAX_DOUBLINGS} or fewer"
         )
+    attempts = _attempts_at_most(profile)
+    if attempts is None or attempts <= MAX_ATTEMPTS:
+        return None
+    return (
+        f"a message that keeps failing would be tried about {attempts:,} times before it is "
+        f"given up on ({format_duration(profile.max_lifetime)} of retries {_every(profile)} "
+        f"with the {profile.name} profile), more than the {MAX_ATTEMPTS:,} a run allows; wait "
+        "longer between retries or shorten max_lifetime"
+    )
 
 
 def _shortest_wait(profile: policy.Profile) -> float:

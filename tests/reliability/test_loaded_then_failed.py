@@ -508,3 +508,16 @@ def test_the_longest_retry_schedules_allowed_end() -> None:
     text = scenario(hosts, MESSAGE, "sender: {profile: haraka, max_failures: 21}\n")
     (row,) = run_scenario(load_scenario_text(text)).deliveries
     assert (row.status, row.attempts) == ("bounced", 21)
+
+
+def test_a_profile_swapped_in_at_run_time_is_checked_too(tmp_path: Path) -> None:
+    # Postfix ignores retry_interval; `run --profile rfc5321` meets it, every second.
+    hosts = "hosts: {mx1.example.test: refuse}\n"
+    path = tmp_path / "swap.yaml"
+    path.write_text(scenario(hosts, MESSAGE, "sender: {retry_interval: 1s}\n"), encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(["run", str(path), "--profile", "rfc5321"]) == 2
+    (line,) = err.getvalue().splitlines()
+    assert line.startswith(f"error: {path}: sender: a message that keeps failing"), line
+    assert "with the rfc5321 profile" in line
