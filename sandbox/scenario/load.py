@@ -274,7 +274,7 @@ def _some_of(choices: Sequence[str], most: int = 8) -> str:
     """The first few of a list that may be long (a thousand recipients), for an error."""
     if len(choices) <= most:
         return _one_of(choices)
-    return f"{_one_of(choices[:most])} … ({len(choices)} in all)"
+    return f"{_one_of(choices[:most])} … ({len(choices):,} in all)"
 
 
 def _check_keys(
@@ -1170,9 +1170,10 @@ def _check_recipient(
         spot.fail("the scenario has no messages, so no recipients; add messages or remove this")
     if recipient not in listed:
         which = "any message" if message == "all" else f"message {message}"
+        choices = sorted(listed)
         spot.fail(
             f"{recipient} is not a recipient of {which}; "
-            f"{_did_you_mean(recipient, sorted(listed))}use one of: {_some_of(sorted(listed))}"
+            f"{_did_you_mean(recipient, choices)}use one of: {_some_of(choices)}"
         )
 
 

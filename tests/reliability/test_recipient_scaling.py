@@ -108,3 +108,10 @@ def test_a_repeated_recipient_is_still_found_at_its_line() -> None:
         assert "listed twice" in str(error)
     else:
         raise AssertionError("a recipient listed twice was accepted")
+
+
+def test_an_unknown_recipient_names_a_few_of_a_thousand() -> None:
+    text = one_message(LARGE) + "expect:\n  - {message: 1, recipient: r1000@example.test}\n"
+    with pytest.raises(ValueError, match=r"use one of: r0@example.test, .* \(1,000 in all\)") as e:
+        load_scenario_text(text, "recipients.yaml")
+    assert len(str(e.value)) < 400
