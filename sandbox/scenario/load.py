@@ -51,7 +51,7 @@ from sandbox.scenario.model import (
     Timeline,
     ZoneSpec,
 )
-from sandbox.scenario.yaml_lines import LineDict, LineList, read_yaml
+from sandbox.scenario.yaml_lines import MAX_NUMBER_LENGTH, LineDict, LineList, read_yaml
 
 __all__ = [
     "ACCEPTED_KEYS",
@@ -182,6 +182,8 @@ _ANSWERS: dict[Stage, str] = {
     "data": "DATA",
     "message": "the end of the message (the final dot)",
 }
+# A number of MAX_NUMBER_LENGTH digits has at most this many bits.
+_MAX_NUMBER_BITS = math.ceil(MAX_NUMBER_LENGTH * math.log2(10))
 _DURATION_HINT = "write seconds or a number with s, m, h or d, such as 30s, 5m, 2h or 5d"
 
 
@@ -316,9 +318,21 @@ def _require(mapping: Mapping[object, object], key: str, spot: _Spot, hint: str)
     return value
 
 
+def _check_size(value: object, spot: _Spot) -> None:
+    """A whole number given in Python (the pytest plugin's mappings) may have any size, where
+    YAML's have at most MAX_NUMBER_LENGTH digits: past 4,300 digits it cannot even be printed,
+    and str() raised ValueError."""
+    if isinstance(value, int) and value.bit_length() > _MAX_NUMBER_BITS:
+        spot.fail(
+            f"{_shown(value)} is far larger than any value of a scenario can be (the longest, "
+            "a seed, has 20); write a smaller number"
+        )
+
+
 def _text(value: object, spot: _Spot, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         spot.fail(f"{what} must be text, found {_shown(value)}; put it in quotes")
+    _check_size(value, spot)
     return str(value).strip()
 
 
@@ -364,6 +378,7 @@ def _duration(value: object, spot: _Spot) -> float:
 
 
 def _whole_number(value: object, spot: _Spot, minimum: int, example: str) -> int:
+    _check_size(value, spot)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         spot.fail(
             f"{_shown(value)} is not a whole number of {minimum} or more; write one such as "
@@ -733,6 +748,7 @@ def _stage(value: object, spot: _Spot) -> Stage:
 def _reply(value: object, spot: _Spot, stage: Stage) -> Reply:
     """``"421 4.3.2 Shutting down"`` -> Reply(421, "4.3.2 Shutting down"), a reply that can
     answer ``stage``."""
+    _check_size(value, spot)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     match = _REPLY.fullmatch(value.strip()) if isinstance(value, str) else None
@@ -1149,6 +1165,7 @@ def _delivery_expectation(
 def _message_number(value: object, spot: _Spot, total: int) -> int | Literal["all"]:
     if isinstance(value, str) and value.strip().lower() == "all":
         return "all"
+    _check_size(value, spot)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         spot.fail(f"{_shown(value)} is not a message number; write 1, 2, … or all")
     if total == 0:
@@ -1259,6 +1276,7 @@ def _reject_duplicate_keys(data: object, spot: _Spot) -> None:
 def _name(mapping: Mapping[object, object], spot: _Spot) -> str:
     value = _require(mapping, "name", spot, "add a short slug such as 'name: primary-down'")
     name_spot = _value_spot(mapping, "name", spot)
+    _check_size(value, name_spot)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not _SLUG.fullmatch(value.strip()):
