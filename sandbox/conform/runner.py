@@ -68,7 +68,6 @@ from sandbox.conform.model import (
     info,
 )
 from sandbox.core.addresses import ensure_loopback
-from sandbox.errors import ScenarioError
 from sandbox.events import DnsServed, Event
 
 __all__ = [
@@ -77,7 +76,6 @@ __all__ = [
     "Options",
     "Report",
     "SmtpTarget",
-    "feature_available",
     "run_catalogue",
     "run_conformance",
 ]
@@ -181,31 +179,6 @@ class Report:
     duration: float
     label: str = ""  # a name for tables: "postfix profile", "Node.js sender"
     notes: tuple[str, ...] = field(default_factory=tuple)
-
-
-# --- features this build's hosts have ---------------------------------------------------------
-
-_FEATURE_PROBES: dict[str, Mapping[str, object]] = {
-    "esmtp": {"mx.probe.test": {"esmtp": {"smtputf8": False, "size": 1000}}},
-}
-_features: dict[str, bool] = {}
-
-
-def feature_available(name: str) -> bool:
-    """Whether the scenario format of this build knows a host feature a case needs."""
-    if name not in _features:
-        from sandbox.scenario.load import scenario_from_mapping
-
-        probe = {
-            "zones": {"probe.test": "mx A 192.0.2.1\n"},
-            "hosts": _FEATURE_PROBES.get(name, {}),
-        }
-        try:
-            scenario_from_mapping(probe)
-            _features[name] = name in _FEATURE_PROBES
-        except ScenarioError:
-            _features[name] = False
-    return _features[name]
 
 
 # --- running the catalogue --------------------------------------------------------------------
@@ -316,13 +289,6 @@ class _Context:
 async def _run_case(case: Case, context: _Context) -> CaseResult:
     options = context.options
     started = time.monotonic()
-    missing = [n for n in sorted(case.needs) if n != "self" and not feature_available(n)]
-    if missing:
-        reason = (
-            f"not run: this build's mail hosts lack the `{missing[0]}:` setting the case needs "
-            "(the scenario format gains it with the control API's ESMTP settings, issue 13)"
-        )
-        return CaseResult(case, info(reason), None, 0.0, pending=reason)
     self_address: str | None = None
     if "self" in case.needs:
         target = options.target
@@ -588,6 +554,14 @@ class _CaseRun:
             output = f"the MTA refused the message: {error.code} {error.message}"
         except (aiosmtplib.SMTPException, OSError) as error:
             status, output = "error", f"could not submit to {target.host}:{target.port}: {error}"
+        except UnicodeEncodeError:
+            # aiosmtplib sends a non-ASCII address only with SMTPUTF8, which this MTA's
+            # submission port does not offer.
+            status = "error"
+            output = (
+                f"could not submit to {target.host}:{target.port}: an address is not ASCII and "
+                "the MTA does not offer SMTPUTF8 (Postfix: smtputf8_enable = yes)"
+            )
         self.runs[number - 1] = replace(
             run, status=status, started=started, output=output, command=("SMTP",)
         )
