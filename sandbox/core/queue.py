@@ -126,6 +126,11 @@ __all__ = [
 ]
 
 SUSPENDED = "delivery temporarily suspended: "
+# How close to ``now`` a time counts as due. A retry time is a sum of floats (48.545 + 64 +
+# 128 = 240.54500000000002), and a virtual clock that ticks in microseconds reads 240.545
+# there: without this slack, ``poll`` would find nothing due at the wakeup that
+# ``next_wakeup`` asked for, and a driver would wake at the same instant for ever.
+DUE_SLACK = 1e-6
 
 
 def domain_of(address: str) -> str:
@@ -310,12 +315,13 @@ class Queue:
 
     def poll(self, now: float) -> list[Output]:
         """Everything due at ``now``, in the order it happened."""
-        while self._arrivals and self._arrivals[0][0] <= now:
+        due = now + DUE_SLACK
+        while self._arrivals and self._arrivals[0][0] <= due:
             _, _, envelope = heapq.heappop(self._arrivals)
             for r in envelope.recipients:
                 self.last[(envelope.number, r)] = RecipientState(r, reply="in its first attempt")
             self._out.append(Enqueued(envelope))
-        while self._waiting and self._waiting[0][0] <= now:
+        while self._waiting and self._waiting[0][0] <= due:
             _, _, delivery = heapq.heappop(self._waiting)
             self._make_ready(delivery, now)
         for domain in list(self._destinations):
@@ -401,7 +407,7 @@ class Queue:
 
     def _make_ready(self, delivery: _Delivery, now: float) -> None:
         destination = self._destination(delivery.domain)
-        if destination.dead_until is not None and now < destination.dead_until:
+        if destination.dead_until is not None and now + DUE_SLACK < destination.dead_until:
             self._defer_untried(delivery, suspended_reason(destination.dead_reason), now)
             return
         delivery.state = "ready"
@@ -410,7 +416,7 @@ class Queue:
     def _start_what_fits(self, domain: str, now: float) -> None:
         destination = self._destinations[domain]
         if destination.dead_until is not None:
-            if now < destination.dead_until:
+            if now + DUE_SLACK < destination.dead_until:
                 return
             self._resurrect(destination)
         while destination.todo and destination.busy < max(1, int(destination.window)):
@@ -438,7 +444,9 @@ class Queue:
         )
 
     def _avoided(self, now: float) -> frozenset[str]:
-        return frozenset(a for a, record in self._hosts.items() if record.next_try > now)
+        return frozenset(
+            a for a, record in self._hosts.items() if record.next_try > now + DUE_SLACK
+        )
 
     def _resurrect(self, destination: _Destination) -> None:
         """Back from the almost grave: best concurrency is anyone's guess (Postfix)."""

@@ -287,3 +287,20 @@ def test_the_unfinished_are_reported_as_deferred_at_the_end() -> None:
     (final,) = queue.give_up_unfinished()
     assert isinstance(final, Final)
     assert (final.status, final.attempts) == ("deferred", 1)
+
+
+def test_a_retry_time_a_float_sum_puts_off_by_a_hair_is_due_at_the_clocks_tick() -> None:
+    # 48.545 + 64 + 128 is 240.54500000000002; a clock that ticks in microseconds reads
+    # 240.545 at the wakeup the queue asked for, and the retry must start then, not never.
+    haraka = PROFILES["haraka"]
+    queue = Queue(haraka)
+    queue.submit(Envelope(1, "bob@example.net", ("alice@example.test",), 48.545))
+    (start,) = starts(queue.poll(48.545))
+    queue.attempt_done(start, refused(start), 48.545)
+    queue.poll(48.545)
+    (start,) = starts(queue.poll(112.545))
+    queue.attempt_done(start, refused(start), 112.545)
+    queue.poll(112.545)
+    wakeup = queue.next_wakeup()
+    assert wakeup is not None and wakeup != 240.545 and round(wakeup, 6) == 240.545
+    assert [s.attempt for s in starts(queue.poll(240.545))] == [3]
