@@ -814,7 +814,19 @@ def _override(kind: str | tuple[str, ...], value: object, spot: _Spot) -> object
         if address is None:
             spot.fail(f"{_shown(value)} is not an IP address; write one such as 192.0.2.1")
         return address
+    if kind == "status":
+        return _dsn(value, spot)
+    if kind == "stages":
+        items = _as_list(value, spot, "[greeting, mail, data]")
+        return frozenset(
+            _word(item, item_spot, _SENDER_STAGES, "an SMTP stage")
+            for item, item_spot in _item_spots(items, spot)
+        )
     return value  # a kind added to policy after this reader: passed on as written
+
+
+# The stages a sender setting may name: the hosts' stages, and HELO (after a refused EHLO).
+_SENDER_STAGES = (*STAGES, "helo")
 
 
 # --- expectations ------------------------------------------------------------------------------

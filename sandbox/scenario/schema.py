@@ -84,6 +84,7 @@ def _setting(kind: str | tuple[str, ...]) -> Schema:
         "text": {"type": ["string", "number"]},
         "address": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
         "status": {"type": "string", "pattern": _STATUS_PATTERN},
+        "stages": {"type": "array", "items": {"enum": [*STAGES, "helo"]}, "uniqueItems": True},
     }.get(kind, {})
 
 
