@@ -16,6 +16,8 @@ skipped   attempts the MTA skipped without trying (Postfix "delivery temporarily
           suspended", Exim "retry time not reached")
 returned  whether a DSN (bounce) went back to the envelope sender
 sessions  per host, the SMTP sessions it saw (serve's record; run mode's host sessions)
+log       the MTA's own log against run mode's log in the same format, line by line per
+          message (Postfix and ``--log postfix``: :mod:`tests.differential.postfix_lines`)
 ========  ================================================================================
 """
 
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from tests.differential.model import UNSEEN, Delivery, Observed
 from tests.differential.options import options_for
+from tests.differential.postfix_lines import compare_logs
 
 if TYPE_CHECKING:
     from tests.differential.mtas import MTA
@@ -45,6 +48,7 @@ FIELDS = (
     "skipped",
     "returned",
     "sessions",
+    "log",
 )
 
 
@@ -129,6 +133,9 @@ def compare(mta: MTA, case: Case, real: Observed, run: Observed) -> Comparison:
         if name == "sessions":
             comparison.fields[name] = _sessions(real, run, options)
             continue
+        if name == "log":
+            comparison.fields[name] = _log(real, run, len(case.messages), mta.scale, options)
+            continue
         if name in options.get("totals", ()):
             comparison.fields[name] = _totals(name, keys, real, run, unordered)
             continue
@@ -194,3 +201,24 @@ def _sessions(real: Observed, run: Observed, options: dict[str, Any]) -> FieldRe
             "sessions", same, sum(real_counts.values()), sum(run_counts.values()), of=1
         )
     return FieldResult("sessions", real_counts == run_counts, real_counts, run_counts, of=1)
+
+
+def _log(
+    real: Observed, run: Observed, messages: int, scale: float, options: dict[str, Any]
+) -> FieldResult:
+    """Line by line, per message: the real MTA's log against run mode's (n/a when the MTA's
+    log is not in a format run mode writes)."""
+    if not real.log or not run.log:
+        return FieldResult("log", None)
+    found = compare_logs(
+        real.log, run.log, messages, scale, unordered=options.get("log") == "unordered"
+    )
+    return FieldResult(
+        "log",
+        found.agree,
+        found.real,
+        found.run,
+        where=found.where,
+        differ=0 if found.agree else 1,
+        of=found.messages,
+    )
