@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system demo test lint unit bench differential
+.PHONY: setup system demo test lint unit bench differential conformance
 
 # A virtualenv with the package (editable) and its dev tools; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -44,3 +44,7 @@ differential: system setup
 # to bench/results.json; two to four minutes on two cores.
 bench: setup
 	$(PYTHON) -m bench
+
+# docs/conformance.md's table, from real runs of `mxsandbox conform` (about six minutes).
+conformance: setup
+	scripts/conformance-docs

@@ -15,19 +15,27 @@ name and which behaviour each has, and the one stream of events every part of it
 
 The clock is the running loop's: virtual on run mode's looptime loop, real on serve mode's
 plain asyncio loop. ``Clock`` reads it as seconds since the world started.
+
+A run is finite, and keeps every event and record. Serve mode runs for as long as it is let,
+so it keeps only the last ``keep_events`` events (the count of all stays exact) and gives its
+hosts ``host_limits`` (``sandbox.hosts.limits``); the message content that the hosts keep is
+bounded for all of them together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from sandbox.core.addresses import canonical
+from sandbox.core.idn import domain_to_ascii
 from sandbox.core.mx import ip_literal
 from sandbox.dns.server import Authority, DnsServer
 from sandbox.dns.zone import Zone, find_zone, with_addresses
 from sandbox.events import Emit, Event
 from sandbox.hosts.host import MailHost
+from sandbox.hosts.limits import RUN_LIMITS, ContentBudget, HostLimits
 from sandbox.scenario.model import Behaviour, DnsBehaviour, Scenario, Timeline
 
 __all__ = ["Clock", "World", "host_addresses"]
@@ -64,10 +72,24 @@ class Clock:
 class World:
     """A scenario's zones, DNS server and mail hosts on the running event loop."""
 
-    def __init__(self, scenario: Scenario, *, sinks: Sequence[Emit] = ()) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        sinks: Sequence[Emit] = (),
+        keep_events: int | None = None,
+        host_limits: HostLimits = RUN_LIMITS,
+    ) -> None:
         self.scenario = scenario
         self.clock = Clock()
+        # Every event (run mode), or at least the last keep_events of them: the list is cut
+        # back to that many once it is a quarter longer, so that dropping costs little.
         self.events: list[Event] = []
+        self.events_dropped = 0
+        self.keep_events = keep_events
+        self._cut_events_at = sys.maxsize if keep_events is None else keep_events * 5 // 4 + 1
+        self.host_limits = host_limits
+        self._content = ContentBudget(host_limits.content_bytes)
         self.dns: DnsServer | None = None
         self.hosts: list[MailHost] = []
         self._sinks = list(sinks)
@@ -80,7 +102,13 @@ class World:
     # --- events ------------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        self.events.append(event)
+        events = self.events
+        events.append(event)
+        if len(events) >= self._cut_events_at:
+            assert self.keep_events is not None
+            cut = len(events) - self.keep_events
+            del events[:cut]
+            self.events_dropped += cut
         for sink in self._sinks:
             sink(event)
 
@@ -97,8 +125,20 @@ class World:
         host's ended sessions, mailbox and greylisting table. Behaviours, zones and the clock
         stay as they are."""
         self.events.clear()
+        self.events_dropped = 0
         for host in self.hosts:
             host.reset()
+
+    def kept_events(self) -> list[Event]:
+        """The events kept: all of them, or the last ``keep_events``."""
+        if self.keep_events is None or len(self.events) <= self.keep_events:
+            return list(self.events)
+        return self.events[len(self.events) - self.keep_events :]
+
+    @property
+    def events_total(self) -> int:
+        """Every event emitted so far, kept or not."""
+        return self.events_dropped + len(self.events)
 
     # --- zones and DNS -----------------------------------------------------------------------
 
@@ -108,7 +148,12 @@ class World:
         return [phases.at(now) for phases in self._zones]
 
     def in_scenario(self, domain: str) -> bool:
-        """Some zone of the scenario holds ``domain`` now."""
+        """Some zone of the scenario holds ``domain`` now (by its A-label, for an
+        internationalised one)."""
+        try:
+            domain = domain_to_ascii(domain)
+        except ValueError:
+            return False
         return find_zone(self.zones_now(), domain) is not None
 
     def answer_with(self, answers: Mapping[str, str]) -> None:
@@ -187,6 +232,8 @@ class World:
             clock=self.clock,
             emit=self.emit,
             bind=bind,
+            limits=self.host_limits,
+            content=self._content,
         )
         self.hosts.append(host)
         await host.start()
@@ -199,8 +246,9 @@ class World:
             await host.close()
 
     async def stop(self) -> None:
-        for host in self.hosts:
-            await host.close()
+        # All hosts at once: one after the other, each would wait for its sessions to end
+        # while clients of the others, still connected, kept the loop busy.
+        await asyncio.gather(*(host.close() for host in self.hosts))
         if self.dns is not None:
             await self.dns.close()
 

@@ -16,8 +16,8 @@ rules      Exim: retry rules counted from the first failure. ``F,2h,15m`` retrie
            15 minutes until 2 hours after the first failure; ``G,16h,1h,1.5`` then waits
            1 hour, 1.5 hours, 2.25 hours … until 16 hours; ``F,4d,6h`` every 6 hours until
            4 days. A failure past the last rule's cutoff bounces.
-doubling   Haraka: after failure n (1, 2, …) wait 2^(n+5) seconds (64 s … 2^17 s); failure
-           number max_failures bounces.
+doubling   Haraka: after failure n (1, 2, …) wait doubling_base x 2^n, 32 s x 2^n = 2^(n+5)
+           seconds (64 s … 2^17 s); failure number max_failures bounces.
 fixed      RFC 5321 §4.5.4.1: a fixed retry_interval (at least 30 minutes), give up after
            max_lifetime (4 to 5 days).
 =========  =============================================================================
@@ -97,6 +97,10 @@ class Profile:
     retry_rules: tuple[RetryRule, ...] = ()
     retry_interval: float = 30 * MINUTE
     max_failures: int = 0
+    # The doubling schedule's unit: after failure n the wait is doubling_base x 2^n (Haraka:
+    # 32 s, so 2^(n+5) s). A field so that a faster clock (`mxsandbox send --time-scale`)
+    # can scale it like every other time.
+    doubling_base: float = 32.0
     # smtp_skip_5xx_greeting: a 5xx greeting moves on to the next MX instead of bouncing.
     skip_5xx_greeting: bool = True
     # Which replies to EHLO make the sender try HELO on the same connection: a 5xx only
@@ -176,14 +180,28 @@ class Profile:
     # exists so that a test can build a biased sender (always the first of a group, in name
     # order) and show that the balancing statistics catch it.
     shuffle_equal: bool = True
+    # What the sender does with a host's ESMTP extensions (core.esmtp has the table and each
+    # MTA's source): a message over the host's SIZE is bounced here ("local", Postfix's
+    # smtp_proto.c) or sent for the host to refuse ("server"); SIZE= is declared when offered
+    # (size_parameter), Exim's way (size + lines + size_addition) when size_addition is set;
+    # a message that needs SMTPUTF8, to a host without it, is bounced (5.6.7), downconverted
+    # (Exim's utf8_downconvert -1) or sent with A-label domains (Haraka); Haraka asks for
+    # SMTPUTF8 only for a sender address that is not ASCII; BODY=8BITMIME for 8-bit content.
+    size_check: Literal["local", "server"] = "local"
+    size_parameter: bool = True
+    size_addition: int = 0
+    without_smtputf8: Literal["bounce", "downconvert", "ascii_domain"] = "bounce"
+    smtputf8_for_sender_only: bool = False
+    body_8bitmime: bool = True
 
     def with_overrides(self, overrides: dict[str, object]) -> Profile:
         return dataclasses.replace(self, **overrides)  # type: ignore[arg-type]
 
 
 # How the scenario loader reads each overridable field: "duration", "count", "flag", "text",
-# "address" (an IP address), "status" (an enhanced status code such as "5.0.0"), "stages"
-# (a list of SMTP stages), or a tuple of the allowed words.
+# "address" (an IP address), "status" (an enhanced status code, 4.x.x or 5.x.x),
+# "bounce_status" (a permanent one, 5.x.x), "deferral_status" (a temporary one, 4.x.x),
+# "stages" (a list of SMTP stages), or a tuple of the allowed words.
 FIELD_KINDS: dict[str, str | tuple[str, ...]] = {
     "connect_timeout": "duration",
     "greeting_timeout": "duration",
@@ -203,6 +221,7 @@ FIELD_KINDS: dict[str, str | tuple[str, ...]] = {
     "max_lifetime": "duration",
     "retry_interval": "duration",
     "max_failures": "count",
+    "doubling_base": "duration",
     "skip_5xx_greeting": "flag",
     "ehlo_fallback": ("5xx", "any"),
     "tempfail_ends_attempt": "stages",
@@ -219,15 +238,17 @@ FIELD_KINDS: dict[str, str | tuple[str, ...]] = {
     "initial_concurrency": "count",
     "failed_cohort_limit": "count",
     "host_retry": "flag",
-    "null_mx_dsn": "status",
-    "nxdomain_dsn": "status",
-    "dns_failure_dsn": "status",
+    "null_mx_dsn": "bounce_status",
+    "nxdomain_dsn": "bounce_status",
+    "dns_failure_dsn": "deferral_status",
     "tried_all_dsn": "status",
-    "bounce_dsn": "status",
+    "bounce_dsn": "bounce_status",
     "wording": ("postfix", "exim", "haraka", "sandbox"),
     "expired_dsn": ("keep", "permanent"),
     "delay_warning": "duration",
     "shuffle_equal": "flag",
+    "size_check": ("local", "server"),
+    "without_smtputf8": ("bounce", "downconvert", "ascii_domain"),
 }
 
 POSTFIX = Profile()
@@ -284,6 +305,10 @@ PROFILES: dict[str, Profile] = {
         ehlo_fallback="any",
         bounce_dsn="5.0.0",
         wording="exim",
+        size_check="server",
+        size_addition=1024,
+        without_smtputf8="downconvert",
+        body_8bitmime=False,
     ),
     # Haraka 3.3.4's outbound (outbound/hmail.js, client_pool.js, config/outbound.ini):
     # doubling delays, 13 failures; one idle timeout for the whole session (the socket's
@@ -314,6 +339,11 @@ PROFILES: dict[str, Profile] = {
         expired_dsn="permanent",
         reuse_sessions=False,
         wording="haraka",
+        size_check="server",
+        size_parameter=False,
+        without_smtputf8="ascii_domain",
+        smtputf8_for_sender_only=True,
+        body_8bitmime=False,
     ),
     "rfc5321": RFC5321,
 }
@@ -352,7 +382,7 @@ def next_retry(profile: Profile, history: RetryHistory, now: float) -> Retry | N
     elif profile.retry == "rules":
         rule, wait = _rule_interval(profile.retry_rules, history, now)
     elif profile.retry == "doubling":
-        wait = 2.0 ** (history.failures + 5)
+        wait = profile.doubling_base * 2.0**history.failures
     else:
         wait = profile.retry_interval
     return Retry(_at_queue_scan(profile, now + wait), wait, rule)

@@ -44,6 +44,14 @@ The server is two layers, so that the DNS rules can be tested without a socket:
     otherwise, and a TCP stream that stops making sense loses its connection, not the server.
     Each query is reported as a ``DnsServed`` event.
 
+    Nothing a client sends can make it grow either. Over TCP a client may pipeline queries
+    (RFC 7766 §6.2.1.1) and never read the answers: once the answers waiting for it pass the
+    transport's high-water mark, the connection stops reading (the queries wait in the
+    kernel's buffers, then in the client's) until the client catches up. A connection idle
+    for ``idle_timeout`` is closed, and aborted if its answers are still unread. At most
+    ``max_tcp_connections`` are open at once; a connection beyond them is closed at once
+    (RFC 7766 §6.2.2 lets a server close connections to free resources).
+
     A sender asks the same few questions over and over, and dnslib's codec is pure Python, so
     each reply is packed once: a query whose bytes after the ID match an earlier one, while
     the authority (the zones in force) and the name's DNS behaviour are the same, gets the
@@ -70,6 +78,7 @@ from sandbox.scenario.model import DnsBehaviour
 __all__ = [
     "EDNS_PAYLOAD_CAP",
     "MAX_CNAME_HOPS",
+    "MAX_TCP_CONNECTIONS",
     "TCP_BIND_ATTEMPTS",
     "TCP_IDLE_TIMEOUT",
     "UDP_PLAIN_LIMIT",
@@ -83,6 +92,8 @@ MAX_CNAME_HOPS = 8
 UDP_PLAIN_LIMIT = 512  # RFC 1035 §4.2.1: UDP without EDNS
 EDNS_PAYLOAD_CAP = 4096  # the largest UDP reply we send, whatever the client advertises
 TCP_IDLE_TIMEOUT = 30.0  # loop seconds a TCP connection may sit without a byte
+# TCP connections open at once (BIND's tcp-clients default is 150).
+MAX_TCP_CONNECTIONS = 150
 TCP_BIND_ATTEMPTS = 5  # port 0: fresh (TCP, UDP) port pairs to try when the UDP twin is taken
 _HEADER_SIZE = 12
 _MAX_NAME_TEXT = 253  # RFC 1035 §2.3.4: 255 octets on the wire, 253 characters as text
@@ -247,12 +258,14 @@ class DnsServer:
         clock: Callable[[], float] = _time_zero,
         emit: Callable[[Event], None] | None = None,
         idle_timeout: float = TCP_IDLE_TIMEOUT,
+        max_tcp_connections: int = MAX_TCP_CONNECTIONS,
     ) -> None:
         self._authority = authority
         self._behaviour = behaviour
         self._clock = clock
         self._emit = emit
         self.idle_timeout = idle_timeout
+        self.max_tcp_connections = max_tcp_connections
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._connections: set[_TcpConnection] = set()
@@ -311,13 +324,16 @@ class DnsServer:
 
     async def _bind_tcp(self, host: str, port: int) -> asyncio.Server:
         try:
-            return await asyncio.get_running_loop().create_server(
-                lambda: _TcpConnection(self), host, port
-            )
+            return await asyncio.get_running_loop().create_server(self._tcp_connection, host, port)
         except OSError as exc:
             raise bind_error(
                 "the DNS server", f"TCP {host}:{port}", exc, "choose another port"
             ) from exc
+
+    def _tcp_connection(self) -> asyncio.Protocol:
+        if len(self._connections) >= self.max_tcp_connections:
+            return _Refused()
+        return _TcpConnection(self)
 
     async def _bind_udp(self, host: str, port: int) -> asyncio.DatagramTransport:
         try:
@@ -515,8 +531,22 @@ def _fit(
     packed = bytes(reply.pack())
     if len(packed) <= limit:
         return packed, reply
+    if reply.ar:
+        # The glue (an MX answer's addresses) is only a courtesy: drop it before the answer
+        # itself, and without TC (RFC 2181 §9), keeping the OPT record.
+        bare = _without_glue(reply)
+        packed = bytes(bare.pack())
+        if len(packed) <= limit:
+            return packed, bare
     truncated = _truncated(reply, opt is not None)
     return bytes(truncated.pack()), truncated
+
+
+def _without_glue(reply: dnslib.DNSRecord) -> dnslib.DNSRecord:
+    bare = dnslib.DNSRecord(reply.header, q=reply.q, rr=list(reply.rr), auth=list(reply.auth))
+    bare.ar = [rr for rr in reply.ar if rr.rtype == dnslib.QTYPE.OPT]
+    bare.set_header_qa()
+    return bare
 
 
 def _truncated(reply: dnslib.DNSRecord, edns: bool) -> dnslib.DNSRecord:
@@ -555,8 +585,16 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         logger.debug("DNS server: UDP error ignored: %s", exc)
 
 
+class _Refused(asyncio.Protocol):
+    """A TCP connection beyond the server's limit: closed as soon as it is accepted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).abort()
+
+
 class _TcpConnection(asyncio.Protocol):
-    """One TCP client: two-byte length-prefixed messages, any number per connection."""
+    """One TCP client: two-byte length-prefixed messages, any number per connection, answered
+    only as fast as the client reads the answers."""
 
     def __init__(self, server: DnsServer) -> None:
         self._server = server
@@ -564,6 +602,7 @@ class _TcpConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._client = ""
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
@@ -575,7 +614,23 @@ class _TcpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         self._restart_idle_timer()
-        while self._transport is not None and len(self._buffer) >= 2:
+        self._answer_buffered()
+
+    def pause_writing(self) -> None:
+        # The client is not reading its answers: stop reading its questions until it does.
+        self._writing_paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._transport is not None:
+            self._restart_idle_timer()  # the client reads: it is not idle
+            self._transport.resume_reading()
+            self._answer_buffered()
+
+    def _answer_buffered(self) -> None:
+        while self._transport is not None and not self._writing_paused and len(self._buffer) >= 2:
             length = int.from_bytes(self._buffer[:2], "big")
             if length < _HEADER_SIZE:
                 self.close()  # no DNS message is this short: the framing is wrong
@@ -610,10 +665,17 @@ class _TcpConnection(asyncio.Protocol):
             self._transport.close()
             self._transport = None
 
+    def _idle(self) -> None:
+        transport = self._transport
+        self.close()
+        # close() waits to send what is buffered: for a client that stopped reading, forever.
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()
+
     def _restart_idle_timer(self) -> None:
         self._cancel_idle_timer()
         loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(self._server.idle_timeout, self.close)
+        self._idle_timer = loop.call_later(self._server.idle_timeout, self._idle)
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None:

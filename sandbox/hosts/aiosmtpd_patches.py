@@ -10,6 +10,11 @@ Private or undocumented names, all used below and nowhere else:
 - ``__dir__``, consulted by ``SMTP.__init__``: answered with fewer names, for speed;
 - ``_getaddr``: wrapped with a cache, for speed;
 - ``_handler_coroutine``: the task that runs the conversation, so that it can be awaited;
+- ``_timeout_cb``, the idle timer's callback: extended to abort a connection whose client
+  stopped reading;
+- ``smtp_DATA`` is replaced (``_read_content``), and with it the names it uses:
+  ``_reader``, ``_handle_hooks``, ``_call_handler_hook``, ``_decode_data``,
+  ``_set_post_data_state`` and ``_DataState``;
 - the ``__smtp_syntax__`` marks of ``@syntax``: copied onto our overrides, for HELP;
 - ``command_size_limit``: read to tell what aiosmtpd will take for a command.
 
@@ -33,7 +38,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar, cast
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP, _DataState
 
 __all__ = ["COMMAND_SIZE_LIMIT", "PatchedSMTP"]
 
@@ -88,15 +93,111 @@ class PatchedSMTP(SMTP):
         retrieved", and awaits it when the host closes."""
         return cast("asyncio.Task[None]", self._handler_coroutine)
 
+    # -- the idle timeout --------------------------------------------------------------------
+
+    def _timeout_cb(self) -> None:
+        """aiosmtpd closes an idle session with ``transport.close()``, which first sends what
+        is buffered: for a client that stopped reading, never, and the connection (its file
+        descriptor and buffer) would stay for good. Abort it instead when anything is left
+        unsent."""
+        transport = cast("asyncio.Transport | None", self.transport)
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()
+
+    # -- the message content -----------------------------------------------------------------
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        """aiosmtpd's DATA, line for line (1.4.6), but for where the content waits for the
+        final dot: aiosmtpd keeps a bytearray per line, 60 bytes or more each, so that a
+        message of short lines cost 20 to 40 times its size (a 32 MiB one, a gigabyte) until
+        the dot. Here the lines go into one bytearray, unstuffed (RFC 5321 §4.5.2) as they
+        come, which is what aiosmtpd's join after the dot gives."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        content, state = await self._read_content()
+        if state == _DataState.TOO_LONG:
+            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+        elif state == _DataState.TOO_MUCH:
+            # aiosmtpd says "552 Error: Too much mail data"; RFC 1870 §6.1 and RFC 3463
+            # give the code that says why (the same text as at MAIL with SIZE=).
+            await self.push("552 5.3.4 Message size exceeds fixed maximum message size")
+        if state != _DataState.NOMINAL:
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        # The sessions never decode (decode_data=False), and always have a handle_DATA hook.
+        assert not self._decode_data and "DATA" in self._handle_hooks
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_content(self) -> tuple[bytes, _DataState]:
+        """The content up to the final dot, and how it ended (aiosmtpd's loop)."""
+        content = bytearray()
+        num_bytes = 0
+        limit: int | None = self.data_size_limit
+        line_fragments: list[bytes] = []
+        state = _DataState.NOMINAL
+        while self.transport is not None:
+            try:
+                line: bytes = await self._reader.readuntil(b"\r\n")
+            except asyncio.CancelledError:
+                self._writer.close()  # the connection was reset during DATA
+                # The frame lives on in the task's traceback, until the collector breaks the
+                # session's cycles: let the content go now.
+                content.clear()
+                raise
+            except asyncio.LimitOverrunError as error:
+                # A line longer than the reader's limit: answered 500 after the dot.
+                if state == _DataState.NOMINAL:
+                    state = _DataState.TOO_LONG
+                content.clear()
+                line = await self._reader.read(error.consumed)
+            if not line_fragments and line == b".\r\n":
+                break
+            num_bytes += len(line)
+            if state == _DataState.NOMINAL and limit and num_bytes > limit:
+                state = _DataState.TOO_MUCH  # answered 552 after the dot
+                content.clear()
+            line_fragments.append(line)
+            if line.endswith(b"\r\n"):
+                if state == _DataState.NOMINAL:
+                    whole = b"".join(line_fragments)
+                    if len(whole) > self.line_length_limit:
+                        state = _DataState.TOO_LONG
+                        content.clear()
+                    else:
+                        content += whole[1:] if whole.startswith(b".") else whole
+                line_fragments.clear()
+        return bytes(content), state
+
     # -- HELP -------------------------------------------------------------------------------
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """An override of an aiosmtpd command loses the ``@syntax`` marks of the original,
         and HELP then leaves the command out (and answers ``HELP MAIL`` with 501): copy the
-        marks over, for every subclass."""
+        marks over, for every subclass (and this class: ``_copy_syntax_marks`` below)."""
         super().__init_subclass__(**kwargs)
-        for name, method in vars(cls).items():
-            original = getattr(SMTP, name, None) if name.startswith("smtp_") else None
-            for mark in _SYNTAX_MARKS:
-                if original is not None and hasattr(original, mark):
-                    setattr(method, mark, getattr(original, mark))
+        _copy_syntax_marks(cls)
+
+
+def _copy_syntax_marks(cls: type) -> None:
+    for name, method in vars(cls).items():
+        original = getattr(SMTP, name, None) if name.startswith("smtp_") else None
+        for mark in _SYNTAX_MARKS:
+            if original is not None and hasattr(original, mark):
+                setattr(method, mark, getattr(original, mark))
+
+
+_copy_syntax_marks(PatchedSMTP)

@@ -13,6 +13,8 @@ Where the session leans on aiosmtpd beyond its documented interface, the why is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -21,15 +23,22 @@ from sandbox.hosts import script
 from sandbox.hosts.aiosmtpd_patches import COMMAND_SIZE_LIMIT, PatchedSMTP
 from sandbox.hosts.script import AnswerNormally, Greylist, HangUp, Say
 from sandbox.hosts.transcript import ClientLines, SessionLog, decode_line
-from sandbox.scenario.model import Behaviour, Reply, Stage
+from sandbox.scenario.model import DEFAULT_SIZE, Behaviour, Esmtp, Reply, Stage
 
-__all__ = ["LiveSession", "SessionHost", "SilentSession", "SmtpSession"]
-
-# aiosmtpd closes a session after this much idle time; scripted delays must never hit it.
-_MIN_IDLE_TIMEOUT = 600.0
-_DELAY_MARGIN = 300.0
+__all__ = [
+    "EARLY_LIMIT",
+    "BusySession",
+    "LiveSession",
+    "SessionHost",
+    "SessionScript",
+    "SilentSession",
+    "SmtpSession",
+]
 
 _MAIL_OK = "250 2.1.0 Ok"
+# Client bytes held until the greeting is decided; past this, the session stops reading (the
+# rest waits in the kernel's buffers, and then in the client's).
+EARLY_LIMIT = 64 * 1024
 
 
 class LiveSession(Protocol):
@@ -46,42 +55,84 @@ class SessionHost:
 
     name: str
     clock: Callable[[], float]
-    behaviour_now: Callable[[], Behaviour]
     closing: Callable[[], bool]  # the host is closing: a session accepted now is aborted
     greylist: Greylist
     opened: Callable[[LiveSession, str, Behaviour], SessionLog]
     closed: Callable[[LiveSession, SessionLog], None]
     # (sender, recipients, content, client address) -> the message id
     store: Callable[[str, Iterable[str], bytes, str], str]
+    # The most a session reads at a time (None: asyncio's 256 KiB; see _read_in_pieces).
+    read_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionScript:
+    """What one session plays: ``behaviour()`` at each stage (the phase the session was
+    counted in, or the one in force: ``script.PhaseCursor``), and the reply scripted for one
+    more RCPT of a mailbox whose replies count (None: nothing scripted)."""
+
+    behaviour: Callable[[], Behaviour]
+    recipient_reply: Callable[[Behaviour, str], Reply | None] = lambda behaviour, mailbox: None
+
+
+# --- too many at once ------------------------------------------------------------------------
+
+
+class BusySession(asyncio.Protocol):
+    """A connection beyond the host's limit of sessions at once: one ``421 4.7.0`` line and
+    the connection is closed, whatever the client does (RFC 5321 §3.8 lets a server that
+    cannot serve say 421 at once). It costs the host one write and no record."""
+
+    def __init__(self, name: str) -> None:
+        self._reply = f"421 4.7.0 {name} Too many connections, try again later\r\n".encode()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        wire = cast(asyncio.Transport, transport)
+        wire.write(self._reply)
+        wire.close()
+
+    def data_received(self, data: bytes) -> None:
+        pass  # closing: nothing the client says matters
 
 
 # --- silent --------------------------------------------------------------------------------
 
 
 class SilentSession(asyncio.Protocol):
-    """Accepts the connection, records what the client says, never sends a byte."""
+    """Accepts the connection, records what the client says, never sends a byte. With an
+    ``idle_timeout``, a client that sends nothing for that long is cut off."""
 
-    def __init__(self, host: SessionHost, behaviour: Behaviour) -> None:
+    def __init__(
+        self, host: SessionHost, behaviour: Behaviour, idle_timeout: float | None = None
+    ) -> None:
         self._host = host
         self._behaviour = behaviour
         self._transport: asyncio.Transport | None = None
         self._log: SessionLog | None = None
         self._lines: ClientLines | None = None
-        self._lost = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._lost = self._loop.create_future()
+        self._idle_timeout = idle_timeout
+        self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        _read_in_pieces(transport, self._host.read_size)
         self._log = self._host.opened(self, _client_of(transport), self._behaviour)
         self._lines = ClientLines(self._log)
         if self._host.closing():  # accepted while the host was closing
             self._transport.abort()
+        self._restart_idle_timer()
 
     def data_received(self, data: bytes) -> None:
         assert self._lines is not None
-        self._lines.feed(data)
+        self._lines.feed(data, commands=False)
+        self._restart_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         assert self._log is not None and self._lines is not None
+        if self._idle is not None:
+            self._idle.cancel()
         self._lines.finish()
         try:
             self._host.closed(self, self._log)
@@ -95,6 +146,13 @@ class SilentSession(asyncio.Protocol):
     async def wait_closed(self) -> None:
         await self._lost
 
+    def _restart_idle_timer(self) -> None:
+        if self._idle_timeout is None:
+            return
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = self._loop.call_later(self._idle_timeout, self.abort)
+
 
 # --- SMTP ----------------------------------------------------------------------------------
 
@@ -107,6 +165,7 @@ class _Handler:
     ) -> str:
         envelope.mail_from = address
         envelope.mail_options.extend(options)
+        server.mail_accepted()
         return _MAIL_OK
 
     async def handle_RCPT(
@@ -117,6 +176,14 @@ class _Handler:
     async def handle_DATA(self, server: SmtpSession, session: Any, envelope: Any) -> str:
         return await server.answer_message(envelope)
 
+    async def handle_EHLO(
+        self, server: SmtpSession, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        # aiosmtpd's five-argument hook (its documented way to change the EHLO reply): the
+        # hook, not aiosmtpd, records the client's name.
+        session.host_name = hostname
+        return script.ehlo_lines(server.esmtp(), responses)
+
 
 _HANDLER = _Handler()
 
@@ -126,21 +193,29 @@ class SmtpSession(PatchedSMTP):
     in force. ``push`` is the one door every reply goes through: it records the reply, plays
     the greeting's script, applies positive scripted replies and closes after a 421.
 
-    ``longest_delay`` is the longest scripted delay of the host's timeline: aiosmtpd's idle
-    timeout is set well past it."""
+    ``idle_timeout`` is aiosmtpd's: a session that sends no command for that long is closed
+    (the host sets it well past its longest scripted delay).
 
-    def __init__(self, host: SessionHost, behaviour: Behaviour, longest_delay: float) -> None:
+    What a client sends is read only as fast as the session can take it: before the greeting
+    at most ``EARLY_LIMIT`` bytes wait for it, and after a rejecting greeting the session
+    stops reading while its ``503`` replies wait for a client that does not read them.
+    aiosmtpd does the same for the rest (a reader of bounded size, a writer it drains)."""
+
+    def __init__(self, host: SessionHost, script: SessionScript, idle_timeout: float) -> None:
         loop = asyncio.get_running_loop()
+        behaviour = script.behaviour()
         super().__init__(
             _HANDLER,
             hostname=host.name,
             ident="ESMTP MX Sandbox",
-            timeout=max(_MIN_IDLE_TIMEOUT, longest_delay + _DELAY_MARGIN),
+            timeout=idle_timeout,
             enable_SMTPUTF8=True,
             loop=loop,
         )
         self._host = host
-        self._behaviour = behaviour
+        self._script = script
+        self._behaviour = behaviour  # as the session opened: its record says so
+        self._messages = 0  # MAIL commands accepted in this session (max_messages)
         self._client = "?"
         self._wire: asyncio.Transport | None = None  # aiosmtpd's self.transport, kept after loss
         self._log: SessionLog | None = None
@@ -152,21 +227,29 @@ class SmtpSession(PatchedSMTP):
         self._rejecting = False  # after a 4xx/5xx greeting: 503 to all but QUIT
         self._hung_up = False
         self._positive: Reply | None = None  # a positive scripted reply for the next answer
+        self._reading_paused = False  # by this class; aiosmtpd's reader pauses on its own
+        self._replies_pile_up = False  # the transport's buffer is past its high-water mark
+        self._unanswered: deque[str] = deque()  # commands after a rejecting greeting
 
     # -- connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._wire = cast(asyncio.Transport, transport)
+        _read_in_pieces(transport, self._host.read_size)
         self._client = _client_of(transport)
         self._log = self._host.opened(self, self._client, self._behaviour)
         self._lines = ClientLines(self._log, hold_after_data_up_to=COMMAND_SIZE_LIMIT)
         super().connection_made(transport)
         if self._host.closing():  # accepted while the host was closing
             self._wire.abort()
-        self.handler_task().add_done_callback(_retrieve)
+        self.handler_task().add_done_callback(self._conversation_ended)
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
+        # Nothing more will be read: let go of what waited for the greeting now, rather than
+        # when the collector breaks the session's reference cycles.
+        self._early, self._early_commands = None, []
+        self._unanswered.clear()
         assert self._log is not None and self._lines is not None
         self._lines.finish()
         try:
@@ -177,10 +260,13 @@ class SmtpSession(PatchedSMTP):
 
     def data_received(self, data: bytes) -> None:
         assert self._lines is not None
-        commands = self._lines.feed(data)
+        # The command lines matter only before the greeting and after a rejecting one.
+        commands = self._lines.feed(data, commands=self._early is not None or self._rejecting)
         if self._early is not None:  # the greeting is not decided yet: hold the bytes
             self._early += data
             self._early_commands += commands
+            if len(self._early) > EARLY_LIMIT:
+                self._pause_reading()
         elif self._rejecting:
             self._answer_rejected(commands)
         else:
@@ -193,6 +279,38 @@ class SmtpSession(PatchedSMTP):
     async def wait_closed(self) -> None:
         await self._lost
         await asyncio.wait([self.handler_task()])
+
+    def _conversation_ended(self, task: asyncio.Task[None]) -> None:
+        _retrieve(task)
+        # aiosmtpd ends the conversation when the client's side closes (EOF), but leaves the
+        # connection open if that happens before its loop, during the greeting (which a
+        # scripted delay can make long): close it, or it lingers until the idle timeout.
+        if self._wire is not None and not self._wire.is_closing():
+            self._wire.close()
+
+    # -- reading only as fast as the client reads ---------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if self._wire is not None and not self._reading_paused:
+            self._reading_paused = True
+            self._wire.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._wire is not None and self._reading_paused:
+            self._reading_paused = False
+            self._wire.resume_reading()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._replies_pile_up = True
+        if self._rejecting:  # replies pile up unread: stop reading the commands that ask more
+            self._pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._replies_pile_up = False
+        if self._rejecting:
+            self._answer_rejected([])
 
     # -- replies --------------------------------------------------------------------------------
 
@@ -222,6 +340,7 @@ class SmtpSession(PatchedSMTP):
 
     def _release_early(self) -> None:
         early, self._early = self._early, None
+        self._resume_reading()
         if self._hung_up or not early:
             return
         if self._rejecting:
@@ -249,23 +368,30 @@ class SmtpSession(PatchedSMTP):
             self.transport.close()
 
     def _answer_rejected(self, commands: list[str]) -> None:
-        # aiosmtpd never sees these commands: the replies go straight to the transport.
+        # aiosmtpd never sees these commands: the replies go straight to the transport, as
+        # long as the client reads them; the rest wait (and the session stops reading) until
+        # it does, so that one read of many commands is not answered all in one go.
         assert self._log is not None and self._wire is not None
-        for command in commands:
-            if self._hung_up:
-                return
-            reply, hang_up = script.answer_while_rejecting(command)
+        self._unanswered.extend(commands)
+        while self._unanswered and not self._hung_up and not self._replies_pile_up:
+            reply, hang_up = script.answer_while_rejecting(self._unanswered.popleft())
             self._log.add("S", reply)
             self._wire.write(reply.encode() + b"\r\n")
             if hang_up:
                 self._hang_up()
+        if self._hung_up:
+            self._unanswered.clear()
+        elif self._unanswered:
+            self._pause_reading()
+        else:
+            self._resume_reading()
 
     # -- stages -----------------------------------------------------------------------------
 
     async def _play(self, stage: Stage) -> bool:
         """Play ``stage`` as the script says. True when the stage is answered (or the
         connection dropped) and aiosmtpd must not handle it."""
-        plan = script.plan_stage(self._host.behaviour_now(), stage)
+        plan = script.plan_stage(self._script.behaviour(), stage)
         if plan.delay > 0:
             await asyncio.sleep(plan.delay)
         action = plan.action
@@ -281,21 +407,61 @@ class SmtpSession(PatchedSMTP):
         await self._send(str(action.reply))
         return True
 
+    def esmtp(self) -> Esmtp:
+        """The extensions the behaviour in force offers."""
+        return self._script.behaviour().esmtp
+
+    def _take_size_limit(self) -> None:
+        # aiosmtpd checks SIZE= and the content against data_size_limit: the advertised size,
+        # or (none advertised) the limit the hosts have always had.
+        self.data_size_limit = self.esmtp().size or DEFAULT_SIZE
+
     async def smtp_HELO(self, hostname: str) -> None:
         if not await self._play("ehlo"):
+            self._take_size_limit()
             await super().smtp_HELO(hostname)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         if not await self._play("ehlo"):
+            self._take_size_limit()
             await super().smtp_EHLO(hostname)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        behaviour = self._script.behaviour()
+        limited = script.limit_reply(behaviour, self._messages)
+        if limited is not None and self.envelope is not None and self.envelope.mail_from is None:
+            await self._send(str(limited))
+            return
         if not await self._play("mail"):
+            refusal = self._refusal(arg, "FROM:", lambda a: script.mail_refusal(behaviour.esmtp, a))
+            if refusal is not None:
+                await self.push(refusal)
+                return
             await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         if not await self._play("rcpt"):
+            utf8 = bool(self.envelope is not None and self.envelope.smtp_utf8)
+            refusal = self._refusal(arg, "TO:", lambda a: script.rcpt_refusal(a, utf8))
+            if refusal is not None:
+                await self.push(refusal)
+                return
             await super().smtp_RCPT(arg)
+
+    def _refusal(
+        self, arg: str | None, keyword: str, check: Callable[[str], str | None]
+    ) -> str | None:
+        """What ``check`` says of a MAIL or RCPT argument, in a session that may carry on
+        (aiosmtpd answers the ones out of sequence or malformed)."""
+        if arg is None or self.session is None or not self.session.host_name:
+            return None  # before HELO/EHLO: aiosmtpd asks for it
+        if self.envelope is None or (keyword == "FROM:" and self.envelope.mail_from):
+            return None
+        if keyword == "TO:" and not self.envelope.mail_from:
+            return None
+        if not arg.upper().startswith(keyword):
+            return None
+        return check(arg[len(keyword) :])
 
     async def smtp_DATA(self, arg: str | None) -> None:
         assert self._lines is not None
@@ -305,16 +471,22 @@ class SmtpSession(PatchedSMTP):
         if self._lines.contents == contents:
             self._lines.data_refused()
 
+    def mail_accepted(self) -> None:
+        """A transaction began (MAIL FROM got 250): it counts towards ``max_messages``."""
+        self._messages += 1
+
     def answer_rcpt(self, envelope: Any, address: str, options: list[str]) -> str:
         """The reply to one RCPT that aiosmtpd has parsed (the ``rcpt`` stage is played)."""
+        behaviour = self._script.behaviour()
         answer = script.answer_rcpt(
-            self._host.behaviour_now(),
+            behaviour,
             address,
             sender=envelope.mail_from or "",
             client=self._client,
             accepted_so_far=len(envelope.rcpt_tos),
             greylist=self._host.greylist,
             now=self._host.clock(),
+            counted=self._script.recipient_reply(behaviour, address),
         )
         if answer.accepted:
             envelope.rcpt_tos.append(address)
@@ -323,7 +495,7 @@ class SmtpSession(PatchedSMTP):
 
     async def answer_message(self, envelope: Any) -> str:
         """The reply after the final dot (the ``message`` stage)."""
-        plan = script.plan_stage(self._host.behaviour_now(), "message")
+        plan = script.plan_stage(self._script.behaviour(), "message")
         message_id = ""
         if plan.store_first:  # before the delay: a sender that stops waiting has delivered
             sender = envelope.mail_from or ""
@@ -342,6 +514,17 @@ class SmtpSession(PatchedSMTP):
         return script.queued_reply(message_id)
 
 
+def _read_in_pieces(transport: asyncio.BaseTransport, size: int | None) -> None:
+    # asyncio's socket transport reads up to 256 KiB at a time, and a session handles what it
+    # reads before the loop runs anything else: aiosmtpd answers every command in its buffer
+    # while the client's kernel takes the replies, so 256 KiB of pipelined NOOPs held the
+    # loop (every host, the DNS server, the stop signal) for a few tenths of a second. Smaller
+    # reads keep it to milliseconds. ``max_size`` is the transport's own, undocumented (stable
+    # since Python 3.4); a transport without it reads as it does.
+    if size is not None and hasattr(transport, "max_size"):
+        transport.max_size = size
+
+
 def _client_of(transport: asyncio.BaseTransport) -> str:
     peer = transport.get_extra_info("peername")
     return str(peer[0]) if peer else "?"
@@ -349,6 +532,8 @@ def _client_of(transport: asyncio.BaseTransport) -> str:
 
 def _retrieve(task: asyncio.Task[None]) -> None:
     # Read the conversation task's outcome, so that a lost connection is never reported as
-    # "Task exception was never retrieved".
-    if not task.cancelled():
+    # "Task exception was never retrieved". Reading a cancelled task's outcome also makes it
+    # let go of the CancelledError, whose traceback holds the conversation's frames (and what
+    # they were reading) until the collector breaks the session's reference cycles.
+    with contextlib.suppress(asyncio.CancelledError):
         task.exception()

@@ -8,6 +8,8 @@ accepted; ``session_outline`` puts a whole session in one line.
 from __future__ import annotations
 
 import email.policy
+import sys
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -25,6 +27,8 @@ __all__ = [
 
 # A client line longer than this (with no end of line) is recorded in pieces, not buffered.
 _MAX_PENDING = 8192
+
+Line = tuple[float, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,27 +64,80 @@ class SessionRecord:
 
 
 class SessionLog:
-    """The live, growing record of one session; :meth:`snapshot` freezes it."""
+    """The live, growing record of one session; :meth:`snapshot` freezes it.
 
-    def __init__(self, clock: Callable[[], float], client: str, behaviour: str) -> None:
+    Bounded on request (serve mode): it keeps the first ``head`` lines and the last ``tail``,
+    each cut at ``line_chars`` characters, and in place of the lines between, one line
+    ``<… N more lines not kept>`` (on the client's side, like ``<message: N bytes>``)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        client: str,
+        behaviour: str,
+        *,
+        head: int = sys.maxsize,
+        tail: int = 0,
+        line_chars: int = sys.maxsize,
+    ) -> None:
         self._clock = clock
         self.opened = clock()
         self.closed: float | None = None
         self.client = client
         self.behaviour = behaviour
-        self.lines: list[tuple[float, str, str]] = []
+        self._head_lines: list[Line] = []
+        self._head = head
+        self._tail: deque[Line] = deque(maxlen=tail)
+        self._line_chars = line_chars
+        self._left_out = 0
+        self._left_out_since = 0.0
 
     def add(self, side: Literal["C", "S"], line: str) -> None:
-        self.lines.append((self._clock(), side, line))
+        if len(line) > self._line_chars:
+            line = line[: self._line_chars] + "…"
+        entry = (self._clock(), side, line)
+        if len(self._head_lines) < self._head:
+            self._head_lines.append(entry)
+            return
+        tail = self._tail
+        if len(tail) == tail.maxlen:  # the oldest line of the tail, or this one, goes
+            if not self._left_out:
+                self._left_out_since = tail[0][0] if tail else entry[0]
+            self._left_out += 1
+        if tail.maxlen:
+            tail.append(entry)
+
+    def add_raw(self, side: Literal["C", "S"], raws: list[bytes]) -> None:
+        """Lines from the wire, without their LF, said at once: what :meth:`add` does with
+        each, but a bounded log decodes only those it keeps, and counts the rest."""
+        room = max(0, self._head - len(self._head_lines))
+        for raw in raws[:room]:
+            self.add(side, decode_line(raw.rstrip(b"\r\n")))
+        rest = raws[room:]
+        most = self._tail.maxlen or 0
+        skipped = len(rest) - most  # would go through the tail and out again: only counted
+        if skipped > 0:
+            if not self._left_out:
+                self._left_out_since = self._tail[0][0] if self._tail else self._clock()
+            self._left_out += skipped
+            rest = rest[skipped:]
+        for raw in rest:  # add() counts what they push out of the tail
+            self.add(side, decode_line(raw.rstrip(b"\r\n")))
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        """The transcript so far, as the snapshot will hold it."""
+        if not self._left_out:
+            return (*self._head_lines, *self._tail)
+        gap = (self._left_out_since, "C", f"<… {self._left_out} more lines not kept>")
+        return (*self._head_lines, gap, *self._tail)
 
     def close(self) -> None:
         if self.closed is None:
             self.closed = self._clock()
 
     def snapshot(self) -> SessionRecord:
-        return SessionRecord(
-            self.opened, self.closed, self.client, self.behaviour, tuple(self.lines)
-        )
+        return SessionRecord(self.opened, self.closed, self.client, self.behaviour, self.lines)
 
 
 class ClientLines:
@@ -130,13 +187,29 @@ class ClientLines:
         """Log the complete lines already received; return the command lines among them."""
         return self.feed(b"")
 
-    def feed(self, data: bytes) -> list[str]:
-        """Log the complete lines in ``data``; return the command lines among them."""
+    def feed(self, data: bytes, *, commands: bool = True) -> list[str]:
+        """Log the complete lines in ``data``; return the command lines among them (none
+        when ``commands`` is False: the caller does not need them, and a flood of lines is
+        then logged in bulk, only those the log keeps decoded)."""
         self._pending += data
-        commands: list[str] = []
-        while self._next_line(commands):
+        found: list[str] = []
+        if not commands and self._content is None and not self._held:
+            self._bulk()
+        while self._next_line(found):
             pass
-        return commands
+        return found
+
+    def _bulk(self) -> None:
+        end = self._pending.rfind(b"\n")
+        if end < 0:
+            return
+        block = bytes(self._pending[: end + 1])
+        if self._hold_after_data_up_to is not None and b"DATA" in block.upper():
+            return  # a DATA among them: line by line, to hold what follows it
+        del self._pending[: end + 1]
+        raws = block.split(b"\n")
+        raws.pop()  # after the last end of line: nothing
+        self._log.add_raw("C", raws)
 
     def finish(self) -> None:
         """The connection ended: log what was cut off."""
@@ -209,7 +282,12 @@ def session_outline(transcript: Iterable[tuple[float, str, str]]) -> str:
     parts: list[str] = []
     pending: str | None = None
     for _, side, line in transcript:
-        if side == "C":
+        if side == "C" and line.startswith("<…"):  # lines a bounded transcript left out
+            if pending is not None:
+                parts.append(f"{pending}→…")
+            parts.append(line[1:-1])
+            pending = None
+        elif side == "C":
             if pending is not None:
                 parts.append(f"{pending}→…")
             pending = _verb(line)

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from email.parser import BytesHeaderParser
 from typing import TypedDict
 
 from sandbox.core.addresses import AddressMap
@@ -50,6 +51,7 @@ from sandbox.core.delivery import (
     where,
 )
 from sandbox.core.dsn import DsnAction, DsnRecipient, build_dsn
+from sandbox.core.esmtp import MessageFacts
 from sandbox.core.mx import Answer, NoRoute, Resolution, Route
 from sandbox.core.policy import Profile
 from sandbox.core.queue import (
@@ -126,6 +128,10 @@ class _Content:
     data: bytes
     message_id: str
 
+    @property
+    def facts(self) -> MessageFacts:
+        return MessageFacts.of(self.data)
+
 
 class SenderAgent:
     def __init__(
@@ -158,11 +164,22 @@ class SenderAgent:
 
     # --- the driver loop -----------------------------------------------------------------
 
-    async def deliver(self, messages: tuple[MessageSpec, ...]) -> None:
-        """Deliver every message (and the DSNs they cause); returns when all are settled."""
+    async def deliver(
+        self, messages: tuple[MessageSpec, ...], contents: Mapping[int, bytes] | None = None
+    ) -> None:
+        """Deliver every message (and the DSNs they cause); returns when all are settled.
+
+        Each message is the sandbox's own test message unless ``contents`` gives its bytes
+        by number (``mxsandbox send`` carries a message file of the user's)."""
+        given = contents or {}
         for spec in messages:
-            mid = message_id(self._scenario, self._seed, spec.number)
-            self._contents[spec.number] = _Content(compose(spec, self._scenario, self._seed), mid)
+            data = given.get(spec.number)
+            if data is None:
+                mid = message_id(self._scenario, self._seed, spec.number)
+                content = _Content(compose(spec, self._scenario, self._seed), mid)
+            else:
+                content = _Content(data, _header_message_id(data))
+            self._contents[spec.number] = content
             self.queue.submit(Envelope(spec.number, spec.sender, spec.recipients, spec.at))
         loop = asyncio.get_running_loop()
         try:
@@ -378,6 +395,7 @@ class SenderAgent:
                     self.profile,
                     avoid=start.avoid,
                     kept=kept[0] if kept is not None else None,
+                    facts=self._contents[number].facts,
                 )
                 await self._walk(start, attempt, kept)
                 self.queue.attempt_done(start, attempt.report(), self._clock())
@@ -490,7 +508,7 @@ class SenderAgent:
             probe = await connection.adopt(kept.client, self.profile.ehlo_timeout)
             self._report_reply(base, "rset", PROBE_COMMAND, probe)
             if probe_passed(probe):
-                return Reused(), session
+                return Reused(kept.extensions), session
             await connection.close(quit=False, timeout=0)
         return await connection.connect(address, action.timeout), _Session(self._clock(), 1)
 
@@ -509,7 +527,12 @@ class SenderAgent:
             if client is not None:
                 candidate = current.candidate
                 self._cache.park(
-                    candidate.address, client, session.opened, start.domain, session.uses
+                    candidate.address,
+                    client,
+                    session.opened,
+                    start.domain,
+                    session.uses,
+                    action.extensions,
                 )
                 self._decide(
                     start.number,
@@ -614,6 +637,11 @@ class SenderAgent:
                 recipients=recipients,
             )
         )
+
+
+def _header_message_id(data: bytes) -> str:
+    """The Message-ID header of a message given as bytes ("" when it has none)."""
+    return str(BytesHeaderParser().parsebytes(data).get("Message-ID", "")).strip()
 
 
 def _status_code(state: RecipientState) -> str:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from sandbox.core.esmtp import HELO_ONLY, Extensions
+
 __all__ = ["ConnectionCache", "Kept"]
 
 
@@ -26,6 +28,7 @@ class _Parked:
     domain: str
     uses: int  # the deliveries it has carried
     order: int  # when it was parked, in parking order
+    extensions: Extensions = HELO_ONLY  # what the host offered in its EHLO reply
     timer: asyncio.TimerHandle | None = None
 
 
@@ -38,6 +41,7 @@ class Kept:
     opened: float
     uses: int
     domain: str
+    extensions: Extensions = HELO_ONLY  # what the host offered in its EHLO reply
 
 
 class ConnectionCache:
@@ -48,12 +52,18 @@ class ConnectionCache:
         self._closing: set[asyncio.Task[None]] = set()
 
     def park(
-        self, address: str, client: aiosmtplib.SMTP, opened: float, domain: str, uses: int
+        self,
+        address: str,
+        client: aiosmtplib.SMTP,
+        opened: float,
+        domain: str,
+        uses: int,
+        extensions: Extensions = HELO_ONLY,
     ) -> None:
         """Keep a session for the next delivery to ``domain`` at ``address``."""
         loop = asyncio.get_running_loop()
         self._parkings += 1
-        parked = _Parked(client, opened, domain, uses, self._parkings)
+        parked = _Parked(client, opened, domain, uses, self._parkings, extensions)
         parked.timer = loop.call_later(self._idle, self._expire, address, parked)
         self._parked.setdefault(address, []).append(parked)
 
@@ -71,11 +81,11 @@ class ConnectionCache:
         self._parked[address].remove(parked)
         if parked.timer is not None:
             parked.timer.cancel()
-        return address, Kept(parked.client, parked.opened, parked.uses, domain)
+        return address, _kept(parked)
 
     def put_back(self, address: str, kept: Kept) -> None:
         """A session taken for a delivery that did not use it: parked again."""
-        self.park(address, kept.client, kept.opened, kept.domain, kept.uses)
+        self.park(address, kept.client, kept.opened, kept.domain, kept.uses, kept.extensions)
 
     def take(self, address: str) -> Kept | None:
         """A live parked session to ``address``, or None."""
@@ -85,7 +95,7 @@ class ConnectionCache:
             if parked.timer is not None:
                 parked.timer.cancel()
             if parked.client.is_connected:
-                return Kept(parked.client, parked.opened, parked.uses, parked.domain)
+                return _kept(parked)
             parked.client.close()
         return None
 
@@ -110,6 +120,10 @@ class ConnectionCache:
         task = asyncio.get_running_loop().create_task(_quit(client))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+
+def _kept(parked: _Parked) -> Kept:
+    return Kept(parked.client, parked.opened, parked.uses, parked.domain, parked.extensions)
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:

@@ -4,7 +4,8 @@ It prints where everything listens (a table for people, and one ``ready:`` line 
 can parse), then one line per DNS query and per SMTP session as they happen. Ctrl-C (SIGINT)
 or SIGTERM closes every server and prints what each host saw. With ``--json`` the output is
 JSON Lines instead: ``{"kind": "ready", …}``, every event as ``--trace`` writes it, and
-``{"kind": "stopped", …}`` with every host's sessions and accepted messages.
+``{"kind": "stopped", …}`` with every host's sessions and accepted messages — those that
+``--retain`` kept, with the exact counts of all of them and of those it dropped.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sandbox.events import (
     DnsServed,
     Event,
     HostAccepted,
+    HostPhase,
     HostSession,
     Warning,
     event_to_dict,
@@ -34,9 +36,12 @@ from sandbox.hosts.transcript import session_outline
 from sandbox.output.narrative import clock_text
 from sandbox.output.stream import LineStream
 from sandbox.scenario.model import Scenario
-from sandbox.serve.plan import CLI_FIRST_ADDRESS, DEFAULT_DNS, DEFAULT_SMTP_PORT
+from sandbox.serve.plan import CLI_FIRST_ADDRESS, DEFAULT_DNS, DEFAULT_SMTP_PORT, Placement
+from sandbox.serve.resources import AcceptFailures, raise_fd_limit
+from sandbox.serve.retention import DEFAULT_RETENTION, Retention
 
 if TYPE_CHECKING:
+    from sandbox.hosts.host import MailHost
     from sandbox.serve.control import ControlServer
     from sandbox.serve.world import ServedWorld
 
@@ -76,13 +81,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve the control API (HTTP, JSON) and the live page there, on loopback "
         "(port 0: any free port)",
     )
+    parser.add_argument(
+        "--retain",
+        type=_retention,
+        default=DEFAULT_RETENTION,
+        metavar="KEY=N,…",
+        help=f"what serve keeps in memory: the last N events, and per host the last N sessions "
+        f"and messages, and the bytes of message content of all hosts; counts stay exact "
+        f"(default {DEFAULT_RETENTION}; 'all': keep everything)",
+    )
 
 
 def serve_scenario(scenario: Scenario, args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 after a clean stop, 2 when it cannot start."""
     try:
         output = _Output(sys.stdout, args.json)
-        asyncio.run(_serve(scenario, args.dns, args.smtp_port, output, args.control))
+        asyncio.run(_serve(scenario, args.dns, args.smtp_port, args.retain, output, args.control))
     except DnsAddressInUse as error:
         print(
             f"error: {error}. Give the DNS server another port with --dns HOST:PORT "
@@ -102,6 +116,7 @@ async def _serve(
     scenario: Scenario,
     dns: tuple[str, int],
     smtp_port: int,
+    retain: Retention,
     out: _Output,
     control_at: tuple[str, int] | None = None,
 ) -> None:
@@ -112,8 +127,16 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    raise_fd_limit()
+    failures = AcceptFailures(_say)
+    failures.install(loop)
     sandbox = ServedWorld(
-        scenario, dns=dns, smtp_port=smtp_port, first_address=CLI_FIRST_ADDRESS, sinks=[out.event]
+        scenario,
+        dns=dns,
+        smtp_port=smtp_port,
+        first_address=CLI_FIRST_ADDRESS,
+        sinks=[out.event],
+        retain=retain,
     )
     out.sandbox = sandbox
     try:
@@ -137,6 +160,7 @@ async def _serve(
         if control is not None:
             await control.close()
         await sandbox.stop()
+        failures.close()
     out.stopped(sandbox, ended)
     if not await out.close():
         _say(
@@ -181,6 +205,13 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
     return port
+
+
+def _retention(text: str) -> Retention:
+    try:
+        return Retention.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -256,6 +287,7 @@ class _Output:
                     "scenario": sandbox.scenario.name,
                     "dns": {"host": host, "port": port},
                     "smtp_port": sandbox.smtp_port,
+                    "retain": _retention_record(sandbox.retention),
                     "hosts": [
                         {
                             "name": p.name,
@@ -328,6 +360,11 @@ class _Output:
             )
         if isinstance(event, Warning):
             return f"warning {event.text}"
+        if isinstance(event, HostPhase):
+            return (
+                f"PHASE   {event.host} [{self._listen_of(event.address)}]: {event.ended} for "
+                f"{event.after}; now: {event.behaviour}"
+            )
         if isinstance(event, ControlChanged):
             target = f"{event.target}: " if event.target else ""
             return f"CONTROL {event.action} {target}{event.value}"
@@ -346,42 +383,19 @@ class _Output:
 
     def _stopped(self, sandbox: ServedWorld, ended: float) -> None:
         pairs = list(zip(sandbox.placements, sandbox.hosts, strict=True))
+        events_total, events_kept = sandbox.events_total, len(sandbox.events)
         if self._json:
             self.record(
                 {
                     "kind": "stopped",
                     "t": round(ended, 6),
-                    "hosts": [
-                        {
-                            "name": p.name,
-                            "zone_address": p.zone_address,
-                            "address": p.address,
-                            "port": p.port,
-                            "sessions": [
-                                {
-                                    "opened": round(s.opened, 6),
-                                    "closed": None if s.closed is None else round(s.closed, 6),
-                                    "client": s.client,
-                                    "behaviour": s.behaviour,
-                                    "transcript": [
-                                        [round(t, 6), side, line] for t, side, line in s.transcript
-                                    ],
-                                }
-                                for s in h.sessions
-                            ],
-                            "accepted": [
-                                {
-                                    "t": round(m.t, 6),
-                                    "sender": m.sender,
-                                    "recipients": list(m.recipients),
-                                    "message_id": m.message_id,
-                                    "client": m.client,
-                                }
-                                for m in h.mailbox
-                            ],
-                        }
-                        for p, h in pairs
-                    ],
+                    "retain": _retention_record(sandbox.retention),
+                    "events": {
+                        "total": events_total,
+                        "kept": events_kept,
+                        "dropped": events_total - events_kept,
+                    },
+                    "hosts": [_host_record(p, h) for p, h in pairs],
                 }
             )
             return
@@ -393,12 +407,22 @@ class _Output:
                 (
                     placement.name,
                     f"{placement.address}:{placement.port}",
-                    str(len(mail_host.sessions)),
-                    str(len(mail_host.mailbox)),
+                    str(mail_host.connections),
+                    str(mail_host.accepted),
                 )
             )
         for row in _table(rows):
             self.line(row)
+        dropped = _dropped_text(
+            sum(h.sessions_dropped for h in sandbox.hosts),
+            sum(h.messages_dropped for h in sandbox.hosts),
+            events_total - events_kept,
+        )
+        if dropped:
+            self.line(f"  (--retain {sandbox.retention}: {dropped}; the counts are of all)")
+        busy = sum(h.too_many for h in sandbox.hosts)
+        if busy:
+            self.line(f"  ({busy} connection(s) answered 421: too many at once)")
         sessions = sorted(
             (
                 (s.opened, p.name, s.client, session_outline(s.transcript))
@@ -414,6 +438,56 @@ class _Output:
 
 def _where(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _retention_record(retention: Retention) -> dict[str, int | None]:
+    return {
+        "events": retention.events,
+        "sessions": retention.sessions,
+        "messages": retention.messages,
+        "bytes": retention.bytes,
+    }
+
+
+def _host_record(placement: Placement, host: MailHost) -> dict[str, Any]:
+    """One host in the ``stopped`` record: what it kept, and the counts of everything."""
+    return {
+        "name": placement.name,
+        "zone_address": placement.zone_address,
+        "address": placement.address,
+        "port": placement.port,
+        "sessions": [
+            {
+                "opened": round(s.opened, 6),
+                "closed": None if s.closed is None else round(s.closed, 6),
+                "client": s.client,
+                "behaviour": s.behaviour,
+                "transcript": [[round(t, 6), side, line] for t, side, line in s.transcript],
+            }
+            for s in host.sessions
+        ],
+        "accepted": [
+            {
+                "t": round(m.t, 6),
+                "sender": m.sender,
+                "recipients": list(m.recipients),
+                "message_id": m.message_id,
+                "client": m.client,
+            }
+            for m in host.mailbox
+        ],
+        "sessions_total": host.connections,
+        "sessions_dropped": host.sessions_dropped,
+        "accepted_total": host.accepted,
+        "accepted_dropped": host.messages_dropped,
+        "too_many": host.too_many,
+    }
+
+
+def _dropped_text(sessions: int, messages: int, events: int) -> str:
+    counts = ((sessions, "session"), (messages, "message"), (events, "event"))
+    dropped = [f"{count} {what}{'' if count == 1 else 's'}" for count, what in counts if count]
+    return f"dropped {', '.join(dropped)}" if dropped else ""
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:

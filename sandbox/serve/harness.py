@@ -17,6 +17,10 @@ tried. Elsewhere it sees sessions only, and counts a host that refused or timed 
 when the sender asked DNS for its address: weaker evidence (``sees_connection_attempts``
 says which).
 
+What it keeps is bounded (``retain``, see ``sandbox.serve.retention``): the last 10,000 events,
+and per host the last 1,000 sessions and messages, within 64 MiB of message content. The
+counts stay exact (``totals``, ``dropped``), and the assertions that count use them.
+
 It works without pytest too::
 
     async with ServedScenario.from_source("primary-down") as sb:
@@ -48,14 +52,23 @@ from sandbox.scenario.load import (
 from sandbox.scenario.model import Behaviour, DnsBehaviour, Scenario, Timeline
 from sandbox.scenario.shipped import find_scenario
 from sandbox.serve.plan import Placement
-from sandbox.serve.syn import SynSeen, SynWatcher
+from sandbox.serve.retention import Retention, RetentionSpec
+from sandbox.serve.syn import SynSeen
 from sandbox.serve.trap import ServerErrorTrap
 
 if TYPE_CHECKING:
     from sandbox.serve.control import ControlServer
 from sandbox.serve.world import ServedWorld, Session
 
-__all__ = ["ConnectAttempt", "ScenarioSource", "ServedScenario", "Session", "load_source"]
+__all__ = [
+    "ConnectAttempt",
+    "Dropped",
+    "ScenarioSource",
+    "ServedScenario",
+    "Session",
+    "Totals",
+    "load_source",
+]
 
 ScenarioSource = str | Path | Mapping[str, Any] | Scenario
 BehaviourSpec = str | Mapping[str, Any] | Sequence[Any] | Behaviour | Timeline[Behaviour]
@@ -90,6 +103,26 @@ class ConnectAttempt:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What one host (or all of them) saw, counted exactly, kept or not: ``sessions``
+    (connections that reached it), ``accepted`` messages, and ``too_many``, the connections
+    answered ``421 4.7.0`` because as many sessions as it serves at once were open."""
+
+    sessions: int
+    accepted: int
+    too_many: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """How many events, sessions and messages the retention limits have dropped so far."""
+
+    events: int
+    sessions: int
+    messages: int
+
+
 def load_source(source: ScenarioSource, *, base: Path | None = None) -> Scenario:
     """A scenario from a path (relative to the working directory, else to ``base``), the
     name of a shipped scenario (``"primary-down"``; a ``scenarios/`` folder in the working
@@ -122,6 +155,7 @@ class ServedScenario:
         first_address: str | None = None,
         control: tuple[str, int] | None = None,
         watch_connects: bool = True,
+        retain: RetentionSpec = None,
     ) -> None:
         self.scenario = scenario
         self._on_event = on_event
@@ -129,8 +163,6 @@ class ServedScenario:
         self._control: ControlServer | None = None
         self._changed: asyncio.Event | None = None
         self._trap = ServerErrorTrap()
-        self._watch_connects = watch_connects
-        self._watcher: SynWatcher | None = None
         self._attempts: list[ConnectAttempt] = []
         # set_behaviour's changes per zone address: (from when, the timeline then in force).
         self._changes: dict[str, list[tuple[float, Timeline[Behaviour]]]] = {}
@@ -140,7 +172,10 @@ class ServedScenario:
             smtp_port=smtp_port,
             first_address=first_address,
             sinks=[self._emitted],
+            retain=retain,
+            watch_connects=watch_connects,
         )
+        self._sandbox.on_attempt(self._syn_seen)
 
     @classmethod
     def from_source(cls, source: ScenarioSource, **options: Any) -> ServedScenario:
@@ -156,8 +191,6 @@ class ServedScenario:
         except BaseException:
             self._trap.uninstall()
             raise
-        if self._watch_connects:
-            self._watcher = SynWatcher.open(self.smtp_port, self._serves, self._syn_seen)
         if self._control_at is not None:
             try:
                 self._control = await self._start_control(self._control_at)
@@ -173,15 +206,8 @@ class ServedScenario:
         await control.start(*at)
         return control
 
-    def _serves(self, address: str) -> bool:
-        return any(p.address == address for p in self.placements)
-
     async def stop(self) -> None:
         """Close every server; errors they raised stay available to ``raise_errors``."""
-        if self._watcher is not None:
-            self._watcher.drain()
-            self._watcher.close()
-            self._watcher = None
         try:
             control, self._control = self._control, None
             if control is not None:
@@ -292,20 +318,47 @@ class ServedScenario:
     # -- what happened -------------------------------------------------------------------------
 
     @property
+    def retention(self) -> Retention:
+        """What the sandbox keeps (``retain=``)."""
+        return self._sandbox.retention
+
+    @property
     def events(self) -> list[Event]:
-        """Every event so far (DNS queries served, host sessions, accepted messages, …)."""
-        return list(self._sandbox.events)
+        """The events so far (DNS queries served, host sessions, accepted messages, …): the
+        last ``retention.events`` of them. ``on_event`` sees every one."""
+        return self._sandbox.events
+
+    def totals(self, host: str | None = None) -> Totals:
+        """The exact counts of ``host`` (all hosts when None), whatever was dropped."""
+        hosts = self._sandbox.hosts if host is None else self._hosts(host)
+        return Totals(
+            sessions=sum(h.connections for h in hosts),
+            accepted=sum(h.accepted for h in hosts),
+            too_many=sum(h.too_many for h in hosts),
+        )
+
+    @property
+    def dropped(self) -> Dropped:
+        """How many events, sessions and messages were dropped to stay within ``retain``."""
+        hosts = self._sandbox.hosts
+        return Dropped(
+            events=self._sandbox.events_total - len(self._sandbox.events),
+            sessions=sum(h.sessions_dropped for h in hosts),
+            messages=sum(h.messages_dropped for h in hosts),
+        )
 
     def dns_queries(self) -> list[DnsServed]:
         """Every query the DNS server served (since the last reset), in order."""
         return self._sandbox.dns_queries()
 
     def sessions(self, host: str | None = None) -> list[Session]:
-        """Every session of ``host`` (all hosts when None), in the order they opened."""
+        """The sessions of ``host`` (all hosts when None) in the order they opened: every
+        one, unless more than ``retention.sessions`` per host (then the last ones)."""
         return self._sandbox.sessions(host)
 
     def mailbox(self, host: str | None = None) -> list[StoredMessage]:
-        """The messages ``host`` (all hosts when None) accepted, with their envelopes."""
+        """The messages ``host`` (all hosts when None) accepted, with their envelopes (those
+        kept: see ``retention``)."""
         hosts = self._sandbox.hosts if host is None else self._hosts(host)
         return sorted((m for h in hosts for m in h.mailbox), key=lambda m: m.t)
 
@@ -317,13 +370,12 @@ class ServedScenario:
     def sees_connection_attempts(self) -> bool:
         """Whether the sandbox sees every connection attempt (refused and timed-out ones
         included), or only the sessions that reached a host (see the module docstring)."""
-        return self._watcher is not None
+        return self._sandbox.sees_connection_attempts
 
     def connection_attempts(self, host: str | None = None) -> list[ConnectAttempt]:
         """Every connection attempt to ``host`` (all hosts when None), in order; empty where
         the sandbox cannot see them (``sees_connection_attempts``)."""
-        if self._watcher is not None:
-            self._watcher.drain()
+        self._sandbox.drain_attempts()
         if host is None:
             return list(self._attempts)
         served = {h.listen[0] for h in self._hosts(host)}
@@ -333,7 +385,7 @@ class ServedScenario:
         """The host of every connection attempt, in order: refused and timed-out attempts
         included where the sandbox sees them (``sees_connection_attempts``), otherwise the
         host of every session, in the order the sessions opened."""
-        if self._watcher is not None:
+        if self.sees_connection_attempts:
             return [attempt.host for attempt in self.connection_attempts()]
         return [session.host for session in self.sessions()]
 
@@ -363,8 +415,13 @@ class ServedScenario:
         as tried where the sender asked DNS for its address before the next session.
         """
         self.raise_errors()
+        if dropped := self.dropped.sessions:
+            raise AssertionError(
+                f"cannot tell the order of every session: {dropped} of the oldest were dropped "
+                f"to stay within retain={self.retention} (raise its sessions= to keep them)"
+            )
         expected = [h.lower().rstrip(".") for h in hosts]
-        if self._watcher is not None:
+        if self.sees_connection_attempts:
             observed = self.tried()
             if observed != expected:
                 raise AssertionError(
@@ -384,9 +441,9 @@ class ServedScenario:
         them, ``sees_connection_attempts``) and no session reached it."""
         self.raise_errors()
         attempts = self.connection_attempts(host)
-        seen = self.sessions(host)
+        seen = self.totals(host).sessions
         if attempts or seen:
-            count = max(len(attempts), len(seen))
+            count = max(len(attempts), seen)
             raise AssertionError(
                 f"expected no connection attempt at {host}, observed {count}:\n{self._story()}"
             )
@@ -394,9 +451,9 @@ class ServedScenario:
     def assert_accepted(self, host: str, count: int = 1) -> None:
         """``host`` accepted exactly ``count`` messages."""
         self.raise_errors()
-        accepted = len(self.mailbox(host))
+        accepted = self.totals(host).accepted
         if accepted != count:
-            counts = ", ".join(f"{name}: {len(self.mailbox(name))}" for name in self.hosts)
+            counts = ", ".join(f"{name}: {self.totals(name).accepted}" for name in self.hosts)
             raise AssertionError(
                 f"expected {host} to accept {count} message(s), it accepted {accepted} "
                 f"(accepted per host: {counts})\n{self._story()}"
@@ -422,11 +479,7 @@ class ServedScenario:
             )
         return self._control
 
-    def _syn_seen(self, seen: SynSeen) -> None:
-        pairs = [(h, p) for h, p in self._sandbox.placed() if p.address == seen.address]
-        if not pairs:
-            return
-        mail_host, placement = pairs[0]
+    def _syn_seen(self, mail_host: MailHost, placement: Placement, seen: SynSeen) -> None:
         client = f"{seen.client[0]}:{seen.client[1]}"
         behaviour = mail_host.behaviour_now().describe()
         now = self._sandbox.clock()
@@ -510,7 +563,7 @@ class ServedScenario:
 
     def _story(self) -> str:
         lines = []
-        if self._watcher is not None:
+        if self.sees_connection_attempts:
             attempts = self.connection_attempts()
             lines.append(
                 "connection attempts:\n" + "\n".join(f"  {a}" for a in attempts)

@@ -9,6 +9,9 @@ fixture.
         sb.assert_tried_in_order(["mx1.example.test", "mx2.example.test"])
         sb.assert_accepted("mx2.example.test")
 
+``mx_sandbox(scenario, retain="events=100000")`` keeps more (or less) than the defaults (see
+``sandbox.serve.retention``).
+
 The fixture is a function: each call serves one scenario in the test's event loop (real
 time; pytest-asyncio runs the test), and every sandbox it started is stopped at teardown.
 Errors raised inside the servers are raised again at teardown (and by the assertion
@@ -31,6 +34,7 @@ import pytest
 
 from sandbox.events import Emit
 from sandbox.serve.harness import ScenarioSource, ServedScenario, load_source
+from sandbox.serve.retention import RetentionSpec
 
 __all__ = ["MxSandbox", "mx_sandbox", "pytest_pycollect_makeitem"]
 
@@ -46,6 +50,7 @@ class MxSandbox(Protocol):
         *,
         on_event: Emit | None = None,
         control: tuple[str, int] | None = None,
+        retain: RetentionSpec = None,
     ) -> Awaitable[ServedScenario]: ...
 
 
@@ -76,9 +81,10 @@ async def _mx_sandbox(request: pytest.FixtureRequest) -> AsyncIterator[MxSandbox
         *,
         on_event: Emit | None = None,
         control: tuple[str, int] | None = None,
+        retain: RetentionSpec = None,
     ) -> ServedScenario:
         served = ServedScenario(
-            load_source(scenario, base=base), on_event=on_event, control=control
+            load_source(scenario, base=base), on_event=on_event, control=control, retain=retain
         )
         await served.start()
         started.append(served)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
+from aiosmtpd.smtp import SMTP
 
 from sandbox import Event, HostSession
 from sandbox.hosts.host import MailHost
@@ -34,11 +36,13 @@ def run_clock() -> Callable[[], float]:
 
 
 @contextlib.asynccontextmanager
-async def mail_host(events: list[Event] | None = None) -> AsyncIterator[MailHost]:
+async def mail_host(
+    events: list[Event] | None = None, behaviour: Behaviour | None = None
+) -> AsyncIterator[MailHost]:
     host = MailHost(
         "mx1.example.test",
         "192.0.2.10",
-        Timeline.constant(Behaviour()),
+        Timeline.constant(behaviour or Behaviour()),
         clock=run_clock(),
         emit=events.append if events is not None else None,
     )
@@ -434,3 +438,79 @@ async def test_every_session_is_reported_when_it_ends() -> None:
     sessions = [e for e in events if isinstance(e, HostSession)]
     assert len(sessions) == 2
     assert ("C", "\x00garbage") in [(side, line) for _, side, line in sessions[0].transcript]
+
+
+@pytest.mark.looptime
+async def test_a_client_that_leaves_during_a_late_greeting_ends_its_session_at_once() -> None:
+    # aiosmtpd ends the conversation at the client's EOF, but before its command loop (here,
+    # while the greeting waits ten minutes) it left the connection open until the idle timeout.
+    late = Behaviour(delays={"greeting": 600.0})
+    async with mail_host(behaviour=late) as host:
+        c = await Client.open(host)
+        await c.send(b"EHLO impatient.example.net\r\n")
+        await c.close()
+        await all_closed(host)
+        (record,) = host.sessions
+    assert record.closed is not None and record.closed < 1
+    assert said(record, "C") == ["EHLO impatient.example.net"] and not said(record, "S")
+
+
+# --- message content, read the way aiosmtpd reads it ------------------------------------------
+
+
+class Keep:
+    """A bare aiosmtpd server's handler: keeps each message's content."""
+
+    def __init__(self) -> None:
+        self.contents: list[bytes] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        self.contents.append(envelope.original_content)
+        return "250 2.0.0 Ok"
+
+
+async def replies_to(address: tuple[str, int], data: bytes) -> list[int]:
+    reader, writer = await asyncio.open_connection(*address, limit=2**20)
+    c = Client(reader, writer)
+    try:
+        codes = [(await c.reply())[0]]
+        await c.send(data + b"QUIT\r\n")
+        with contextlib.suppress(EOFError):
+            while True:
+                codes.append((await c.reply(timeout=120))[0])
+    finally:
+        await c.close()
+    return codes
+
+
+TRANSACTION = b"MAIL FROM:<bob@example.net>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+# content, and the reply to its final dot
+CONTENTS = {
+    "dot-stuffed": (b"..one dot stays\r\n.\tand this\r\n...\r\nplain\r\n", 250),
+    "bare LF": (b"a\nb\r\n.\nc\r\n", 250),
+    "1001 bytes a line": (b"x" * 999 + b"\r\n", 250),
+    "1002 bytes a line": (b"x" * 1000 + b"\r\n", 500),
+    "a 5000-byte line": (b"y" * 5000 + b"\r\n", 500),
+    "too much": ((b"w" * 998 + b"\r\n") * (33 * 1024 + 10), 552),  # past SIZE 33554432
+}
+
+
+@pytest.mark.parametrize(("content", "verdict"), CONTENTS.values(), ids=CONTENTS)
+async def test_content_is_read_as_aiosmtpd_reads_it(content: bytes, verdict: int) -> None:
+    # The hosts keep the content in one buffer, not a bytearray per line as aiosmtpd does
+    # (aiosmtpd_patches.PatchedSMTP.smtp_DATA): same replies, same content, less memory.
+    data = b"EHLO same.example.net\r\n" + TRANSACTION + content + b".\r\n" + TRANSACTION
+    data += b"second\r\n.\r\n"
+    keep = Keep()
+    loop = asyncio.get_running_loop()
+    bare = await loop.create_server(lambda: SMTP(keep, hostname="bare"), "127.0.0.1", 0)
+    try:
+        async with mail_host() as host:
+            ours = await replies_to(host.listen, data)
+            theirs = await replies_to(bare.sockets[0].getsockname()[:2], data)
+            assert ours == theirs
+            assert ours[5] == verdict  # 220, EHLO, MAIL, RCPT, DATA, then the dot
+            assert [m.data for m in host.mailbox] == keep.contents
+    finally:
+        bare.close()
+        await bare.wait_closed()

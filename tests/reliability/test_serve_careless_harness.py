@@ -13,45 +13,23 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 from typing import Any, cast
 
-import dns.message
-
 from sandbox.output.stream import DEFAULT_LIMIT
 from tests.helpers import ROOT
 from tests.integration.serve_process import PICK_PORTS, ServeProcess, dig, serve, smtp_send
+from tests.reliability.hostile import udp_queries
 
 QUERIES = 12_000
-BATCH = 200
 STOP_TIMEOUT = 10.0  # generous: the point is that it stops at all, not how fast
 
 
 async def flood(
-    address: tuple[str, int], count: int, name: str = "mx2.example.test", batch: int = BATCH
+    address: tuple[str, int], count: int, name: str = "mx2.example.test", batch: int | None = None
 ) -> int:
-    """Send ``count`` queries for ``name`` in batches, waiting for the answers of each batch;
-    return how many were answered. (Keep ``batch`` answers within the client's receive
-    buffer: a long name's answers are larger.)"""
-    wire = dns.message.make_query(name, "A").to_wire()
-    loop = asyncio.get_running_loop()
-    answered = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
-        sock.connect(address)
-        for _ in range(count // batch):
-            for _ in range(batch):
-                sock.send(wire)
-            for _ in range(batch):
-                try:
-                    async with asyncio.timeout(2.0):
-                        await loop.sock_recv(sock, 4096)
-                except TimeoutError:
-                    break  # a datagram lost on the way: UDP may drop, the count says so
-                answered += 1
-    return answered
+    return await udp_queries(address, count, name, batch)
 
 
 async def still_serving(served: ServeProcess) -> None:
