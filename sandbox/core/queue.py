@@ -155,6 +155,12 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
+def _failure_dsn(report: AttemptReport) -> str:
+    """The status of an attempt's site failure: that of a recipient it left pending."""
+    pending = [state.dsn for state in report.states.values() if state.status == "pending"]
+    return next((dsn for dsn in pending if dsn), "4.4.1")
+
+
 def suspended_reason(reason: str) -> str:
     """Postfix's wording for a delivery deferred because its destination is dead."""
     return SUSPENDED + reason
@@ -281,6 +287,7 @@ class _Destination:
     fail_cohorts: float = 0.0
     dead_until: float | None = None
     dead_reason: str = ""
+    dead_dsn: str = "4.4.1"  # the status of the failure that killed it (Postfix's queue DSN)
     todo: deque[_Delivery] = field(default_factory=deque)
 
 
@@ -400,7 +407,7 @@ class Queue:
         """An attempt ``poll`` started has ended; ``poll`` then says what follows."""
         self._host_feedback(report, now)
         # Feedback first, while the attempt still counts as busy (as in Postfix's qmgr).
-        self._site_feedback(start.domain, report.site_failure, now)
+        self._site_feedback(start.domain, report.site_failure, now, _failure_dsn(report))
         delivery = self._finish_attempt(start)
         if report.untried is not None:
             self._mark_untried(delivery, report.untried)
@@ -418,7 +425,7 @@ class Queue:
         reply = route.reply or route.reason
         states = {r: RecipientState(r, status, dsn, reply) for r in start.recipients}
         failure = route.reason if route.kind == "dns_failure" else None
-        self._site_feedback(start.domain, failure, now)
+        self._site_feedback(start.domain, failure, now, dsn)
         delivery = self._finish_attempt(start)
         if permanent:
             why = f"{route.reason}: permanent ({dsn})"
@@ -446,7 +453,7 @@ class Queue:
     def _make_ready(self, delivery: _Delivery, now: float) -> None:
         destination = self._destination(delivery.domain)
         if destination.dead_until is not None and now + DUE_SLACK < destination.dead_until:
-            self._defer_untried(delivery, suspended_reason(destination.dead_reason), now)
+            self._defer_suspended(delivery, destination, now)
             return
         delivery.state = "ready"
         delivery.ready_at = now
@@ -472,7 +479,7 @@ class Queue:
             delivery = self._run_queue.popleft()
             destination = self._destination(delivery.domain)
             if destination.dead_until is not None and now + DUE_SLACK < destination.dead_until:
-                self._defer_untried(delivery, suspended_reason(destination.dead_reason), now)
+                self._defer_suspended(delivery, destination, now)
                 continue
             self._runner = delivery
             self._start(delivery, destination, now)
@@ -533,7 +540,7 @@ class Queue:
         self._active -= 1
         return delivery
 
-    def _site_feedback(self, domain: str, failure: str | None, now: float) -> None:
+    def _site_feedback(self, domain: str, failure: str | None, now: float, dsn: str) -> None:
         destination = self._destinations[domain]
         profile = self.profile
         if failure is None:
@@ -546,8 +553,9 @@ class Queue:
         if limit > 0 and destination.fail_cohorts >= limit:
             destination.dead_until = now + profile.min_backoff
             destination.dead_reason = failure
+            destination.dead_dsn = dsn
             while destination.todo:
-                self._defer_untried(destination.todo.popleft(), suspended_reason(failure), now)
+                self._defer_suspended(destination.todo.popleft(), destination, now)
             return
         destination.window = max(1.0, destination.window - 1)
 
@@ -608,22 +616,23 @@ class Queue:
         delivery.pending = tuple(pending)
         self._retry_or_give_up(delivery, now, tried=True, reason=reason)
 
-    def _defer_untried(self, delivery: _Delivery, reason: str, now: float) -> None:
+    def _defer_suspended(self, delivery: _Delivery, destination: _Destination, now: float) -> None:
         """Deferred without a try because the destination is dead: it counts as an attempt,
-        as Postfix logs it."""
+        as Postfix logs it, with the status and reason of the failure that killed it."""
         delivery.attempt += 1
         for r in delivery.pending:
             self.attempts[(delivery.envelope.number, r)] += 1
-        self._mark_untried(delivery, reason)
+        reason = suspended_reason(destination.dead_reason)
+        self._mark_untried(delivery, reason, destination.dead_dsn)
         self._retry_or_give_up(delivery, now, tried=False)
 
-    def _mark_untried(self, delivery: _Delivery, reason: str) -> None:
+    def _mark_untried(self, delivery: _Delivery, reason: str, dsn: str | None = None) -> None:
+        """Each pending recipient waits with ``reason``, and ``dsn`` or else its last status."""
         for r in delivery.pending:
             key = (delivery.envelope.number, r)
             last = self.last[key]
-            self.last[key] = RecipientState(
-                r, "pending", last.dsn or "4.4.1", reason, unsure=last.unsure
-            )
+            status = dsn or last.dsn or "4.4.1"
+            self.last[key] = RecipientState(r, "pending", status, reason, unsure=last.unsure)
 
     def _retry_or_give_up(
         self, delivery: _Delivery, now: float, *, tried: bool, reason: str = ""

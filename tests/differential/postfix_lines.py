@@ -9,6 +9,8 @@ timestamps may differ; so before comparing, each line is **normalised**:
 - what differs between the two worlds by construction is masked: the addresses in brackets
   (serve's loopback addresses against the zone's), ``size=`` and ``message-id=`` (each side
   composes its own message), the hosts' own queue IDs (``queued as …``);
+- where the case's equal-preference hosts are shuffled (``unordered_hosts`` in ``options.py``),
+  the host names before ``[addr]`` too: which host came first is chance on both sides;
 - ``delay=`` and ``delays=a/b/c/d`` are compared as numbers: the real ones (real seconds)
   times the scale factor against run mode's, within ``DELAY_TOLERANCE`` real seconds each.
 
@@ -82,7 +84,12 @@ def queue_ids(lines: list[str], messages: int) -> dict[str, int]:
     return found
 
 
-def normalise(lines: list[str], message_of: dict[str, int]) -> dict[str, list[Line]]:
+HOST_NAME = re.compile(r"[\w.-]+\[addr\]")
+
+
+def normalise(
+    lines: list[str], message_of: dict[str, int], *, mask_hosts: bool = False
+) -> dict[str, list[Line]]:
     """Per message (``M1``, ``B1`` for its bounce…), its delivery lines, normalised.
     ``message_of`` names the queue IDs of the case's messages; a bounce's queue ID is learned
     from its ``sender non-delivery notification`` line."""
@@ -102,17 +109,19 @@ def normalise(lines: list[str], message_of: dict[str, int]) -> dict[str, list[Li
         qid_match = QID.match(text)
         if qid_match is None:
             if proc == "smtp":  # a connect failure or a warning, before its delivery's lines
-                waiting.setdefault(match["pid"], []).append(_line(proc, text, names, match[0]))
+                line = _line(proc, text, names, match[0], mask_hosts)
+                waiting.setdefault(match["pid"], []).append(line)
             continue
         name = names.get(qid_match["qid"])
         if name is None:
             continue  # another case's, or a message the harness did not submit
         held = waiting.pop(match["pid"], []) if proc == "smtp" else []
-        grouped.setdefault(name, []).extend([*held, _line(proc, text, names, match[0])])
+        line = _line(proc, text, names, match[0], mask_hosts)
+        grouped.setdefault(name, []).extend([*held, line])
     return grouped
 
 
-def _line(proc: str, text: str, names: dict[str, str], raw: str) -> Line:
+def _line(proc: str, text: str, names: dict[str, str], raw: str, mask_hosts: bool) -> Line:
     for qid, name in names.items():
         text = text.replace(qid, name)
     delays: tuple[float, ...] = ()
@@ -121,6 +130,8 @@ def _line(proc: str, text: str, names: dict[str, str], raw: str) -> Line:
         text = DELAYS.sub("delay=*, delays=*", text)
     for pattern, mask in MASKS:
         text = pattern.sub(mask, text)
+    if mask_hosts:
+        text = HOST_NAME.sub("*[addr]", text)
     return Line(f"{proc}: {text}", delays, raw)
 
 
@@ -148,10 +159,11 @@ def compare_logs(
     scale: float,
     *,
     unordered: bool = False,
+    mask_hosts: bool = False,
 ) -> LogComparison:
     """Do the two logs say the same, message by message?"""
-    real = normalise(real_lines, queue_ids(real_lines, messages))
-    run = normalise(run_lines, queue_ids(run_lines, messages))
+    real = normalise(real_lines, queue_ids(real_lines, messages), mask_hosts=mask_hosts)
+    run = normalise(run_lines, queue_ids(run_lines, messages), mask_hosts=mask_hosts)
     total = sum(len(v) for v in real.values())
     if unordered:
         return _as_multisets(real, run, total)
