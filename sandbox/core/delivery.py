@@ -65,7 +65,7 @@ from sandbox.core.esmtp import (
     rcpt_command,
     refuse_locally,
 )
-from sandbox.core.mx import Candidate
+from sandbox.core.mx import TRIED_ALL_MXS, Candidate
 from sandbox.core.policy import Profile
 
 __all__ = [
@@ -173,6 +173,16 @@ class RecipientState:
     host: str | None = None  # the host that delivered it, or that gave the last error
     address: str | None = None
     unsure: bool = False  # a final dot went unanswered: the message may have arrived
+    # The last reply or error came over a session with ``host`` (Postfix then names it as
+    # the relay); False when it was a failed connect, or no host at all (relay=none).
+    session: bool = False
+
+    @property
+    def relay(self) -> str | None:
+        """``host[address]`` as Postfix's ``relay=`` names it, or None for ``relay=none``."""
+        if self.host and self.address and self.session:
+            return where(self.host, self.address)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +246,9 @@ def where(host: str, address: str) -> str:
 def describe_outcome(stage: SessionStage, host: str, address: str, outcome: Outcome) -> str:
     """The error text a Postfix log would show for this outcome."""
     at = where(host, address)
+    if isinstance(outcome, ServerReply) and stage in _HANDSHAKE:
+        # A greeting other than 2xx, or EHLO/HELO refused: Postfix's smtp_helo() words.
+        return f"host {at} refused to talk to me: {outcome}"
     if isinstance(outcome, ServerReply):
         return f"host {at} said: {outcome} (in reply to {COMMAND_NAMES[stage]})"
     if stage == "connect":
@@ -272,12 +285,14 @@ class Attempt:
         profile: Profile,
         *,
         avoid: frozenset[str] = frozenset(),
+        kept: str | None = None,
         facts: MessageFacts | None = None,
     ) -> None:
         self.sender = sender
         self.candidates = candidates
         self.profile = profile
         self.avoid = avoid
+        self.kept = kept
         # The message's size and whether it is all ASCII (what MAIL FROM declares, and
         # whether a host's SIZE and SMTPUTF8 let it be sent: core.esmtp).
         self.facts = facts or MessageFacts(0, 0)
@@ -326,7 +341,7 @@ class Attempt:
     def _walk(self) -> Generator[Action, Feedback, None]:
         profile = self.profile
         handshakes = tried = 0
-        index = 0
+        index = self._first()
         while index < len(self.candidates) and self.pending and not self._stopped:
             candidate = self.candidates[index]
             following = index + 1
@@ -351,6 +366,36 @@ class Attempt:
             handshakes += session.handshake_done
             self._tell_next_step(session, following, handshakes, tried)
             index = following
+        self._tried_all()
+
+    def _first(self) -> int:
+        """Where the walk starts: at the host whose session was kept open for this
+        destination, if there is one (the hosts before it are not tried: Postfix's session
+        cached under the next-hop destination, Exim's continued connection), else at the
+        first candidate."""
+        kept = next((i for i, c in enumerate(self.candidates) if c.address == self.kept), None)
+        if not kept:
+            return 0
+        skipped = ", ".join(_at(c) for c in self.candidates[:kept])
+        self._note(
+            "skip",
+            f"{skipped}: not tried: a session to {_at(self.candidates[kept])} is open for this "
+            "destination (kept from an earlier delivery), and the delivery starts there",
+        )
+        return kept
+
+    def _tried_all(self) -> None:
+        """A walk that ran out of hosts, each one failing without a reply that ends the
+        attempt: for a sender that says so in its own words (Haraka's "Tried all MXs"), the
+        pending recipients report that, with no remote host."""
+        status = self.profile.tried_all_dsn
+        if not status or self._stopped or not self._sessions or not self.pending:
+            return
+        for r in self.pending:
+            state = self.recipients[r]
+            state.dsn, state.reply = status, TRIED_ALL_MXS
+            state.host = state.address = None
+            state.session = False
 
     def _limit_reached(self, handshakes: int, tried: int) -> str | None:
         """Why the walk may try no more hosts in this attempt, or None."""
@@ -422,14 +467,27 @@ class Attempt:
         helo = self.profile.helo_name
         outcome = yield SendCommand("ehlo", f"EHLO {helo}", self.profile.ehlo_timeout)
         assert isinstance(outcome, ServerReply | NoReply)
-        if isinstance(outcome, ServerReply) and outcome.code // 100 == 5:
-            self._note("fallback", classify("ehlo", outcome, self.profile).why)
+        why = self._helo_fallback(outcome)
+        if why:
+            self._note("fallback", why)
             outcome = yield SendCommand("helo", f"HELO {helo}", self.profile.ehlo_timeout)
             assert isinstance(outcome, ServerReply | NoReply)
             return self._step(session, "helo", outcome)
         if isinstance(outcome, ServerReply) and outcome.code // 100 == 2:
             session.extensions = Extensions.parse(outcome.text)
         return self._step(session, "ehlo", outcome)
+
+    def _helo_fallback(self, outcome: Outcome) -> str:
+        """Why the sender tries HELO after this reply to EHLO ("" if it does not): a 5xx
+        always (RFC 5321 §4.1.4); a 4xx too for a sender that tries HELO after any refusal
+        (Exim), unless it is a 421, which closes the connection."""
+        if not isinstance(outcome, ServerReply):
+            return ""
+        if outcome.code // 100 == 5:
+            return classify("ehlo", outcome, self.profile).why
+        if outcome.code // 100 == 4 and outcome.code != 421 and self.profile.ehlo_fallback == "any":
+            return "EHLO refused: this sender tries HELO before it gives up on the host"
+        return ""
 
     def _transaction(self, session: _Session) -> Generator[Action, Feedback, None]:
         profile = self.profile
@@ -520,6 +578,7 @@ class Attempt:
             state = self.recipients[r]
             state.dsn, state.reply = verdict.dsn, text
             state.host, state.address = session.candidate.host, session.candidate.address
+            state.session = stage != "connect"
             if action == "bounce":
                 state.status = "bounced"
         if session.ending is None or action != "next_host":
@@ -540,7 +599,7 @@ class Attempt:
         for r in accepted:
             state = self.recipients[r]
             state.status, state.dsn, state.reply = "delivered", dsn, str(reply)
-            state.host, state.address = candidate.host, candidate.address
+            state.host, state.address, state.session = candidate.host, candidate.address, True
         self._note(
             "deliver",
             f"{where(candidate.host, candidate.address)} accepted the message",

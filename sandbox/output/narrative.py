@@ -516,13 +516,29 @@ def _balance_lines(group: BalanceGroup, style: Style) -> list[str]:
         f"Balancing: {group.domain}, preference {group.preference} "
         f"({len(group.hosts)} hosts, {group.total} messages)"
     ]
-    rows = [("host", "accepted", "share", "expected")]
-    rows += [(h.host, str(h.accepted), f"{h.share:.3f}", f"{h.expected:.3f}") for h in group.hosts]
+    reuse = group.choices != group.total
+    rows = [("host", "accepted", "share", "expected", *(("sessions",) if reuse else ()))]
+    rows += [
+        (
+            h.host,
+            str(h.accepted),
+            f"{h.share:.3f}",
+            f"{h.expected:.3f}",
+            *((str(h.chosen),) if reuse else ()),
+        )
+        for h in group.hosts
+    ]
     lines += table(rows, style)
     if group.statistic is not None:
         dof = "degree" if group.dof == 1 else "degrees"
+        over = (
+            f" over the {group.choices} sessions that chose a host (a reused session "
+            "carries messages without a choice of its own)"
+            if reuse
+            else ""
+        )
         lines.append(
-            f"  chi-square {group.statistic:.2f} with {group.dof} {dof} of freedom: "
+            f"  chi-square {group.statistic:.2f} with {group.dof} {dof} of freedom{over}: "
             f"{verdict(group)}"
         )
     else:

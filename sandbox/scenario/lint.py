@@ -450,8 +450,10 @@ class _ZoneLint:
             "error",
             "mx-ip-literal",
             record.line,
-            f"the MX names {written}, an IP address: an MX must name a host{also}. Postfix and "
-            "most MTAs skip such a record",
+            f"the MX names {written}, an IP address: an MX must name a host{also}. Senders "
+            "disagree about such a record: Postfix 3.7 uses it with a warning (numeric domain "
+            "name in resource data of MX record), Exim bounces the mail (allow_mx_to_ip is "
+            "false)",
             f"name the host: 'mx IN {rtype} {address}' and '{self.relative(record.name)} IN MX "
             f"{record.preference} mx'",
             RFC_MX,

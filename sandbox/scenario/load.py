@@ -1210,14 +1210,28 @@ def _override(key: str, kind: str | tuple[str, ...], value: object, spot: _Spot)
         return _flag(value, spot)
     if kind == "text":
         return _text(value, spot, "this setting")
-    if kind == "status":
-        return _bounce_status(value, spot)
+    if kind == "bounce_status":
+        return _status_of_class(value, spot, "5", "a bounce, which is permanent", "5.1.10")
+    if kind == "deferral_status":
+        return _status_of_class(value, spot, "4", "a deferral, which is temporary", "4.4.3")
     if kind == "address":
         address = _ip_address(value)
         if address is None:
             spot.fail(f"{_shown(value)} is not an IP address; write one such as 192.0.2.1")
         return address
+    if kind == "status":
+        return _status_of_class(value, spot, "45", "a failure", "5.1.2")
+    if kind == "stages":
+        items = _as_list(value, spot, "[greeting, mail, data]")
+        return frozenset(
+            _word(item, item_spot, _SENDER_STAGES, "an SMTP stage")
+            for item, item_spot in _item_spots(items, spot)
+        )
     return value  # a kind added to policy after this reader: passed on as written
+
+
+# The stages a sender setting may name: the hosts' stages, and HELO (after a refused EHLO).
+_SENDER_STAGES = (*STAGES, "helo")
 
 
 def _helo_name(value: object, spot: _Spot) -> str:
@@ -1240,13 +1254,14 @@ def _helo_name(value: object, spot: _Spot) -> str:
     )
 
 
-def _bounce_status(value: object, spot: _Spot) -> str:
-    """The status of a bounce: a permanent failure, class 5 (RFC 3463)."""
+def _status_of_class(value: object, spot: _Spot, classes: str, what: str, example: str) -> str:
+    """A status of the given classes (RFC 3463): 5 for a permanent failure, 4 for a temporary
+    one."""
     status = _dsn(value, spot)
-    if not status.startswith("5."):
+    if status[0] not in classes:
+        allowed = " or ".join(f"{c}.x.x" for c in classes)
         spot.fail(
-            f"{status} is not the status of a bounce, which is permanent: write a 5.x.x status "
-            'such as "5.1.10"'
+            f'{status} is not the status of {what}: write a {allowed} status such as "{example}"'
         )
     return status
 

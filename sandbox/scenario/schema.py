@@ -26,6 +26,8 @@ Schema = dict[str, Any]
 _DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*[smhd]?\s*$|^(\d+(\.\d+)?[smhd])+$"
 _STATUS_PATTERN = r"^\s*[245]\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
 _BOUNCE_STATUS_PATTERN = r"^\s*5\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
+_FAILURE_STATUS_PATTERN = r"^\s*[45]\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
+_DEFERRAL_STATUS_PATTERN = r"^\s*4\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
 # The sender's EHLO name: a host name, or an address literal (``load._helo_name``).
 _HELO_PATTERN = (
     r"^\s*(([A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?|\[[0-9.]+\]|\[IPv6:[0-9A-Fa-f:.]+\])\s*$"
@@ -122,7 +124,10 @@ def _setting(kind: str | tuple[str, ...]) -> Schema:
         "flag": {"type": "boolean"},
         "text": {"type": ["string", "number"]},
         "address": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
-        "status": {"type": "string", "pattern": _BOUNCE_STATUS_PATTERN},
+        "status": {"type": "string", "pattern": _FAILURE_STATUS_PATTERN},
+        "bounce_status": {"type": "string", "pattern": _BOUNCE_STATUS_PATTERN},
+        "deferral_status": {"type": "string", "pattern": _DEFERRAL_STATUS_PATTERN},
+        "stages": {"type": "array", "items": {"enum": [*STAGES, "helo"]}, "uniqueItems": True},
     }.get(kind, {})
 
 

@@ -80,13 +80,14 @@ from sandbox.events import (
     RecipientDeferred,
     RecipientFinal,
     RouteChosen,
+    RouteFailed,
     SmtpExchange,
     SmtpFailure,
     Warning,
 )
 from sandbox.scenario.model import MessageSpec
 from sandbox.sender.message import RUN_EPOCH, compose, message_id
-from sandbox.sender.pool import ConnectionCache
+from sandbox.sender.pool import ConnectionCache, Kept
 from sandbox.sender.resolver import StubResolver
 from sandbox.sender.smtp import SmtpConnection
 
@@ -112,6 +113,14 @@ class ReturnedMail:
     to: str
     action: DsnAction
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    """An SMTP session's life: when it was opened, and the deliveries it has carried."""
+
+    opened: float
+    uses: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +155,7 @@ class SenderAgent:
         self._scenario = scenario
         self.queue = Queue(profile, in_scenario=in_scenario)
         self._contents: dict[int, _Content] = {}
-        self._cache = ConnectionCache(clock=clock)
+        self._cache = ConnectionCache()
         self._group: asyncio.TaskGroup | None = None
         self._changed = asyncio.Event()
         self.final: dict[tuple[int, str], RecipientFinal] = {}
@@ -270,6 +279,7 @@ class SenderAgent:
                     reply=state.reply,
                     retry_at=deferred.retry_at,
                     suspended=not deferred.tried,
+                    relay=state.relay,
                 )
             )
 
@@ -287,7 +297,7 @@ class SenderAgent:
             reply=state.reply,
             attempts=final.attempts,
             expired=final.expired,
-            relay=where(state.host, state.address) if state.host and state.address else None,
+            relay=state.relay,
             unsure=state.unsure,
         )
         self.final[(final.number, state.recipient)] = event
@@ -311,6 +321,7 @@ class SenderAgent:
                 recipients=tuple(s.recipient for s in returned.states),
                 dsn_message=returned.number,
                 via=returned.via,
+                message_id=returned.message_id,
             )
         )
 
@@ -336,7 +347,7 @@ class SenderAgent:
                     returned.action,
                     _status_code(s),
                     reported_reply(s.reply, expired=s.recipient in expired),
-                    s.host,
+                    s.host if s.relay else None,
                     when,
                 )
                 for s in returned.states
@@ -357,22 +368,36 @@ class SenderAgent:
                 domain=start.domain,
                 attempt=start.attempt,
                 recipients=start.recipients,
+                active_since=start.active_since,
             )
         )
         try:
             route = await self._resolve(start)
             if isinstance(route, NoRoute):
+                self._emit(
+                    RouteFailed(
+                        t=self._clock(),
+                        message=number,
+                        attempt=start.attempt,
+                        domain=start.domain,
+                        reason=route.kind,
+                        permanent=route.permanent,
+                        why=route.reason,
+                    )
+                )
                 self.queue.no_route(start, route, self._clock())
             else:
+                kept = self._cache.take_for(start.domain)
                 attempt = Attempt(
                     start.sender,
                     start.recipients,
                     route.candidates,
                     self.profile,
                     avoid=start.avoid,
+                    kept=kept[0] if kept is not None else None,
                     facts=self._contents[number].facts,
                 )
-                await self._walk(start, attempt)
+                await self._walk(start, attempt, kept)
                 self.queue.attempt_done(start, attempt.report(), self._clock())
         finally:
             self._emit(
@@ -437,20 +462,25 @@ class SenderAgent:
             )
         )
 
-    async def _walk(self, start: Start, attempt: Attempt) -> None:
+    async def _walk(self, start: Start, attempt: Attempt, kept: tuple[str, Kept] | None) -> None:
+        """Walk the attempt over one connection. ``kept``: a session parked for this
+        destination, taken for this delivery (the attempt starts at its host)."""
         connection = SmtpConnection(self._network, self.profile.helo_name)
         content = self._contents[start.number].data
         current: Connect | None = None
-        opened = self._clock()
+        session = _Session(self._clock(), 1)
         try:
             self._tell(start, attempt)  # hosts skipped before the first connect
             while (action := attempt.next_action()) is not None:
                 if isinstance(action, Connect):
                     current = action
-                    outcome, opened = await self._connect(start, connection, action)
+                    mine = None
+                    if kept is not None and kept[0] == action.candidate.address:
+                        mine, kept = kept[1], None
+                    outcome, session = await self._connect(start, connection, action, mine)
                 elif isinstance(action, Disconnect):
                     assert current is not None
-                    await self._disconnect(start, connection, action, current, opened)
+                    await self._disconnect(start, connection, action, current, session)
                     outcome = None
                 else:
                     outcome = await self._perform(connection, action, content)
@@ -460,23 +490,27 @@ class SenderAgent:
                 self._tell(start, attempt)
         finally:
             await connection.close(quit=False, timeout=0)
+            if kept is not None:  # taken for this delivery, which never came to its host
+                self._cache.put_back(*kept)
 
     async def _connect(
-        self, start: Start, connection: SmtpConnection, action: Connect
-    ) -> tuple[Feedback, float]:
-        """A session kept open for this address if there is one (and RSET says it is alive),
-        otherwise a new connection. Returns the outcome and when the session was opened."""
+        self, start: Start, connection: SmtpConnection, action: Connect, mine: Kept | None
+    ) -> tuple[Feedback, _Session]:
+        """A session kept open for this address if there is one (``mine``, taken for this
+        delivery, or one parked for the address) and RSET says it is alive, otherwise a new
+        connection. Returns the outcome and the session's life so far."""
         address = action.candidate.address
-        while (kept := self._cache.take(address)) is not None:
-            client, opened, extensions = kept
+        while (kept := mine or self._cache.take(address)) is not None:
+            mine = None
             base = self._where(start, action)
-            self._emit(Connected(**base, reused=True))
-            probe = await connection.adopt(client, self.profile.ehlo_timeout)
+            session = _Session(kept.opened, kept.uses + 1)
+            self._emit(Connected(**base, reused=True, use=session.uses))
+            probe = await connection.adopt(kept.client, self.profile.ehlo_timeout)
             self._report_reply(base, "rset", PROBE_COMMAND, probe)
             if probe_passed(probe):
-                return Reused(extensions), opened
+                return Reused(kept.extensions), session
             await connection.close(quit=False, timeout=0)
-        return await connection.connect(address, action.timeout), self._clock()
+        return await connection.connect(address, action.timeout), _Session(self._clock(), 1)
 
     async def _disconnect(
         self,
@@ -484,22 +518,29 @@ class SenderAgent:
         connection: SmtpConnection,
         action: Disconnect,
         current: Connect,
-        opened: float,
+        session: _Session,
     ) -> None:
-        """QUIT, unless the session can serve a delivery already waiting for this domain."""
-        waiting = self.queue.backlog(start.domain)
-        if action.reusable and waiting > 0 and self._cache.accepts(opened):
+        """QUIT, unless the queue keeps the session for a delivery already waiting for this
+        domain."""
+        if action.reusable and self.queue.keep_open(start.domain, self._clock() - session.opened):
             client = connection.release()
             if client is not None:
                 candidate = current.candidate
-                self._cache.park(candidate.address, client, opened, action.extensions)
+                self._cache.park(
+                    candidate.address,
+                    client,
+                    session.opened,
+                    start.domain,
+                    session.uses,
+                    action.extensions,
+                )
                 self._decide(
                     start.number,
                     start.attempt,
                     "keep_open",
                     f"keep the connection to {where(candidate.host, candidate.address)} open: "
-                    f"{waiting} more message(s) wait for {start.domain} "
-                    "(Postfix's connection cache)",
+                    f"{self.queue.backlog(start.domain)} more message(s) wait for "
+                    f"{start.domain} (a connection cache)",
                     (),
                 )
                 return None

@@ -176,7 +176,7 @@ def test_at_most_one_message_a_session_sends_the_kept_session_elsewhere() -> Non
     assert [row.host for row in result.deliveries] == [
         "mx1.example.test",
         "mx2.example.test",  # its MAIL on the kept session got the limit's 421
-        "mx1.example.test",
+        "mx2.example.test",  # the session kept with mx2 is where the next delivery starts
     ]
     limited = [
         line

@@ -83,6 +83,9 @@ class MTA(abc.ABC):
     # are timed from the last failure, compare the first start and the gaps between starts.
     times_mode: ClassVar[str] = "absolute"
     knobs: ClassVar[tuple[Knob, ...]]
+    # The log format both sides write, when the MTA's log is compared line by line with run
+    # mode's (``mxsandbox run --log FORMAT``); None: not compared.
+    log_format: ClassVar[str | None] = None
     # Profile fields that the MTA's configuration cannot follow (documented in FINDINGS.md).
     version: str = ""
 

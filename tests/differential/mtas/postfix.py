@@ -80,6 +80,7 @@ class Postfix(MTA):
     profile: ClassVar[str] = "postfix"
     scale: ClassVar[float] = S
     tolerance: ClassVar[float] = 1.0
+    log_format: ClassVar[str | None] = "postfix"
     knobs: ClassVar[tuple[Knob, ...]] = (
         Knob("connect_timeout", "smtp_connect_timeout", "30s", 1),
         Knob("greeting_timeout", "smtp_helo_timeout", "300s", 10),
@@ -300,6 +301,7 @@ smtp_tls_security_level = none
             for delivery in observed.deliveries.values():
                 delivery.log[:0] = warnings
         observed.arrivals = {n: arrived[q] for q, n in message_of.items() if q in arrived}
+        observed.log = [line for _, line in lines]
         # Its queue scans count from the queue manager's start: from /proc when we found the
         # process (to 10 ms), else from the master's "daemon started" line (postlogd may write
         # that line late).
