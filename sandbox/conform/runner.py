@@ -281,6 +281,14 @@ async def run_catalogue(options: Options) -> Report:
     if router is not None and router.unrouted:
         asked = ", ".join(sorted({f"{name} {rdtype}" for name, rdtype in router.unrouted}))
         notes = (f"the MTA also asked DNS for names no case serves (answered NXDOMAIN): {asked}",)
+    if router is not None and router.late:
+        # An MTA keeps the mail of a case that ended with it queued, and keeps trying.
+        ended = sorted({domain for domain, _, _ in router.late})
+        notes += (
+            f"after their cases had ended, the MTA went on with the mail it still held for "
+            f"{len(ended)} of them (retries, bounces; their names now answer NXDOMAIN): "
+            + ", ".join(ended),
+        )
     target = options.target
     return Report(
         tuple(results),
