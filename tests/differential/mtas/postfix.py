@@ -151,15 +151,17 @@ smtp_tls_security_level = none
 """
 
     def _give_up_timers(self) -> dict[str, float]:
-        """With ``Submission.give_up_scale``: the 5-day lifetime divided by it, and retries
-        every second (Postfix's shortest) until then."""
+        """With ``Submission.give_up_scale``: the 5-day lifetime divided by it, and a retry
+        every 3 s until then. Not every second: the queue manager may then take the deferred
+        message while the smtp process that deferred it still holds it, and a message "skipped,
+        still being delivered" waits 60 s, a delay Postfix does not let us shorten."""
         scale = self.submission.give_up_scale if self.submission else None
         if scale is None:
             return {}
         return {
             "maximal_queue_lifetime": 5 * 86400 / scale,
-            "minimal_backoff_time": 1,
-            "maximal_backoff_time": 1,
+            "minimal_backoff_time": 3,
+            "maximal_backoff_time": 3,
             "queue_run_delay": 1,
         }
 
