@@ -48,6 +48,7 @@ differential: system setup
 bench: setup
 	$(PYTHON) -m bench
 
-# docs/conformance.md's table, from real runs of `mxsandbox conform` (about six minutes).
-conformance: setup
+# docs/conformance.md's table, from real runs of `mxsandbox conform`: the real MTAs (root) and
+# our sender under each profile (about eight minutes).
+conformance: system setup
 	scripts/conformance-docs
