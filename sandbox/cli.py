@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "file", help="a scenario file, or the name of one in ./scenarios or of a shipped one"
     )
-    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--seed", type=_seed, help="override the scenario's seed")
     run.add_argument("--profile", choices=sorted(PROFILES), help="swap the sender profile")
     run.add_argument("--json", action="store_true", help="print one JSON object, no story")
     run.add_argument("--trace", metavar="FILE", help="write every event as JSON Lines")
@@ -102,6 +102,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_send_arguments(send)
     return parser
+
+
+def _seed(text: str) -> int:
+    """``--seed``: a whole number, within the bounds of a scenario's ``seed``."""
+    from sandbox.scenario.load import MAX_SEED
+
+    try:
+        seed = int(text) if len(text) <= 100 else MAX_SEED
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if abs(seed) >= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"the seed has more than {len(str(MAX_SEED)) - 1} digits; give a shorter one"
+        )
+    return seed
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,6 +41,7 @@ __all__ = [
     "Emit",
     "Event",
     "HostAccepted",
+    "HostPhase",
     "HostSession",
     "MessageQueued",
     "RecipientDeferred",
@@ -325,6 +326,22 @@ class ConnectionAttempt(Event):
     address: str
     client: str
     behaviour: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostPhase(Event):
+    """A mail host's phase ended after its ``times`` sessions (or connection attempts): the
+    next phase (``phase``, counted from 1) is in force from now on, doing ``behaviour``.
+    ``after`` says what ended the one before (``2 sessions``) and ``ended`` what it did.
+    Phases that end at their ``until`` are not reported: the scenario says when they end."""
+
+    kind: ClassVar[str] = "host_phase"
+    host: str
+    address: str
+    phase: int
+    behaviour: str
+    after: str
+    ended: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -992,7 +992,6 @@ mx2   A  192.0.2.12
         zone=_ONE_MX,
         recipients=("jörg@{d}",),
         hosts={"mx1": {"esmtp": {"smtputf8": False}}},
-        needs=frozenset({"esmtp"}),
         judge=_smtputf8,
     ),
     Case(
@@ -1005,7 +1004,6 @@ mx2   A  192.0.2.12
         zone=_ONE_MX,
         hosts={"mx1": {"esmtp": {"size": 2000}}},
         size=6000,
-        needs=frozenset({"esmtp"}),
         judge=_size,
     ),
 )

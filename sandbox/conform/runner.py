@@ -68,7 +68,6 @@ from sandbox.conform.model import (
     info,
 )
 from sandbox.core.addresses import ensure_loopback
-from sandbox.errors import ScenarioError
 from sandbox.events import DnsServed, Event
 
 __all__ = [
@@ -77,7 +76,6 @@ __all__ = [
     "Options",
     "Report",
     "SmtpTarget",
-    "feature_available",
     "run_catalogue",
     "run_conformance",
 ]
@@ -181,31 +179,6 @@ class Report:
     duration: float
     label: str = ""  # a name for tables: "postfix profile", "Node.js sender"
     notes: tuple[str, ...] = field(default_factory=tuple)
-
-
-# --- features this build's hosts have ---------------------------------------------------------
-
-_FEATURE_PROBES: dict[str, Mapping[str, object]] = {
-    "esmtp": {"mx.probe.test": {"esmtp": {"smtputf8": False, "size": 1000}}},
-}
-_features: dict[str, bool] = {}
-
-
-def feature_available(name: str) -> bool:
-    """Whether the scenario format of this build knows a host feature a case needs."""
-    if name not in _features:
-        from sandbox.scenario.load import scenario_from_mapping
-
-        probe = {
-            "zones": {"probe.test": "mx A 192.0.2.1\n"},
-            "hosts": _FEATURE_PROBES.get(name, {}),
-        }
-        try:
-            scenario_from_mapping(probe)
-            _features[name] = name in _FEATURE_PROBES
-        except ScenarioError:
-            _features[name] = False
-    return _features[name]
 
 
 # --- running the catalogue --------------------------------------------------------------------
@@ -324,13 +297,6 @@ class _Context:
 async def _run_case(case: Case, context: _Context) -> CaseResult:
     options = context.options
     started = time.monotonic()
-    missing = [n for n in sorted(case.needs) if n != "self" and not feature_available(n)]
-    if missing:
-        reason = (
-            f"not run: this build's mail hosts lack the `{missing[0]}:` setting the case needs "
-            "(the scenario format gains it with the control API's ESMTP settings, issue 13)"
-        )
-        return CaseResult(case, info(reason), None, 0.0, pending=reason)
     self_address: str | None = None
     if "self" in case.needs:
         target = options.target
@@ -577,6 +543,9 @@ class _CaseRun:
         started = self.now()
         run = self.runs[number - 1]
         status: RunStatus = "running"
+        # aiosmtplib sends a non-ASCII address only when asked for SMTPUTF8 (and then only to
+        # an MTA that offers it: SMTPNotSupported otherwise).
+        utf8 = not all(address.isascii() for address in (sender, *recipients))
         try:
             _refused, reply = await aiosmtplib.send(
                 path.read_bytes(),
@@ -587,6 +556,7 @@ class _CaseRun:
                 timeout=_SUBMIT_TIMEOUT,
                 start_tls=False,
                 use_tls=False,
+                mail_options=["SMTPUTF8"] if utf8 else [],
             )
             output = f"submitted: {reply}"
         except aiosmtplib.SMTPRecipientsRefused as error:

@@ -9,6 +9,7 @@ through it, and every server binds only after ``ensure_loopback``: nothing leave
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from sandbox.errors import NotInSandbox, NotLoopback
 
@@ -37,14 +38,39 @@ def canonical(address: str) -> str:
 
 
 class AddressMap:
-    """zone address → the loopback (host, port) of the socket that plays it."""
+    """zone address → the loopback (host, port) of the socket that plays it.
+
+    The sender tells the map of every connection attempt it made (:meth:`attempted`), so that
+    a host that refuses or times out, which sees no session, can still count the attempts
+    (phases that end after ``times`` of them)."""
 
     def __init__(self) -> None:
         self._sockets: dict[str, tuple[str, int]] = {}
+        self._observers: dict[str, Callable[[], None]] = {}
 
-    def add(self, zone_address: str, listen: tuple[str, int]) -> None:
+    def add(
+        self,
+        zone_address: str,
+        listen: tuple[str, int],
+        on_attempt: Callable[[], None] | None = None,
+    ) -> None:
+        """``zone_address`` is played at ``listen``; ``on_attempt`` hears of every connection
+        attempt to it, once its outcome is known."""
         ensure_loopback(listen[0])
-        self._sockets[canonical(zone_address)] = listen
+        key = canonical(zone_address)
+        self._sockets[key] = listen
+        if on_attempt is not None:
+            self._observers[key] = on_attempt
+
+    def attempted(self, zone_address: str) -> None:
+        """The sender's connect to ``zone_address`` has ended (connected, refused or timed
+        out)."""
+        try:
+            observer = self._observers.get(canonical(zone_address))
+        except ValueError:
+            return
+        if observer is not None:
+            observer()
 
     def socket_for(self, zone_address: str) -> tuple[str, int]:
         try:

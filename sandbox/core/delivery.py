@@ -56,6 +56,15 @@ from sandbox.core.classify import (
     classify,
     connect_words,
 )
+from sandbox.core.esmtp import (
+    HELO_ONLY,
+    Extensions,
+    LocalFailure,
+    MessageFacts,
+    mail_command,
+    rcpt_command,
+    refuse_locally,
+)
 from sandbox.core.mx import Candidate
 from sandbox.core.policy import Profile
 
@@ -115,15 +124,19 @@ class Disconnect:
     quit: bool  # say QUIT first; False when the connection is already gone or closing
     # The session ended on a delivered message and is still usable: the shell may keep it
     # for the next message to the same host instead of saying QUIT (Postfix's connection
-    # cache for a backlogged destination).
+    # cache for a backlogged destination), with what the host offered in its EHLO reply.
     reusable: bool = False
+    extensions: Extensions = HELO_ONLY
 
 
 @dataclass(frozen=True, slots=True)
 class Reused:
     """The answer to ``Connect`` when the shell hands back a session kept open from an
-    earlier delivery: it has been greeted and has said EHLO already, so it starts at MAIL.
-    The shell checks such a session with an RSET probe first (``classify.probe_passed``)."""
+    earlier delivery: it has been greeted and has said EHLO already (``extensions`` is what
+    the host offered then), so it starts at MAIL. The shell checks such a session with an
+    RSET probe first (``classify.probe_passed``)."""
+
+    extensions: Extensions = HELO_ONLY
 
 
 Action = Connect | ReadGreeting | SendCommand | SendMessage | Disconnect
@@ -244,6 +257,8 @@ class _Session:
     site_failure: str | None = None
     # Why the session ended on a temporary failure, to be told with the walk's next step.
     ending: str | None = None
+    # What the host offered in its reply to EHLO (nothing after HELO).
+    extensions: Extensions = HELO_ONLY
 
 
 class Attempt:
@@ -257,11 +272,15 @@ class Attempt:
         profile: Profile,
         *,
         avoid: frozenset[str] = frozenset(),
+        facts: MessageFacts | None = None,
     ) -> None:
         self.sender = sender
         self.candidates = candidates
         self.profile = profile
         self.avoid = avoid
+        # The message's size and whether it is all ASCII (what MAIL FROM declares, and
+        # whether a host's SIZE and SMTPUTF8 let it be sent: core.esmtp).
+        self.facts = facts or MessageFacts(0, 0)
         self.recipients = {r: RecipientState(r) for r in recipients}
         self._notes: list[Note] = []
         self._stopped = False  # a "defer" verdict ends the walk
@@ -381,11 +400,13 @@ class Attempt:
             return
         if isinstance(outcome, Reused):
             session.handshake_done = True
+            session.extensions = outcome.extensions
             yield from self._transaction(session)
         else:
             yield from self._dialogue(session)
         # Every connected session ends here: QUIT when the connection is still usable.
-        yield Disconnect(quit=session.open, reusable=session.open and session.delivered)
+        reusable = session.open and session.delivered
+        yield Disconnect(quit=session.open, reusable=reusable, extensions=session.extensions)
 
     def _dialogue(self, session: _Session) -> Generator[Action, Feedback, None]:
         outcome = yield ReadGreeting(self.profile.greeting_timeout)
@@ -406,11 +427,27 @@ class Attempt:
             outcome = yield SendCommand("helo", f"HELO {helo}", self.profile.ehlo_timeout)
             assert isinstance(outcome, ServerReply | NoReply)
             return self._step(session, "helo", outcome)
+        if isinstance(outcome, ServerReply) and outcome.code // 100 == 2:
+            session.extensions = Extensions.parse(outcome.text)
         return self._step(session, "ehlo", outcome)
 
     def _transaction(self, session: _Session) -> Generator[Action, Feedback, None]:
         profile = self.profile
-        outcome = yield SendCommand("mail", f"MAIL FROM:<{self.sender}>", profile.mail_timeout)
+        pending = self.pending
+        ext = session.extensions
+        refused = refuse_locally(
+            self.facts,
+            ext,
+            profile,
+            sender=self.sender,
+            recipients=pending,
+            where=_at(session.candidate),
+        )
+        if refused is not None:
+            self._fail_locally(session, refused)
+            return
+        line = mail_command(self.sender, self.facts, ext, profile, pending)
+        outcome = yield SendCommand("mail", line, profile.mail_timeout)
         assert isinstance(outcome, ServerReply | NoReply)
         if not self._step(session, "mail", outcome):
             return
@@ -434,7 +471,8 @@ class Attempt:
     def _recipients(self, session: _Session) -> Generator[Action, Feedback, list[str]]:
         accepted: list[str] = []
         for recipient in self.pending:
-            outcome = yield SendCommand("rcpt", f"RCPT TO:<{recipient}>", self.profile.rcpt_timeout)
+            line = rcpt_command(recipient, session.extensions, self.profile)
+            outcome = yield SendCommand("rcpt", line, self.profile.rcpt_timeout)
             assert isinstance(outcome, ServerReply | NoReply)
             verdict = self._judge("rcpt", session, outcome, [recipient])
             if verdict.verdict == "continue":
@@ -487,6 +525,16 @@ class Attempt:
         if session.ending is None or action != "next_host":
             self._note(action, verdict.why, names)
         return verdict
+
+    def _fail_locally(self, session: _Session, failure: LocalFailure) -> None:
+        """The sender keeps the message from this host (core.esmtp): every recipient left
+        bounces, without a word to the host (it says QUIT)."""
+        names = self.pending
+        for r in names:
+            state = self.recipients[r]
+            state.status, state.dsn, state.reply = "bounced", failure.dsn, failure.text
+            state.host, state.address = session.candidate.host, session.candidate.address
+        self._note("bounce", failure.why, names)
 
     def _deliver(self, candidate: Candidate, reply: Outcome, dsn: str, accepted: list[str]) -> None:
         for r in accepted:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Literal
 
+from sandbox.core.idn import domain_to_ascii
 from sandbox.core.policy import Profile
 
 __all__ = [
@@ -177,7 +178,9 @@ class Resolution:
     """Finds the route to one domain for one delivery attempt. See the module docstring."""
 
     def __init__(self, domain: str, profile: Profile, rng: random.Random) -> None:
-        self.domain = domain.lower().rstrip(".")
+        # DNS holds the A-label of an internationalised domain (bücher.test is asked as
+        # xn--bcher-kva.test): core.idn.
+        self.domain = _ascii_or_as_is(domain)
         self._profile = profile
         self._rng = rng
         self._warnings: list[str] = []
@@ -424,3 +427,10 @@ def _explain_order(ordered: tuple[MxRecord, ...], *, shuffled: bool = True) -> s
             else "; equal preferences in name order (shuffle_equal is off: no load sharing)"
         )
     return text
+
+
+def _ascii_or_as_is(domain: str) -> str:
+    try:
+        return domain_to_ascii(domain)
+    except ValueError:  # the loader refuses such a name: ask as it is, and meet NXDOMAIN
+        return domain.lower().rstrip(".")

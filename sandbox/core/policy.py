@@ -147,6 +147,19 @@ class Profile:
     # exists so that a test can build a biased sender (always the first of a group, in name
     # order) and show that the balancing statistics catch it.
     shuffle_equal: bool = True
+    # What the sender does with a host's ESMTP extensions (core.esmtp has the table and each
+    # MTA's source): a message over the host's SIZE is bounced here ("local", Postfix's
+    # smtp_proto.c) or sent for the host to refuse ("server"); SIZE= is declared when offered
+    # (size_parameter), Exim's way (size + lines + size_addition) when size_addition is set;
+    # a message that needs SMTPUTF8, to a host without it, is bounced (5.6.7), downconverted
+    # (Exim's utf8_downconvert -1) or sent with A-label domains (Haraka); Haraka asks for
+    # SMTPUTF8 only for a sender address that is not ASCII; BODY=8BITMIME for 8-bit content.
+    size_check: Literal["local", "server"] = "local"
+    size_parameter: bool = True
+    size_addition: int = 0
+    without_smtputf8: Literal["bounce", "downconvert", "ascii_domain"] = "bounce"
+    smtputf8_for_sender_only: bool = False
+    body_8bitmime: bool = True
 
     def with_overrides(self, overrides: dict[str, object]) -> Profile:
         return dataclasses.replace(self, **overrides)  # type: ignore[arg-type]
@@ -190,6 +203,8 @@ FIELD_KINDS: dict[str, str | tuple[str, ...]] = {
     "expired_dsn": ("keep", "permanent"),
     "delay_warning": "duration",
     "shuffle_equal": "flag",
+    "size_check": ("local", "server"),
+    "without_smtputf8": ("bounce", "downconvert", "ascii_domain"),
 }
 
 POSTFIX = Profile()
@@ -234,6 +249,10 @@ PROFILES: dict[str, Profile] = {
         ip_literal="reject",
         no_address="bounce",
         host_retry=True,
+        size_check="server",
+        size_addition=1024,
+        without_smtputf8="downconvert",
+        body_8bitmime=False,
     ),
     # Haraka's outbound: doubling delays, 13 failures, a 4xx early in the session ends the try.
     "haraka": dataclasses.replace(
@@ -248,6 +267,11 @@ PROFILES: dict[str, Profile] = {
         tempfail_ends_attempt=frozenset({"greeting", "mail", "data"}),
         nxdomain_dsn="5.1.2",
         expired_dsn="permanent",
+        size_check="server",
+        size_parameter=False,
+        without_smtputf8="ascii_domain",
+        smtputf8_for_sender_only=True,
+        body_8bitmime=False,
     ),
     "rfc5321": RFC5321,
 }

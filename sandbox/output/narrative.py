@@ -26,6 +26,7 @@ from sandbox.events import (
     DnsAsked,
     DsnCreated,
     Event,
+    HostPhase,
     MessageQueued,
     RecipientFinal,
     RouteChosen,
@@ -411,6 +412,20 @@ def _final_line(out: _Lines, event: RecipientFinal) -> None:
     out.at(event.t, text)
 
 
+def _phase_lines(events: Iterable[Event]) -> list[str]:
+    """The phases that hosts ended by counting: ``mx1.example.test[192.0.2.10] answered its
+    first 2 sessions with greeting→421; from 0:00:00 on: accept``."""
+    lines = []
+    for event in events:
+        if isinstance(event, HostPhase):
+            which = "first" if event.phase == 2 else "next"
+            lines.append(
+                f"  {where(event.host, event.address)}: {event.ended} for its {which} "
+                f"{event.after}; from {clock_text(event.t)} on: {event.behaviour}"
+            )
+    return ["", *lines] if lines else []
+
+
 def render_summary(result: RunResult, style: Style = PLAIN) -> list[str]:
     lines = ["Summary", "-------"]
     rows = [("message", "recipient", "status", "host", "at", "attempts", "dsn")]
@@ -447,6 +462,7 @@ def render_summary(result: RunResult, style: Style = PLAIN) -> list[str]:
             )
         )
     lines += table(host_rows, style)
+    lines += _phase_lines(result.events)
     for group in balance_groups(result.events):
         lines += ["", *_balance_lines(group, style)]
     lines += _returned_lines(result, style)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sandbox.core.durations import format_duration
+from sandbox.core.idn import domain_to_ascii
 from sandbox.core.mx import ip_literal
 from sandbox.dns.zone import (
     OriginDirective,
@@ -134,6 +135,14 @@ def lint_scenario(scenario: Scenario) -> tuple[Finding, ...]:
     return tuple(findings)
 
 
+def _ascii_or_as_is(domain: str) -> str:
+    """The name DNS is asked (an A-label for an internationalised domain: core.idn)."""
+    try:
+        return domain_to_ascii(domain)
+    except ValueError:
+        return domain
+
+
 def _recipients_outside(scenario: Scenario) -> list[Finding]:
     """A recipient whose domain is in no zone: the sandbox's DNS says NXDOMAIN, and the
     message bounces. One finding per domain, at the first message that names it."""
@@ -144,7 +153,7 @@ def _recipients_outside(scenario: Scenario) -> list[Finding]:
     for message in scenario.messages:
         for recipient in message.recipients:
             domain = recipient.rpartition("@")[2]
-            if domain in told or index.find(domain) is not None:
+            if domain in told or index.find(_ascii_or_as_is(domain)) is not None:
                 continue
             told.add(domain)
             findings.append(

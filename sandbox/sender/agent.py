@@ -51,6 +51,7 @@ from sandbox.core.delivery import (
     where,
 )
 from sandbox.core.dsn import DsnAction, DsnRecipient, build_dsn
+from sandbox.core.esmtp import MessageFacts
 from sandbox.core.mx import Answer, NoRoute, Resolution, Route
 from sandbox.core.policy import Profile
 from sandbox.core.queue import (
@@ -117,6 +118,10 @@ class ReturnedMail:
 class _Content:
     data: bytes
     message_id: str
+
+    @property
+    def facts(self) -> MessageFacts:
+        return MessageFacts.of(self.data)
 
 
 class SenderAgent:
@@ -365,6 +370,7 @@ class SenderAgent:
                     route.candidates,
                     self.profile,
                     avoid=start.avoid,
+                    facts=self._contents[number].facts,
                 )
                 await self._walk(start, attempt)
                 self.queue.attempt_done(start, attempt.report(), self._clock())
@@ -462,13 +468,13 @@ class SenderAgent:
         otherwise a new connection. Returns the outcome and when the session was opened."""
         address = action.candidate.address
         while (kept := self._cache.take(address)) is not None:
-            client, opened = kept
+            client, opened, extensions = kept
             base = self._where(start, action)
             self._emit(Connected(**base, reused=True))
             probe = await connection.adopt(client, self.profile.ehlo_timeout)
             self._report_reply(base, "rset", PROBE_COMMAND, probe)
             if probe_passed(probe):
-                return Reused(), opened
+                return Reused(extensions), opened
             await connection.close(quit=False, timeout=0)
         return await connection.connect(address, action.timeout), self._clock()
 
@@ -486,7 +492,7 @@ class SenderAgent:
             client = connection.release()
             if client is not None:
                 candidate = current.candidate
-                self._cache.park(candidate.address, client, opened)
+                self._cache.park(candidate.address, client, opened, action.extensions)
                 self._decide(
                     start.number,
                     start.attempt,

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from sandbox.core.esmtp import HELO_ONLY, Extensions
+
 __all__ = ["ConnectionCache"]
 
 
@@ -24,6 +26,7 @@ __all__ = ["ConnectionCache"]
 class _Parked:
     client: aiosmtplib.SMTP
     opened: float
+    extensions: Extensions = HELO_ONLY  # what the host offered in its EHLO reply
     timer: asyncio.TimerHandle | None = None
 
 
@@ -41,22 +44,29 @@ class ConnectionCache:
         """A session opened at ``opened`` is young enough to be reused."""
         return self._clock() - opened < self._max_age
 
-    def park(self, address: str, client: aiosmtplib.SMTP, opened: float) -> None:
+    def park(
+        self,
+        address: str,
+        client: aiosmtplib.SMTP,
+        opened: float,
+        extensions: Extensions = HELO_ONLY,
+    ) -> None:
         """Keep a session for the next delivery to ``address``."""
         loop = asyncio.get_running_loop()
-        parked = _Parked(client, opened)
+        parked = _Parked(client, opened, extensions)
         parked.timer = loop.call_later(self._idle, self._expire, address, parked)
         self._parked.setdefault(address, []).append(parked)
 
-    def take(self, address: str) -> tuple[aiosmtplib.SMTP, float] | None:
-        """A live parked session to ``address`` and when it was opened, or None."""
+    def take(self, address: str) -> tuple[aiosmtplib.SMTP, float, Extensions] | None:
+        """A live parked session to ``address``, when it was opened and what its host
+        offered, or None."""
         stack = self._parked.get(address, [])
         while stack:
             parked = stack.pop()
             if parked.timer is not None:
                 parked.timer.cancel()
             if parked.client.is_connected:
-                return parked.client, parked.opened
+                return parked.client, parked.opened, parked.extensions
             parked.client.close()
         return None
 

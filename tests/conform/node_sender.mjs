@@ -16,7 +16,12 @@
 // --break MISTAKE makes it wrong on purpose, so that the suite's tests can show that each
 // mistake is caught: mx-order, no-failover-4xx, failover-5xx, implicit-mx-on-nxdomain,
 // ignore-null-mx, no-retry, first-address-only, no-shuffle, servfail-bounces,
-// dot-lost-delivered, no-self-check, mx-address-fallback, retry-too-soon.
+// dot-lost-delivered, no-self-check, mx-address-fallback, retry-too-soon, ignore-size,
+// ignore-smtputf8.
+//
+// It reads the host's EHLO reply: a message larger than its SIZE is not sent (RFC 1870), and
+// an address that is not ASCII goes only to a host that offers SMTPUTF8 (RFC 6531), with
+// SMTPUTF8 on MAIL FROM; otherwise those recipients fail.
 
 import { promises as dnsPromises } from 'node:dns';
 import { readFileSync } from 'node:fs';
@@ -184,7 +189,7 @@ class Session {
 
   async command(line) {
     if (this.closed) return null;
-    this.socket.write(`${line}\r\n`);
+    this.socket.write(Buffer.from(`${line}\r\n`, 'utf8'));
     return this.reply();
   }
 
@@ -204,6 +209,21 @@ class Session {
     }
     this.socket.destroy();
   }
+}
+
+// What an EHLO reply offers: its SIZE limit (0: none) and whether it has SMTPUTF8.
+function extensions(text) {
+  const offered = { size: 0, smtputf8: false };
+  for (const line of text.split(' | ').slice(1)) {
+    const words = line.slice(4).trim().toUpperCase().split(/\s+/);
+    if (words[0] === 'SIZE' && Number(words[1]) > 0) offered.size = Number(words[1]);
+    if (words[0] === 'SMTPUTF8') offered.smtputf8 = true;
+  }
+  return offered;
+}
+
+function isAscii(text) {
+  return /^[\x00-\x7f]*$/.test(text);
 }
 
 function connect(address, port, timeout) {
@@ -231,7 +251,18 @@ async function deliverAt(address, pending, data, options) {
     let hello = await session.command('EHLO node-sender.test');
     if (hello !== null && hello[0] >= 500) hello = await session.command('HELO node-sender.test');
     if (hello === null || hello[0] >= 400) return tempfail();
-    const mail = await session.command(`MAIL FROM:<${options.from}>`);
+    const offered = extensions(hello[1]);
+    if (offered.size > 0 && data.length > offered.size && !broken.has('ignore-size')) {
+      log(`${address}: the message (${data.length} bytes) is over the host's SIZE ${offered.size}`);
+      return permanent(pending);
+    }
+    const international = [options.from, ...pending].some((a) => !isAscii(a));
+    if (international && !offered.smtputf8 && !broken.has('ignore-smtputf8')) {
+      log(`${address}: an address is not ASCII and the host does not offer SMTPUTF8`);
+      return permanent(pending);
+    }
+    const params = international && offered.smtputf8 ? ' SMTPUTF8' : '';
+    const mail = await session.command(`MAIL FROM:<${options.from}>${params}`);
     if (mail === null) return tempfail();
     if (mail[0] >= 500 && !broken.has('failover-5xx')) return permanent(pending);
     if (mail[0] >= 400) return tempfail();

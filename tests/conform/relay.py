@@ -62,7 +62,7 @@ class Relay:
     async def start(self, listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: SMTP(_Handler(self), hostname="relay.test"), *listen
+            lambda: SMTP(_Handler(self), hostname="relay.test", enable_SMTPUTF8=True), *listen
         )
 
     async def close(self) -> None:

@@ -32,7 +32,7 @@ from tests.helpers import mxsandbox
 
 needs_node = pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
 
-GRADED = {c.id for c in CATALOGUE if c.level != "profile" and "esmtp" not in c.needs}
+GRADED = {c.id for c in CATALOGUE if c.level != "profile"}
 QUEUE_ONLY = {"retry-after-4xx", "retry-interval", "give-up"}
 
 
@@ -118,6 +118,8 @@ MISTAKES = [
     ("dot-lost-delivered", {"lost-dot"}, {"failover-451-message"}),
     ("no-self-check", {"self-backup-mx", "self-best-mx"}, {"mx-order"}),
     ("mx-address-fallback", {"mx-without-address"}, {"mx-partial-address", "implicit-mx"}),
+    ("ignore-size", {"size-limit"}, {"mx-order"}),
+    ("ignore-smtputf8", {"smtputf8-not-offered"}, {"size-limit"}),
 ]
 
 
