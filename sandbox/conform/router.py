@@ -6,14 +6,17 @@ that cases run side by side. Each case's names live under its own domain (``<id>
 the router reads the question of each query, finds the case whose domain holds the name, and
 passes the query on to that case's server unchanged, over the same transport; the case's
 server records it as usual. A name no case serves gets NXDOMAIN (the sandbox's rule: outside
-every zone nothing exists), and is remembered in ``unrouted`` for the report. A case's DNS
-fault (``timeout``: no reply) passes through: no reply comes back to the MTA either.
+every zone nothing exists), and is remembered for the report: in ``late`` when it lies under
+the domain of a case that has ended (an MTA goes on with the mail it still holds: retries,
+bounces), in ``unrouted`` otherwise. A case's DNS fault (``timeout``: no reply) passes
+through: no reply comes back to the MTA either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Container
 from typing import Any, cast
 
 import dnslib
@@ -33,7 +36,9 @@ class DnsRouter:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.unrouted: list[tuple[str, str]] = []
+        self.unrouted: list[tuple[str, str]] = []  # (name, type): under no case's domain
+        self.late: list[tuple[str, str, str]] = []  # (ended case's domain, name, type)
+        self._ended: set[str] = set()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -46,16 +51,15 @@ class DnsRouter:
         self._routes[domain.lower().rstrip(".")] = server
 
     def remove(self, domain: str) -> None:
-        self._routes.pop(domain.lower().rstrip("."), None)
+        """The case is over: its names answer NXDOMAIN from now on, counted as ``late``."""
+        domain = domain.lower().rstrip(".")
+        self._routes.pop(domain, None)
+        self._ended.add(domain)
 
     def route(self, name: str) -> tuple[str, int] | None:
         """The server for ``name``: the longest routed domain that holds it."""
-        labels = name.lower().rstrip(".").split(".")
-        for start in range(len(labels)):
-            server = self._routes.get(".".join(labels[start:]))
-            if server is not None:
-                return server
-        return None
+        domain = _holder(name, self._routes)
+        return None if domain is None else self._routes[domain]
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         ensure_loopback(host)
@@ -103,11 +107,26 @@ class DnsRouter:
         server = self.route(name)
         if server is not None:
             return server, None
-        self.unrouted.append((name.rstrip("."), dnslib.QTYPE.get(question.qtype, "?")))
+        asked = (name.rstrip("."), dnslib.QTYPE.get(question.qtype, "?"))
+        ended = _holder(name, self._ended)
+        if ended is None:
+            self.unrouted.append(asked)
+        else:
+            self.late.append((ended, *asked))
         reply = request.reply()
         reply.header.rcode = dnslib.RCODE.NXDOMAIN
         reply.header.aa = 0
         return None, bytes(reply.pack())
+
+
+def _holder(name: str, domains: Container[str]) -> str | None:
+    """The longest of ``domains`` that holds ``name`` (the name itself included)."""
+    labels = name.lower().rstrip(".").split(".")
+    for start in range(len(labels)):
+        domain = ".".join(labels[start:])
+        if domain in domains:
+            return domain
+    return None
 
 
 class _UdpFront(asyncio.DatagramProtocol):

@@ -254,6 +254,14 @@ async def run_catalogue(options: Options) -> Report:
     if router is not None and router.unrouted:
         asked = ", ".join(sorted({f"{name} {rdtype}" for name, rdtype in router.unrouted}))
         notes = (f"the MTA also asked DNS for names no case serves (answered NXDOMAIN): {asked}",)
+    if router is not None and router.late:
+        # An MTA keeps the mail of a case that ended with it queued, and keeps trying.
+        ended = sorted({domain for domain, _, _ in router.late})
+        notes += (
+            f"after their cases had ended, the MTA went on with the mail it still held for "
+            f"{len(ended)} of them (retries, bounces; their names now answer NXDOMAIN): "
+            + ", ".join(ended),
+        )
     target = options.target
     return Report(
         tuple(results),
@@ -535,6 +543,9 @@ class _CaseRun:
         started = self.now()
         run = self.runs[number - 1]
         status: RunStatus = "running"
+        # aiosmtplib sends a non-ASCII address only when asked for SMTPUTF8 (and then only to
+        # an MTA that offers it: SMTPNotSupported otherwise).
+        utf8 = not all(address.isascii() for address in (sender, *recipients))
         try:
             _refused, reply = await aiosmtplib.send(
                 path.read_bytes(),
@@ -545,6 +556,7 @@ class _CaseRun:
                 timeout=_SUBMIT_TIMEOUT,
                 start_tls=False,
                 use_tls=False,
+                mail_options=["SMTPUTF8"] if utf8 else [],
             )
             output = f"submitted: {reply}"
         except aiosmtplib.SMTPRecipientsRefused as error:
@@ -554,14 +566,6 @@ class _CaseRun:
             output = f"the MTA refused the message: {error.code} {error.message}"
         except (aiosmtplib.SMTPException, OSError) as error:
             status, output = "error", f"could not submit to {target.host}:{target.port}: {error}"
-        except UnicodeEncodeError:
-            # aiosmtplib sends a non-ASCII address only with SMTPUTF8, which this MTA's
-            # submission port does not offer.
-            status = "error"
-            output = (
-                f"could not submit to {target.host}:{target.port}: an address is not ASCII and "
-                "the MTA does not offer SMTPUTF8 (Postfix: smtputf8_enable = yes)"
-            )
         self.runs[number - 1] = replace(
             run, status=status, started=started, output=output, command=("SMTP",)
         )

@@ -40,6 +40,9 @@ END = "<!-- conformance-table: end -->"
 # docs/conformance.md's columns, in order: the reports scripts/conformance-docs keeps.
 DOCS_PAGE = Path("docs/conformance.md")
 DOCS_REPORTS = (
+    "mta-postfix",  # the real MTAs: tests/conform/mtas.py, as root
+    "mta-exim",
+    "mta-haraka",
     "profile-postfix",
     "profile-exim",
     "profile-haraka",

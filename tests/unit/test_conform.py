@@ -290,6 +290,22 @@ def test_the_router_sends_a_name_to_the_longest_domain_that_holds_it() -> None:
     assert router.route("mx1.b.a.test") == ("127.0.0.1", 1001)
 
 
+def test_the_router_tells_late_questions_from_names_no_case_serves() -> None:
+    """A real MTA keeps the mail of a case that ended while it was queued, and asks about it
+    again later: that is not a name outside every case, and the report says so apart."""
+    import dnslib
+
+    router = DnsRouter()
+    router.add("servfail.test", ("127.0.0.1", 1001))
+    router.remove("servfail.test")
+    for name, rdtype in (("returns.servfail.test", "MX"), ("elsewhere.test", "A")):
+        server, reply = router._target(bytes(dnslib.DNSRecord.question(name, rdtype).pack()))
+        assert server is None and reply is not None
+        assert dnslib.DNSRecord.parse(reply).header.rcode == dnslib.RCODE.NXDOMAIN
+    assert router.late == [("servfail.test", "returns.servfail.test", "MX")]
+    assert router.unrouted == [("elsewhere.test", "A")]
+
+
 def test_mxsandbox_send_never_leaves_loopback() -> None:
     network = LoopbackNetwork(2525)
     assert network.socket_for("127.0.0.7") == ("127.0.0.7", 2525)
