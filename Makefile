@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system demo test lint unit bench differential
+.PHONY: setup system demo test lint unit bench differential conformance
 
 # A virtualenv with the package (editable) and its dev tools; redone when pyproject changes.
 $(STAMP): pyproject.toml
@@ -27,10 +27,13 @@ lint: setup
 	$(VENV)/bin/ruff format --check sandbox tests bench
 	$(VENV)/bin/mypy
 
-# The differential tests run after the rest, on their own: their real MTAs keep real time.
+# The real MTAs' tests run after the rest, on their own, as they keep real time: first the
+# differential tests, then the conformance runs (Postfix, Exim and Haraka side by side, each
+# graded by `mxsandbox conform --smtp`; their verdicts must be those of docs/conformance/).
 test: system lint
-	$(PYTHON) -m pytest -n 2 -q -m "not differential"
+	$(PYTHON) -m pytest -n 2 -q -m "not differential and not conformance"
 	$(PYTHON) -m pytest -n 2 -q -m differential
+	$(PYTHON) -m pytest -q -m conformance
 
 unit: setup
 	$(PYTHON) -m pytest -q tests/unit
@@ -44,3 +47,8 @@ differential: system setup
 # to bench/results.json; two to four minutes on two cores.
 bench: setup
 	$(PYTHON) -m bench
+
+# docs/conformance.md's table, from real runs of `mxsandbox conform`: the real MTAs (root) and
+# our sender under each profile (about eight minutes).
+conformance: system setup
+	scripts/conformance-docs

@@ -1,4 +1,5 @@
-"""``mxsandbox``: run, check, list and serve scenarios; print the format's JSON Schema.
+"""``mxsandbox``: run, check, list and serve scenarios; print the format's JSON Schema; grade
+senders (``conform``, ``send``).
 
 Exit codes are part of the output contract: 0 every expectation holds, 1 an expectation
 failed, 2 the scenario or the command line is invalid, 130 interrupted (Ctrl-C: a run prints
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "file", help="a scenario file, or the name of one in ./scenarios or of a shipped one"
     )
-    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--seed", type=_seed, help="override the scenario's seed")
     run.add_argument("--profile", choices=sorted(PROFILES), help="swap the sender profile")
     run.add_argument("--json", action="store_true", help="print one JSON object, no story")
     run.add_argument("--trace", metavar="FILE", help="write every event as JSON Lines")
@@ -89,7 +90,33 @@ def _parser() -> argparse.ArgumentParser:
     from sandbox.serve.cli import add_serve_arguments
 
     add_serve_arguments(serve)
+
+    from sandbox.conform.cli import add_conform_arguments, add_send_arguments
+
+    conform = commands.add_parser(
+        "conform", help="grade a sender (a command or an MTA) against the conformance catalogue"
+    )
+    add_conform_arguments(conform)
+    send = commands.add_parser(
+        "send", help="send one message with our sender, in real time (a --sender-cmd for conform)"
+    )
+    add_send_arguments(send)
     return parser
+
+
+def _seed(text: str) -> int:
+    """``--seed``: a whole number, within the bounds of a scenario's ``seed``."""
+    from sandbox.scenario.load import MAX_SEED
+
+    try:
+        seed = int(text) if len(text) <= 100 else MAX_SEED
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if abs(seed) >= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"the seed has more than {len(str(MAX_SEED)) - 1} digits; give a shorter one"
+        )
+    return seed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "schema":
             return _schema()
+        if args.command == "conform":
+            return _conform(args)
+        if args.command == "send":
+            return _send(args)
         return _list(args)
     except _UsageError as error:
         print(error, file=sys.stderr)
@@ -147,6 +178,19 @@ def _serve(args: argparse.Namespace) -> int:
     from sandbox.serve.cli import serve_scenario
 
     return serve_scenario(load_scenario(_scenario_path(args.file)), args)
+
+
+def _conform(args: argparse.Namespace) -> int:
+    from sandbox.conform.cli import conform_command
+
+    return conform_command(args)
+
+
+def _send(args: argparse.Namespace) -> int:
+    with _pytest_hidden():
+        from sandbox.conform.cli import send_command
+
+    return send_command(args)
 
 
 def _scenario_path(name: str) -> Path:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 from sandbox.core.classify import ConnectFailure, SessionFailure, SessionStage
 from sandbox.core.delivery import FinalStatus, NoteAction
 from sandbox.core.dsn import DsnAction, DsnVia
-from sandbox.core.mx import Rcode, RouteKind
+from sandbox.core.mx import NoRouteKind, Rcode, RouteKind
 from sandbox.core.tls import TlsAction, TlsStepKind
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "Emit",
     "Event",
     "HostAccepted",
+    "HostPhase",
     "HostSession",
     "MessageQueued",
     "MtaStsChecked",
@@ -49,6 +50,7 @@ __all__ = [
     "RecipientDeferred",
     "RecipientFinal",
     "RouteChosen",
+    "RouteFailed",
     "RunEnd",
     "RunFinished",
     "RunStarted",
@@ -129,6 +131,10 @@ class AttemptStarted(Event):
     domain: str
     attempt: int
     recipients: tuple[str, ...]
+    # When the delivery entered the active queue (became due); ``t`` minus this is the wait
+    # for a free slot of its destination (Postfix's delays=a/b/c/d: a ends here, b is that
+    # wait). None: at ``t``.
+    active_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,6 +175,20 @@ class RouteChosen(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RouteFailed(Event):
+    """An attempt found no address to try (``core.mx.NoRoute``): ``reason`` says why in a
+    word; the recipients bounce when ``permanent``, else wait."""
+
+    kind: ClassVar[str] = "route_failed"
+    message: int
+    attempt: int
+    domain: str
+    reason: NoRouteKind
+    permanent: bool
+    why: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Connected(Event):
     kind: ClassVar[str] = "connected"
     message: int
@@ -176,6 +196,8 @@ class Connected(Event):
     host: str
     address: str
     reused: bool = False  # a session kept open from an earlier delivery (connection cache)
+    # The deliveries this session has carried, this one included (Postfix's conn_use=).
+    use: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -303,6 +325,9 @@ class RecipientDeferred(Event):
     reply: str
     retry_at: float
     suspended: bool = False  # deferred without a try: the destination is suspended
+    # "host[address]" when the last error came over a session with that host (Postfix's
+    # relay=); None when no session was made (a refused connect, DNS trouble): relay=none.
+    relay: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -316,6 +341,7 @@ class DsnCreated(Event):
     recipients: tuple[str, ...]
     dsn_message: int | None  # its own message number when it is sent by SMTP
     via: DsnVia
+    message_id: str = ""  # the DSN's own Message-ID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -332,7 +358,9 @@ class RecipientFinal(Event):
     reply: str  # the last reply or error (``delivery.reported_reply`` adds the expiry to it)
     attempts: int
     expired: bool = False  # bounced because the retry schedule ran out
-    relay: str | None = None  # "host[address]" of the last host that answered, if any
+    # "host[address]" of the host that took it, or whose session gave the last error; None
+    # when no session was made (Postfix's relay=none).
+    relay: str | None = None
     # A final dot went unanswered on the way: some host may hold a copy (RFC 5321 §6.1).
     unsure: bool = False
     # The TLS of the session that answered last: its version ("" for plain text), and
@@ -384,6 +412,22 @@ class ConnectionAttempt(Event):
     address: str
     client: str
     behaviour: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostPhase(Event):
+    """A mail host's phase ended after its ``times`` sessions (or connection attempts): the
+    next phase (``phase``, counted from 1) is in force from now on, doing ``behaviour``.
+    ``after`` says what ended the one before (``2 sessions``) and ``ended`` what it did.
+    Phases that end at their ``until`` are not reported: the scenario says when they end."""
+
+    kind: ClassVar[str] = "host_phase"
+    host: str
+    address: str
+    phase: int
+    behaviour: str
+    after: str
+    ended: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,16 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import gc
+import resource
 import signal
 from collections.abc import Iterator, Sequence
 from email.parser import BytesHeaderParser
+from typing import Any
 
 import looptime
 
 from sandbox.core.addresses import AddressMap, canonical
 from sandbox.core.policy import PROFILES, Profile
 from sandbox.dns.server import DnsServer
+from sandbox.errors import ScenarioError
 from sandbox.events import (
     Connected,
     ConnectFailed,
@@ -38,6 +42,7 @@ from sandbox.events import (
 from sandbox.hosts.host import MailHost
 from sandbox.result.expect import check_expectations
 from sandbox.result.model import DeliveryRow, HostStats, ReturnedRow, RunResult
+from sandbox.scenario.load import retry_schedule_problem
 from sandbox.scenario.model import Scenario, describe_timeline
 from sandbox.sender.agent import SenderAgent
 from sandbox.sender.message import message_id
@@ -48,9 +53,19 @@ __all__ = ["Sandbox", "profile_for", "run_scenario"]
 
 
 def profile_for(scenario: Scenario, override_profile: str | None = None) -> Profile:
-    """The scenario's profile with its overrides; ``override_profile`` swaps the base."""
-    base = PROFILES[override_profile or scenario.sender.profile]
-    return base.with_overrides(dict(scenario.sender.overrides))
+    """The scenario's profile with its overrides; ``override_profile`` swaps the base.
+
+    The loader checked that the scenario's own profile gives up on a failing message in a
+    run's time; a swapped one meets the same settings with another schedule (a
+    `retry_interval: 1s` that Postfix ignores, rfc5321 tries 432,000 times), and is checked
+    here."""
+    profile = PROFILES[override_profile or scenario.sender.profile].with_overrides(
+        dict(scenario.sender.overrides)
+    )
+    problem = retry_schedule_problem(profile) if override_profile else None
+    if problem is not None:
+        raise ScenarioError(problem, file=scenario.source, key="sender")
+    return profile
 
 
 class Sandbox:
@@ -99,17 +114,20 @@ class Sandbox:
         """Start the DNS server and one host per zone address, each on 127.0.0.1 at a free
         port, and map every zone address to its host's socket."""
         self.world.clock.start()
+        addresses = self.world.host_addresses()
+        _make_room_for(len(addresses))
         try:
-            await self.world.start_dns("127.0.0.1", 0)
-            for name, address in self.world.host_addresses():
-                host = await self.world.start_host(name, address)
-                self.network.add(address, host.listen)
-            if self.scenario.mta_sts:
-                # One HTTPS server plays mta-sts.<domain> for every policy domain.
-                listen = await self.world.start_policy_server("127.0.0.1", 0)
-                for addresses in self.world.policy_addresses().values():
-                    for address in addresses:
-                        self.network.add(address, listen, "https")
+            with self._enough_files(len(addresses)):
+                await self.world.start_dns("127.0.0.1", 0)
+                for name, address in addresses:
+                    host = await self.world.start_host(name, address)
+                    self.network.add(address, host.listen, host.connection_attempted)
+                if self.scenario.mta_sts:
+                    # One HTTPS server plays mta-sts.<domain> for every policy domain.
+                    listen = await self.world.start_policy_server("127.0.0.1", 0)
+                    for policy_addresses in self.world.policy_addresses().values():
+                        for address in policy_addresses:
+                            self.network.add(address, listen, service="https")
         except BaseException:
             await self.stop()
             raise
@@ -154,7 +172,8 @@ class Sandbox:
             self._cancel_delivery()
         try:
             async with asyncio.timeout(scenario.until):
-                await self._delivering
+                with self._enough_files(len(self.hosts)):
+                    await self._delivering
         except TimeoutError:
             reason = "until"
         except asyncio.CancelledError:
@@ -170,6 +189,18 @@ class Sandbox:
         self.emit(RunFinished(t=self.clock(), reason=reason))
         result = self._result(agent)
         return dataclasses.replace(result, interrupted=True) if reason == "interrupted" else result
+
+    @contextlib.contextmanager
+    def _enough_files(self, hosts: int) -> Iterator[None]:
+        """Running out of file descriptors is the machine's limit, not a crash: it becomes a
+        ScenarioError that says how many the run needs and how to raise the limit."""
+        try:
+            yield
+        except (OSError, BaseExceptionGroup) as error:  # the sender's task groups gather them
+            code = _out_of_files(error)
+            if code is None:
+                raise
+            raise _too_many_files(self.scenario, hosts, code) from None
 
     @property
     def interrupted(self) -> bool:
@@ -295,6 +326,64 @@ class Sandbox:
 
 _VIRTUAL_TICK = 1e-6
 
+# The file descriptors a run needs: a mail host holds one socket (listening, or bound to
+# refuse), and one that times connections out holds a listener, a filler connection and a
+# probe; besides the hosts, the DNS server's sockets and the resolver's, the sessions in
+# flight (two descriptors each: the sender's end and the host's), the event loop's own and
+# the interpreter's.
+_FILES_PER_HOST = 3
+_FILES_BESIDES_HOSTS = 256
+
+
+def _files_needed(hosts: int) -> int:
+    return hosts * _FILES_PER_HOST + _FILES_BESIDES_HOSTS
+
+
+def _make_room_for(hosts: int) -> None:
+    """Raise this process's soft limit of open files (``ulimit -n``) as far as the run of
+    ``hosts`` mail hosts needs, if the hard limit allows: many hosts then just run."""
+    needed = _files_needed(hosts)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if wanted > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def _out_of_files(error: BaseException) -> int | None:
+    """EMFILE or ENFILE when ``error`` (or an error of its group) is running out of files."""
+    if isinstance(error, BaseExceptionGroup):
+        codes = (_out_of_files(inner) for inner in error.exceptions)
+        return next((code for code in codes if code is not None), None)
+    if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+        return error.errno
+    return None
+
+
+def _too_many_files(scenario: Scenario, hosts: int, code: int) -> ScenarioError:
+    needed = _files_needed(hosts)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = max(needed, 2 * soft)  # when the estimate fell short, ask for more than now
+    if code == errno.ENFILE:
+        why = "the system has no more open files to give (ENFILE); close other programs"
+    elif hard != resource.RLIM_INFINITY and hard < target:
+        why = (
+            f"this process may open at most {soft:,} (ulimit -n; the hard limit is {hard:,}); "
+            f"raise the hard limit to {target:,} or more (as root: ulimit -Hn {target}, or "
+            "nofile in /etc/security/limits.conf), then run again"
+        )
+    else:
+        why = f"this process may open at most {soft:,}; raise it with ulimit -n {target}"
+    return ScenarioError(
+        f"the zones give {hosts:,} mail host address{'es' if hosts != 1 else ''}, and a run "
+        f"of them needs up to about {needed:,} open files; {why}, or give the zones fewer "
+        "addresses",
+        file=scenario.source,
+        key="zones",
+    )
+
 
 def run_scenario(
     scenario: Scenario,
@@ -307,9 +396,12 @@ def run_scenario(
 
     async def main() -> RunResult:
         sandbox = Sandbox(scenario, seed=seed, profile=profile, sinks=sinks)
-        with _sigint_interrupts(sandbox):
+        with _sigint_interrupts(sandbox), _out_of_files_stops(sandbox) as out_of_files:
             async with sandbox:
-                return await sandbox.run()
+                result = await sandbox.run()
+        if out_of_files:
+            raise _too_many_files(scenario, len(sandbox.hosts), out_of_files[0])
+        return result
 
     with _fewer_collections(), asyncio.Runner(loop_factory=_virtual_loop) as runner:
         return runner.run(main())
@@ -336,6 +428,35 @@ def _sigint_interrupts(sandbox: Sandbox) -> Iterator[None]:
         yield
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _out_of_files_stops(sandbox: Sandbox) -> Iterator[list[int]]:
+    """A host that cannot accept a connection for want of file descriptors is no crash, but
+    asyncio only logs it (a traceback on stderr, each time) and the run would go on with
+    connections that were never answered. Stop the run instead; the list says why (EMFILE or
+    ENFILE), and the caller turns that into one clear error."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    codes: list[int] = []
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        code = None if error is None else _out_of_files(error)
+        if code is None:
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+        elif not codes:
+            codes.append(code)
+            sandbox.interrupt()
+
+    loop.set_exception_handler(handle)
+    try:
+        yield codes
+    finally:
+        loop.set_exception_handler(previous)
 
 
 # A run keeps every event it emits: a 10,000-message run holds half a million long-lived

@@ -36,6 +36,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from sandbox.core.addresses import canonical
+from sandbox.core.idn import domain_to_ascii
 from sandbox.core.mx import ip_literal
 from sandbox.core.tls import HostTls
 from sandbox.dns.server import Authority, DnsServer
@@ -159,7 +160,12 @@ class World:
         return [phases.at(now) for phases in self._zones]
 
     def in_scenario(self, domain: str) -> bool:
-        """Some zone of the scenario holds ``domain`` now."""
+        """Some zone of the scenario holds ``domain`` now (by its A-label, for an
+        internationalised one)."""
+        try:
+            domain = domain_to_ascii(domain)
+        except ValueError:
+            return False
         return find_zone(self.zones_now(), domain) is not None
 
     def answer_with(self, answers: Mapping[str, str]) -> None:

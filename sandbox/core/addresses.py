@@ -9,6 +9,7 @@ through it, and every server binds only after ``ensure_loopback``: nothing leave
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Literal
 
 from sandbox.errors import NotInSandbox, NotLoopback
@@ -43,14 +44,41 @@ Service = Literal["smtp", "https"]
 
 
 class AddressMap:
-    """zone address (and service) → the loopback (host, port) of the socket that plays it."""
+    """zone address (and service) → the loopback (host, port) of the socket that plays it.
+
+    The sender tells the map of every connection attempt it made (:meth:`attempted`), so that
+    a host that refuses or times out, which sees no session, can still count the attempts
+    (phases that end after ``times`` of them)."""
 
     def __init__(self) -> None:
         self._sockets: dict[tuple[str, Service], tuple[str, int]] = {}
+        self._observers: dict[str, Callable[[], None]] = {}
 
-    def add(self, zone_address: str, listen: tuple[str, int], service: Service = "smtp") -> None:
+    def add(
+        self,
+        zone_address: str,
+        listen: tuple[str, int],
+        on_attempt: Callable[[], None] | None = None,
+        *,
+        service: Service = "smtp",
+    ) -> None:
+        """``zone_address`` is played at ``listen`` for ``service``; ``on_attempt`` hears of
+        every SMTP connection attempt to it, once its outcome is known."""
         ensure_loopback(listen[0])
-        self._sockets[(canonical(zone_address), service)] = listen
+        key = canonical(zone_address)
+        self._sockets[(key, service)] = listen
+        if on_attempt is not None:
+            self._observers[key] = on_attempt
+
+    def attempted(self, zone_address: str) -> None:
+        """The sender's connect to ``zone_address`` has ended (connected, refused or timed
+        out)."""
+        try:
+            observer = self._observers.get(canonical(zone_address))
+        except ValueError:
+            return
+        if observer is not None:
+            observer()
 
     def socket_for(self, zone_address: str, service: Service = "smtp") -> tuple[str, int]:
         try:

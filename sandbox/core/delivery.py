@@ -81,7 +81,16 @@ from sandbox.core.classify import (
     classify,
     connect_words,
 )
-from sandbox.core.mx import Candidate
+from sandbox.core.esmtp import (
+    HELO_ONLY,
+    Extensions,
+    LocalFailure,
+    MessageFacts,
+    mail_command,
+    rcpt_command,
+    refuse_locally,
+)
+from sandbox.core.mx import TRIED_ALL_MXS, Candidate
 from sandbox.core.policy import Profile
 from sandbox.core.tls import (
     Established,
@@ -174,17 +183,20 @@ class Disconnect:
     quit: bool  # say QUIT first; False when the connection is already gone or closing
     # The session ended on a delivered message and is still usable: the shell may keep it
     # for the next message to the same host instead of saying QUIT (Postfix's connection
-    # cache for a backlogged destination).
+    # cache for a backlogged destination), with what the host offered in its EHLO reply.
     reusable: bool = False
+    extensions: Extensions = HELO_ONLY
 
 
 @dataclass(frozen=True, slots=True)
 class Reused:
     """The answer to ``Connect`` when the shell hands back a session kept open from an
-    earlier delivery: it has been greeted and has said EHLO already (and STARTTLS, when
-    ``tls`` says how that went), so it starts at MAIL. The shell checks such a session with
-    an RSET probe first (``classify.probe_passed``)."""
+    earlier delivery: it has been greeted and has said EHLO already (``extensions`` is what
+    the host offered then), and STARTTLS too when ``tls`` says how that went, so it starts at
+    MAIL. The shell checks such a session with an RSET probe first
+    (``classify.probe_passed``)."""
 
+    extensions: Extensions = HELO_ONLY
     tls: Established | None = None
 
 
@@ -228,6 +240,16 @@ class RecipientState:
     unsure: bool = False  # a final dot went unanswered: the message may have arrived
     # The TLS of the session that gave the last answer (None: plain text, or no session).
     tls: Established | None = None
+    # The last reply or error came over a session with ``host`` (Postfix then names it as
+    # the relay); False when it was a failed connect, or no host at all (relay=none).
+    session: bool = False
+
+    @property
+    def relay(self) -> str | None:
+        """``host[address]`` as Postfix's ``relay=`` names it, or None for ``relay=none``."""
+        if self.host and self.address and self.session:
+            return where(self.host, self.address)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +315,9 @@ def where(host: str, address: str) -> str:
 def describe_outcome(stage: SessionStage, host: str, address: str, outcome: Outcome) -> str:
     """The error text a Postfix log would show for this outcome."""
     at = where(host, address)
+    if isinstance(outcome, ServerReply) and stage in _HANDSHAKE:
+        # A greeting other than 2xx, or EHLO/HELO refused: Postfix's smtp_helo() words.
+        return f"host {at} refused to talk to me: {outcome}"
     if isinstance(outcome, ServerReply):
         return f"host {at} said: {outcome} (in reply to {COMMAND_NAMES[stage]})"
     if stage == "connect":
@@ -315,7 +340,9 @@ class _Session:
     site_failure: str | None = None
     # Why the session ended on a temporary failure, to be told with the walk's next step.
     ending: str | None = None
-    # The EHLO reply (its text lists the extensions); None after HELO.
+    # What the host offered in its reply to EHLO (nothing after HELO), and that reply's
+    # text (STARTTLS is read from it).
+    extensions: Extensions = HELO_ONLY
     ehlo: ServerReply | None = None
     # TLS, once the handshake has completed and the policy took the certificate.
     tls: Established | None = None
@@ -338,6 +365,8 @@ class Attempt:
         avoid: frozenset[str] = frozenset(),
         tls: TlsFacts | None = None,
         waited: float = 0.0,
+        kept: str | None = None,
+        facts: MessageFacts | None = None,
     ) -> None:
         self.sender = sender
         self.candidates = candidates
@@ -347,6 +376,10 @@ class Attempt:
         # How long the message had waited in the queue when this attempt began (Postfix's
         # plain-text fallback after a failed handshake waits for minimal_backoff_time).
         self.waited = waited
+        self.kept = kept
+        # The message's size and whether it is all ASCII (what MAIL FROM declares, and
+        # whether a host's SIZE and SMTPUTF8 let it be sent: core.esmtp).
+        self.facts = facts or MessageFacts(0, 0)
         self.recipients = {r: RecipientState(r) for r in recipients}
         self._rules = rules_for(profile.name)
         self._notes: list[Note] = []
@@ -401,7 +434,7 @@ class Attempt:
     def _walk(self) -> Generator[Action, Feedback, None]:
         profile = self.profile
         handshakes = tried = 0
-        index = 0
+        index = self._first()
         while index < len(self.candidates) and self.pending and not self._stopped:
             candidate = self.candidates[index]
             following = index + 1
@@ -436,6 +469,36 @@ class Attempt:
             handshakes += session.handshake_done
             self._tell_next_step(session, following, handshakes, tried)
             index = following
+        self._tried_all()
+
+    def _first(self) -> int:
+        """Where the walk starts: at the host whose session was kept open for this
+        destination, if there is one (the hosts before it are not tried: Postfix's session
+        cached under the next-hop destination, Exim's continued connection), else at the
+        first candidate."""
+        kept = next((i for i, c in enumerate(self.candidates) if c.address == self.kept), None)
+        if not kept:
+            return 0
+        skipped = ", ".join(_at(c) for c in self.candidates[:kept])
+        self._note(
+            "skip",
+            f"{skipped}: not tried: a session to {_at(self.candidates[kept])} is open for this "
+            "destination (kept from an earlier delivery), and the delivery starts there",
+        )
+        return kept
+
+    def _tried_all(self) -> None:
+        """A walk that ran out of hosts, each one failing without a reply that ends the
+        attempt: for a sender that says so in its own words (Haraka's "Tried all MXs"), the
+        pending recipients report that, with no remote host."""
+        status = self.profile.tried_all_dsn
+        if not status or self._stopped or not self._sessions or not self.pending:
+            return
+        for r in self.pending:
+            state = self.recipients[r]
+            state.dsn, state.reply = status, TRIED_ALL_MXS
+            state.host = state.address = None
+            state.session = False
 
     def _limit_reached(self, handshakes: int, tried: int) -> str | None:
         """Why the walk may try no more hosts in this attempt, or None."""
@@ -486,6 +549,7 @@ class Attempt:
             return
         if isinstance(outcome, Reused):
             session.handshake_done = True
+            session.extensions = outcome.extensions
             session.tls = outcome.tls
             yield from self._transaction(session)
         else:
@@ -495,7 +559,7 @@ class Attempt:
         reusable = session.open and session.delivered
         if session.tls is not None and not self.profile.tls_connection_reuse:
             reusable = False
-        yield Disconnect(quit=session.open, reusable=reusable)
+        yield Disconnect(quit=session.open, reusable=reusable, extensions=session.extensions)
 
     def _dialogue(self, session: _Session) -> Generator[Action, Feedback, None]:
         outcome = yield ReadGreeting(self.profile.greeting_timeout)
@@ -513,13 +577,15 @@ class Attempt:
         helo = self.profile.helo_name
         outcome = yield SendCommand("ehlo", f"EHLO {helo}", self.profile.ehlo_timeout)
         assert isinstance(outcome, ServerReply | NoReply)
-        if isinstance(outcome, ServerReply) and outcome.code // 100 == 5:
-            self._note("fallback", classify("ehlo", outcome, self.profile).why)
+        why = self._helo_fallback(outcome)
+        if why:
+            self._note("fallback", why)
             outcome = yield SendCommand("helo", f"HELO {helo}", self.profile.ehlo_timeout)
             assert isinstance(outcome, ServerReply | NoReply)
             return self._step(session, "helo", outcome)
-        if isinstance(outcome, ServerReply):
+        if isinstance(outcome, ServerReply) and outcome.code // 100 == 2:
             session.ehlo = outcome
+            session.extensions = Extensions.parse(outcome.text)
         return self._step(session, "ehlo", outcome)
 
     # --- STARTTLS (``core.tls`` decides; this applies) ------------------------------------
@@ -560,6 +626,9 @@ class Attempt:
         helo = self.profile.helo_name
         again = yield SendCommand("ehlo", f"EHLO {helo}", self.profile.ehlo_timeout)
         assert isinstance(again, ServerReply | NoReply)
+        if isinstance(again, ServerReply) and again.code // 100 == 2:
+            # What the host offers over TLS is what counts (RFC 3207 §4.2).
+            session.extensions = Extensions.parse(again.text)
         return self._step(session, "ehlo", again)
 
     def _apply_tls(self, session: _Session, decision: TlsDecision, event: TlsEvent) -> bool:
@@ -587,6 +656,7 @@ class Attempt:
             state = self.recipients[r]
             state.dsn, state.reply = decision.dsn, f"{_at(candidate)}: {decision.why}"
             state.host, state.address, state.tls = candidate.host, candidate.address, None
+            state.session = False  # ruled out before any connection: relay=none
         self._note("skip", f"{_at(candidate)}: {decision.why}")
 
     def _tls_step(
@@ -601,9 +671,35 @@ class Attempt:
             TlsStep(candidate.host, candidate.address, step, requirement, decision, event)
         )
 
+    def _helo_fallback(self, outcome: Outcome) -> str:
+        """Why the sender tries HELO after this reply to EHLO ("" if it does not): a 5xx
+        always (RFC 5321 §4.1.4); a 4xx too for a sender that tries HELO after any refusal
+        (Exim), unless it is a 421, which closes the connection."""
+        if not isinstance(outcome, ServerReply):
+            return ""
+        if outcome.code // 100 == 5:
+            return classify("ehlo", outcome, self.profile).why
+        if outcome.code // 100 == 4 and outcome.code != 421 and self.profile.ehlo_fallback == "any":
+            return "EHLO refused: this sender tries HELO before it gives up on the host"
+        return ""
+
     def _transaction(self, session: _Session) -> Generator[Action, Feedback, None]:
         profile = self.profile
-        outcome = yield SendCommand("mail", f"MAIL FROM:<{self.sender}>", profile.mail_timeout)
+        pending = self.pending
+        ext = session.extensions
+        refused = refuse_locally(
+            self.facts,
+            ext,
+            profile,
+            sender=self.sender,
+            recipients=pending,
+            where=_at(session.candidate),
+        )
+        if refused is not None:
+            self._fail_locally(session, refused)
+            return
+        line = mail_command(self.sender, self.facts, ext, profile, pending)
+        outcome = yield SendCommand("mail", line, profile.mail_timeout)
         assert isinstance(outcome, ServerReply | NoReply)
         if not self._step(session, "mail", outcome):
             return
@@ -627,7 +723,8 @@ class Attempt:
     def _recipients(self, session: _Session) -> Generator[Action, Feedback, list[str]]:
         accepted: list[str] = []
         for recipient in self.pending:
-            outcome = yield SendCommand("rcpt", f"RCPT TO:<{recipient}>", self.profile.rcpt_timeout)
+            line = rcpt_command(recipient, session.extensions, self.profile)
+            outcome = yield SendCommand("rcpt", line, self.profile.rcpt_timeout)
             assert isinstance(outcome, ServerReply | NoReply)
             verdict = self._judge("rcpt", session, outcome, [recipient])
             if verdict.verdict == "continue":
@@ -694,18 +791,30 @@ class Attempt:
             state = self.recipients[r]
             state.dsn, state.reply = verdict.dsn, text
             state.host, state.address = session.candidate.host, session.candidate.address
-            state.tls = session.tls
+            state.session = stage != "connect"
+            state.tls = session.tls if state.session else None
             if action == "bounce":
                 state.status = "bounced"
         if session.ending is None or action != "next_host":
             self._note(action, verdict.why, names)
+
+    def _fail_locally(self, session: _Session, failure: LocalFailure) -> None:
+        """The sender keeps the message from this host (core.esmtp): every recipient left
+        bounces, without a word to the host (it says QUIT)."""
+        names = self.pending
+        for r in names:
+            state = self.recipients[r]
+            state.status, state.dsn, state.reply = "bounced", failure.dsn, failure.text
+            state.host, state.address = session.candidate.host, session.candidate.address
+            state.tls = session.tls
+        self._note("bounce", failure.why, names)
 
     def _deliver(self, session: _Session, reply: Outcome, dsn: str, accepted: list[str]) -> None:
         candidate = session.candidate
         for r in accepted:
             state = self.recipients[r]
             state.status, state.dsn, state.reply = "delivered", dsn, str(reply)
-            state.host, state.address = candidate.host, candidate.address
+            state.host, state.address, state.session = candidate.host, candidate.address, True
             state.tls = session.tls
         self._note(
             "deliver",

@@ -28,7 +28,8 @@ always in one of these states:
 state      meaning
 =========  ============================================================================
 waiting    not eligible before ``eligible`` (its arrival, or its retry time)
-ready      eligible, waiting for a free slot of its destination (the todo list)
+ready      eligible, waiting for a free slot of its destination (the todo list), or,
+           for a retry under ``serial_queue_runs``, for the queue runner (the run queue)
 active     an attempt is in flight
 done       every recipient is delivered or bounced (or given up on)
 =========  ============================================================================
@@ -43,6 +44,7 @@ time passes ``eligible``                 waiting    ready    —
 destination dead (suspended)             ready      waiting  Deferred(suspended), retry time
 every usable host in its retry time      ready      waiting  Deferred(no host due), retry time
 a slot is free (busy < window)           ready      active   Start
+the queue runner is free (Exim)          ready      active   Start (one at a time)
 attempt done, nothing left pending       active     done     Final per recipient; DSN if any
                                                              bounced
 attempt done, some pending, retry        active     waiting  Deferred per recipient; a delay
@@ -76,6 +78,22 @@ failed the handshake (any greeting other than 2xx, EHLO/HELO refused), or the co
 lost or timed out before the mail transaction completed; or DNS failed. A 4xx to MAIL,
 RCPT or DATA is about the message, not the site. The attempt reports it
 (``AttemptReport.site_failure``); this module only counts.
+
+Exim's queue runner
+-------------------
+With ``serial_queue_runs``, a retry does not take a slot of its destination: it waits for the
+queue runner, which starts one delivery at a time, in the order they became due (Exim runs
+``exim -q`` every ``queue_run_delay``; a new message is still delivered at once, side by side
+with the others). A delivery that ends while others wait for the same destination keeps its
+session open for them (``keep_open``), so the runner sends the waiting messages down one
+connection.
+
+Sessions kept open
+------------------
+``keep_open(domain, age)`` answers the shell when a session has just delivered: keep it for
+the next delivery to that destination (the profile reuses sessions, more mail is waiting for
+it, and the session is younger than ``reuse_time_limit``) or say QUIT. The next delivery
+starts at that session's host (``core.delivery``).
 
 Hosts: Exim's retry records
 ---------------------------
@@ -126,10 +144,21 @@ __all__ = [
 ]
 
 SUSPENDED = "delivery temporarily suspended: "
+# How close to ``now`` a time counts as due. A retry time is a sum of floats (48.545 + 64 +
+# 128 = 240.54500000000002), and a virtual clock that ticks in microseconds reads 240.545
+# there: without this slack, ``poll`` would find nothing due at the wakeup that
+# ``next_wakeup`` asked for, and a driver would wake at the same instant for ever.
+DUE_SLACK = 1e-6
 
 
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
+
+
+def _failure_dsn(report: AttemptReport) -> str:
+    """The status of an attempt's site failure: that of a recipient it left pending."""
+    pending = [state.dsn for state in report.states.values() if state.status == "pending"]
+    return next((dsn for dsn in pending if dsn), "4.4.1")
 
 
 def suspended_reason(reason: str) -> str:
@@ -172,6 +201,9 @@ class Start:
     sender: str
     recipients: tuple[str, ...]
     avoid: frozenset[str] = frozenset()
+    # When the delivery became due and joined the queue of its destination (Postfix: entered
+    # the active queue); the attempt starts once a slot is free.
+    active_since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +273,7 @@ class _Delivery:
     history: RetryHistory | None = None
     warned: bool = False
     state: Literal["waiting", "ready", "active", "done"] = "waiting"
+    ready_at: float = 0.0
 
     @property
     def is_dsn(self) -> bool:
@@ -254,6 +287,7 @@ class _Destination:
     fail_cohorts: float = 0.0
     dead_until: float | None = None
     dead_reason: str = ""
+    dead_dsn: str = "4.4.1"  # the status of the failure that killed it (Postfix's queue DSN)
     todo: deque[_Delivery] = field(default_factory=deque)
 
 
@@ -283,6 +317,10 @@ class Queue:
         self._destinations: dict[str, _Destination] = {}
         self._hosts: dict[str, _HostRecord] = {}
         self._active_by_key: dict[tuple[int, str], _Delivery] = {}
+        # Exim's queue runner (serial_queue_runs): the retries it has yet to take, and the
+        # one it is delivering.
+        self._run_queue: deque[_Delivery] = deque()
+        self._runner: _Delivery | None = None
         self._active = 0
         self._unfinished = 0
         self._seq = itertools.count()
@@ -310,16 +348,18 @@ class Queue:
 
     def poll(self, now: float) -> list[Output]:
         """Everything due at ``now``, in the order it happened."""
-        while self._arrivals and self._arrivals[0][0] <= now:
+        due = now + DUE_SLACK
+        while self._arrivals and self._arrivals[0][0] <= due:
             _, _, envelope = heapq.heappop(self._arrivals)
             for r in envelope.recipients:
                 self.last[(envelope.number, r)] = RecipientState(r, reply="in its first attempt")
             self._out.append(Enqueued(envelope))
-        while self._waiting and self._waiting[0][0] <= now:
+        while self._waiting and self._waiting[0][0] <= due:
             _, _, delivery = heapq.heappop(self._waiting)
             self._make_ready(delivery, now)
         for domain in list(self._destinations):
             self._start_what_fits(domain, now)
+        self._run_queue_runner(now)
         out, self._out = self._out, []
         return out
 
@@ -348,16 +388,26 @@ class Queue:
         return self._active
 
     def backlog(self, domain: str) -> int:
-        """Deliveries ready for ``domain`` and waiting for a slot: a session that ends well
-        may be kept open for them (Postfix's connection cache, on demand)."""
+        """Deliveries ready for ``domain`` and waiting for a slot (or for the queue runner)."""
         destination = self._destinations.get(domain)
-        return len(destination.todo) if destination is not None else 0
+        waiting = len(destination.todo) if destination is not None else 0
+        return waiting + sum(d.domain == domain for d in self._run_queue)
+
+    def keep_open(self, domain: str, age: float) -> bool:
+        """Whether a session that has just delivered for ``domain``, open for ``age``
+        seconds, is kept for the next delivery instead of saying QUIT: the profile reuses
+        sessions, more mail is waiting for the destination, and the session is young enough
+        (Postfix's connection cache on demand; Exim's continued connection)."""
+        profile = self.profile
+        return (
+            profile.reuse_sessions and age < profile.reuse_time_limit and self.backlog(domain) > 0
+        )
 
     def attempt_done(self, start: Start, report: AttemptReport, now: float) -> None:
         """An attempt ``poll`` started has ended; ``poll`` then says what follows."""
         self._host_feedback(report, now)
         # Feedback first, while the attempt still counts as busy (as in Postfix's qmgr).
-        self._site_feedback(start.domain, report.site_failure, now)
+        self._site_feedback(start.domain, report.site_failure, now, _failure_dsn(report))
         delivery = self._finish_attempt(start)
         if report.untried is not None:
             self._mark_untried(delivery, report.untried)
@@ -372,14 +422,15 @@ class Queue:
             permanent = False
         dsn = self._route_dsn(route, permanent)
         status: Literal["bounced", "pending"] = "bounced" if permanent else "pending"
-        states = {r: RecipientState(r, status, dsn, route.reason) for r in start.recipients}
+        reply = route.reply or route.reason
+        states = {r: RecipientState(r, status, dsn, reply) for r in start.recipients}
         failure = route.reason if route.kind == "dns_failure" else None
-        self._site_feedback(start.domain, failure, now)
+        self._site_feedback(start.domain, failure, now, dsn)
         delivery = self._finish_attempt(start)
         if permanent:
             why = f"{route.reason}: permanent ({dsn})"
             self._out.append(Bounce(start.number, start.attempt, why, start.recipients))
-        self._settle(delivery, states, now)
+        self._settle(delivery, states, now, reason=route.reason)
 
     def give_up_unfinished(self) -> list[Output]:
         """At the end of the run: what was decided but not yet polled, then every recipient
@@ -401,20 +452,36 @@ class Queue:
 
     def _make_ready(self, delivery: _Delivery, now: float) -> None:
         destination = self._destination(delivery.domain)
-        if destination.dead_until is not None and now < destination.dead_until:
-            self._defer_untried(delivery, suspended_reason(destination.dead_reason), now)
+        if destination.dead_until is not None and now + DUE_SLACK < destination.dead_until:
+            self._defer_suspended(delivery, destination, now)
             return
         delivery.state = "ready"
-        destination.todo.append(delivery)
+        delivery.ready_at = now
+        if self.profile.serial_queue_runs and delivery.attempt > 0:
+            self._run_queue.append(delivery)  # a retry: the queue runner's, in turn
+        else:
+            destination.todo.append(delivery)
 
     def _start_what_fits(self, domain: str, now: float) -> None:
         destination = self._destinations[domain]
         if destination.dead_until is not None:
-            if now < destination.dead_until:
+            if now + DUE_SLACK < destination.dead_until:
                 return
             self._resurrect(destination)
         while destination.todo and destination.busy < max(1, int(destination.window)):
             delivery = destination.todo.popleft()
+            self._start(delivery, destination, now)
+
+    def _run_queue_runner(self, now: float) -> None:
+        """Exim's queue runner: the retries due, one delivery at a time, in the order they
+        became due."""
+        while self._runner is None and self._run_queue:
+            delivery = self._run_queue.popleft()
+            destination = self._destination(delivery.domain)
+            if destination.dead_until is not None and now + DUE_SLACK < destination.dead_until:
+                self._defer_suspended(delivery, destination, now)
+                continue
+            self._runner = delivery
             self._start(delivery, destination, now)
 
     def _start(self, delivery: _Delivery, destination: _Destination, now: float) -> None:
@@ -434,11 +501,14 @@ class Queue:
                 delivery.envelope.sender,
                 delivery.pending,
                 avoid,
+                delivery.ready_at,
             )
         )
 
     def _avoided(self, now: float) -> frozenset[str]:
-        return frozenset(a for a, record in self._hosts.items() if record.next_try > now)
+        return frozenset(
+            a for a, record in self._hosts.items() if record.next_try > now + DUE_SLACK
+        )
 
     def _resurrect(self, destination: _Destination) -> None:
         """Back from the almost grave: best concurrency is anyone's guess (Postfix)."""
@@ -464,11 +534,13 @@ class Queue:
     def _finish_attempt(self, start: Start) -> _Delivery:
         delivery = self._active_by_key.pop((start.number, start.domain))
         assert delivery.state == "active", delivery.state  # one report per Start
+        if delivery is self._runner:
+            self._runner = None
         self._destinations[start.domain].busy -= 1
         self._active -= 1
         return delivery
 
-    def _site_feedback(self, domain: str, failure: str | None, now: float) -> None:
+    def _site_feedback(self, domain: str, failure: str | None, now: float, dsn: str) -> None:
         destination = self._destinations[domain]
         profile = self.profile
         if failure is None:
@@ -481,8 +553,9 @@ class Queue:
         if limit > 0 and destination.fail_cohorts >= limit:
             destination.dead_until = now + profile.min_backoff
             destination.dead_reason = failure
+            destination.dead_dsn = dsn
             while destination.todo:
-                self._defer_untried(destination.todo.popleft(), suspended_reason(failure), now)
+                self._defer_suspended(destination.todo.popleft(), destination, now)
             return
         destination.window = max(1.0, destination.window - 1)
 
@@ -512,7 +585,16 @@ class Queue:
 
     # --- settling an attempt -----------------------------------------------------------------
 
-    def _settle(self, delivery: _Delivery, states: dict[str, RecipientState], now: float) -> None:
+    def _settle(
+        self,
+        delivery: _Delivery,
+        states: dict[str, RecipientState],
+        now: float,
+        *,
+        reason: str = "",
+    ) -> None:
+        """``reason``: why the recipients wait, in the story's words, when their reply is in
+        the MTA's (a route failure)."""
         number = delivery.envelope.number
         pending: list[str] = []
         bounced: list[RecipientState] = []
@@ -532,26 +614,29 @@ class Queue:
             self._done(delivery)
             return
         delivery.pending = tuple(pending)
-        self._retry_or_give_up(delivery, now, tried=True)
+        self._retry_or_give_up(delivery, now, tried=True, reason=reason)
 
-    def _defer_untried(self, delivery: _Delivery, reason: str, now: float) -> None:
+    def _defer_suspended(self, delivery: _Delivery, destination: _Destination, now: float) -> None:
         """Deferred without a try because the destination is dead: it counts as an attempt,
-        as Postfix logs it."""
+        as Postfix logs it, with the status and reason of the failure that killed it."""
         delivery.attempt += 1
         for r in delivery.pending:
             self.attempts[(delivery.envelope.number, r)] += 1
-        self._mark_untried(delivery, reason)
+        reason = suspended_reason(destination.dead_reason)
+        self._mark_untried(delivery, reason, destination.dead_dsn)
         self._retry_or_give_up(delivery, now, tried=False)
 
-    def _mark_untried(self, delivery: _Delivery, reason: str) -> None:
+    def _mark_untried(self, delivery: _Delivery, reason: str, dsn: str | None = None) -> None:
+        """Each pending recipient waits with ``reason``, and ``dsn`` or else its last status."""
         for r in delivery.pending:
             key = (delivery.envelope.number, r)
             last = self.last[key]
-            self.last[key] = RecipientState(
-                r, "pending", last.dsn or "4.4.1", reason, unsure=last.unsure
-            )
+            status = dsn or last.dsn or "4.4.1"
+            self.last[key] = RecipientState(r, "pending", status, reason, unsure=last.unsure)
 
-    def _retry_or_give_up(self, delivery: _Delivery, now: float, *, tried: bool) -> None:
+    def _retry_or_give_up(
+        self, delivery: _Delivery, now: float, *, tried: bool, reason: str = ""
+    ) -> None:
         number = delivery.envelope.number
         history = self._history_after_failure(delivery, now, tried=tried)
         retry = next_retry(self.profile, history, now)
@@ -569,7 +654,7 @@ class Queue:
             return
         delivery.history = dataclasses.replace(history, last=retry)
         first = states[0]
-        why = f"{first.dsn or '4.0.0'} {first.reply}".strip()
+        why = f"{first.dsn or '4.0.0'} {reason or first.reply}".strip()
         self._out.append(Deferred(number, delivery.attempt, states, retry.at, why, tried))
         self._maybe_warn(delivery, states, now)
         delivery.eligible = retry.at
@@ -588,6 +673,8 @@ class Queue:
     def _finalise(
         self, number: int, state: RecipientState, status: FinalStatus, *, expired: bool = False
     ) -> None:
+        if status == "bounced" and self.profile.bounce_dsn:
+            state.dsn = self.profile.bounce_dsn  # Exim: every bounce says 5.0.0
         key = (number, state.recipient)
         final = Final(number, _copy(state), status, self.attempts.get(key, 0), expired)
         self.final[key] = final
@@ -639,11 +726,16 @@ class Queue:
     # --- profile's codes ---------------------------------------------------------------------
 
     def _route_dsn(self, route: NoRoute, permanent: bool) -> str:
+        profile = self.profile
         dsn = route.dsn
         if route.kind == "null":
-            dsn = self.profile.null_mx_dsn
+            dsn = profile.null_mx_dsn
         elif route.kind == "nxdomain":
-            dsn = self.profile.nxdomain_dsn
+            dsn = profile.nxdomain_dsn
+        elif route.kind == "dns_failure":
+            dsn = profile.dns_failure_dsn
+        elif route.kind == "no_address" and profile.tried_all_dsn:
+            return profile.tried_all_dsn  # Haraka: "Tried all MXs", 5.1.2 even while it waits
         return dsn if permanent else "4" + dsn[1:]
 
     def _expired_dsn(self, dsn: str) -> str:

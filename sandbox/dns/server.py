@@ -567,8 +567,22 @@ def _fit(
     packed = bytes(reply.pack())
     if len(packed) <= limit:
         return packed, reply
+    if reply.ar:
+        # The glue (an MX answer's addresses) is only a courtesy: drop it before the answer
+        # itself, and without TC (RFC 2181 §9), keeping the OPT record.
+        bare = _without_glue(reply)
+        packed = bytes(bare.pack())
+        if len(packed) <= limit:
+            return packed, bare
     truncated = _truncated(reply, opt is not None)
     return bytes(truncated.pack()), truncated
+
+
+def _without_glue(reply: dnslib.DNSRecord) -> dnslib.DNSRecord:
+    bare = dnslib.DNSRecord(reply.header, q=reply.q, rr=list(reply.rr), auth=list(reply.auth))
+    bare.ar = [rr for rr in reply.ar if rr.rtype == dnslib.QTYPE.OPT]
+    bare.set_header_qa()
+    return bare
 
 
 def _truncated(reply: dnslib.DNSRecord, edns: bool) -> dnslib.DNSRecord:

@@ -42,6 +42,7 @@ from typing import Any
 import dnslib
 
 from sandbox.core.addresses import canonical
+from sandbox.core.idn import domain_to_ascii
 from sandbox.errors import ZoneSyntaxError
 
 __all__ = [
@@ -57,6 +58,11 @@ __all__ = [
 ]
 
 MAX_TTL = 2**31 - 1  # RFC 2181 §8
+# A DNS message over TCP has at most 65,535 bytes (RFC 1035 §4.2.2); besides the answer it
+# holds a 12-byte header, the question (the name, then 4 bytes of type and class) and the OPT
+# record of EDNS (11 bytes).
+_MAX_MESSAGE = 65535
+_MESSAGE_OVERHEAD = 12 + 4 + 11
 _CLASSES = frozenset({"IN", "CH", "CS", "HS", "NONE", "ANY"})
 # Query-only and pseudo types: they have no place in a zone's data.
 _META_TYPES = frozenset({"ANY", "OPT", "AXFR", "IXFR", "TKEY", "TSIG"})
@@ -378,6 +384,8 @@ class _ZoneReader:
         self.directives: list[Directive] = []
         self.owner: str | None = None
         self.records: list[ZoneRecord] = []
+        # (owner, type) -> (records, bytes of an answer that holds them all so far)
+        self.answers: dict[tuple[str, str], tuple[int, int]] = {}
 
     def read(self, entry: _Entry) -> None:
         first = entry.tokens[0]
@@ -434,7 +442,7 @@ class _ZoneReader:
         reader = _RDATA_READERS.get(rtype, _read_other)
         rdata, extras = reader(self, rtype, fields, entry.line)
         rr = dnslib.RR(_label(owner), getattr(dnslib.QTYPE, rtype), ttl=ttl, rdata=rdata)
-        _check_packs(rr, rtype, entry.line)
+        self._check_answer_fits(owner, rtype, _packed_length(rr, rtype, entry.line), entry.line)
         if rtype == "SOA":
             self._check_soa(owner, entry.line)
         return ZoneRecord(owner, rtype, ttl, rdata.toZone(), entry.line, rr, **extras)
@@ -486,6 +494,25 @@ class _ZoneReader:
             )
         return (self.ttl if ttl is None else ttl), _rtype(fields.pop(0))
 
+    def _check_answer_fits(self, owner: str, rtype: str, packed: int, line: int) -> None:
+        """The records of one name and type must fit in one answer: a DNS message has at
+        most 65,535 bytes even over TCP (RFC 1035 §4.2.2). Past that the server can only
+        answer TC=1 with no records, and the sender finds no address (4,100 A records at one
+        name loaded, then every message bounced)."""
+        name = len(owner) + 2 if owner else 1  # the name's length on the wire
+        count, size = self.answers.get((owner, rtype), (0, _MESSAGE_OVERHEAD + name))
+        # In the answer the owner is a 2-byte pointer to the question's copy of the name.
+        count, size = count + 1, size + packed - name + 2
+        if size > _MAX_MESSAGE:
+            raise ZoneSyntaxError(
+                f"this is {rtype} record number {count:,} of {owner or '.'}, and with it an "
+                f"answer of them all no longer fits in one DNS message ({_MAX_MESSAGE:,} bytes, "
+                "RFC 1035 §4.2.2): a resolver would get none of them; give this name fewer "
+                f"{rtype} records",
+                line=line,
+            )
+        self.answers[(owner, rtype)] = (count, size)
+
     def _check_soa(self, owner: str, line: int) -> None:
         if owner != self.apex:
             raise ZoneSyntaxError(
@@ -521,16 +548,16 @@ def _absolute(token: _Token, origin: str) -> str:
 
 
 def _ascii(name: str, written: str, *, line: int) -> str:
-    """The name as it goes on the wire: a Unicode name becomes its IDNA form (``xn--…``).
-
-    dnslib would encode it so anyway; doing it here keeps ``ZoneRecord.name`` equal to the
-    name a client asks for.
+    """The name as it goes on the wire: a Unicode name becomes its A-label (``xn--…``), by
+    IDNA 2008 as the sandbox's sender asks it (``core.idn``: dnslib's own encoding is IDNA
+    2003, which spells ``faß`` as ``fass``), so ``ZoneRecord.name`` equals the name a client
+    asks for.
     """
     if name.isascii():
         return name
     try:
-        return _normalise(str(dnslib.DNSLabel(name + ".")))
-    except UnicodeError:
+        return _normalise(domain_to_ascii(name))
+    except ValueError:
         raise ZoneSyntaxError(
             f"'{written}' is not a valid international name: check its spelling, or write "
             "its xn-- form",
@@ -567,10 +594,14 @@ def _ttl(token: _Token) -> int:
             f"'{token.text}' is not a TTL: write seconds like 3600, or 30m, 1h, 2d, 1w",
             line=token.line,
         )
-    seconds = sum(int(n) * _TTL_UNITS[u.lower()] for n, u in parts)
+    seconds = 0
+    for digits, unit in parts:
+        number = _number(digits, MAX_TTL)
+        seconds += MAX_TTL + 1 if number is None else number * _TTL_UNITS[unit.lower()]
     if seconds > MAX_TTL:
         raise ZoneSyntaxError(
-            f"the TTL {token.text} is too large: at most {MAX_TTL} seconds", line=token.line
+            f"the TTL {_written(token.text)} is too large: at most {MAX_TTL} seconds",
+            line=token.line,
         )
     return seconds
 
@@ -578,6 +609,27 @@ def _ttl(token: _Token) -> int:
 def _is_number(text: str) -> bool:
     # ASCII only: str.isdigit() also accepts "²", which int() then refuses.
     return text.isascii() and text.isdigit()
+
+
+def _number(text: str, maximum: int) -> int | None:
+    """``text`` as a whole number from 0 to ``maximum``, or None when it is not one.
+
+    A long run of digits is never converted: past 4,300 digits Python refuses with a
+    ValueError (a `$TTL` of 5,000 nines was a traceback), and no number of a zone has more
+    than ten digits (a 32-bit serial).
+    """
+    if not _is_number(text):
+        return None
+    significant = text.lstrip("0") or "0"
+    if len(significant) > len(str(maximum)):
+        return None
+    number = int(significant)
+    return number if number <= maximum else None
+
+
+def _written(text: str, most: int = 40) -> str:
+    """A word of the zone as an error message shows it: a very long one shortened."""
+    return text if len(text) <= most else f"{text[: most - 1]}… ({len(text):,} characters)"
 
 
 def _check_class(token: _Token) -> None:
@@ -606,12 +658,15 @@ def _rtype(token: _Token) -> str:
     return rtype
 
 
-def _check_packs(rr: Any, rtype: str, line: int) -> None:
-    """Pack the record once now, so that a record that cannot go on the wire fails here."""
+def _packed_length(rr: Any, rtype: str, line: int) -> int:
+    """Pack the record once now, so that a record that cannot go on the wire fails here; its
+    length on the wire."""
+    buffer = dnslib.DNSBuffer()
     try:
-        rr.pack(dnslib.DNSBuffer())
+        rr.pack(buffer)
     except Exception as exc:  # dnslib raises many kinds; all mean "bad data"
         raise ZoneSyntaxError(f"the {rtype} record cannot be encoded: {exc}", line=line) from exc
+    return len(buffer.data)
 
 
 # --- record data readers --------------------------------------------------------------------------
@@ -666,12 +721,14 @@ def _read_soa(zr: _ZoneReader, rtype: str, fields: list[_Token], line: int) -> t
         "retry, expire and minimum TTL, like '@ IN SOA ns1 hostmaster ( 1 1h 15m 1w 1h )'"
     )
     mname, rname, serial, *times = _fields(fields, 7, message, line)
-    if not _is_number(serial.text) or int(serial.text) >= 2**32:
+    number = _number(serial.text, 2**32 - 1)
+    if number is None:
         raise ZoneSyntaxError(
-            f"'{serial.text}' is not an SOA serial: write a whole number, like 2024010101",
+            f"'{_written(serial.text)}' is not an SOA serial: write a whole number from 0 to "
+            f"{2**32 - 1}, like 2024010101",
             line=serial.line,
         )
-    values = (int(serial.text), *(_ttl(t) for t in times))
+    values = (number, *(_ttl(t) for t in times))
     rdata = dnslib.SOA(_label(zr.absolute(mname)), _label(zr.absolute(rname)), values)
     return rdata, {}
 
@@ -681,7 +738,14 @@ def _read_txt(zr: _ZoneReader, rtype: str, fields: list[_Token], line: int) -> t
         raise ZoneSyntaxError(
             "TXT needs at least one string, like '@ IN TXT \"v=spf1 -all\"'", line=line
         )
-    strings = [(t.text if t.quoted else _unescape(t.text)).encode() for t in fields]
+    try:
+        strings = [(t.text if t.quoted else _unescape(t.text)).encode() for t in fields]
+    except UnicodeEncodeError as error:  # half a surrogate pair: YAML's "\ud800" writes one
+        raise ZoneSyntaxError(
+            f"the TXT data has U+{ord(error.object[error.start]):04X}, half of a UTF-16 "
+            "surrogate pair and no character of its own: remove it, or write the whole character",
+            line=line,
+        ) from None
     if any(len(s) > 255 for s in strings):
         raise ZoneSyntaxError(
             "a TXT string is longer than 255 bytes: split it into several quoted strings "
@@ -696,11 +760,12 @@ def _read_other(
 ) -> tuple[Any, _Extras]:
     """Any other type dnslib knows: its own reader, with names relative to the origin."""
     words = [t.text for t in fields]
+    shown = _written(" ".join(words), 80)
     try:
         return dnslib.RDMAP[rtype].fromZone(words, _label(zr.origin)), {}
     except Exception as exc:  # dnslib's readers raise whatever their parsing hits
         raise ZoneSyntaxError(
-            f"could not read the {rtype} data '{' '.join(words)}' ({exc}): check the fields "
+            f"could not read the {rtype} data '{shown}' ({exc}): check the fields "
             f"against the {rtype} format",
             line=line,
         ) from exc
@@ -732,22 +797,25 @@ def _read_tlsa(zr: _ZoneReader, rtype: str, fields: list[_Token], line: int) -> 
 
 
 def _uint8(token: _Token, what: str) -> int:
-    if not _is_number(token.text) or int(token.text) > 255:
+    number = _number(token.text, 255)
+    if number is None:
         raise ZoneSyntaxError(
-            f"'{token.text}' is not {what} of a TLSA record: write a number from 0 to 255, "
-            f"like {_TLSA_EXAMPLE}",
+            f"'{_written(token.text)}' is not {what} of a TLSA record: write a number from 0 "
+            f"to 255, like {_TLSA_EXAMPLE}",
             line=token.line,
         )
-    return int(token.text)
+    return number
 
 
 def _uint16(token: _Token, what: str, example: str) -> int:
-    if not _is_number(token.text) or int(token.text) > 65535:
+    number = _number(token.text, 65535)
+    if number is None:
         raise ZoneSyntaxError(
-            f"'{token.text}' is not {what}: write a number from 0 to 65535, like {example}",
+            f"'{_written(token.text)}' is not {what}: write a number from 0 to 65535, like "
+            f"{example}",
             line=token.line,
         )
-    return int(token.text)
+    return number
 
 
 _RDATA_READERS: dict[str, _Reader] = {

@@ -141,7 +141,9 @@ class PatchedSMTP(SMTP):
         if state == _DataState.TOO_LONG:
             await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
         elif state == _DataState.TOO_MUCH:
-            await self.push("552 Error: Too much mail data")
+            # aiosmtpd says "552 Error: Too much mail data"; RFC 1870 §6.1 and RFC 3463
+            # give the code that says why (the same text as at MAIL with SIZE=).
+            await self.push("552 5.3.4 Message size exceeds fixed maximum message size")
         if state != _DataState.NOMINAL:
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return

@@ -24,15 +24,27 @@ The host holds the pieces together:
 
 Phase switching
 ---------------
-The behaviour in force is ``timeline.at(clock())``. ``start()`` binds the port (port 0 picks
-one), enters the initial socket state and schedules one ``loop.call_at`` per phase boundary.
-At a boundary the host enters the socket state of the new phase, synchronously; moving between
+The behaviour in force is the phase a ``script.PhaseCursor`` points at: phases end at their
+``until`` or after ``times`` sessions (connection attempts for a phase that refuses or times
+out), whichever comes first. ``start()`` binds the port (port 0 picks one), enters the initial
+socket state and schedules one ``loop.call_at`` per ``until``. At a boundary, or when a count
+ends a phase, the host enters the socket state of the new phase, synchronously; moving between
 ``accept`` and ``silent`` changes no socket at all. :meth:`MailHost.set_behaviour` does the same
-at once, and schedules the new timeline's boundaries.
+at once, with a new cursor, and schedules the new timeline's boundaries.
+
+Who counts: the host counts every session it opens; a refused or timed-out connection attempt
+reaches no session, so whoever sees it says so (:meth:`MailHost.connection_attempted`): run
+mode's network map, for every connect of the sandbox's own sender, and serve mode's SYN
+watcher, where the platform allows one.
 
 The SMTP-level fields (scripted replies, recipients, disconnects, delays, greylisting) are not
-part of the socket state: every session reads them from the behaviour in force at each stage,
-so a change takes effect at the next command.
+part of the socket state: every session reads them at each stage from the phase it was counted
+in (or, once that phase's ``until`` has passed or the behaviour was replaced, the phase in
+force), so a change of time or a new behaviour takes effect at the next command.
+
+Limits a scenario scripts (``max_connections``: more sessions at once than that are greeted
+with the limit's reply; ``max_messages``: the session's MAIL past that many) are separate
+from serve's fixed safety limit of sessions at once (``limits``), which is far higher.
 """
 
 from __future__ import annotations
@@ -46,20 +58,21 @@ from collections.abc import Callable, Iterable
 from sandbox.core.addresses import ensure_loopback
 from sandbox.core.tls import HostTls
 from sandbox.errors import bind_error
-from sandbox.events import Emit, HostAccepted, HostSession
+from sandbox.events import Emit, HostAccepted, HostPhase, HostSession
 from sandbox.events import Warning as WarningEvent
 from sandbox.hosts.limits import RUN_LIMITS, ContentBudget, HostLimits
-from sandbox.hosts.script import Greylist
+from sandbox.hosts.script import Greylist, PhaseCursor
 from sandbox.hosts.session import (
     BusySession,
     LiveSession,
     SessionHost,
+    SessionScript,
     SilentSession,
     SmtpSession,
 )
 from sandbox.hosts.sockets import HostSocket, socket_state_for
 from sandbox.hosts.transcript import SessionLog, SessionRecord, StoredMessage
-from sandbox.scenario.model import Behaviour, Timeline
+from sandbox.scenario.model import Behaviour, Reply, Timeline
 
 __all__ = ["MailHost"]
 
@@ -103,7 +116,7 @@ class MailHost:
         self.too_many = 0  # connections answered 421: more than the limit at once
         self._content = content if content is not None else ContentBudget(limits.content_bytes)
         self._connections = 0
-        self._timeline = behaviour
+        self._cursor = PhaseCursor(behaviour)
         self._clock = clock
         self._emit = emit
         self._socket = HostSocket(
@@ -114,10 +127,12 @@ class MailHost:
         self._timers: list[asyncio.TimerHandle] = []
         self._logs: deque[SessionLog] = deque()
         self._live: set[LiveSession] = set()
+        # Sessions made but not opened yet: asyncio makes the protocol of each connection it
+        # accepts, then calls connection_made on a later turn of the loop.
+        self._opening = 0
         self._for_sessions = SessionHost(
             name=name,
             clock=clock,
-            behaviour_now=self.behaviour_now,
             closing=lambda: self._closed,
             greylist=Greylist(),
             opened=self._session_opened,
@@ -154,7 +169,7 @@ class MailHost:
         start of the run, so phases already over are skipped."""
         if isinstance(behaviour, Behaviour):
             behaviour = Timeline.constant(behaviour)
-        self._timeline = behaviour
+        self._cursor = PhaseCursor(behaviour)
         if self._loop is None or self._closed:
             return
         for timer in self._timers:
@@ -164,7 +179,21 @@ class MailHost:
         self._schedule_boundaries()
 
     def behaviour_now(self) -> Behaviour:
-        return self._timeline.at(self._clock())
+        """The behaviour in force for the next connection."""
+        return self._cursor.now(self._clock())
+
+    @property
+    def timeline(self) -> Timeline[Behaviour]:
+        """The phases the host follows (from the scenario, or the last ``set_behaviour``)."""
+        return self._cursor.timeline
+
+    def connection_attempted(self) -> None:
+        """Someone saw a connection attempt to this address (a connect refused or timed out,
+        or a SYN): a phase that refuses or times out counts it. A phase that a connection
+        reaches counts the session instead, when it opens."""
+        if self._closed or self.behaviour_now().sees_sessions:
+            return
+        self._count("connection attempt")
 
     @property
     def sessions(self) -> list[SessionRecord]:
@@ -181,6 +210,10 @@ class MailHost:
             self._content.forget(stored)  # the shared content budget gets its bytes back
         self.mailbox.clear()
         self._for_sessions.greylist.forget()
+        # Phases that count start counting again (those whose until has passed stay over).
+        self._cursor = PhaseCursor(self._cursor.timeline)
+        if self._loop is not None and not self._closed:
+            self._enter_state_or_raise()
         # The counts start again too: an open session carries on, but it is not counted anew.
         self._connections = len(self._logs)
         self.accepted = self.messages_dropped = self.sessions_dropped = self.too_many = 0
@@ -214,7 +247,7 @@ class MailHost:
     def _schedule_boundaries(self) -> None:
         assert self._loop is not None
         now = self._clock()
-        for boundary in self._timeline.boundaries:
+        for boundary in self._cursor.timeline.boundaries:
             if boundary > now:
                 when = self._origin + boundary
                 self._timers.append(self._loop.call_at(when, self._on_boundary, boundary))
@@ -224,10 +257,16 @@ class MailHost:
         # starts at the boundary rather than for clock().
         if self._closed:
             return
-        assert self._loop is not None
+        self._switch_socket(self._cursor.now(max(boundary, self._clock())))
+
+    def _switch_socket(self, behaviour: Behaviour) -> None:
+        """Enter the socket state of ``behaviour`` (from a timer or a count: nobody to raise
+        to, so a failure is reported)."""
+        if self._loop is None:
+            return
         try:
-            self._socket.enter(socket_state_for(self._timeline.at(boundary)), self._loop)
-        except OSError as error:  # nobody to raise to from a timer: report it
+            self._socket.enter(socket_state_for(behaviour), self._loop)
+        except OSError as error:
             self._warn(f"could not switch its socket: {error}")
 
     def _enter_state_or_raise(self) -> None:
@@ -248,14 +287,59 @@ class MailHost:
         if len(self._live) >= self.limits.concurrent_sessions:
             self._too_many()
             return BusySession(self.name)
-        behaviour = self.behaviour_now()
+        cursor = self._cursor
+        index = self._count("session")
+        behaviour = cursor.phases[index].value
         if behaviour.connection == "silent":
+            self._opening += 1
             return SilentSession(self._for_sessions, behaviour, self.limits.silent_timeout)
+        self._opening += 1
+        limit = behaviour.max_connections
+        if limit is not None and len(self._live) + self._opening > limit.count:
+            # Past the scripted limit: a session all the same, greeted with the limit's reply.
+            return SmtpSession(
+                self._for_sessions, _greeted_with(limit.reply, behaviour), self._idle_timeout()
+            )
         # A connection accepted just before a switch to refuse/timeout is served normally.
-        return SmtpSession(self._for_sessions, behaviour, self._idle_timeout())
+        script = SessionScript(
+            behaviour=lambda: self._played(cursor, index),
+            recipient_reply=lambda b, mailbox: cursor.recipient_reply(index, b, mailbox),
+        )
+        return SmtpSession(self._for_sessions, script, self._idle_timeout())
+
+    def _played(self, cursor: PhaseCursor, index: int) -> Behaviour:
+        """What a session counted in phase ``index`` of ``cursor`` plays now."""
+        if cursor is not self._cursor:  # the behaviour was replaced meanwhile
+            return self.behaviour_now()
+        return cursor.counted_in(index, self._clock())
+
+    def _count(self, what: str) -> int:
+        """Count one session or connection attempt in the phase in force; when it was that
+        phase's last, enter the next one's socket state and say so. Returns the index of the
+        phase it was counted in."""
+        cursor = self._cursor
+        index, ended = cursor.count(self._clock())
+        if ended:
+            times = cursor.phases[index].times
+            now = cursor.index
+            self._switch_socket(cursor.phases[now].value)
+            if self._emit is not None:
+                self._emit(
+                    HostPhase(
+                        t=self._clock(),
+                        host=self.name,
+                        address=self.address,
+                        phase=now + 1,
+                        behaviour=cursor.phases[now].value.describe(),
+                        after=f"{times} {what}{'' if times == 1 else 's'}",
+                        ended=cursor.phases[index].value.describe(),
+                    )
+                )
+        return index
 
     def _idle_timeout(self) -> float:
-        delays = [d for phase in self._timeline.phases for d in phase.value.delays.values()]
+        phases = self._cursor.timeline.phases
+        delays = [d for phase in phases for d in phase.value.delays.values()]
         return max(self.limits.idle_timeout, max(delays, default=0.0) + _DELAY_MARGIN)
 
     def _too_many(self) -> None:
@@ -280,6 +364,7 @@ class MailHost:
             line_chars=limits.line_chars,
         )
         self._connections += 1
+        self._opening = max(0, self._opening - 1)
         self._logs.append(log)
         if len(self._logs) > limits.sessions_kept:
             self._logs.popleft()
@@ -334,3 +419,13 @@ class MailHost:
         # The content budget drops the oldest message of all hosts: this host's oldest.
         assert self.mailbox[0] is message
         self._drop_oldest()
+
+
+def _greeted_with(reply: Reply, behaviour: Behaviour) -> SessionScript:
+    """A session past ``max_connections``: greeted with the limit's reply, and otherwise
+    (after a positive reply, or a rejecting one: 503 to all but QUIT) the phase's."""
+    limited = Behaviour(
+        replies={"greeting": reply},
+        esmtp=behaviour.esmtp,
+    )
+    return SessionScript(behaviour=lambda: limited)

@@ -53,6 +53,52 @@ a 2xx reply for this mailbox        accepted, with that text
 nothing scripted                    accepted: ``250 2.1.5 Ok``
 ==================================  =======================================================
 
+Phases that count: :class:`PhaseCursor`
+---------------------------------------
+
+A host's phases end at their ``until`` (virtual time from the start) or after ``times``
+sessions, whichever comes first; the cursor says which phase is in force. What a phase counts
+depends on what it does: a phase whose host is reached (``accept``, ``silent``) counts
+*sessions*, every connection that reaches the host (one answered ``421`` for too many at
+once included); a phase that refuses or times out sees no session and counts *connection
+attempts*, as far as someone can see them (``MailHost.connection_attempted``). The count is
+the host's, per address: every address of a host is a server of its own.
+
+==========================================  ================================================
+what happens                                what the cursor does
+==========================================  ================================================
+the clock passes the phase's ``until``      the next phase is in force (so are the phases
+                                            after it whose ``until`` has passed too)
+the phase's ``times``-th session/attempt    that one still belongs to the phase; the next
+                                            phase is in force for the ones after it
+a session counted in a phase                keeps playing that phase to its end (the
+                                            ``times``-th session of ``{times: 2, do:
+                                            {greeting: 421}}`` is greeted 421), unless the
+                                            phase's ``until`` passes or the behaviour is
+                                            replaced meanwhile
+==========================================  ================================================
+
+A mailbox's replies (``recipient_phases``) are phases too, which count the RCPTs for that
+mailbox at this host: the cursor keeps their counts, per phase of the host.
+
+The ESMTP extensions a host advertises, and enforces: :func:`ehlo_lines`, :func:`mail_refusal`
+-----------------------------------------------------------------------------------------------
+
+The EHLO reply lists what ``esmtp`` offers (SIZE, PIPELINING, 8BITMIME, SMTPUTF8), and
+MAIL and RCPT are checked against it before the SMTP server reads them:
+
+===========================================  ================================================
+MAIL or RCPT                                 the reply
+===========================================  ================================================
+a parameter the host did not offer           ``555 5.5.4`` (RFC 5321 §4.1.1.11): SIZE= with
+(``SIZE=``, ``BODY=8BITMIME``, SMTPUTF8)     no SIZE, BODY=8BITMIME with no 8BITMIME,
+                                             SMTPUTF8 with no SMTPUTF8 (RFC 6531 §3.4)
+``SIZE=N`` over the advertised size          ``552 5.3.4`` (RFC 1870 §6.1); content over it
+                                             after the final dot gets the same
+an address that is not ASCII, in a           ``553 5.6.7`` (RFC 6531 §3.5: X.6.7, non-ASCII
+transaction begun without SMTPUTF8           addresses not permitted)
+===========================================  ================================================
+
 Replies the host does not script
 --------------------------------
 
@@ -67,7 +113,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sandbox.scenario.model import Behaviour, Reply, Stage
+from sandbox.scenario.model import Behaviour, Esmtp, Phase, Reply, Stage, Timeline
 
 __all__ = [
     "BAD_SEQUENCE",
@@ -79,14 +125,19 @@ __all__ = [
     "AnswerNormally",
     "Greylist",
     "HangUp",
+    "PhaseCursor",
     "RcptAnswer",
     "Say",
     "StagePlan",
     "answer_rcpt",
     "answer_while_rejecting",
     "closes_connection",
+    "ehlo_lines",
+    "limit_reply",
+    "mail_refusal",
     "plan_stage",
     "queued_reply",
+    "rcpt_refusal",
     "with_scripted_text",
 ]
 
@@ -162,6 +213,156 @@ def queued_reply(message_id: str) -> str:
     return f"250 2.0.0 Ok: queued as {message_id}"
 
 
+def limit_reply(behaviour: Behaviour, messages_so_far: int) -> Reply | None:
+    """The reply to MAIL past the host's ``max_messages`` in one session, or None."""
+    limit = behaviour.max_messages
+    if limit is not None and messages_so_far >= limit.count:
+        return limit.reply
+    return None
+
+
+# --- ESMTP extensions ----------------------------------------------------------------------
+
+UNKNOWN_PARAMETER = "555 5.5.4 MAIL FROM parameters not recognized or not implemented"
+TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
+NOT_ASCII = "553 5.6.7 Non-ASCII addresses not permitted without SMTPUTF8"
+_EXTENSIONS = ("SIZE", "8BITMIME", "SMTPUTF8", "PIPELINING")
+
+
+def ehlo_lines(esmtp: Esmtp, lines: list[str]) -> list[str]:
+    """The EHLO reply (``250-NAME``, ``250-SIZE …``, …, ``250 HELP``) with the extensions of
+    ``esmtp``: SIZE, PIPELINING, 8BITMIME and SMTPUTF8 as it says, the others as they are,
+    but AUTH: a mail exchanger offers none (aiosmtpd says ``250-AUTH`` once TLS is up, with
+    no mechanism left after the session excludes them)."""
+    kept = [line for line in lines if line[4:].split(" ")[0].upper() not in (*_EXTENSIONS, "AUTH")]
+    offered = []
+    if esmtp.size is not None:
+        offered.append(f"250-SIZE {esmtp.size}")
+    if esmtp.pipelining:
+        offered.append("250-PIPELINING")
+    if esmtp.eightbitmime:
+        offered.append("250-8BITMIME")
+    if esmtp.smtputf8:
+        offered.append("250-SMTPUTF8")
+    return kept[:1] + offered + kept[1:]
+
+
+def _parameters(arg: str) -> tuple[str, dict[str, str]]:
+    """``<a@b> SIZE=10 BODY=8BITMIME`` -> ("<a@b>", {"SIZE": "10", "BODY": "8BITMIME"})."""
+    arg = arg.strip()
+    if arg.startswith("<") and ">" in arg:
+        end = arg.index(">") + 1
+        address, rest = arg[:end], arg[end:]
+    else:
+        address, _, rest = arg.partition(" ")
+    params = {}
+    for word in rest.split():
+        key, _, value = word.partition("=")
+        params[key.upper()] = value.upper()
+    return address, params
+
+
+def mail_refusal(esmtp: Esmtp, arg: str) -> str | None:
+    """The reply to ``MAIL FROM:ARG`` (``arg`` after the colon) that ``esmtp`` makes the host
+    give before anything else reads it, or None (the table above)."""
+    address, params = _parameters(arg)
+    body = params.get("BODY")
+    if (
+        ("SIZE" in params and esmtp.size is None)
+        or (body == "8BITMIME" and not esmtp.eightbitmime)
+        or ("SMTPUTF8" in params and not esmtp.smtputf8)
+    ):
+        return UNKNOWN_PARAMETER
+    size = params.get("SIZE", "")
+    if esmtp.size is not None and size.isdigit() and int(size) > esmtp.size:
+        return TOO_BIG
+    if not address.isascii() and "SMTPUTF8" not in params:
+        return NOT_ASCII
+    return None
+
+
+def rcpt_refusal(arg: str, smtputf8: bool) -> str | None:
+    """The reply to ``RCPT TO:ARG`` in a transaction begun with (or without) SMTPUTF8 that
+    the host gives before anything else reads it, or None."""
+    address, _ = _parameters(arg)
+    if not smtputf8 and not address.isascii():
+        return NOT_ASCII
+    return None
+
+
+# --- phases that count ---------------------------------------------------------------------
+
+
+class PhaseCursor:
+    """Where one host is in its phases, by time and by count (the module docstring)."""
+
+    def __init__(self, timeline: Timeline[Behaviour]) -> None:
+        self.timeline = timeline
+        self.index = 0
+        self.used = 0  # sessions or attempts counted in the phase in force
+        self._rcpts: dict[tuple[int, str], int] = {}  # (host phase, mailbox) -> RCPTs
+
+    @property
+    def phases(self) -> tuple[Phase[Behaviour], ...]:
+        return self.timeline.phases
+
+    def now(self, t: float) -> Behaviour:
+        """The behaviour in force at ``t`` for a new session."""
+        return self.phases[self.at(t)].value
+
+    def at(self, t: float) -> int:
+        """The index of the phase in force at ``t`` (the clock only moves forward)."""
+        phases = self.phases
+        last = len(phases) - 1
+        while self.index < last and (until := phases[self.index].until) is not None and t >= until:
+            self.index += 1
+            self.used = 0
+        return self.index
+
+    def count(self, t: float) -> tuple[int, bool]:
+        """Count one session (or attempt) in the phase in force at ``t``. Returns that
+        phase's index, and whether this one was the phase's last (the next is in force)."""
+        index = self.at(t)
+        times = self.phases[index].times
+        self.used += 1
+        if times is None or self.used < times or index == len(self.phases) - 1:
+            return index, False
+        self.index += 1
+        self.used = 0
+        self.at(t)  # a phase whose until has passed already is over too
+        return index, True
+
+    def counted_in(self, index: int, t: float) -> Behaviour:
+        """What a session counted in phase ``index`` plays at ``t``: that phase, until its
+        ``until`` passes; then the phase in force."""
+        until = self.phases[index].until
+        if until is not None and t >= until:
+            return self.now(t)
+        return self.phases[index].value
+
+    def recipient_reply(self, phase: int, behaviour: Behaviour, mailbox: str) -> Reply | None:
+        """The reply scripted for one more RCPT of ``mailbox``, by the count of its RCPTs
+        in host phase ``phase`` (None: nothing scripted for it)."""
+        wanted = mailbox.lower()
+        for scripted, replies in behaviour.recipient_phases.items():
+            if scripted.lower() != wanted:
+                continue
+            key = (phase, wanted)
+            seen = self._rcpts.get(key, 0)
+            self._rcpts[key] = seen + 1
+            return _by_count(replies, seen)
+        return None
+
+
+def _by_count(replies: Timeline[Reply], seen: int) -> Reply:
+    """The phase of ``replies`` that the RCPT after ``seen`` others falls in."""
+    for phase in replies.phases:
+        if phase.times is None or seen < phase.times:
+            return phase.value
+        seen -= phase.times
+    return replies.phases[-1].value
+
+
 # --- one recipient -------------------------------------------------------------------------
 
 
@@ -200,9 +401,11 @@ def answer_rcpt(
     accepted_so_far: int,
     greylist: Greylist,
     now: float,
+    counted: Reply | None = None,
 ) -> RcptAnswer:
-    """The reply to RCPT TO ``recipient`` (the RCPT table above)."""
-    scripted = _reply_for_mailbox(behaviour, recipient)
+    """The reply to RCPT TO ``recipient`` (the RCPT table above); ``counted`` is the reply
+    of the mailbox's phases (``PhaseCursor.recipient_reply``), when it has some."""
+    scripted = counted if counted is not None else _reply_for_mailbox(behaviour, recipient)
     if scripted is not None and scripted.code >= 400:
         return RcptAnswer(str(scripted), accepted=False)
     period = behaviour.greylist

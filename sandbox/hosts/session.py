@@ -26,13 +26,14 @@ from sandbox.hosts.aiosmtpd_patches import COMMAND_SIZE_LIMIT
 from sandbox.hosts.script import AnswerNormally, Greylist, HangUp, Say
 from sandbox.hosts.starttls import StartTlsSMTP
 from sandbox.hosts.transcript import ClientLines, SessionLog, decode_line
-from sandbox.scenario.model import Behaviour, Reply, Stage
+from sandbox.scenario.model import DEFAULT_SIZE, Behaviour, Esmtp, Reply, Stage
 
 __all__ = [
     "EARLY_LIMIT",
     "BusySession",
     "LiveSession",
     "SessionHost",
+    "SessionScript",
     "SilentSession",
     "SmtpSession",
 ]
@@ -57,7 +58,6 @@ class SessionHost:
 
     name: str
     clock: Callable[[], float]
-    behaviour_now: Callable[[], Behaviour]
     closing: Callable[[], bool]  # the host is closing: a session accepted now is aborted
     greylist: Greylist
     opened: Callable[[LiveSession, str, Behaviour], SessionLog]
@@ -69,6 +69,16 @@ class SessionHost:
     # The server side of STARTTLS for each ``tls:`` value (None: not offered); a host
     # without a certificate authority offers no STARTTLS at all.
     tls_contexts: Callable[[HostTls], ssl.SSLContext | None] = lambda _: None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionScript:
+    """What one session plays: ``behaviour()`` at each stage (the phase the session was
+    counted in, or the one in force: ``script.PhaseCursor``), and the reply scripted for one
+    more RCPT of a mailbox whose replies count (None: nothing scripted)."""
+
+    behaviour: Callable[[], Behaviour]
+    recipient_reply: Callable[[Behaviour, str], Reply | None] = lambda behaviour, mailbox: None
 
 
 # --- too many at once ------------------------------------------------------------------------
@@ -161,6 +171,7 @@ class _Handler:
     ) -> str:
         envelope.mail_from = address
         envelope.mail_options.extend(options)
+        server.mail_accepted()
         return _MAIL_OK
 
     async def handle_RCPT(
@@ -170,6 +181,14 @@ class _Handler:
 
     async def handle_DATA(self, server: SmtpSession, session: Any, envelope: Any) -> str:
         return await server.answer_message(envelope)
+
+    async def handle_EHLO(
+        self, server: SmtpSession, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        # aiosmtpd's five-argument hook (its documented way to change the EHLO reply): the
+        # hook, not aiosmtpd, records the client's name.
+        session.host_name = hostname
+        return script.ehlo_lines(server.esmtp(), responses)
 
 
 _HANDLER = _Handler()
@@ -194,11 +213,12 @@ class SmtpSession(StartTlsSMTP):
     stops reading while its ``503`` replies wait for a client that does not read them.
     aiosmtpd does the same for the rest (a reader of bounded size, a writer it drains)."""
 
-    def __init__(self, host: SessionHost, behaviour: Behaviour, idle_timeout: float) -> None:
+    def __init__(self, host: SessionHost, script: SessionScript, idle_timeout: float) -> None:
         loop = asyncio.get_running_loop()
+        behaviour = script.behaviour()
         super().__init__(
             _HANDLER,
-            tls_now=lambda: host.behaviour_now().tls,
+            tls_now=lambda: script.behaviour().tls,
             contexts=host.tls_contexts,
             hostname=host.name,
             ident="ESMTP MX Sandbox",
@@ -209,7 +229,9 @@ class SmtpSession(StartTlsSMTP):
             loop=loop,
         )
         self._host = host
-        self._behaviour = behaviour
+        self._script = script
+        self._behaviour = behaviour  # as the session opened: its record says so
+        self._messages = 0  # MAIL commands accepted in this session (max_messages)
         self._client = "?"
         self._wire: asyncio.Transport | None = None  # aiosmtpd's self.transport, kept after loss
         self._log: SessionLog | None = None
@@ -398,7 +420,7 @@ class SmtpSession(StartTlsSMTP):
     async def _play(self, stage: Stage) -> bool:
         """Play ``stage`` as the script says. True when the stage is answered (or the
         connection dropped) and aiosmtpd must not handle it."""
-        plan = script.plan_stage(self._host.behaviour_now(), stage)
+        plan = script.plan_stage(self._script.behaviour(), stage)
         if plan.delay > 0:
             await asyncio.sleep(plan.delay)
         action = plan.action
@@ -429,21 +451,61 @@ class SmtpSession(StartTlsSMTP):
         if self._log is not None:
             self._log.add("C", f"<TLS failed: {reason}>")
 
+    def esmtp(self) -> Esmtp:
+        """The extensions the behaviour in force offers."""
+        return self._script.behaviour().esmtp
+
+    def _take_size_limit(self) -> None:
+        # aiosmtpd checks SIZE= and the content against data_size_limit: the advertised size,
+        # or (none advertised) the limit the hosts have always had.
+        self.data_size_limit = self.esmtp().size or DEFAULT_SIZE
+
     async def smtp_HELO(self, hostname: str) -> None:
         if not await self._play("ehlo"):
+            self._take_size_limit()
             await super().smtp_HELO(hostname)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         if not await self._play("ehlo"):
+            self._take_size_limit()
             await super().smtp_EHLO(hostname)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        behaviour = self._script.behaviour()
+        limited = script.limit_reply(behaviour, self._messages)
+        if limited is not None and self.envelope is not None and self.envelope.mail_from is None:
+            await self._send(str(limited))
+            return
         if not await self._play("mail"):
+            refusal = self._refusal(arg, "FROM:", lambda a: script.mail_refusal(behaviour.esmtp, a))
+            if refusal is not None:
+                await self.push(refusal)
+                return
             await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         if not await self._play("rcpt"):
+            utf8 = bool(self.envelope is not None and self.envelope.smtp_utf8)
+            refusal = self._refusal(arg, "TO:", lambda a: script.rcpt_refusal(a, utf8))
+            if refusal is not None:
+                await self.push(refusal)
+                return
             await super().smtp_RCPT(arg)
+
+    def _refusal(
+        self, arg: str | None, keyword: str, check: Callable[[str], str | None]
+    ) -> str | None:
+        """What ``check`` says of a MAIL or RCPT argument, in a session that may carry on
+        (aiosmtpd answers the ones out of sequence or malformed)."""
+        if arg is None or self.session is None or not self.session.host_name:
+            return None  # before HELO/EHLO: aiosmtpd asks for it
+        if self.envelope is None or (keyword == "FROM:" and self.envelope.mail_from):
+            return None
+        if keyword == "TO:" and not self.envelope.mail_from:
+            return None
+        if not arg.upper().startswith(keyword):
+            return None
+        return check(arg[len(keyword) :])
 
     async def smtp_DATA(self, arg: str | None) -> None:
         assert self._lines is not None
@@ -453,16 +515,22 @@ class SmtpSession(StartTlsSMTP):
         if self._lines.contents == contents:
             self._lines.data_refused()
 
+    def mail_accepted(self) -> None:
+        """A transaction began (MAIL FROM got 250): it counts towards ``max_messages``."""
+        self._messages += 1
+
     def answer_rcpt(self, envelope: Any, address: str, options: list[str]) -> str:
         """The reply to one RCPT that aiosmtpd has parsed (the ``rcpt`` stage is played)."""
+        behaviour = self._script.behaviour()
         answer = script.answer_rcpt(
-            self._host.behaviour_now(),
+            behaviour,
             address,
             sender=envelope.mail_from or "",
             client=self._client,
             accepted_so_far=len(envelope.rcpt_tos),
             greylist=self._host.greylist,
             now=self._host.clock(),
+            counted=self._script.recipient_reply(behaviour, address),
         )
         if answer.accepted:
             envelope.rcpt_tos.append(address)
@@ -471,7 +539,7 @@ class SmtpSession(StartTlsSMTP):
 
     async def answer_message(self, envelope: Any) -> str:
         """The reply after the final dot (the ``message`` stage)."""
-        plan = script.plan_stage(self._host.behaviour_now(), "message")
+        plan = script.plan_stage(self._script.behaviour(), "message")
         message_id = ""
         if plan.store_first:  # before the delay: a sender that stops waiting has delivered
             sender = envelope.mail_from or ""

@@ -26,6 +26,7 @@ from sandbox.events import (
     DnsAsked,
     DsnCreated,
     Event,
+    HostPhase,
     MessageQueued,
     MtaStsChecked,
     RecipientFinal,
@@ -448,6 +449,20 @@ def _final_line(out: _Lines, event: RecipientFinal) -> None:
     out.at(event.t, text)
 
 
+def _phase_lines(events: Iterable[Event]) -> list[str]:
+    """The phases that hosts ended by counting: ``mx1.example.test[192.0.2.10] answered its
+    first 2 sessions with greeting→421; from 0:00:00 on: accept``."""
+    lines = []
+    for event in events:
+        if isinstance(event, HostPhase):
+            which = "first" if event.phase == 2 else "next"
+            lines.append(
+                f"  {where(event.host, event.address)}: {event.ended} for its {which} "
+                f"{event.after}; from {clock_text(event.t)} on: {event.behaviour}"
+            )
+    return ["", *lines] if lines else []
+
+
 def render_summary(result: RunResult, style: Style = PLAIN) -> list[str]:
     lines = ["Summary", "-------"]
     rows = [("message", "recipient", "status", "host", "at", "attempts", "dsn")]
@@ -484,6 +499,7 @@ def render_summary(result: RunResult, style: Style = PLAIN) -> list[str]:
             )
         )
     lines += table(host_rows, style)
+    lines += _phase_lines(result.events)
     for group in balance_groups(result.events):
         lines += ["", *_balance_lines(group, style)]
     lines += _returned_lines(result, style)
@@ -537,13 +553,29 @@ def _balance_lines(group: BalanceGroup, style: Style) -> list[str]:
         f"Balancing: {group.domain}, preference {group.preference} "
         f"({len(group.hosts)} hosts, {group.total} messages)"
     ]
-    rows = [("host", "accepted", "share", "expected")]
-    rows += [(h.host, str(h.accepted), f"{h.share:.3f}", f"{h.expected:.3f}") for h in group.hosts]
+    reuse = group.choices != group.total
+    rows = [("host", "accepted", "share", "expected", *(("sessions",) if reuse else ()))]
+    rows += [
+        (
+            h.host,
+            str(h.accepted),
+            f"{h.share:.3f}",
+            f"{h.expected:.3f}",
+            *((str(h.chosen),) if reuse else ()),
+        )
+        for h in group.hosts
+    ]
     lines += table(rows, style)
     if group.statistic is not None:
         dof = "degree" if group.dof == 1 else "degrees"
+        over = (
+            f" over the {group.choices} sessions that chose a host (a reused session "
+            "carries messages without a choice of its own)"
+            if reuse
+            else ""
+        )
         lines.append(
-            f"  chi-square {group.statistic:.2f} with {group.dof} {dof} of freedom: "
+            f"  chi-square {group.statistic:.2f} with {group.dof} {dof} of freedom{over}: "
             f"{verdict(group)}"
         )
     else:

@@ -1,12 +1,19 @@
 """Balancing statistics: did equal-preference MX hosts share the mail evenly?
 
 RFC 5321 §5.1 asks a sender to pick at random among MX records of equal preference, so that
-the load is spread. Over many messages each of the k hosts of such a group should take about
-1/k of the mail the group received. "About" is made precise with Pearson's chi-square
-goodness-of-fit test: the statistic sums (observed - expected)² / expected over the hosts,
-and its p-value (k - 1 degrees of freedom) is the chance that a fair random choice would
-give a split at least this uneven. A tiny p-value means chance does not explain the split:
-the sender is biased (or a host was down, which the report shows).
+the load is spread. Over many choices each of the k hosts of such a group should be picked
+about 1/k of the time. "About" is made precise with Pearson's chi-square goodness-of-fit
+test: the statistic sums (observed - expected)² / expected over the hosts, and its p-value
+(k - 1 degrees of freedom) is the chance that a fair random choice would give a split at
+least this uneven. A tiny p-value means chance does not explain the split: the sender is
+biased (or a host was down, which the report shows).
+
+What is counted is the choices, not the messages: a message that goes over a session kept
+open from an earlier delivery (a connection cache, as Postfix and Exim keep one for a busy
+destination) follows the message that opened the session, and makes no draw of its own. A
+sender that reuses sessions spreads its sessions evenly, and the messages each session
+carried with them: twenty sessions carrying 200 messages make a split of 82 and 118
+messages that is no sign of bias, and testing the 200 as independent draws would say it is.
 
 The p-value is the regularised upper incomplete gamma function Q(k/2, x/2), computed here
 with the series and the continued fraction of Numerical Recipes (§6.2) rather than by adding
@@ -21,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sandbox.events import RecipientFinal, RouteChosen
+from sandbox.events import Connected, RecipientFinal, RouteChosen
 
 if TYPE_CHECKING:
     from sandbox.events import Event
@@ -125,6 +132,9 @@ class HostShare:
     accepted: int
     share: float  # of the group's accepted messages
     expected: float  # 1 / (hosts in the group)
+    # Deliveries that reached this host by their own draw, over a session of their own (not
+    # one kept open by an earlier message): what the chi-square test counts.
+    chosen: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +148,12 @@ class BalanceGroup:
     statistic: float | None  # None when the group accepted nothing
     dof: int
     p_value: float | None
+    choices: int = 0  # the draws the test counts (HostShare.chosen), over all hosts
 
     @property
     def reliable(self) -> bool:
-        """The test's approximation holds: every host expected at least 5 messages."""
-        return self.total / len(self.hosts) >= MIN_EXPECTED
+        """The test's approximation holds: every host expected at least 5 draws."""
+        return self.choices / len(self.hosts) >= MIN_EXPECTED
 
     @property
     def biased(self) -> bool:
@@ -176,7 +187,8 @@ def balance_groups(events: Sequence[Event]) -> tuple[BalanceGroup, ...]:
     answer gave them the same preference. Two hosts that were each alone at a preference, in
     answers of different times (an MX that moved), shared no load and are no group. The
     counts come from the deliveries (``RecipientFinal``): one per message and domain, however
-    many recipients it had, because one SMTP transaction carries them all.
+    many recipients it had, because one SMTP transaction carries them all; a delivery over a
+    reused session (``Connected(reused=True)``) counts as accepted but not as a choice.
     """
     groups: dict[tuple[str, int], set[str]] = defaultdict(set)
     for event in events:
@@ -188,31 +200,49 @@ def balance_groups(events: Sequence[Event]) -> tuple[BalanceGroup, ...]:
                 if len(hosts) > 1:
                     groups[(event.domain, preference)] |= hosts
     taken: dict[tuple[str, str], set[int]] = defaultdict(set)
+    chosen: dict[tuple[str, str], set[int]] = defaultdict(set)
+    reused: dict[tuple[int, int], bool] = {}  # (message, attempt) -> its last session's
     for event in events:
-        if isinstance(event, RecipientFinal) and event.status == "delivered" and event.host:
+        if isinstance(event, Connected):
+            reused[(event.message, event.attempt)] = event.reused
+        elif isinstance(event, RecipientFinal) and event.status == "delivered" and event.host:
             domain = event.recipient.rpartition("@")[2].lower()
             taken[(domain, event.host)].add(event.message)
+            if not reused.get((event.message, event.attempts), False):
+                chosen[(domain, event.host)].add(event.message)
     return tuple(
-        _group(domain, preference, sorted(hosts), taken)
+        _group(domain, preference, sorted(hosts), taken, chosen)
         for (domain, preference), hosts in sorted(groups.items())
         if len(hosts) > 1
     )
 
 
 def _group(
-    domain: str, preference: int, hosts: list[str], taken: dict[tuple[str, str], set[int]]
+    domain: str,
+    preference: int,
+    hosts: list[str],
+    taken: dict[tuple[str, str], set[int]],
+    chosen: dict[tuple[str, str], set[int]],
 ) -> BalanceGroup:
     counts = [len(taken.get((domain, host), ())) for host in hosts]
-    total = sum(counts)
+    draws = [len(chosen.get((domain, host), ())) for host in hosts]
+    total, choices = sum(counts), sum(draws)
     fair = 1 / len(hosts)
     shares = tuple(
-        HostShare(host, count, count / total if total else 0.0, fair)
-        for host, count in zip(hosts, counts, strict=True)
+        HostShare(host, count, count / total if total else 0.0, fair, drawn)
+        for host, count, drawn in zip(hosts, counts, draws, strict=True)
     )
     dof = len(hosts) - 1
-    if not total:
-        return BalanceGroup(domain, preference, shares, 0, None, dof, None)
-    statistic = chi_square(counts, [total * fair] * len(hosts))
+    if not choices:
+        return BalanceGroup(domain, preference, shares, total, None, dof, None, 0)
+    statistic = chi_square(draws, [choices * fair] * len(hosts))
     return BalanceGroup(
-        domain, preference, shares, total, statistic, dof, chi_square_p(statistic, dof)
+        domain,
+        preference,
+        shares,
+        total,
+        statistic,
+        dof,
+        chi_square_p(statistic, dof),
+        choices,
     )

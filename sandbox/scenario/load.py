@@ -32,6 +32,7 @@ from typing import Literal, NoReturn, TypeVar, cast
 
 from sandbox.core import policy
 from sandbox.core.durations import format_duration, parse_duration
+from sandbox.core.idn import domain_to_ascii
 from sandbox.core.mta_sts import PolicyProblem, parse_policy
 from sandbox.core.mx import ip_literal
 from sandbox.core.tls import HOST_TLS, HostTls, rules_for
@@ -39,13 +40,16 @@ from sandbox.core.tlsrpt import RESULT_TYPES
 from sandbox.dns.zone import Zone, find_zone, parse_zone
 from sandbox.errors import ScenarioError, ZoneSyntaxError
 from sandbox.scenario.model import (
+    DEFAULT_SIZE,
     STAGES,
     TLS_EXPECTATIONS,
     Behaviour,
     DeliveryExpectation,
     DnsBehaviour,
+    Esmtp,
     Expectation,
     HostExpectation,
+    Limit,
     MessageSpec,
     Phase,
     Reply,
@@ -57,7 +61,7 @@ from sandbox.scenario.model import (
     TlsReportExpectation,
     ZoneSpec,
 )
-from sandbox.scenario.yaml_lines import LineDict, LineList, read_yaml
+from sandbox.scenario.yaml_lines import MAX_NUMBER_LENGTH, LineDict, LineList, read_yaml
 
 __all__ = [
     "ACCEPTED_KEYS",
@@ -68,6 +72,7 @@ __all__ = [
     "host_behaviour",
     "load_scenario",
     "load_scenario_text",
+    "retry_schedule_problem",
     "scenario_from_mapping",
     "zone_phases",
 ]
@@ -98,7 +103,16 @@ BEHAVIOUR_KEYS = (
     "greylist",
     "max_recipients",
     "tls",
+    "max_messages",
+    "max_connections",
+    "esmtp",
 )
+# The extensions a host advertises (and enforces): ``esmtp: {size: 10240, smtputf8: false}``.
+ESMTP_KEYS = ("size", "pipelining", "8bitmime", "smtputf8")
+# The long form of a rate limit: ``max_connections: {limit: 1, reply: "421 4.7.0 …"}``.
+LIMIT_KEYS = ("limit", "reply")
+TOO_MANY_MESSAGES = "421 4.7.0 Too many messages in one session, try again later"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 DNS_KINDS = ("answer", "servfail", "timeout", "nxdomain")
 MESSAGE_KEYS = ("from", "to", "count", "at")
 DELIVERY_KEYS = (
@@ -117,6 +131,8 @@ TLS_REPORT_KEYS = ("tls_report", "successes", "failures", "result")
 # A phase of a timeline: when it ends, and what holds until then (a host's or a name's
 # behaviour under "do", a zone's text under "zone").
 PHASE_END_KEY = "until"
+# …or after this many sessions (connection attempts, RCPTs): host phases and mailbox replies.
+PHASE_COUNT_KEY = "times"
 BEHAVIOUR_PHASE_KEY = "do"
 ZONE_PHASE_KEY = "zone"
 SENDER_KEYS = ("profile", *policy.FIELD_KINDS)
@@ -125,8 +141,10 @@ SENDER_KEYS = ("profile", *policy.FIELD_KINDS)
 # the JSON Schema of ``scenario.schema`` is built from these same lists.
 ACCEPTED_KEYS: dict[str, tuple[str, ...]] = {
     "The top level": TOP_LEVEL_KEYS,
-    "Phases": (PHASE_END_KEY, BEHAVIOUR_PHASE_KEY, ZONE_PHASE_KEY),
+    "Phases": (PHASE_END_KEY, PHASE_COUNT_KEY, BEHAVIOUR_PHASE_KEY, ZONE_PHASE_KEY),
     "Host behaviour": BEHAVIOUR_KEYS,
+    "Rate limits": LIMIT_KEYS,
+    "ESMTP extensions": ESMTP_KEYS,
     "Messages": MESSAGE_KEYS,
     "The sender": SENDER_KEYS,
     "Expectations about deliveries": DELIVERY_KEYS,
@@ -141,14 +159,56 @@ MAX_DURATION = 1000 * 86400.0
 # Expanding `count` builds one object per message: a typo such as `count: 1000000000` must be
 # an error, not an out-of-memory crash.
 MAX_MESSAGES = 100_000
+# The seed is written into each message's Message-ID header: a seed of 2,000 digits made a
+# header line longer than RFC 5322's 998 characters, and every host refused the message.
+_SEED_DIGITS = 20
+MAX_SEED = 10**_SEED_DIGITS
+# The name goes there too, and into the Subject: one of 2,000 characters bounced every message.
+MAX_NAME_LENGTH = 100
+# A run keeps a delivery, its events and a row of the result for each (message, recipient):
+# 100,000 of them take a run of about 10 to 20 s and 250 MB, as 100,000 messages do.
+# `count: 100000` with 10,000 recipients once passed `check`, then ran out of memory.
+MAX_DELIVERIES = 100_000
+# A message that keeps failing is given up on after at most about this many attempts (each
+# costs a few milliseconds: half a minute for one message). A retry wait of 0s tried again at
+# the same virtual instant for ever, and one of a second, with a lifetime of 5 days, 432,000
+# times: half an hour.
+MAX_ATTEMPTS = 10_000
+RETRY_WAITS = ("min_backoff", "max_backoff", "retry_interval")
+# Haraka's doubling schedule waits 2^(n+5) s after failure n: past 21 failures the bounce
+# would come after the 1000 days the virtual clock covers.
+MAX_DOUBLINGS = 21
+# Recipients of one message: an SMTP server must take at least 100 in one transaction (RFC
+# 5321 §4.5.3.1.8), and Postfix's smtpd_recipient_limit, the most a Postfix MX takes, is 1,000.
+MAX_RECIPIENTS = 1_000
 
 _REPLY = re.compile(r"(\d{3})(?:[ -](.*))?", re.DOTALL)
-_DSN = re.compile(r"\d\.\d{1,3}\.\d{1,3}")
+# What text must not hold: C0 and C1 controls (line breaks among them), Unicode's line and
+# paragraph separators, and the halves of UTF-16 surrogate pairs that YAML's "\ud800" can
+# write, which no output can encode. A reply with CR LF in it, sent as it is, would end early
+# and start another reply that the client never asked for; an escape sequence in a title
+# would be obeyed by the terminal that prints the story.
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_LINE_BREAKS = "\r\n\x0b\x0c\x85\u2028\u2029"
+# RFC 5321 §4.5.3.1.5: a reply line has at most 512 octets, its CRLF included.
+MAX_REPLY_OCTETS = 512 - 2
+_DSN = re.compile(r"\d\.\d{1,3}\.\d{1,3}", re.ASCII)
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Letters, digits, '-' and '_' (SRV-style labels); '*' alone for a wildcard. International
 # names are written in their ASCII (xn--) form, as in a zone file.
 _LABEL = re.compile(r"[a-z0-9_-]{1,63}|\*")
 _REPLY_EXAMPLE = '"421 4.3.2 Shutting down"'
+# The part of an address before the @ (RFC 5321 §4.1.2): a Dot-string of atoms, or a
+# Quoted-string; non-ASCII letters as RFC 6531 (SMTPUTF8) allows. Anything else an SMTP
+# server answers with "501 Syntax" (a comma, a colon, an angle bracket …).
+_ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u00a0-\U0010ffff]+"
+_LOCAL_PART = re.compile(
+    rf'{_ATOM}(?:\.{_ATOM})*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u00a0-\U0010ffff]|\\[\x20-\x7e])*"'
+)
+# RFC 5321 §4.5.3.1.3: a path, the address in angle brackets, has at most 256 octets.
+MAX_ADDRESS_OCTETS = 256 - 2
+# [192.0.2.1] or [IPv6:2001:db8::1] (RFC 5321 §4.1.3), for the sender's EHLO name.
+_ADDRESS_LITERAL = re.compile(r"\[(IPv6:)?([0-9A-Fa-f.:]+)\]", re.IGNORECASE)
 # The positive replies each stage can give (RFC 5321 §4.3.2). Any 4xx or 5xx may answer any
 # stage: a client must read an unknown code by its first digit (§4.2.1, §4.3.2).
 POSITIVE_REPLIES: dict[Stage, tuple[int, ...]] = {
@@ -169,6 +229,8 @@ _ANSWERS: dict[Stage, str] = {
     "data": "DATA",
     "message": "the end of the message (the final dot)",
 }
+# A number of MAX_NUMBER_LENGTH digits has at most this many bits.
+_MAX_NUMBER_BITS = math.ceil(MAX_NUMBER_LENGTH * math.log2(10))
 _DURATION_HINT = "write seconds or a number with s, m, h or d, such as 30s, 5m, 2h or 5d"
 
 
@@ -241,6 +303,8 @@ def _shown(value: object) -> str:
         return "a list"
     if isinstance(value, str):
         return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
+    if isinstance(value, int) and value.bit_length() > 64:  # from Python: any size, unprintable
+        return f"a number of about {math.ceil(value.bit_length() * math.log10(2)):,} digits"
     return repr(value)
 
 
@@ -253,6 +317,13 @@ def _did_you_mean(word: object, allowed: Sequence[str]) -> str:
 
 def _one_of(allowed: Sequence[str]) -> str:
     return ", ".join(allowed)
+
+
+def _some_of(choices: Sequence[str], most: int = 8) -> str:
+    """The first few of a list that may be long (a thousand recipients), for an error."""
+    if len(choices) <= most:
+        return _one_of(choices)
+    return f"{_one_of(choices[:most])} … ({len(choices):,} in all)"
 
 
 def _check_keys(
@@ -294,10 +365,39 @@ def _require(mapping: Mapping[object, object], key: str, spot: _Spot, hint: str)
     return value
 
 
+def _check_size(value: object, spot: _Spot) -> None:
+    """A whole number given in Python (the pytest plugin's mappings) may have any size, where
+    YAML's have at most MAX_NUMBER_LENGTH digits: past 4,300 digits it cannot even be printed,
+    and str() raised ValueError."""
+    if isinstance(value, int) and value.bit_length() > _MAX_NUMBER_BITS:
+        spot.fail(
+            f"{_shown(value)} is far larger than any value of a scenario can be (the longest, "
+            "a seed, has 20); write a smaller number"
+        )
+
+
 def _text(value: object, spot: _Spot, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         spot.fail(f"{what} must be text, found {_shown(value)}; put it in quotes")
+    _check_size(value, spot)
     return str(value).strip()
+
+
+def _check_text(text: str, spot: _Spot, *, line_break: str, allowed: str = "") -> None:
+    """``text`` holds only characters that can be printed and sent (and ``allowed``);
+    ``line_break`` says why a line break is wrong here and how to mend it."""
+    for found in _NOT_TEXT.finditer(text):
+        char = found.group()
+        if char in allowed:
+            continue
+        if char in _LINE_BREAKS:
+            spot.fail(f"{_shown(text)} has a line break in it; {line_break}")
+        if "\ud800" <= char <= "\udfff":
+            spot.fail(
+                f"{_shown(text)} has U+{ord(char):04X}, half of a UTF-16 surrogate pair and "
+                "no character of its own; remove it, or write the whole character"
+            )
+        spot.fail(f"{_shown(text)} has the control character U+{ord(char):04X} in it; remove it")
 
 
 def _word(value: object, spot: _Spot, allowed: Sequence[str], what: str) -> str:
@@ -325,6 +425,7 @@ def _duration(value: object, spot: _Spot) -> float:
 
 
 def _whole_number(value: object, spot: _Spot, minimum: int, example: str) -> int:
+    _check_size(value, spot)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         spot.fail(
             f"{_shown(value)} is not a whole number of {minimum} or more; write one such as "
@@ -369,7 +470,8 @@ def _domain(value: object, spot: _Spot, what: str) -> str:
 
 
 def _mailbox(value: object, spot: _Spot, what: str) -> str:
-    """``local@domain`` with both parts present; the domain in lower case."""
+    """``local@domain`` as an SMTP command can carry it (RFC 5321 §4.1.2); the domain in
+    lower case."""
     text = value.strip() if isinstance(value, str) else None
     if text is not None and text.startswith("<") and text.endswith(">"):
         text = text[1:-1].strip()
@@ -380,25 +482,60 @@ def _mailbox(value: object, spot: _Spot, what: str) -> str:
             f"{_shown(value)} is not a mail address; write {what} as local@domain, "
             "such as alice@example.test (no spaces or control characters)"
         )
+    if not _LOCAL_PART.fullmatch(local):
+        spot.fail(
+            f"{_shown(value)} is not a mail address: before the @ come words of letters, digits "
+            "and !#$%&'*+-/=?^_`{|}~ joined by single dots (RFC 5321 §4.1.2); for anything "
+            f'else, quote it, such as "{_quoted(local) if len(local) <= 40 else "john smith"}"'
+            f"@{domain}"
+        )
     if not _dns_name(domain):
         spot.fail(
             f"{_shown(value)} has no usable domain: each dot-separated part of {domain!r} must "
-            "have 1 to 63 characters, and the whole at most 253; write one such as example.test"
+            "be 1 to 63 letters, digits, '-' or '_', and the whole at most 253 characters; "
+            "write one such as example.test"
         )
-    return f"{local}@{domain}"
+    address = f"{local}@{domain}"
+    if len(address.encode()) > MAX_ADDRESS_OCTETS:
+        spot.fail(
+            f"the address is {len(address.encode()):,} bytes long, and an SMTP path has at most "
+            f"256 with its angle brackets (RFC 5321 §4.5.3.1.3); shorten it to "
+            f"{MAX_ADDRESS_OCTETS} bytes or fewer"
+        )
+    return address
+
+
+def _quoted(local: str) -> str:
+    """A local part as a quoted string: every quote and backslash escaped."""
+    return local.strip('"').replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _dns_name(name: str) -> bool:
-    """The name can be asked in DNS: labels of 1 to 63 octets (after IDNA for a name in
-    Unicode), 253 in all."""
+    """The name can be asked in DNS: labels of 1 to 63 letters, digits, '-' or '_' (after
+    IDNA 2008 for a name in Unicode, as the sender asks it: ``core.idn``), 253 in all."""
     try:
-        encoded = name.encode("idna")
-    except UnicodeError:
+        encoded = domain_to_ascii(name) if not name.isascii() else name
+    except ValueError:
         return False
-    return len(encoded) <= 253 and all(0 < len(label) <= 63 for label in encoded.split(b"."))
+    labels = encoded.split(".")
+    return len(encoded) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 # --- timelines ---------------------------------------------------------------------------------
+
+
+# How a list of phases may end its phases: at an ``until`` only (DNS names, zones), at an
+# ``until`` or after ``times`` (a host: sessions or connection attempts), or after ``times``
+# only (a mailbox's replies: RCPTs).
+Counting = Literal["no", "also", "only"]
+_TIMES_HINT = (
+    "times counts sessions, so it belongs to a host's phases (and a mailbox's replies); "
+    "these phases change with until"
+)
+_UNTIL_IN_REPLIES = (
+    "a mailbox's replies change after a number of RCPTs (times), not over time; for a change "
+    "over time, give the host phases, each with its own recipients"
+)
 
 
 def _timeline(
@@ -406,10 +543,11 @@ def _timeline(
     spot: _Spot,
     read_one: Callable[[object, _Spot], _T],
     value_key: str = BEHAVIOUR_PHASE_KEY,
+    counting: Counting = "no",
 ) -> Timeline[_T]:
     """A single value, or a list of phases ``[{until: 2h, do: …}, {do: …}]``."""
     if isinstance(value, list | tuple):
-        return _phases(cast(Sequence[object], value), spot, read_one, value_key)
+        return _phases(cast(Sequence[object], value), spot, read_one, value_key, counting)
     return Timeline.constant(read_one(value, spot))
 
 
@@ -418,23 +556,44 @@ def _phases(
     spot: _Spot,
     read_one: Callable[[object, _Spot], _T],
     value_key: str,
+    counting: Counting = "no",
 ) -> Timeline[_T]:
-    example = f"[{{until: 2h, {value_key}: …}}, {{{value_key}: …}}]"
+    first_end = "times: 1" if counting == "only" else "until: 2h"
+    example = f"[{{{first_end}, {value_key}: …}}, {{{value_key}: …}}]"
     if not items:
         spot.fail(f"the list of phases is empty; write at least one phase, such as {example}")
+    allowed = {
+        "no": (PHASE_END_KEY, value_key),
+        "also": (PHASE_END_KEY, PHASE_COUNT_KEY, value_key),
+        "only": (PHASE_COUNT_KEY, value_key),
+    }[counting]
+    misplaced = _misplaced_in_phase(value_key)
+    if counting == "no":
+        misplaced[PHASE_COUNT_KEY] = _TIMES_HINT
+    if counting == "only":
+        misplaced[PHASE_END_KEY] = _UNTIL_IN_REPLIES
     phases: list[Phase[_T]] = []
     previous = 0.0
     for index, (item, item_spot) in enumerate(_item_spots(items, spot)):
-        phase = _as_mapping(item, item_spot, f"{{until: 2h, {value_key}: …}}")
-        _check_keys(phase, item_spot, (PHASE_END_KEY, value_key), _misplaced_in_phase(value_key))
-        hint = f"write what holds during this phase, such as {{until: 2h, {value_key}: …}}"
+        phase = _as_mapping(item, item_spot, f"{{{first_end}, {value_key}: …}}")
+        _check_keys(phase, item_spot, allowed, misplaced)
+        hint = f"write what holds during this phase, such as {{{first_end}, {value_key}: …}}"
         value_spot = _value_spot(phase, value_key, item_spot)
         value = _require(phase, value_key, item_spot, hint)
         if isinstance(value, list | tuple):
             value_spot.fail(f"{value_key} holds one value, not another list of phases")
         is_last = index == len(items) - 1
-        until = _phase_end(phase, item_spot, value_key, is_last=is_last, previous=previous)
-        phases.append(Phase(until, read_one(value, value_spot)))
+        times = _phase_times(phase, item_spot, value_key, is_last=is_last)
+        until = _phase_end(
+            phase,
+            item_spot,
+            value_key,
+            is_last=is_last,
+            previous=previous,
+            counted=times is not None,
+            counting=counting,
+        )
+        phases.append(Phase(until, read_one(value, value_spot), times))
         previous = until if until is not None else previous
     return Timeline(tuple(phases))
 
@@ -449,15 +608,44 @@ def _misplaced_in_phase(value_key: str) -> dict[str, str]:
     }
 
 
+def _phase_times(
+    phase: Mapping[object, object], spot: _Spot, value_key: str, *, is_last: bool
+) -> int | None:
+    """A phase's ``times``: a whole number of 1 or more, never on the last phase."""
+    if phase.get(PHASE_COUNT_KEY) is None:
+        return None
+    times_spot = _value_spot(phase, PHASE_COUNT_KEY, spot)
+    if is_last:
+        times_spot.fail(
+            "the last phase must not have times because it lasts to the end of the run; "
+            f"remove it or add a final phase such as {{{value_key}: …}}"
+        )
+    return _whole_number(phase[PHASE_COUNT_KEY], times_spot, 1, "times: 2")
+
+
 def _phase_end(
-    phase: Mapping[object, object], spot: _Spot, value_key: str, *, is_last: bool, previous: float
+    phase: Mapping[object, object],
+    spot: _Spot,
+    value_key: str,
+    *,
+    is_last: bool,
+    previous: float,
+    counted: bool = False,
+    counting: Counting = "no",
 ) -> float | None:
-    """A phase's ``until``: required and increasing, except on the last phase, which has none."""
+    """A phase's ``until``: increasing, and required (unless the phase has ``times``) except
+    on the last phase, which has none."""
     if phase.get("until") is None:
-        if is_last:
+        if is_last or counted:
             return None
+        if counting == "only":
+            _mapping_spot(phase, spot).child(PHASE_COUNT_KEY, None).fail(
+                "every phase but the last needs times; add times: N, the number of RCPTs it answers"
+            )
+        also = " (or times: N, after N sessions)" if counting == "also" else ""
         _mapping_spot(phase, spot).child("until", None).fail(
-            "every phase but the last needs an until; add until: DURATION, when this phase ends"
+            f"every phase but the last needs an until; add until: DURATION, when this phase "
+            f"ends{also}"
         )
     until_spot = _value_spot(phase, "until", spot)
     if is_last:
@@ -587,7 +775,9 @@ def _hosts(value: object, spot: _Spot, world: _World) -> dict[str, Timeline[Beha
         if host in hosts:
             key_spot.fail(f"the host {host} is listed twice; keep one entry for it")
         _check_named(host, key_spot, world)
-        hosts[host] = _timeline(behaviour, _value_spot(mapping, key, spot), _behaviour)
+        hosts[host] = _timeline(
+            behaviour, _value_spot(mapping, key, spot), _behaviour, counting="also"
+        )
     return hosts
 
 
@@ -640,7 +830,7 @@ def _scripted_behaviour(mapping: Mapping[object, object], spot: _Spot) -> Behavi
         for stage in STAGES
         if stage in mapping
     }
-    recipients = _recipient_replies(
+    recipients, recipient_phases = _recipient_replies(
         mapping.get("recipients"), _value_spot(mapping, "recipients", spot)
     )
     disconnect = None
@@ -658,6 +848,9 @@ def _scripted_behaviour(mapping: Mapping[object, object], spot: _Spot) -> Behavi
     tls: HostTls = "valid"
     if mapping.get("tls") is not None:
         tls = _host_tls(mapping["tls"], _value_spot(mapping, "tls", spot))
+    max_messages = _limit(mapping, "max_messages", spot, "mail", TOO_MANY_MESSAGES)
+    max_connections = _limit(mapping, "max_connections", spot, "greeting", TOO_MANY_CONNECTIONS)
+    esmtp = _esmtp(mapping.get("esmtp"), _value_spot(mapping, "esmtp", spot))
     return Behaviour(
         replies=replies,
         recipients=recipients,
@@ -666,6 +859,73 @@ def _scripted_behaviour(mapping: Mapping[object, object], spot: _Spot) -> Behavi
         greylist=greylist,
         max_recipients=max_recipients,
         tls=tls,
+        recipient_phases=recipient_phases,
+        max_messages=max_messages,
+        max_connections=max_connections,
+        esmtp=esmtp,
+    )
+
+
+def _limit(
+    mapping: Mapping[object, object], key: str, spot: _Spot, stage: Stage, default: str
+) -> Limit | None:
+    """``max_messages: 2`` or ``{limit: 2, reply: "452 4.5.3 …"}``: a count and the reply
+    past it, which must refuse (4xx or 5xx)."""
+    value = mapping.get(key)
+    if value is None:
+        return None
+    here = _value_spot(mapping, key, spot)
+    default_reply = _reply(default, here, stage)
+    if not isinstance(value, Mapping):
+        return Limit(_whole_number(value, here, 1, f"{key}: 2"), default_reply)
+    long_form = cast(Mapping[object, object], value)
+    _check_keys(long_form, here, LIMIT_KEYS)
+    hint = f"write the most it allows, such as {{limit: 2, reply: {_REPLY_EXAMPLE}}}"
+    count = _whole_number(
+        _require(long_form, "limit", here, hint), _value_spot(long_form, "limit", here), 1, "2"
+    )
+    if long_form.get("reply") is None:
+        return Limit(count, default_reply)
+    reply_spot = _value_spot(long_form, "reply", here)
+    reply = _reply(long_form["reply"], reply_spot, stage)
+    if reply.code < 400:
+        reply_spot.fail(
+            f"{reply.code} accepts; the reply past a limit refuses: a 4xx or 5xx code, such "
+            f'as "{default}"'
+        )
+    return Limit(count, reply)
+
+
+def _esmtp(value: object, spot: _Spot) -> Esmtp:
+    """``esmtp: {size: 10240, pipelining: false, 8bitmime: false, smtputf8: false}``."""
+    if value is None:
+        return Esmtp()
+    mapping = _as_mapping(value, spot, "{size: 10240, smtputf8: false}")
+    _check_keys(mapping, spot, ESMTP_KEYS)
+
+    def flag(key: str, default: bool) -> bool:
+        if mapping.get(key) is None:
+            return default
+        return _flag(mapping[key], _value_spot(mapping, key, spot))
+
+    size: int | None = DEFAULT_SIZE
+    if mapping.get("size") is not None:
+        size_value = mapping["size"]
+        size_spot = _value_spot(mapping, "size", spot)
+        if size_value is False:
+            size = None
+        elif isinstance(size_value, bool) or not isinstance(size_value, int) or size_value < 1:
+            size_spot.fail(
+                f"{_shown(size_value)} is not a size; write the largest message the host "
+                "takes, in bytes, such as size: 10240, or size: false for no SIZE at all"
+            )
+        else:
+            size = size_value
+    return Esmtp(
+        size=size,
+        pipelining=flag("pipelining", False),
+        eightbitmime=flag("8bitmime", True),
+        smtputf8=flag("smtputf8", True),
     )
 
 
@@ -683,6 +943,7 @@ def _stage(value: object, spot: _Spot) -> Stage:
 def _reply(value: object, spot: _Spot, stage: Stage) -> Reply:
     """``"421 4.3.2 Shutting down"`` -> Reply(421, "4.3.2 Shutting down"), a reply that can
     answer ``stage``."""
+    _check_size(value, spot)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     match = _REPLY.fullmatch(value.strip()) if isinstance(value, str) else None
@@ -691,6 +952,7 @@ def _reply(value: object, spot: _Spot, stage: Stage) -> Reply:
             f"{_shown(value)} does not start with a 3-digit reply code; write a reply such as "
             f"{_REPLY_EXAMPLE}"
         )
+    _check_reply_line(match.group(0), spot)
     code = int(match.group(1))
     if not 200 <= code <= 599:
         spot.fail(
@@ -707,16 +969,47 @@ def _reply(value: object, spot: _Spot, stage: Stage) -> Reply:
     return Reply(code, (match.group(2) or "").strip())
 
 
-def _recipient_replies(value: object, spot: _Spot) -> dict[str, Reply]:
+def _check_reply_line(reply: str, spot: _Spot) -> None:
+    """A reply is one line that the host can send as it is."""
+    _check_text(
+        reply,
+        spot,
+        line_break="write the reply on one line (sent as it is, a line break would end it "
+        "early; the format has no multi-line replies)",
+    )
+    octets = len(reply.encode())
+    if octets > MAX_REPLY_OCTETS:
+        spot.fail(
+            f"the reply is {octets:,} bytes long, and a reply line has at most 512 with its CRLF "
+            f"(RFC 5321 §4.5.3.1.5); shorten it to {MAX_REPLY_OCTETS} bytes or fewer"
+        )
+
+
+def _recipient_replies(
+    value: object, spot: _Spot
+) -> tuple[dict[str, Reply], dict[str, Timeline[Reply]]]:
+    """The replies for some mailboxes: one reply each, or phases that count RCPTs
+    (``[{times: 1, do: "451 4.2.0 busy"}, {do: "250 2.1.5 ok"}]``)."""
     if value is None:
-        return {}
+        return {}, {}
     example = '{"carol@example.test": "550 5.1.1 No such user"}'
     mapping = _as_mapping(value, spot, example)
     replies: dict[str, Reply] = {}
+    phases: dict[str, Timeline[Reply]] = {}
     for key, reply in mapping.items():
         address = _mailbox(key, _key_spot(mapping, key, spot), "the recipient")
-        replies[address] = _reply(reply, _value_spot(mapping, key, spot), "rcpt")
-    return replies
+        here = _value_spot(mapping, key, spot)
+        if isinstance(reply, list | tuple):
+            phases[address] = _phases(
+                cast(Sequence[object], reply),
+                here,
+                lambda v, s: _reply(v, s, "rcpt"),
+                BEHAVIOUR_PHASE_KEY,
+                counting="only",
+            )
+        else:
+            replies[address] = _reply(reply, here, "rcpt")
+    return replies, phases
 
 
 def _delays(value: object, spot: _Spot) -> dict[Stage, float]:
@@ -757,13 +1050,20 @@ def _messages(value: object, spot: _Spot) -> tuple[MessageSpec, ...]:
         return ()
     example = "[{from: bob@example.net, to: alice@example.test}]"
     messages: list[MessageSpec] = []
+    deliveries = 0
     for item, item_spot in _item_spots(_as_list(value, spot, example), spot):
         mapping = _as_mapping(item, item_spot, "{from: bob@example.net, to: alice@example.test}")
         _check_keys(mapping, item_spot, MESSAGE_KEYS)
         sender, recipients, count, at = _message_fields(mapping, item_spot)
+        count_spot = _value_spot(mapping, "count", item_spot)
         if len(messages) + count > MAX_MESSAGES:
-            _value_spot(mapping, "count", item_spot).fail(
-                f"this makes more than {MAX_MESSAGES} messages; use a smaller count"
+            count_spot.fail(f"this makes more than {MAX_MESSAGES:,} messages; use a smaller count")
+        deliveries += count * len(recipients)
+        if deliveries > MAX_DELIVERIES:
+            (count_spot if "count" in mapping else _value_spot(mapping, "to", item_spot)).fail(
+                f"this makes {deliveries:,} deliveries (messages x recipients, count "
+                f"expanded), more than the {MAX_DELIVERIES:,} a run may have; use a smaller "
+                "count or fewer recipients"
             )
         line = _mapping_spot(mapping, item_spot).line
         for _ in range(count):
@@ -806,12 +1106,19 @@ def _recipients(value: object, spot: _Spot) -> tuple[str, ...]:
     items = cast(Sequence[object], value)
     if not items:
         spot.fail("the list of recipients is empty; add at least one address")
-    recipients: list[str] = []
+    if len(items) > MAX_RECIPIENTS:
+        spot.fail(
+            f"{len(items):,} recipients are more than the {MAX_RECIPIENTS:,} one message may "
+            "have; split them over several messages"
+        )
+    # A dict keeps the order and finds a repeat in constant time: with a list, checking
+    # 100,000 recipients for repeats took a minute.
+    recipients: dict[str, None] = {}
     for item, item_spot in _item_spots(items, spot):
         address = _mailbox(item, item_spot, "each recipient")
         if address in recipients:
             item_spot.fail(f"{address} is listed twice; list each recipient once")
-        recipients.append(address)
+        recipients[address] = None
     return tuple(recipients)
 
 
@@ -831,7 +1138,7 @@ def _sender(value: object, spot: _Spot) -> SenderSpec:
             mapping["profile"], profile_spot, tuple(policy.PROFILES), "a known sender profile"
         )
     overrides = {
-        str(key): _override(kinds[str(key)], field_value, _value_spot(mapping, key, spot))
+        str(key): _override(str(key), kinds[str(key)], field_value, _value_spot(mapping, key, spot))
         for key, field_value in mapping.items()
         if key != "profile"
     }
@@ -842,13 +1149,100 @@ def _sender(value: object, spot: _Spot) -> SenderSpec:
             f"the {profile} profile has no TLS level {overrides['tls']} (its MTA lacks it); "
             f"use one of: {_one_of(allowed)}, or another profile"
         )
+    _check_retries(policy.PROFILES[profile].with_overrides(overrides), mapping, spot)
     return SenderSpec(profile, overrides)
 
 
-def _override(kind: str | tuple[str, ...], value: object, spot: _Spot) -> object:
+def _check_retries(profile: policy.Profile, mapping: Mapping[object, object], spot: _Spot) -> None:
+    """A message that keeps failing must be given up on within MAX_ATTEMPTS attempts and
+    the virtual clock's range: `retry_interval: 1s` with the lifetime of 5 days made 432,000
+    attempts of one message, and Haraka's doubling waits with `max_failures: 100` ran the
+    clock past any time it can count."""
+    problem = retry_schedule_problem(profile)
+    if problem is None:
+        return
+    if profile.retry == "doubling":
+        keys: tuple[str, ...] = ("max_failures",)
+    elif profile.retry == "fixed":
+        keys = ("retry_interval", "max_lifetime")
+    else:
+        keys = ("max_backoff", "min_backoff", "max_lifetime")
+    _setting_spot(mapping, keys, spot).fail(problem)
+
+
+def retry_schedule_problem(profile: policy.Profile) -> str | None:
+    """Why a message that keeps failing would not be given up on in a run's time, as a
+    sentence that says how to mend it; None when it would be. For a profile swapped in at
+    run time (``run --profile``), where the scenario's settings meet another schedule."""
+    if profile.retry == "doubling":
+        # Failure n waits 2^(n+5) s: the failure that bounces comes 2^(N+5) - 64 s in.
+        if 2.0 ** (profile.max_failures + 5) - 64 <= MAX_DURATION:
+            return None
+        return (
+            f"with {profile.name}'s doubling waits (2^(n+5) s after failure n), "
+            f"max_failures {profile.max_failures} gives up only after "
+            f"{format_duration(2.0 ** (profile.max_failures + 5) - 64)}, longer than the "
+            f"{format_duration(MAX_DURATION)} a run can cover; use {MAX_DOUBLINGS} or fewer"
+        )
+    attempts = _attempts_at_most(profile)
+    if attempts is None or attempts <= MAX_ATTEMPTS:
+        return None
+    return (
+        f"a message that keeps failing would be tried about {attempts:,} times before it is "
+        f"given up on ({format_duration(profile.max_lifetime)} of retries {_every(profile)} "
+        f"with the {profile.name} profile), more than the {MAX_ATTEMPTS:,} a run allows; wait "
+        "longer between retries or shorten max_lifetime"
+    )
+
+
+def _shortest_wait(profile: policy.Profile) -> float:
+    if profile.retry == "fixed":
+        return profile.retry_interval
+    return min(profile.min_backoff, profile.max_backoff)
+
+
+def _every(profile: policy.Profile) -> str:
+    """How often a failing message is retried, in a few words."""
+    low = _shortest_wait(profile)
+    if profile.retry == "fixed" or low >= profile.max_backoff:
+        return f"every {format_duration(low)}"
+    return f"every {format_duration(low)} to {format_duration(profile.max_backoff)}"
+
+
+def _attempts_at_most(profile: policy.Profile) -> int | None:
+    """About how many attempts a message that always fails makes before it bounces, for the
+    schedules that retry until max_lifetime (None for Exim's fixed rules)."""
+    if profile.retry == "fixed":
+        return math.ceil(profile.max_lifetime / profile.retry_interval) + 1
+    if profile.retry == "backoff":
+        # The wait is the message's age, clamped to [min_backoff, max_backoff]: it doubles
+        # from min_backoff up to max_backoff, then stays there.
+        low, high = _shortest_wait(profile), profile.max_backoff
+        doublings = math.ceil(math.log2(high / low)) + 1 if low < high else 0
+        return doublings + math.ceil(profile.max_lifetime / high) + 1
+    return None
+
+
+def _setting_spot(mapping: Mapping[object, object], keys: Sequence[str], spot: _Spot) -> _Spot:
+    """The first of ``keys`` the sender mapping writes, or the mapping itself."""
+    key = next((key for key in keys if key in mapping), None)
+    return _mapping_spot(mapping, spot) if key is None else _value_spot(mapping, key, spot)
+
+
+def _override(key: str, kind: str | tuple[str, ...], value: object, spot: _Spot) -> object:
     """One sender setting, read the way ``policy.FIELD_KINDS`` says."""
+    if key == "helo_name":  # text, but text that goes on the wire in EHLO
+        return _helo_name(value, spot)
     if isinstance(kind, tuple):
         return _word(value, spot, kind, "a choice this setting allows")
+    if kind == "duration" and key in RETRY_WAITS:
+        seconds = _duration(value, spot)
+        if seconds <= 0:
+            spot.fail(
+                f"{key} {_shown(value)} would try a failing message again at the same instant, "
+                "for ever; write a wait of more than 0s, such as 5m"
+            )
+        return seconds
     if kind == "duration":
         return _duration(value, spot)
     if kind == "count":
@@ -857,11 +1251,23 @@ def _override(kind: str | tuple[str, ...], value: object, spot: _Spot) -> object
         return _flag(value, spot)
     if kind == "text":
         return _text(value, spot, "this setting")
+    if kind == "bounce_status":
+        return _status_of_class(value, spot, "5", "a bounce, which is permanent", "5.1.10")
+    if kind == "deferral_status":
+        return _status_of_class(value, spot, "4", "a deferral, which is temporary", "4.4.3")
     if kind == "address":
         address = _ip_address(value)
         if address is None:
             spot.fail(f"{_shown(value)} is not an IP address; write one such as 192.0.2.1")
         return address
+    if kind == "status":
+        return _status_of_class(value, spot, "45", "a failure", "5.1.2")
+    if kind == "stages":
+        items = _as_list(value, spot, "[greeting, mail, data]")
+        return frozenset(
+            _word(item, item_spot, _SENDER_STAGES, "an SMTP stage")
+            for item, item_spot in _item_spots(items, spot)
+        )
     return value  # a kind added to policy after this reader: passed on as written
 
 
@@ -932,15 +1338,66 @@ def _dnssec(value: object, spot: _Spot, zones: Sequence[ZoneSpec]) -> frozenset[
     return frozenset(signed)
 
 
+# The stages a sender setting may name: the hosts' stages, and HELO (after a refused EHLO).
+_SENDER_STAGES = (*STAGES, "helo")
+
+
+def _helo_name(value: object, spot: _Spot) -> str:
+    """The name the sender gives in EHLO: a host name, or an address literal (RFC 5321
+    §4.1.3). It was any text, and a space or a line break in it crashed the run."""
+    text = _text(value, spot, "helo_name")
+    literal = _ADDRESS_LITERAL.fullmatch(text)
+    if literal is not None:
+        address = _ip_address(literal.group(2))
+        if address is not None and (":" in address) == bool(literal.group(1)):
+            return text
+    name = text[:-1] if text.endswith(".") else text
+    labels = name.lower().split(".")
+    if 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) and label != "*" for label in labels):
+        return name
+    spot.fail(
+        f"{_shown(value)} is not a host name; write the name the sender gives in EHLO, such as "
+        "mta.example.net (letters, digits and '-'; an international name in its xn-- form), "
+        "or an address literal such as [192.0.2.1] or [IPv6:2001:db8::1]"
+    )
+
+
+def _status_of_class(value: object, spot: _Spot, classes: str, what: str, example: str) -> str:
+    """A status of the given classes (RFC 3463): 5 for a permanent failure, 4 for a temporary
+    one."""
+    status = _dsn(value, spot)
+    if status[0] not in classes:
+        allowed = " or ".join(f"{c}.x.x" for c in classes)
+        spot.fail(
+            f'{status} is not the status of {what}: write a {allowed} status such as "{example}"'
+        )
+    return status
+
+
 # --- expectations ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class _Known:
-    """What expectations are checked against."""
+    """What expectations are checked against: the world, the messages and, gathered once on
+    first use, the recipients of each message (every expectation that names a recipient
+    looks it up: gathering them again for each one grew with expectations x recipients)."""
 
-    world: _World
-    messages: tuple[MessageSpec, ...]
+    def __init__(self, world: _World, messages: tuple[MessageSpec, ...]) -> None:
+        self.world = world
+        self.messages = messages
+        self._recipients: dict[int | str, frozenset[str]] = {}
+
+    def recipients_of(self, message: int | Literal["all"]) -> frozenset[str]:
+        found = self._recipients.get(message)
+        if found is None:
+            if message == "all":
+                # The copies that `count` makes share one tuple: gather each tuple once.
+                distinct = {id(m.recipients): m.recipients for m in self.messages}
+                found = frozenset(r for listed in distinct.values() for r in listed)
+            else:
+                found = frozenset(self.messages[message - 1].recipients)
+            self._recipients[message] = found
+        return found
 
 
 def _expectations(value: object, spot: _Spot, known: _Known) -> tuple[Expectation, ...]:
@@ -984,7 +1441,7 @@ def _delivery_expectation(
     message = _message_number(mapping["message"], at("message"), len(known.messages))
     recipient = optional("recipient", lambda v, s: _mailbox(v, s, "recipient"))
     if recipient is not None:
-        _check_recipient(recipient, message, at("recipient"), known.messages)
+        _check_recipient(recipient, message, at("recipient"), known)
     status = optional("status", lambda v, s: _word(v, s, STATUSES, "a delivery status"))
     after = optional("after", _duration)
     before = optional("before", _duration)
@@ -1042,6 +1499,7 @@ def _tls_report_expectation(mapping: Mapping[object, object], spot: _Spot) -> Tl
 def _message_number(value: object, spot: _Spot, total: int) -> int | Literal["all"]:
     if isinstance(value, str) and value.strip().lower() == "all":
         return "all"
+    _check_size(value, spot)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         spot.fail(f"{_shown(value)} is not a message number; write 1, 2, … or all")
     if total == 0:
@@ -1056,15 +1514,18 @@ def _message_number(value: object, spot: _Spot, total: int) -> int | Literal["al
 
 
 def _check_recipient(
-    recipient: str, message: int | str, spot: _Spot, messages: Sequence[MessageSpec]
+    recipient: str, message: int | Literal["all"], spot: _Spot, known: _Known
 ) -> None:
-    about = messages if message == "all" else [messages[int(message) - 1]]
-    listed = sorted({r for m in about for r in m.recipients})
+    listed = known.recipients_of(message)
     if not listed:
         spot.fail("the scenario has no messages, so no recipients; add messages or remove this")
     if recipient not in listed:
         which = "any message" if message == "all" else f"message {message}"
-        spot.fail(f"{recipient} is not a recipient of {which}; use one of: {_one_of(listed)}")
+        choices = sorted(listed)
+        spot.fail(
+            f"{recipient} is not a recipient of {which}; "
+            f"{_did_you_mean(recipient, choices)}use one of: {_some_of(choices)}"
+        )
 
 
 def _expected_host(value: object, spot: _Spot, world: _World) -> str:
@@ -1149,18 +1610,46 @@ def _reject_duplicate_keys(data: object, spot: _Spot) -> None:
 def _name(mapping: Mapping[object, object], spot: _Spot) -> str:
     value = _require(mapping, "name", spot, "add a short slug such as 'name: primary-down'")
     name_spot = _value_spot(mapping, "name", spot)
+    _check_size(value, name_spot)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not _SLUG.fullmatch(value.strip()):
         name_spot.fail(
             f"{_shown(value)} is not a slug; use letters, digits and '-', such as 'primary-down'"
         )
+    if len(value.strip()) > MAX_NAME_LENGTH:
+        name_spot.fail(
+            f"the name has {len(value.strip()):,} characters, more than the {MAX_NAME_LENGTH} a "
+            "name may have (it goes into every message's Message-ID and Subject); shorten it"
+        )
     return value.strip()
+
+
+def _title(value: object, spot: _Spot) -> str:
+    title = _text(value, spot, "title")
+    _check_text(
+        title,
+        spot,
+        allowed="\t",
+        line_break="write the title on one line (the description takes paragraphs)",
+    )
+    return title
+
+
+def _description(value: object, spot: _Spot) -> str:
+    description = _text(value, spot, "description")
+    _check_text(description, spot, allowed="\t\n", line_break="end lines with a plain newline")
+    return description
 
 
 def _seed(value: object, spot: _Spot) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         spot.fail(f"{_shown(value)} is not a whole number; write the seed as one, such as 7")
+    if abs(value) >= MAX_SEED:
+        spot.fail(
+            f"the seed has more than {_SEED_DIGITS} digits; write a shorter one, such as 7 "
+            "(it goes into every message's Message-ID, a header line of at most 998 characters)"
+        )
     return value
 
 
@@ -1190,8 +1679,8 @@ def _build(data: object, source: str) -> Scenario:
         name=name,
         zones=zones,
         messages=messages,
-        title=optional("title", lambda v, s: _text(v, s, "title"), ""),
-        description=optional("description", lambda v, s: _text(v, s, "description"), ""),
+        title=optional("title", _title, ""),
+        description=optional("description", _description, ""),
         seed=optional("seed", _seed, 0),
         until=optional("until", _duration, None),
         hosts=_hosts(mapping.get("hosts"), at("hosts"), world),
@@ -1244,7 +1733,7 @@ def host_behaviour(value: object, source: str = "<behaviour>") -> Timeline[Behav
     """A host behaviour written as under a scenario's ``hosts``: a word (``refuse``), a mapping
     (``{greylist: 2s}``) or a list of phases. For changing a host at run time (the plugin's
     ``set_behaviour``); a mistake is a ScenarioError naming ``source``."""
-    return _timeline(value, _Spot(source, "", None), _behaviour)
+    return _timeline(value, _Spot(source, "", None), _behaviour, counting="also")
 
 
 def dns_behaviour(value: object, source: str = "<dns behaviour>") -> Timeline[DnsBehaviour]:

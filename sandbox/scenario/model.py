@@ -7,7 +7,7 @@ still need parsing. ``scenario.load`` builds these; the runner and the core read
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar, get_args
 
@@ -19,13 +19,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACCEPT",
+    "DEFAULT_SIZE",
     "STAGES",
     "TLS_EXPECTATIONS",
     "Behaviour",
     "DeliveryExpectation",
     "DnsBehaviour",
+    "Esmtp",
     "Expectation",
     "HostExpectation",
+    "Limit",
     "MessageSpec",
     "Phase",
     "Reply",
@@ -36,6 +39,7 @@ __all__ = [
     "TlsExpectation",
     "TlsReportExpectation",
     "ZoneSpec",
+    "describe_phases",
     "describe_timeline",
 ]
 
@@ -67,10 +71,16 @@ class Reply:
 @dataclass(frozen=True, slots=True)
 class Phase(Generic[T]):
     """One stretch of a timeline: ``value`` holds from the previous phase's end until ``until``
-    (virtual seconds from the start of the run); the last phase has ``until=None``."""
+    (virtual seconds from the start of the run); the last phase has ``until=None``.
+
+    A host's phases (and a mailbox's replies) may also end after ``times`` sessions (or
+    connection attempts, or RCPTs): the phase ends at whichever comes first, its ``until`` or
+    its ``times``. Only the host counts (``hosts.script.PhaseCursor``); ``Timeline.at`` reads
+    the phases by time alone."""
 
     until: float | None
     value: T
+    times: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +109,60 @@ class Timeline(Generic[T]):
     def initial(self) -> T:
         return self.phases[0].value
 
+    @property
+    def counts(self) -> bool:
+        """Some phase ends after a number of sessions (``times``)."""
+        return any(p.times is not None for p in self.phases)
+
     def shifted(self, start: float) -> Timeline[T]:
         """The same phases counted from ``start`` rather than from 0 (a change made while the
         world runs: its phases count from the moment it is made)."""
         return Timeline(
-            tuple(Phase(None if p.until is None else start + p.until, p.value) for p in self.phases)
+            tuple(
+                Phase(None if p.until is None else start + p.until, p.value, p.times)
+                for p in self.phases
+            )
         )
+
+
+# What the hosts have always advertised (aiosmtpd's default limit, 32 MiB).
+DEFAULT_SIZE = 33_554_432
+
+
+@dataclass(frozen=True, slots=True)
+class Esmtp:
+    """The ESMTP extensions a host advertises in its EHLO reply, and enforces: ``size`` (RFC
+    1870; None: SIZE not advertised), ``pipelining`` (RFC 2920), ``eightbitmime`` (RFC 6152)
+    and ``smtputf8`` (RFC 6531). The defaults are what the hosts have always said."""
+
+    size: int | None = DEFAULT_SIZE
+    pipelining: bool = False
+    eightbitmime: bool = True
+    smtputf8: bool = True
+
+    def describe(self) -> str:
+        """What differs from the defaults: ``SIZE 10240, no SMTPUTF8``."""
+        parts = []
+        if self.size != DEFAULT_SIZE:
+            parts.append("no SIZE" if self.size is None else f"SIZE {self.size}")
+        if self.pipelining:
+            parts.append("PIPELINING")
+        if not self.eightbitmime:
+            parts.append("no 8BITMIME")
+        if not self.smtputf8:
+            parts.append("no SMTPUTF8")
+        return ", ".join(parts)
+
+
+DEFAULT_ESMTP = Esmtp()
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A rate limit of a host: at most ``count``, and ``reply`` past it."""
+
+    count: int
+    reply: Reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +185,12 @@ class Behaviour:
     # STARTTLS: the certificate the host presents, or none offered, or a broken handshake
     # (``tls.certificates``, ``hosts.starttls``).
     tls: HostTls = "valid"
+    # Replies to RCPT for these mailboxes that change after a number of RCPTs (``times``).
+    recipient_phases: Mapping[str, Timeline[Reply]] = field(default_factory=dict)
+    # MAIL past this many in one session, and connections past this many at once.
+    max_messages: Limit | None = None
+    max_connections: Limit | None = None
+    esmtp: Esmtp = DEFAULT_ESMTP
 
     def describe(self) -> str:
         """A few words for tables and the narrative: ``refuse``, ``rcpt→451``, ``greylist 5m``."""
@@ -145,24 +209,73 @@ class Behaviour:
             parts.append(f"at most {self.max_recipients} recipients")
         if self.tls != "valid":
             parts.append(f"tls {self.tls}")
+        for addr, replies in self.recipient_phases.items():
+            words = describe_phases(replies, lambda r: str(r.code), "RCPT", joiner=" then ")
+            parts.append(f"{addr}→{words}")
+        if self.max_messages is not None:
+            count = self.max_messages.count
+            parts.append(f"at most {count} message{_s(count)} a session")
+        if self.max_connections is not None:
+            count = self.max_connections.count
+            parts.append(f"at most {count} connection{_s(count)} at once")
+        if esmtp := self.esmtp.describe():
+            parts.append(esmtp)
         return ", ".join(parts) or "accept"
 
+    @property
+    def sees_sessions(self) -> bool:
+        """A connection reaches this host (``accept`` or ``silent``): its phases count
+        sessions. One that refuses or times out sees none: its phases count connection
+        attempts."""
+        return self.connection in ("accept", "silent")
 
-def describe_timeline(timeline: Timeline[Behaviour], end: float) -> str:
-    """Every phase a host went through before ``end``, in a few words:
-    ``refuse until 2:00:00, then accept``; a single phase is just ``refuse``."""
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def describe_phases(
+    timeline: Timeline[T],
+    describe: Callable[[T], str],
+    unit: str,
+    end: float | None = None,
+    joiner: str = ", then ",
+) -> str:
+    """Phases in a few words: ``451 for 1 RCPT, then 250``; with ``end``, the phases that
+    start after it are left out and an ``until`` past it is not said."""
     from sandbox.core.durations import clock_text
 
     parts: list[str] = []
     start = 0.0
     for phase in timeline.phases:
-        if start > end or (parts and start == end):
+        if end is not None and (start > end or (parts and start == end)):
             break
-        words = phase.value.describe()
-        if phase.until is not None and phase.until < end:
-            words += f" until {clock_text(phase.until)}"
+        words = describe(phase.value)
+        ends = []
+        if phase.times is not None:
+            ends.append(f"for {phase.times} {unit}{_s(phase.times)}")
+        if phase.until is not None and (end is None or phase.until < end):
+            ends.append(f"until {clock_text(phase.until)}")
+        if ends:
+            words += " " + " or ".join(ends)
         parts.append(words)
-        start = phase.until if phase.until is not None else end
+        if phase.until is not None:
+            start = phase.until
+        elif phase.times is None:
+            start = end if end is not None else start
+    return joiner.join(parts)
+
+
+def describe_timeline(timeline: Timeline[Behaviour], end: float) -> str:
+    """Every phase a host went through before ``end``, in a few words:
+    ``refuse until 2:00:00, then accept``; a single phase is just ``refuse``; a phase that
+    counts says what: ``greeting→421 for 2 sessions, then accept``."""
+    if not timeline.counts:
+        return describe_phases(timeline, Behaviour.describe, "session", end)
+    parts = []
+    for phase in timeline.phases:
+        unit = "session" if phase.value.sees_sessions else "connection attempt"
+        parts.append(describe_phases(Timeline((phase,)), Behaviour.describe, unit))
     return ", then ".join(parts)
 
 

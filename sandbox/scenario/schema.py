@@ -27,7 +27,25 @@ Schema = dict[str, Any]
 # The spellings ``core.durations.parse_duration`` reads: seconds, or numbers with s/m/h/d.
 _DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*[smhd]?\s*$|^(\d+(\.\d+)?[smhd])+$"
 _STATUS_PATTERN = r"^\s*[245]\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
-_ADDRESS_PATTERN = r"^[^@\s]+@[^@\s]+$"
+_BOUNCE_STATUS_PATTERN = r"^\s*5\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
+_FAILURE_STATUS_PATTERN = r"^\s*[45]\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
+_DEFERRAL_STATUS_PATTERN = r"^\s*4\.[0-9]{1,3}\.[0-9]{1,3}\s*$"
+# The sender's EHLO name: a host name, or an address literal (``load._helo_name``).
+_HELO_PATTERN = (
+    r"^\s*(([A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?|\[[0-9.]+\]|\[IPv6:[0-9A-Fa-f:.]+\])\s*$"
+)
+# An address as the loader reads one (``load._LOCAL_PART``): words of atext joined by dots, or
+# a quoted string, then @ and a domain name; in angle brackets or not.
+_ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u00a0-\uffff]+"
+_QUOTED = r'"(?:[ !#-\[\]-~\u00a0-\uffff]|\\[ -~])*"'
+_ADDRESS_PATTERN = (
+    rf"^\s*<?\s*(?:{_ATOM}(?:\.{_ATOM})*|{_QUOTED})@[A-Za-z0-9_\-.\u00a0-\uffff]+\s*>?\s*$"
+)
+# Text without the control characters the loader refuses (``load._NOT_TEXT``): none at all
+# in a reply, a tab in a title, tabs and newlines in a description.
+_REPLY_TEXT = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]*"
+_LINE_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]*$"
+_PARAGRAPHS_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]*$"
 
 
 def _ref(name: str) -> Schema:
@@ -47,14 +65,33 @@ def _object(properties: dict[str, Schema], keys: tuple[str, ...], **extra: Any) 
     }
 
 
-def _phases(value: Schema, value_key: str) -> Schema:
-    """A list of phases: ``[{until: 2h, VALUE_KEY: …}, {VALUE_KEY: …}]``."""
+def _phases(value: Schema, value_key: str, ends: tuple[str, ...] = (load.PHASE_END_KEY,)) -> Schema:
+    """A list of phases: ``[{until: 2h, VALUE_KEY: …}, {VALUE_KEY: …}]``; ``ends`` are the
+    keys that may end a phase (``until``, and ``times`` for a host or a mailbox's replies)."""
     phase = _object(
-        {load.PHASE_END_KEY: _ref("duration"), value_key: value},
-        (load.PHASE_END_KEY, value_key),
+        {
+            load.PHASE_END_KEY: _ref("duration"),
+            load.PHASE_COUNT_KEY: {"type": "integer", "minimum": 1},
+            value_key: value,
+        },
+        (*ends, value_key),
         required=[value_key],
     )
     return {"type": "array", "minItems": 1, "items": phase}
+
+
+def _limit(reply: Schema) -> Schema:
+    """``2``, or ``{limit: 2, reply: "421 4.7.0 …"}`` (a refusing reply)."""
+    return {
+        "anyOf": [
+            {"type": "integer", "minimum": 1},
+            _object(
+                {"limit": {"type": "integer", "minimum": 1}, "reply": reply},
+                load.LIMIT_KEYS,
+                required=["limit"],
+            ),
+        ]
+    }
 
 
 def _reply(stage: Stage) -> Schema:
@@ -66,7 +103,11 @@ def _reply(stage: Stage) -> Schema:
         "description": f"an SMTP reply: a 4xx or 5xx code, or {' or '.join(map(str, positive))}"
         ", then text, such as '421 4.3.2 Shutting down'",
         "anyOf": [
-            {"type": "string", "pattern": rf"^\s*({codes})([ -].*)?$"},
+            {
+                "type": "string",
+                "pattern": rf"^\s*({codes})([ -]{_REPLY_TEXT})?\s*$",
+                "maxLength": load.MAX_REPLY_OCTETS,
+            },
             {
                 "type": "integer",
                 "anyOf": [{"minimum": 400, "maximum": 599}, {"enum": list(positive)}],
@@ -85,7 +126,10 @@ def _setting(kind: str | tuple[str, ...]) -> Schema:
         "flag": {"type": "boolean"},
         "text": {"type": ["string", "number"]},
         "address": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
-        "status": {"type": "string", "pattern": _STATUS_PATTERN},
+        "status": {"type": "string", "pattern": _FAILURE_STATUS_PATTERN},
+        "bounce_status": {"type": "string", "pattern": _BOUNCE_STATUS_PATTERN},
+        "deferral_status": {"type": "string", "pattern": _DEFERRAL_STATUS_PATTERN},
+        "stages": {"type": "array", "items": {"enum": [*STAGES, "helo"]}, "uniqueItems": True},
     }.get(kind, {})
 
 
@@ -97,7 +141,14 @@ def _definitions() -> dict[str, Schema]:
             "recipients": {
                 "type": "object",
                 "propertyNames": {"pattern": _ADDRESS_PATTERN},
-                "additionalProperties": _ref("rcptReply"),
+                "additionalProperties": {
+                    "anyOf": [
+                        _ref("rcptReply"),
+                        _phases(
+                            _ref("rcptReply"), load.BEHAVIOUR_PHASE_KEY, (load.PHASE_COUNT_KEY,)
+                        ),
+                    ]
+                },
             },
             "disconnect": stage,
             "delay": {
@@ -113,6 +164,17 @@ def _definitions() -> dict[str, Schema]:
                 "self-signed, wrong-name), none (STARTTLS not offered), or "
                 "handshake-failure",
             },
+            "max_messages": _limit(_ref("mailReply")),
+            "max_connections": _limit(_ref("greetingReply")),
+            "esmtp": _object(
+                {
+                    "size": {"anyOf": [{"type": "integer", "minimum": 1}, {"const": False}]},
+                    "pipelining": {"type": "boolean"},
+                    "8bitmime": {"type": "boolean"},
+                    "smtputf8": {"type": "boolean"},
+                },
+                load.ESMTP_KEYS,
+            ),
         }
     )
     one_behaviour = {
@@ -132,7 +194,14 @@ def _definitions() -> dict[str, Schema]:
         **{f"{name}Reply": _reply(name) for name in STAGES},
         "behaviour": one_behaviour,
         "hostBehaviour": {
-            "anyOf": [_ref("behaviour"), _phases(_ref("behaviour"), load.BEHAVIOUR_PHASE_KEY)]
+            "anyOf": [
+                _ref("behaviour"),
+                _phases(
+                    _ref("behaviour"),
+                    load.BEHAVIOUR_PHASE_KEY,
+                    (load.PHASE_END_KEY, load.PHASE_COUNT_KEY),
+                ),
+            ]
         },
         "dnsBehaviour": {
             "anyOf": [
@@ -155,11 +224,13 @@ def _definitions() -> dict[str, Schema]:
                         {
                             "type": "array",
                             "minItems": 1,
+                            "maxItems": load.MAX_RECIPIENTS,
+                            "uniqueItems": True,
                             "items": {"type": "string", "pattern": _ADDRESS_PATTERN},
                         },
                     ]
                 },
-                "count": {"type": "integer", "minimum": 1},
+                "count": {"type": "integer", "minimum": 1, "maximum": load.MAX_MESSAGES},
                 "at": _ref("duration"),
             },
             load.MESSAGE_KEYS,
@@ -169,6 +240,8 @@ def _definitions() -> dict[str, Schema]:
             {
                 "profile": {"enum": sorted(PROFILES)},
                 **{key: _setting(kind) for key, kind in FIELD_KINDS.items()},
+                "helo_name": {"type": "string", "pattern": _HELO_PATTERN, "maxLength": 253},
+                "max_failures": {"type": "integer", "minimum": 1, "maximum": load.MAX_DOUBLINGS},
             },
             load.SENDER_KEYS,
         ),
@@ -217,10 +290,17 @@ def scenario_schema() -> Schema:
     """The whole schema, as a JSON-ready dict."""
     top = _object(
         {
-            "name": {"type": ["string", "integer"], "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
-            "title": {"type": ["string", "number"]},
-            "description": {"type": ["string", "number"]},
-            "seed": {"type": "integer"},
+            "name": {
+                "type": ["string", "integer"],
+                "pattern": rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{load.MAX_NAME_LENGTH - 1}}}$",
+            },
+            "title": {"type": ["string", "number"], "pattern": _LINE_PATTERN},
+            "description": {"type": ["string", "number"], "pattern": _PARAGRAPHS_PATTERN},
+            "seed": {
+                "type": "integer",
+                "minimum": -(load.MAX_SEED - 1),
+                "maximum": load.MAX_SEED - 1,
+            },
             "until": _ref("duration"),
             "zones": {"type": "object", "additionalProperties": _ref("zone")},
             "hosts": {"type": "object", "additionalProperties": _ref("hostBehaviour")},

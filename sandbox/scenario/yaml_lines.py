@@ -77,6 +77,28 @@ class _LineLoader(yaml.SafeLoader):
             ) from error
 
 
+# The longest number a scenario may write, in characters (the seed's 20 digits are the most
+# any value needs). PyYAML converts a number of any length: past 4,300 decimal digits Python
+# refuses with a ValueError, and a hexadecimal one makes an integer so large that it cannot be
+# printed in an error message (or in the run's JSON) afterwards.
+MAX_NUMBER_LENGTH = 100
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
+    written = str(node.value).replace("_", "").lstrip("+-")
+    if len(written) > MAX_NUMBER_LENGTH:
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"a number of {len(written):,} digits is far larger than any value of a scenario "
+            f"can be (the longest, a seed, has 20); write a smaller number",
+            node.start_mark,
+        )
+    return loader.construct_yaml_int(node)
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
 # `title: 2024-05-01` should stay text: no scenario value is a date.
 _LineLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
@@ -174,6 +196,8 @@ def _yaml_error(error: yaml.MarkedYAMLError, source: str) -> ScenarioError:
         message = f"invalid YAML: {problem}; define the anchor (&name) before using *name"
     elif "constructor for the tag" in problem:
         message = f"invalid YAML: {problem}; remove the tag"
+    elif problem.startswith("a number of "):
+        message = problem
     elif problem.startswith("cannot read this value"):
         message = f"{problem}; remove its '!!' tag or correct the value"
     elif "unhashable key" in problem:

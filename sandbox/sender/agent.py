@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from email.parser import BytesHeaderParser
 from typing import TypedDict
 
 from sandbox.core.addresses import AddressMap
@@ -51,6 +52,7 @@ from sandbox.core.delivery import (
     where,
 )
 from sandbox.core.dsn import DsnAction, DsnRecipient, build_dsn
+from sandbox.core.esmtp import MessageFacts
 from sandbox.core.mx import Answer, NoRoute, Resolution, Route
 from sandbox.core.policy import Profile
 from sandbox.core.queue import (
@@ -81,6 +83,7 @@ from sandbox.events import (
     RecipientDeferred,
     RecipientFinal,
     RouteChosen,
+    RouteFailed,
     SmtpExchange,
     SmtpFailure,
     TlsChecked,
@@ -88,7 +91,7 @@ from sandbox.events import (
 )
 from sandbox.scenario.model import MessageSpec
 from sandbox.sender.message import RUN_EPOCH, compose, message_id
-from sandbox.sender.pool import ConnectionCache
+from sandbox.sender.pool import ConnectionCache, Kept
 from sandbox.sender.resolver import StubResolver
 from sandbox.sender.smtp import SmtpConnection
 from sandbox.sender.tls_policy import PolicyFound, TlsShell
@@ -119,9 +122,21 @@ class ReturnedMail:
 
 
 @dataclass(frozen=True, slots=True)
+class _Session:
+    """An SMTP session's life: when it was opened, and the deliveries it has carried."""
+
+    opened: float
+    uses: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Content:
     data: bytes
     message_id: str
+
+    @property
+    def facts(self) -> MessageFacts:
+        return MessageFacts.of(self.data)
 
 
 class SenderAgent:
@@ -147,7 +162,7 @@ class SenderAgent:
         self._scenario = scenario
         self.queue = Queue(profile, in_scenario=in_scenario)
         self._contents: dict[int, _Content] = {}
-        self._cache = ConnectionCache(clock=clock)
+        self._cache = ConnectionCache()
         self._group: asyncio.TaskGroup | None = None
         self._changed = asyncio.Event()
         self.final: dict[tuple[int, str], RecipientFinal] = {}
@@ -158,11 +173,22 @@ class SenderAgent:
 
     # --- the driver loop -----------------------------------------------------------------
 
-    async def deliver(self, messages: tuple[MessageSpec, ...]) -> None:
-        """Deliver every message (and the DSNs they cause); returns when all are settled."""
+    async def deliver(
+        self, messages: tuple[MessageSpec, ...], contents: Mapping[int, bytes] | None = None
+    ) -> None:
+        """Deliver every message (and the DSNs they cause); returns when all are settled.
+
+        Each message is the sandbox's own test message unless ``contents`` gives its bytes
+        by number (``mxsandbox send`` carries a message file of the user's)."""
+        given = contents or {}
         for spec in messages:
-            mid = message_id(self._scenario, self._seed, spec.number)
-            self._contents[spec.number] = _Content(compose(spec, self._scenario, self._seed), mid)
+            data = given.get(spec.number)
+            if data is None:
+                mid = message_id(self._scenario, self._seed, spec.number)
+                content = _Content(compose(spec, self._scenario, self._seed), mid)
+            else:
+                content = _Content(data, _header_message_id(data))
+            self._contents[spec.number] = content
             self.queue.submit(Envelope(spec.number, spec.sender, spec.recipients, spec.at))
         loop = asyncio.get_running_loop()
         try:
@@ -262,6 +288,7 @@ class SenderAgent:
                     reply=state.reply,
                     retry_at=deferred.retry_at,
                     suspended=not deferred.tried,
+                    relay=state.relay,
                 )
             )
 
@@ -279,7 +306,7 @@ class SenderAgent:
             reply=state.reply,
             attempts=final.attempts,
             expired=final.expired,
-            relay=where(state.host, state.address) if state.host and state.address else None,
+            relay=state.relay,
             unsure=state.unsure,
             tls=state.tls.version if state.tls is not None else "",
             tls_verified=state.tls is not None and state.tls.verified,
@@ -305,6 +332,7 @@ class SenderAgent:
                 recipients=tuple(s.recipient for s in returned.states),
                 dsn_message=returned.number,
                 via=returned.via,
+                message_id=returned.message_id,
             )
         )
 
@@ -330,7 +358,7 @@ class SenderAgent:
                     returned.action,
                     _status_code(s),
                     reported_reply(s.reply, expired=s.recipient in expired),
-                    s.host,
+                    s.host if s.relay else None,
                     when,
                 )
                 for s in returned.states
@@ -351,6 +379,7 @@ class SenderAgent:
                 domain=start.domain,
                 attempt=start.attempt,
                 recipients=start.recipients,
+                active_since=start.active_since,
             )
         )
         key = (number, start.attempt)
@@ -358,6 +387,17 @@ class SenderAgent:
             answers: list[Answer] = []
             route = await self._resolve(start, answers)
             if isinstance(route, NoRoute):
+                self._emit(
+                    RouteFailed(
+                        t=self._clock(),
+                        message=number,
+                        attempt=start.attempt,
+                        domain=start.domain,
+                        reason=route.kind,
+                        permanent=route.permanent,
+                        why=route.reason,
+                    )
+                )
                 self.queue.no_route(start, route, self._clock())
             else:
                 facts = await self.tls.facts(
@@ -368,6 +408,7 @@ class SenderAgent:
                     lambda name, rdtype: self._ask(start, name, rdtype),
                     lambda found: self._report_policy(start, found),
                 )
+                kept = self._cache.take_for(start.domain)
                 attempt = Attempt(
                     start.sender,
                     start.recipients,
@@ -376,8 +417,10 @@ class SenderAgent:
                     avoid=start.avoid,
                     tls=facts,
                     waited=self._clock() - self.queue.arrival_of(number),
+                    kept=kept[0] if kept is not None else None,
+                    facts=self._contents[number].facts,
                 )
-                await self._walk(start, attempt)
+                await self._walk(start, attempt, kept)
                 self.queue.attempt_done(start, attempt.report(), self._clock())
         finally:
             self.tls.done(key)
@@ -470,11 +513,13 @@ class SenderAgent:
             )
         )
 
-    async def _walk(self, start: Start, attempt: Attempt) -> None:
+    async def _walk(self, start: Start, attempt: Attempt, kept: tuple[str, Kept] | None) -> None:
+        """Walk the attempt over one connection. ``kept``: a session parked for this
+        destination, taken for this delivery (the attempt starts at its host)."""
         connection = SmtpConnection(self._network, self.profile.helo_name)
         content = self._contents[start.number].data
         current: Connect | None = None
-        opened = self._clock()
+        session = _Session(self._clock(), 1)
         tls: Established | None = None  # the session's TLS, for the connection cache
         try:
             self._tell(start, attempt)  # hosts skipped before the first connect
@@ -482,11 +527,14 @@ class SenderAgent:
                 outcome: Feedback
                 if isinstance(action, Connect):
                     current = action
-                    outcome, opened = await self._connect(start, connection, action)
+                    mine = None
+                    if kept is not None and _fits(kept, action):
+                        mine, kept = kept[1], None
+                    outcome, session = await self._connect(start, connection, action, mine)
                     tls = outcome.tls if isinstance(outcome, Reused) else None
                 elif isinstance(action, Disconnect):
                     assert current is not None
-                    await self._disconnect(start, connection, action, current, opened, tls)
+                    await self._disconnect(start, connection, action, current, session, tls)
                     outcome = None
                 elif isinstance(action, StartTls):
                     assert current is not None
@@ -500,6 +548,8 @@ class SenderAgent:
                 self._tell(start, attempt)
         finally:
             await connection.close(quit=False, timeout=0)
+            if kept is not None:  # taken for this delivery, which never came to its host
+                self._cache.put_back(*kept)
 
     async def _starttls(
         self, start: Start, connection: SmtpConnection, action: StartTls, current: Connect
@@ -513,21 +563,23 @@ class SenderAgent:
         return upgrade.outcome
 
     async def _connect(
-        self, start: Start, connection: SmtpConnection, action: Connect
-    ) -> tuple[Feedback, float]:
-        """A session kept open for this address if there is one (and RSET says it is alive),
-        otherwise a new connection. Returns the outcome and when the session was opened."""
+        self, start: Start, connection: SmtpConnection, action: Connect, mine: Kept | None
+    ) -> tuple[Feedback, _Session]:
+        """A session kept open for this address if there is one (``mine``, taken for this
+        delivery, or one parked for the address) and RSET says it is alive, otherwise a new
+        connection. Returns the outcome and the session's life so far."""
         address = action.candidate.address
-        while (kept := self._cache.take(_cache_key(address, action.tls))) is not None:
-            client, opened, tls = kept
+        while (kept := mine or self._cache.take(address, action.tls)) is not None:
+            mine = None
             base = self._where(start, action)
-            self._emit(Connected(**base, reused=True))
-            probe = await connection.adopt(client, self.profile.ehlo_timeout)
+            session = _Session(kept.opened, kept.uses + 1)
+            self._emit(Connected(**base, reused=True, use=session.uses))
+            probe = await connection.adopt(kept.client, self.profile.ehlo_timeout)
             self._report_reply(base, "rset", PROBE_COMMAND, probe)
             if probe_passed(probe):
-                return Reused(tls), opened
+                return Reused(kept.extensions, kept.tls), session
             await connection.close(quit=False, timeout=0)
-        return await connection.connect(address, action.timeout), self._clock()
+        return await connection.connect(address, action.timeout), _Session(self._clock(), 1)
 
     async def _disconnect(
         self,
@@ -535,23 +587,32 @@ class SenderAgent:
         connection: SmtpConnection,
         action: Disconnect,
         current: Connect,
-        opened: float,
+        session: _Session,
         tls: Established | None,
     ) -> None:
-        """QUIT, unless the session can serve a delivery already waiting for this domain."""
-        waiting = self.queue.backlog(start.domain)
-        if action.reusable and waiting > 0 and self._cache.accepts(opened):
+        """QUIT, unless the queue keeps the session for a delivery already waiting for this
+        domain."""
+        if action.reusable and self.queue.keep_open(start.domain, self._clock() - session.opened):
             client = connection.release()
             if client is not None:
                 candidate = current.candidate
-                self._cache.park(_cache_key(candidate.address, current.tls), client, opened, tls)
+                self._cache.park(
+                    candidate.address,
+                    client,
+                    session.opened,
+                    start.domain,
+                    session.uses,
+                    action.extensions,
+                    tls_key=current.tls,
+                    tls=tls,
+                )
                 self._decide(
                     start.number,
                     start.attempt,
                     "keep_open",
                     f"keep the connection to {where(candidate.host, candidate.address)} open: "
-                    f"{waiting} more message(s) wait for {start.domain} "
-                    "(Postfix's connection cache)",
+                    f"{self.queue.backlog(start.domain)} more message(s) wait for "
+                    f"{start.domain} (a connection cache)",
                     (),
                 )
                 return None
@@ -656,9 +717,10 @@ class SenderAgent:
         )
 
 
-def _cache_key(address: str, tls: str) -> str:
-    """Sessions kept open are found by address and by the TLS they were held to."""
-    return f"{address} {tls}"
+def _fits(kept: tuple[str, Kept], action: Connect) -> bool:
+    """A session parked for the destination serves this connect: the same address, held to
+    the same TLS (the cache is keyed by TLS level and policy, as Postfix's is)."""
+    return kept[0] == action.candidate.address and kept[1].tls_key == action.tls
 
 
 def _ready(outcome: ServerReply | NoReply) -> bool:
@@ -703,6 +765,11 @@ def _tls_event(t: float, start: Start, step: TlsStep) -> TlsChecked:
         report=decision.report or "",
         policy=policy,
     )
+
+
+def _header_message_id(data: bytes) -> str:
+    """The Message-ID header of a message given as bytes ("" when it has none)."""
+    return str(BytesHeaderParser().parsebytes(data).get("Message-ID", "")).strip()
 
 
 def _status_code(state: RecipientState) -> str:

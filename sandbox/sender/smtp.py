@@ -74,8 +74,12 @@ class SmtpConnection:
         except BaseException as error:
             sock.close()  # also when the run is cancelled mid-connect: never leak the socket
             if isinstance(error, TimeoutError | OSError):
+                # Told once the outcome is known: a host whose phase ends with this attempt
+                # must not change its socket while the attempt is still under way.
+                self._network.attempted(address)
                 return _connect_failure(error)
             raise
+        self._network.attempted(address)
         self._unclaimed = sock
         self._client = aiosmtplib.SMTP(
             sock=sock, local_hostname=self._helo_name, start_tls=False, timeout=None

@@ -27,6 +27,7 @@ from sandbox.events import (
     DnsServed,
     Event,
     HostAccepted,
+    HostPhase,
     HostSession,
     PolicyServed,
     Warning,
@@ -390,6 +391,11 @@ class _Output:
             )
         if isinstance(event, Warning):
             return f"warning {event.text}"
+        if isinstance(event, HostPhase):
+            return (
+                f"PHASE   {event.host} [{self._listen_of(event.address)}]: {event.ended} for "
+                f"{event.after}; now: {event.behaviour}"
+            )
         if isinstance(event, ControlChanged):
             target = f"{event.target}: " if event.target else ""
             return f"CONTROL {event.action} {target}{event.value}"

@@ -244,7 +244,7 @@ class ControlServer:
             request, 'a behaviour, such as "accept" or {"rcpt": "451 4.3.0 later"}'
         )
         timeline = _read(host_behaviour, body, request)
-        self.sandbox.set_behaviour(key, timeline)
+        _read(lambda _, source: self.sandbox.set_behaviour(key, timeline), body, request)
         return await self._behaviour(request)
 
     async def _set_dns(self, request: web.Request) -> web.Response:

@@ -53,7 +53,7 @@ from sandbox.scenario.model import Behaviour, DnsBehaviour, Scenario, Timeline
 from sandbox.scenario.shipped import find_scenario
 from sandbox.serve.plan import Placement
 from sandbox.serve.retention import Retention, RetentionSpec
-from sandbox.serve.syn import SynSeen, SynWatcher
+from sandbox.serve.syn import SynSeen
 from sandbox.serve.trap import ServerErrorTrap
 
 if TYPE_CHECKING:
@@ -163,8 +163,6 @@ class ServedScenario:
         self._control: ControlServer | None = None
         self._changed: asyncio.Event | None = None
         self._trap = ServerErrorTrap()
-        self._watch_connects = watch_connects
-        self._watcher: SynWatcher | None = None
         self._attempts: list[ConnectAttempt] = []
         # set_behaviour's changes per zone address: (from when, the timeline then in force).
         self._changes: dict[str, list[tuple[float, Timeline[Behaviour]]]] = {}
@@ -175,7 +173,9 @@ class ServedScenario:
             first_address=first_address,
             sinks=[self._emitted],
             retain=retain,
+            watch_connects=watch_connects,
         )
+        self._sandbox.on_attempt(self._syn_seen)
 
     @classmethod
     def from_source(cls, source: ScenarioSource, **options: Any) -> ServedScenario:
@@ -191,8 +191,6 @@ class ServedScenario:
         except BaseException:
             self._trap.uninstall()
             raise
-        if self._watch_connects:
-            self._watcher = SynWatcher.open(self.smtp_port, self._serves, self._syn_seen)
         if self._control_at is not None:
             try:
                 self._control = await self._start_control(self._control_at)
@@ -208,15 +206,8 @@ class ServedScenario:
         await control.start(*at)
         return control
 
-    def _serves(self, address: str) -> bool:
-        return any(p.address == address for p in self.placements)
-
     async def stop(self) -> None:
         """Close every server; errors they raised stay available to ``raise_errors``."""
-        if self._watcher is not None:
-            self._watcher.drain()
-            self._watcher.close()
-            self._watcher = None
         try:
             control, self._control = self._control, None
             if control is not None:
@@ -379,13 +370,12 @@ class ServedScenario:
     def sees_connection_attempts(self) -> bool:
         """Whether the sandbox sees every connection attempt (refused and timed-out ones
         included), or only the sessions that reached a host (see the module docstring)."""
-        return self._watcher is not None
+        return self._sandbox.sees_connection_attempts
 
     def connection_attempts(self, host: str | None = None) -> list[ConnectAttempt]:
         """Every connection attempt to ``host`` (all hosts when None), in order; empty where
         the sandbox cannot see them (``sees_connection_attempts``)."""
-        if self._watcher is not None:
-            self._watcher.drain()
+        self._sandbox.drain_attempts()
         if host is None:
             return list(self._attempts)
         served = {h.listen[0] for h in self._hosts(host)}
@@ -395,7 +385,7 @@ class ServedScenario:
         """The host of every connection attempt, in order: refused and timed-out attempts
         included where the sandbox sees them (``sees_connection_attempts``), otherwise the
         host of every session, in the order the sessions opened."""
-        if self._watcher is not None:
+        if self.sees_connection_attempts:
             return [attempt.host for attempt in self.connection_attempts()]
         return [session.host for session in self.sessions()]
 
@@ -431,7 +421,7 @@ class ServedScenario:
                 f"to stay within retain={self.retention} (raise its sessions= to keep them)"
             )
         expected = [h.lower().rstrip(".") for h in hosts]
-        if self._watcher is not None:
+        if self.sees_connection_attempts:
             observed = self.tried()
             if observed != expected:
                 raise AssertionError(
@@ -489,11 +479,7 @@ class ServedScenario:
             )
         return self._control
 
-    def _syn_seen(self, seen: SynSeen) -> None:
-        pairs = [(h, p) for h, p in self._sandbox.placed() if p.address == seen.address]
-        if not pairs:
-            return
-        mail_host, placement = pairs[0]
+    def _syn_seen(self, mail_host: MailHost, placement: Placement, seen: SynSeen) -> None:
         client = f"{seen.client[0]}:{seen.client[1]}"
         behaviour = mail_host.behaviour_now().describe()
         now = self._sandbox.clock()
@@ -577,7 +563,7 @@ class ServedScenario:
 
     def _story(self) -> str:
         lines = []
-        if self._watcher is not None:
+        if self.sees_connection_attempts:
             attempts = self.connection_attempts()
             lines.append(
                 "connection attempts:\n" + "\n".join(f"  {a}" for a in attempts)

@@ -29,7 +29,14 @@ from typing import TypeVar
 from sandbox.core.addresses import canonical, ensure_loopback
 from sandbox.core.durations import format_duration
 from sandbox.dns.zone import Zone
-from sandbox.errors import AddressInUse, BindError, DnsAddressInUse, NotInSandbox, bind_error
+from sandbox.errors import (
+    AddressInUse,
+    BindError,
+    DnsAddressInUse,
+    NotInSandbox,
+    ScenarioError,
+    bind_error,
+)
 from sandbox.events import ControlAction, ControlChanged, DnsServed, Emit, Event
 from sandbox.hosts.host import MailHost
 from sandbox.hosts.transcript import session_outline
@@ -37,11 +44,22 @@ from sandbox.scenario.lint import Finding, lint_zone
 from sandbox.scenario.model import Behaviour, DnsBehaviour, Scenario, Timeline
 from sandbox.serve.plan import BIND_ATTEMPTS, Placement, answer_for, extend_plan, loopback_plan
 from sandbox.serve.retention import Retention, RetentionSpec
+from sandbox.serve.syn import SynSeen, SynWatcher
 from sandbox.world import Clock, World, host_addresses
 
 _T = TypeVar("_T")
 
-__all__ = ["ServedWorld", "Session"]
+__all__ = ["AttemptListener", "ServedWorld", "Session"]
+
+# Told of every connection attempt the SYN watcher sees, before the host counts it.
+AttemptListener = Callable[[MailHost, Placement, SynSeen], None]
+
+_CANNOT_SEE = (
+    "it refuses or times out, so no connection reaches a host, and serve counts such "
+    "connection attempts only where it sees their SYNs on loopback (Linux, as root or with "
+    "CAP_NET_RAW: sudo setcap cap_net_raw+ep on the Python binary), which it cannot here; "
+    "end this phase with until instead, or count with mxsandbox run"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +119,7 @@ class ServedWorld:
         bind_attempts: int = BIND_ATTEMPTS,
         retain: RetentionSpec = None,
         https_ports: Sequence[int] = (0,),
+        watch_connects: bool = True,
     ) -> None:
         ensure_loopback(dns[0])
         if first_address is not None:
@@ -125,6 +144,9 @@ class ServedWorld:
         # xdist workers pick the same block.
         self._random = random.Random()
         self._changes = asyncio.Lock()
+        self._watch_connects = watch_connects
+        self._watcher: SynWatcher | None = None
+        self._attempt_listeners: list[AttemptListener] = []
 
     # -- what it is made of --------------------------------------------------------------------
 
@@ -217,8 +239,10 @@ class ServedWorld:
 
     def set_behaviour(self, key: str, behaviour: Timeline[Behaviour]) -> list[MailHost]:
         """The hosts that ``key`` stands for (a name: all its addresses; or one address)
-        follow ``behaviour`` from now on."""
+        follow ``behaviour`` from now on. A phase it cannot count is a ScenarioError (see the
+        class docstring), and nothing changes."""
         hosts = self.hosts_for(key)
+        self.check_countable(behaviour, f"set_behaviour({key!r})", "")
         now = self.clock()
         for host in hosts:
             host.set_behaviour(behaviour.shifted(now))
@@ -253,9 +277,54 @@ class ServedWorld:
             findings += [replace(f, phase=index) for f in lint_zone(phase.value, others)]
         return findings
 
+    # -- connection attempts -------------------------------------------------------------------
+
+    @property
+    def sees_connection_attempts(self) -> bool:
+        """Whether connection attempts are seen (refused and timed-out ones included), or
+        only the sessions that reached a host."""
+        return self._watcher is not None
+
+    def on_attempt(self, listener: AttemptListener) -> None:
+        """``listener`` hears of every connection attempt seen from now on."""
+        self._attempt_listeners.append(listener)
+
+    def drain_attempts(self) -> None:
+        """Take in the connection attempts that have arrived but not been read yet."""
+        if self._watcher is not None:
+            self._watcher.drain()
+
+    def check_countable(self, timeline: Timeline[Behaviour], source: str, key: str) -> None:
+        """Raise a ScenarioError when ``timeline`` has a phase that refuses or times out
+        ``times`` times and connection attempts cannot be seen here."""
+        if self.sees_connection_attempts:
+            return
+        for index, phase in enumerate(timeline.phases):
+            if phase.times is not None and not phase.value.sees_sessions:
+                where = f"{key}[{index}].times" if key else f"[{index}].times"
+                raise ScenarioError(
+                    f"this phase ends after {phase.times} {phase.value.connection} connection "
+                    f"attempt(s), but {_CANNOT_SEE}",
+                    file=source,
+                    key=where,
+                )
+
+    def _serves(self, address: str) -> bool:
+        return any(p.address == address for p in self.placements)
+
+    def _syn_seen(self, seen: SynSeen) -> None:
+        pairs = [(h, p) for h, p in self.placed() if p.address == seen.address]
+        if not pairs:
+            return
+        host, placement = pairs[0]
+        for listener in self._attempt_listeners:
+            listener(host, placement, seen)
+        host.connection_attempted()
+
     def reset(self) -> None:
         """Forget the sessions, mailboxes, greylisting tables and events so far (a test's
-        fresh start); behaviours and zones stay as they are."""
+        fresh start), and count the phases that count afresh; behaviours and zones stay as
+        they are."""
         self.world.reset()
         self._changed("reset", "", "sessions, mailboxes, greylisting and events forgotten")
 
@@ -308,11 +377,19 @@ class ServedWorld:
                 await self.world.start_dns(*self._dns_listen)
             except AddressInUse as busy:
                 raise DnsAddressInUse(str(busy)) from busy.__cause__
+            if self._watch_connects:
+                self._watcher = SynWatcher.open(self._smtp_port, self._serves, self._syn_seen)
+            for key, timeline in self.scenario.hosts.items():
+                self.check_countable(timeline, self.scenario.source, f"hosts.{key}")
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.drain()
+            self._watcher.close()
+            self._watcher = None
         await self.world.stop()
 
     async def __aenter__(self) -> ServedWorld:

@@ -110,7 +110,7 @@ async def play(mta_class: type[MTA], case: scn.Case, out: Path | None = None) ->
         copy = scn.run_copy(case, mta.run_overrides(), arrivals, -origin * mta.scale)
         run_copy = scn.write_yaml(copy, home / "run.yaml")
         result.run, _ = await observe_run(
-            run_copy, mta.profile, mta.scale, len(case.messages), home, origin
+            run_copy, mta.profile, mta.scale, len(case.messages), home, origin, log=mta.log_format
         )
         names = result.extra.pop("names")
         result.real.normalize(names)
@@ -129,6 +129,7 @@ async def play(mta_class: type[MTA], case: scn.Case, out: Path | None = None) ->
                 "serve.yaml",
                 "run.yaml",
                 "run.json",
+                "run-postfix.log",
                 "run-trace.jsonl",
                 "events.jsonl",
                 "serve-record.jsonl",

@@ -78,6 +78,9 @@ class Observed:
     # periodic queue scans count from (Postfix's queue manager start; 0 = serve's start).
     arrivals: dict[int, float] = field(default_factory=dict)
     origin: float = 0.0
+    # The side's Postfix-format log, where it has one (real Postfix; run mode's
+    # ``--log postfix`` when compared with Postfix): compared line by line.
+    log: list[str] = field(default_factory=list)
 
     def delivery(self, message: int, recipient: str) -> Delivery:
         key = (message, recipient.lower())
@@ -108,6 +111,7 @@ class Observed:
             "notes": self.notes,
             "arrivals": self.arrivals,
             "origin": self.origin,
+            "log": self.log,
         }
 
 

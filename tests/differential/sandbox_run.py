@@ -23,18 +23,28 @@ class RunFailed(RuntimeError):
 
 
 async def observe_run(
-    scenario: Path, profile: str, scale: float, messages: int, workdir: Path, origin: float = 0.0
+    scenario: Path,
+    profile: str,
+    scale: float,
+    messages: int,
+    workdir: Path,
+    origin: float = 0.0,
+    *,
+    log: str | None = None,
 ) -> tuple[Observed, dict[str, Any]]:
     """Run the scenario; return what it did (times divided by ``scale``, plus ``origin``: on
-    the serve clock of the real run) and its JSON."""
+    the serve clock of the real run) and its JSON. With ``log`` (``"postfix"``), the run
+    prints that log instead of its JSON (both want stdout): the observation keeps its lines,
+    and the JSON returned is empty."""
     trace = workdir / "run-trace.jsonl"
+    output = ["--log", log] if log else ["--json"]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "sandbox",
         "run",
         str(scenario),
-        "--json",
+        *output,
         "--profile",
         profile,
         "--trace",
@@ -52,9 +62,15 @@ async def observe_run(
             f"mxsandbox run {scenario.name} --profile {profile} exited {process.returncode}:\n"
             f"{err.decode()}{out.decode()[-2000:]}"
         )
+    events = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
+    if log:
+        (workdir / f"run-{log}.log").write_bytes(out)
+        observed = read_trace(events, scale, messages, origin)
+        # The log's lines, up to the summary that follows them after a blank line.
+        observed.log = out.decode().split("\n\n", 1)[0].splitlines()
+        return observed, {}
     (workdir / "run.json").write_bytes(out)
     result = json.loads(out)
-    events = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
     return read_trace(events, scale, messages, origin), result
 
 
@@ -98,8 +114,13 @@ def read_trace(
             host = f"{event['host']}[{event.get('address', '')}]"
             if not found["hosts"] or found["hosts"][-1] != host:
                 found["hosts"].append(host)
-        elif kind == "recipient_deferred" and key in current:
-            found = current[key]
+        elif kind == "recipient_deferred":
+            # A deferral without a try (``suspended``) is skipped: one that no attempt
+            # started (Postfix: its destination is dead), or whose attempt tried no host
+            # (Exim: every host inside its retry time).
+            found = current.get(
+                key, {"t": event["t"] / scale + origin, "hosts": [], "active": False}
+            )
             delivery = observed.delivery(message, event["recipient"])
             delivery.attempts.append(
                 Attempt(
@@ -107,7 +128,7 @@ def read_trace(
                     hosts=list(found["hosts"]),
                     outcome="deferred",
                     dsn=event.get("dsn"),
-                    skipped=bool(event.get("suspended")) and not found["active"],
+                    skipped=bool(event.get("suspended")) and not found["hosts"],
                     detail=event.get("reply") or "",
                 )
             )

@@ -88,7 +88,8 @@ def verdicts(result: CaseResult) -> dict[str, dict[str, Any]]:
         reason = excused(result.mta, result.case, name)
         state = "n/a" if field.agree is None else "agree" if field.agree else "differ"
         if state == "agree" and reason is not None:
-            state = "agree (stale entry)"
+            # A pending entry that agrees is stale; a known race may agree on a given run.
+            state = "agree (known race)" if reason.startswith("known") else "agree (stale entry)"
         out[name] = {
             "state": state,
             "excused": reason if state == "differ" else None,
@@ -132,6 +133,9 @@ def table(mta: str, results: list[CaseResult], wall: float, *, markdown: bool = 
             elif verdict["state"] == "agree (stale entry)":
                 row.append("agree*")
                 notes.append(f"{result.case} / {name}: agrees now; remove its entry in pending.py")
+            elif verdict["state"] == "agree (known race)":
+                row.append("agree*")
+                notes.append(f"{result.case} / {name}: agrees on this run (known: a real race)")
             else:
                 row.append(verdict["state"])
         rows.append(row)

@@ -487,3 +487,19 @@ async def test_port_zero_retries_when_the_tcp_twin_is_taken(
         assert (await tcp(server, "mx1.example.test", "A")).rcode() == dns.rcode.NOERROR
     finally:
         await server.close()
+
+
+async def test_glue_too_large_for_one_message_is_dropped_not_the_answer() -> None:
+    """800 MX hosts with 5 addresses each: the answer fits a TCP message, the glue does not.
+    The glue goes (RFC 2181 §9: without TC), the 800 MX records stay."""
+    lines = ["$TTL 300"] + [f"@ IN MX 10 mx{i}" for i in range(800)]
+    lines += [f"mx{i} IN A 10.{i // 250}.{i % 250}.{j}" for i in range(800) for j in range(1, 6)]
+    zone = parse_zone("big.test", "\n".join(lines))
+    big = DnsServer(Authority([zone]))
+    await big.start("127.0.0.1", 0)
+    try:
+        response = await tcp(big, "big.test", "MX")
+    finally:
+        await big.close()
+    assert len(response.answer[0]) == 800
+    assert response.additional == [] and not response.flags & dns.flags.TC

@@ -42,8 +42,9 @@ def test_haraka_gives_up_after_13_failures() -> None:
     scenario = scenario_from_mapping(forever)
     result = run_scenario(scenario, profile=profile_for(scenario, "haraka"))
     (row,) = result.deliveries
-    # When its retries run out, Haraka makes the last temporary status permanent.
-    assert (row.status, row.attempts, row.at, row.dsn) == ("bounced", 13, 262080.0, "5.4.1")
+    # Every MX refused: Haraka defers with "Tried all MXs" (5.1.2) and bounces with it.
+    assert (row.status, row.attempts, row.at, row.dsn) == ("bounced", 13, 262080.0, "5.1.2")
+    assert row.reply.startswith("Tried all MXs")
 
 
 def test_a_4xx_that_ends_the_attempt_is_told_before_the_deferral() -> None:
@@ -54,4 +55,7 @@ def test_a_4xx_that_ends_the_attempt_is_told_before_the_deferral() -> None:
     story = render_narrative(run_scenario(scenario, profile=profile_for(scenario, "haraka")))
     ends = "⇒ a 4xx reply at greeting ends this attempt: no next host for this sender"
     assert f"{ends}\n" in story
-    assert "⇒ defer: 4.3.2 host mx1.example.test[192.0.2.10] said: 421 4.3.2 Busy" in story
+    assert (
+        "⇒ defer: 4.3.2 host mx1.example.test[192.0.2.10] refused to talk to me: 421 4.3.2 Busy"
+        in story
+    )

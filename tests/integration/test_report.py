@@ -127,6 +127,7 @@ def test_the_balancing_report_has_its_chart_and_a_histogram_per_lane() -> None:
         "mx1.example.test",
         "mx2.example.test",
     ]
+    # One session per message (TLS sessions are not kept: smtp_tls_connection_reuse = no).
     assert "chi-square 0.72 with 1 degree of freedom: p = 0.396, consistent" in text
     assert 'data-axis="order"' in text  # the run took no virtual time: drawn in order
     # Paths are grouped: two kinds of path (mx1 took it, mx2 took it).

@@ -13,23 +13,18 @@ quadratic lint ran more than ten times as many.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import pytest
 
-import sandbox
 from bench.zones import scenario_text
 from sandbox import load_scenario_text
 from sandbox.dns.zone import Zone
 from sandbox.output.report.data import build_flow
 from sandbox.run import run_scenario
 from sandbox.scenario.lint import lint_scenario
+from tests.reliability.work import lines_run
 
-SANDBOX = str(Path(sandbox.__file__).parent)
 SMALL = 25
 LARGE = 4 * SMALL
 # Linear growth is 4x; a quarter more is left for what grows with the size of names and
@@ -82,28 +77,6 @@ def test_each_zone_phase_is_parsed_once_for_load_lint_run_and_report(
     assert len(built) == 4  # nothing after the loader parsed a zone again
 
 
-def _lines_run(work: Callable[[], object]) -> int:
-    """How many lines of the sandbox's own code ``work`` runs (loop iterations included)."""
-    count = 0
-
-    def local(frame: FrameType, event: str, arg: Any) -> Any:
-        nonlocal count
-        if event == "line":
-            count += 1
-        return local
-
-    def calls(frame: FrameType, event: str, arg: Any) -> Any:
-        return local if frame.f_code.co_filename.startswith(SANDBOX) else None
-
-    previous = sys.gettrace()
-    sys.settrace(calls)
-    try:
-        work()
-    finally:
-        sys.settrace(previous)
-    return count
-
-
 def _load_and_lint(count: int) -> Callable[[], object]:
     # Every zone has findings, so that the lint's look-ups and its mends (a free address,
     # the name that was meant) all run once per zone.
@@ -117,14 +90,14 @@ def _load_and_lint(count: int) -> Callable[[], object]:
 
 
 def test_load_and_lint_grow_linearly_with_the_number_of_zones() -> None:
-    small = _lines_run(_load_and_lint(SMALL))
-    large = _lines_run(_load_and_lint(LARGE))
+    small = lines_run(_load_and_lint(SMALL))
+    large = lines_run(_load_and_lint(LARGE))
     assert large / small <= MOST, f"{SMALL} zones: {small} lines; {LARGE} zones: {large}"
 
 
 def test_lint_alone_grows_linearly_with_the_number_of_zones() -> None:
     small_scenario = load_scenario_text(scenario_text(SMALL, mistakes=True))
     large_scenario = load_scenario_text(scenario_text(LARGE, mistakes=True))
-    small = _lines_run(lambda: lint_scenario(small_scenario))
-    large = _lines_run(lambda: lint_scenario(large_scenario))
+    small = lines_run(lambda: lint_scenario(small_scenario))
+    large = lines_run(lambda: lint_scenario(large_scenario))
     assert large / small <= MOST, f"{SMALL} zones: {small} lines; {LARGE} zones: {large}"

@@ -336,3 +336,83 @@ def test_exim_stops_at_hosts_max_try_among_equal_preferences() -> None:
     attempt = new(profile=exim, candidates=same)
     log = drive(attempt, refuse)
     assert len([1 for _, step in log if step == "Connect"]) == exim.hosts_max_try == 5
+
+
+# --- the profiles' own rules ----------------------------------------------------------------
+
+
+def test_exim_falls_back_to_helo_after_a_4xx_to_ehlo_before_it_gives_up_on_the_host() -> None:
+    busy = ServerReply(451, "4.3.0 Try again later")
+
+    def both_busy(candidate: Candidate, action: Action) -> Outcome | None:
+        if isinstance(action, SendCommand) and action.stage in ("ehlo", "helo"):
+            return busy
+        return normal(candidate, action)
+
+    attempt = new(profile=PROFILES["exim"])
+    log = drive(attempt, host_script(mx1=both_busy))
+    # EHLO 451, HELO 451, QUIT at mx1 (as Exim 4.96 did against serve), then mx2.
+    assert log[:5] == [
+        ("mx1", "Connect"),
+        ("mx1", "ReadGreeting"),
+        ("mx1", "EHLO sender.sandbox.test"),
+        ("mx1", "HELO sender.sandbox.test"),
+        ("mx1", "Disconnect"),
+    ]
+    assert attempt.recipients["alice@example.test"].host == "mx2.example.test"
+    # Postfix gives up on the host at once.
+    postfix = new()
+    log = drive(postfix, host_script(mx1=both_busy))
+    assert ("mx1", "HELO sender.sandbox.test") not in log
+
+
+@pytest.mark.parametrize("stage", ["greeting", "ehlo", "mail", "rcpt", "data", "message"])
+def test_haraka_ends_the_attempt_on_a_4xx_at_every_stage(stage: str) -> None:
+    attempt = new(profile=PROFILES["haraka"])
+    log = drive(attempt, host_script(mx1=reply_at(stage, ServerReply(451, "4.3.0 later"))))
+    assert {host for host, _ in log} == {"mx1"}
+    state = attempt.recipients["alice@example.test"]
+    assert (state.status, state.dsn) == ("pending", "4.3.0")
+    assert state.relay == "mx1.example.test[192.0.2.10]"
+
+
+def test_haraka_tried_all_mxs_is_5_1_2_with_no_remote_host() -> None:
+    attempt = new(profile=PROFILES["haraka"])
+    drive(attempt, refuse)
+    state = attempt.recipients["alice@example.test"]
+    assert (state.status, state.dsn, state.reply) == ("pending", "5.1.2", "Tried all MXs")
+    assert state.relay is None
+    # Postfix keeps the last error, and names no relay either: the connect was refused.
+    postfix = new()
+    drive(postfix, refuse)
+    state = postfix.recipients["alice@example.test"]
+    assert (state.dsn, state.relay) == ("4.4.1", None)
+    assert state.reply.endswith("Connection refused")
+
+
+def test_the_relay_is_the_host_whose_session_gave_the_last_reply() -> None:
+    attempt = new()
+    drive(attempt, reply_at("rcpt", ServerReply(451, "4.7.1 Greylisted")))
+    assert attempt.recipients["alice@example.test"].relay == "mx2.example.test[192.0.2.11]"
+
+
+def test_a_handshake_refusal_is_worded_as_postfix_words_it() -> None:
+    attempt = new(candidates=(MX1,))
+    drive(attempt, reply_at("greeting", ServerReply(421, "4.3.2 Service shutting down")))
+    assert attempt.recipients["alice@example.test"].reply == (
+        "host mx1.example.test[192.0.2.10] refused to talk to me: 421 4.3.2 Service shutting down"
+    )
+
+
+def test_a_session_kept_for_the_destination_is_where_the_walk_starts() -> None:
+    attempt = Attempt(
+        "bob@example.net", ("alice@example.test",), (MX1, MX2), Profile(), kept=MX2.address
+    )
+    log = drive(attempt, normal)
+    assert [h for h, step in log if step == "Connect"] == ["mx2"]
+    skip = next(n for n in attempt.take_notes() if n.action == "skip")
+    assert skip.why.startswith("mx1.example.test[192.0.2.10]: not tried: a session to mx2")
+    # A session to the first host changes nothing, and one to no candidate is ignored.
+    for kept in (MX1.address, "192.0.2.99"):
+        attempt = Attempt("b@x.test", ("a@example.test",), (MX1, MX2), Profile(), kept=kept)
+        assert [h for h, step in drive(attempt, normal) if step == "Connect"] == ["mx1"]

@@ -266,6 +266,6 @@ def test_mta_sts_testing_delivers_over_a_bad_certificate_and_reports_it() -> Non
 def test_a_reused_session_keeps_its_tls() -> None:
     attempt = new()
     while (action := attempt.next_action()) is not None:
-        answer = Reused(GOOD) if isinstance(action, Connect) else host()(MX1, action)
+        answer = Reused(tls=GOOD) if isinstance(action, Connect) else host()(MX1, action)
         attempt.receive(answer)
     assert attempt.recipients[RCPT].tls == GOOD

@@ -51,4 +51,5 @@ def test_core_module_imports_no_io(path: Path) -> None:
         "heapq",
         "email",
         "datetime",
+        "idna",  # pure: the IDNA 2008 tables and Punycode (core.idn)
     }

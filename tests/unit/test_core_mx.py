@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from sandbox import Profile
+from sandbox import PROFILES, Profile
 from sandbox.core.mx import Answer, MxRecord, NoRoute, Query, Resolution, Route, order_mx
 
 POSTFIX = Profile()
@@ -197,3 +197,77 @@ def test_address_limit_keeps_the_first_five() -> None:
     assert isinstance(route, Route)
     assert len(route.candidates) == 5
     assert route.candidates[-1].address == "192.0.2.2"
+
+
+NXDOMAIN_HOST = {("mx1.example.test", "A"): Answer("mx1.example.test", "A", "NXDOMAIN")}
+
+
+@pytest.mark.parametrize(
+    ("profile", "first", "zone", "reply"),
+    [
+        ("postfix", mx((0, "")), {}, "Domain example.test does not accept mail (nullMX)"),
+        (
+            "postfix",
+            Answer("example.test", "MX", "NXDOMAIN"),
+            {},
+            "Host or domain name not found. Name service error for name=example.test type=A: "
+            "Host not found",
+        ),
+        (
+            "postfix",
+            Answer("example.test", "MX", "SERVFAIL"),
+            {},
+            "Host or domain name not found. Name service error for name=example.test type=MX: "
+            "Host not found, try again",
+        ),
+        (
+            "postfix",
+            mx((10, "mx1.example.test")),
+            {},
+            "Host or domain name not found. Name service error for name=mx1.example.test "
+            "type=A: Host found but no data record of requested type",
+        ),
+        (
+            "postfix",
+            mx((10, "mx1.example.test")),
+            NXDOMAIN_HOST,
+            "Host or domain name not found. Name service error for name=mx1.example.test "
+            "type=A: Host not found",
+        ),
+        ("exim", mx((0, "")), {}, "an MX or SRV record indicated no SMTP service"),
+        ("exim", Answer("example.test", "MX", "NXDOMAIN"), {}, "Unrouteable address"),
+        (
+            "exim",
+            mx((10, "mx1.example.test")),
+            {},
+            "all relevant MX records point to non-existent hosts",
+        ),
+        (
+            "exim",
+            mx((10, "127.0.0.60")),
+            {},
+            "all relevant MX records point to non-existent hosts or (invalidly) to IP addresses",
+        ),
+        ("haraka", mx((0, "")), {}, "Domain example.test sends and receives no email (NULL MX)"),
+        (
+            "haraka",
+            Answer("example.test", "MX", "NXDOMAIN"),
+            {},
+            "Nowhere to deliver mail to for domain: example.test",
+        ),
+        (
+            "haraka",
+            Answer("example.test", "MX", "SERVFAIL"),
+            {},
+            "DNS lookup failure: Error: queryMx ESERVFAIL example.test",
+        ),
+        ("haraka", mx((10, "mx1.example.test")), {}, "Tried all MXs"),
+        ("rfc5321", mx((0, "")), {}, "example.test publishes a null MX: it accepts no mail"),
+    ],
+)
+def test_a_failed_route_replies_in_the_words_of_the_mta_the_profile_follows(
+    profile: str, first: Answer, zone: dict[tuple[str, str], Answer], reply: str
+) -> None:
+    route, _ = resolve(first, zone, profile=PROFILES[profile])
+    assert isinstance(route, NoRoute)
+    assert route.reply == reply

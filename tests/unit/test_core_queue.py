@@ -287,3 +287,88 @@ def test_the_unfinished_are_reported_as_deferred_at_the_end() -> None:
     (final,) = queue.give_up_unfinished()
     assert isinstance(final, Final)
     assert (final.status, final.attempts) == ("deferred", 1)
+
+
+def test_a_retry_time_a_float_sum_puts_off_by_a_hair_is_due_at_the_clocks_tick() -> None:
+    # 48.545 + 64 + 128 is 240.54500000000002; a clock that ticks in microseconds reads
+    # 240.545 at the wakeup the queue asked for, and the retry must start then, not never.
+    haraka = PROFILES["haraka"]
+    queue = Queue(haraka)
+    queue.submit(Envelope(1, "bob@example.net", ("alice@example.test",), 48.545))
+    (start,) = starts(queue.poll(48.545))
+    queue.attempt_done(start, refused(start), 48.545)
+    queue.poll(48.545)
+    (start,) = starts(queue.poll(112.545))
+    queue.attempt_done(start, refused(start), 112.545)
+    queue.poll(112.545)
+    wakeup = queue.next_wakeup()
+    assert wakeup is not None and wakeup != 240.545 and round(wakeup, 6) == 240.545
+    assert [s.attempt for s in starts(queue.poll(240.545))] == [3]
+
+
+def test_exim_bounces_say_5_0_0_in_the_row_and_in_the_dsn() -> None:
+    queue = Queue(PROFILES["exim"], in_scenario=lambda domain: True)
+    queue.submit(Envelope(1, "bob@example.net", ("alice@example.test",), 0.0))
+    (start,) = starts(queue.poll(0.0))
+    states = {
+        r: RecipientState(r, "bounced", "5.1.1", "550 5.1.1 No such user") for r in start.recipients
+    }
+    queue.attempt_done(start, AttemptReport(states), 1.0)
+    outputs = queue.poll(1.0)
+    (final,), (returned,) = of(Final, outputs), of(Returned, outputs)
+    assert final.state.dsn == returned.states[0].dsn == "5.0.0"
+    assert returned.states[0].reply == "550 5.1.1 No such user"  # the Diagnostic-Code
+
+
+def test_exim_retries_in_a_queue_run_one_after_the_other() -> None:
+    queue = queue_of(3, PROFILES["exim"])
+    first = starts(queue.poll(0.0))
+    assert len(first) == 3  # immediate deliveries, side by side
+    for start in first:
+        queue.attempt_done(start, refused(start, site=False), 1.0)
+    queue.poll(1.0)
+    assert queue.next_wakeup() == 1800.0  # the next queue run
+    (run,) = starts(queue.poll(1800.0))  # the queue runner takes one message
+    assert queue.backlog("example.test") == 2
+    assert queue.keep_open("example.test", 0.0)  # the others wait for this host
+    queue.attempt_done(run, delivered(run), 1800.0)
+    (after,) = starts(queue.poll(1800.0))
+    assert after.number != run.number and after.attempt == 2
+
+
+def test_a_session_is_kept_only_for_waiting_mail_and_while_young() -> None:
+    queue = queue_of(6)
+    first = starts(queue.poll(0.0))
+    assert queue.backlog("example.test") == 1
+    assert queue.keep_open("example.test", 10.0)
+    assert not queue.keep_open("example.test", POSTFIX.reuse_time_limit)
+    haraka = queue_of(6, dataclasses.replace(PROFILES["haraka"], initial_concurrency=5))
+    haraka.poll(0.0)
+    assert haraka.backlog("example.test") == 1 and not haraka.keep_open("example.test", 0.0)
+    queue.attempt_done(first[0], delivered(first[0]), 1.0)
+    queue.poll(1.0)
+    assert not queue.keep_open("example.test", 1.0)  # nothing waits any more
+
+
+@pytest.mark.parametrize(
+    ("profile", "kind", "status", "dsn"),
+    [
+        ("postfix", "dns_failure", "pending", "4.4.3"),
+        ("haraka", "dns_failure", "pending", "4.1.0"),
+        ("haraka", "no_address", "pending", "5.1.2"),
+        ("rfc5321", "no_address", "pending", "4.4.4"),
+        ("exim", "no_address", "bounced", "5.0.0"),
+    ],
+)
+def test_a_route_failure_takes_the_profiles_status_and_reply(
+    profile: str, kind: str, status: str, dsn: str
+) -> None:
+    queue = queue_of(1, PROFILES[profile])
+    (start,) = starts(queue.poll(0.0))
+    permanent = kind == "no_address"
+    route = NoRoute(kind, permanent, "5.4.4", "explained", reply="the MTA's words")  # type: ignore[arg-type]
+    queue.no_route(start, route, 0.0)
+    outputs = queue.poll(0.0)
+    state = (of(Final, outputs) or of(Deferred, outputs))[0]
+    state = state.state if isinstance(state, Final) else state.states[0]
+    assert (state.status, state.dsn, state.reply) == (status, dsn, "the MTA's words")

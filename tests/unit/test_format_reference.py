@@ -55,7 +55,7 @@ def test_the_documented_sender_defaults_are_the_postfix_profiles() -> None:
     postfix = PROFILES["postfix"]
     for key, kind in FIELD_KINDS.items():
         value = getattr(postfix, key)
-        if value is None:
+        if value is None or value == "" or value == frozenset():
             expected = "none"
         elif kind == "duration":
             expected = f"`{format_duration(value)}`"

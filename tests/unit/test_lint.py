@@ -48,6 +48,10 @@ def test_mx_pointing_at_a_cname_is_an_error_at_its_line() -> None:
 def test_mx_pointing_at_an_ip_literal_is_an_error() -> None:
     text = GOOD.replace("@     IN MX 20 mx2", "@     IN MX 20 192.0.2.11.")
     assert found(lint(text)) == [("mx-ip-literal", "error", 3)]
+    (finding,) = lint(text)
+    # What the real MTAs did with such a record (tests/differential/FINDINGS.md).
+    assert "Postfix 3.7 uses it with a warning" in finding.message
+    assert "Exim bounces the mail" in finding.message
 
 
 def test_an_ip_literal_without_the_final_dot_is_one_finding_not_two() -> None:

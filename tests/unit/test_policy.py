@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from itertools import pairwise
 
 import pytest
@@ -44,7 +45,7 @@ def test_postfix_gives_up_at_the_first_failure_after_five_days() -> None:
 
 
 def test_exim_rules_from_the_first_failure() -> None:
-    times = schedule(PROFILES["exim"])
+    times = schedule(dataclasses.replace(PROFILES["exim"], queue_run_delay=0))
     # F,2h,15m
     assert times[:9] == [0, 900, 1800, 2700, 3600, 4500, 5400, 6300, 7200]
     # G,16h,1h,1.5: 1h, 1.5h, 2.25h, 3.375h, 5.0625h, then the rule in force until 16h
@@ -53,6 +54,13 @@ def test_exim_rules_from_the_first_failure() -> None:
     # F,4d,6h until four days after the first failure; the next failure bounces
     assert all(b - a == 6 * HOUR for a, b in pairwise(times[15:]))
     assert times[-2] < 4 * DAY <= times[-1]
+
+
+def test_exim_retries_only_at_its_queue_runs_every_thirty_minutes() -> None:
+    # Debian's QUEUEINTERVAL: the 15-minute rule is acted on at the next 30-minute run.
+    times = schedule(PROFILES["exim"], 3 * HOUR)
+    assert times == [0, 1800, 3600, 5400, 7200, 10800]
+    assert all(t % 1800 == 0 for t in schedule(PROFILES["exim"]))
 
 
 def test_haraka_doubles_from_64_seconds_and_gives_up_at_the_13th_failure() -> None:

@@ -20,6 +20,7 @@ The HTML report (``report.py``) draws these; tests assert on them directly.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ from sandbox.events import (
     ConnectFailed,
     DnsAnswered,
     Event,
+    HostPhase,
     RecipientFinal,
     RouteChosen,
     SmtpExchange,
@@ -218,7 +220,11 @@ def build_flow(result: RunResult) -> Flow:
         Lane(
             host.name,
             host.addresses,
-            _phases(result.scenario.behaviour_of(host.name, host.addresses), end),
+            _phases(
+                result.scenario.behaviour_of(host.name, host.addresses),
+                end,
+                _counted_ends(result.events, host.name, host.addresses),
+            ),
             host.connections,
             host.accepted,
         )
@@ -228,16 +234,34 @@ def build_flow(result: RunResult) -> Flow:
     return Flow(lanes, marks, _paths(result.events, marks), rows, notes, end, moments)
 
 
-def _phases(timeline: Timeline[Behaviour], end: float) -> tuple[PhaseSpan, ...]:
+def _counted_ends(
+    events: Sequence[Event], host: str, addresses: Sequence[str]
+) -> list[tuple[int, float]]:
+    """(phase index now in force, when) for each phase a host's first address ended by
+    counting its sessions (``host_phase`` events); the lane shows that address's phases."""
+    first = canonical(addresses[0]) if addresses else ""
+    return [
+        (e.phase - 1, e.t)
+        for e in events
+        if isinstance(e, HostPhase) and e.host == host and canonical(e.address) == first
+    ]
+
+
+def _phases(
+    timeline: Timeline[Behaviour], end: float, counted: Sequence[tuple[int, float]] = ()
+) -> tuple[PhaseSpan, ...]:
+    """The spans of a lane: each phase from where the one before ended to its ``until``, or
+    to when a count ended it (``counted``: a later phase in force from then on)."""
     spans: list[PhaseSpan] = []
     start = 0.0
-    for phase in timeline.phases:
+    for index, phase in enumerate(timeline.phases):
         stop = end if phase.until is None else phase.until
-        if start <= end:
+        stop = min([stop, *(t for later, t in counted if later > index)])
+        if start <= end and stop >= start:
             spans.append(
                 PhaseSpan(start, min(stop, end), phase_kind(phase.value), phase.value.describe())
             )
-        start = stop
+        start = max(start, stop)
     return tuple(spans)
 
 

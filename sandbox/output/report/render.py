@@ -683,13 +683,23 @@ def _balance_section(groups: Sequence[BalanceGroup]) -> str:
     )
 
 
+def _sessions(group: BalanceGroup) -> str:
+    """How many of the messages chose their host themselves, when sessions were reused."""
+    if group.choices == group.total:
+        return ""
+    return (
+        f", over {group.choices} session(s) that chose a host (the chi-square test counts "
+        "those: a reused session carries messages without a choice of its own)"
+    )
+
+
 def _balance_chart(group: BalanceGroup) -> str:
     row, left, width = 34, 150, 230
     height = 16 + row * len(group.hosts) + 22
     out = [
         f'<figure class="balance" data-group="{_e(group.domain)}:{group.preference}">'
         f"<figcaption>{_e(group.domain)}, preference {group.preference}: "
-        f"{group.total} message(s) among {len(group.hosts)} hosts</figcaption>"
+        f"{group.total} message(s) among {len(group.hosts)} hosts{_sessions(group)}</figcaption>"
         f'<svg viewBox="0 0 520 {height}" role="img" aria-label="share of each host">'
     ]
     expected_x = left + width * (group.hosts[0].expected if group.hosts else 0)

@@ -16,7 +16,7 @@ from tests.differential.model import Observed
 from tests.differential.scenario import Case, Message
 from tests.differential.served import Served
 
-__all__ = ["MTA", "Knob", "MtaUnavailable", "compose", "run_command"]
+__all__ = ["MTA", "Knob", "MtaUnavailable", "Submission", "compose", "run_command"]
 
 ROOT = Path(__file__).resolve().parents[3]
 CACHE = ROOT / ".cache"
@@ -40,6 +40,20 @@ class Knob:
 
     def run_value(self, scale: float) -> float:
         return self.real * scale
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What ``mxsandbox conform --smtp`` needs of an MTA on top of the differential set-up
+    (tests/conform/mtas.py): it takes mail over SMTP at ``listen`` from loopback, for any
+    domain; it counts ``own_address`` as its own (the self-MX cases; Haraka has no such
+    setting); and with ``give_up_scale`` its give-up time (queue lifetime, last retry rule,
+    number of tries) is its default divided by that factor instead of S, with retries as often
+    as the MTA allows in between, for the one case that waits days."""
+
+    listen: tuple[str, int] = ("127.0.0.1", 2525)
+    own_address: str | None = "127.0.0.99"
+    give_up_scale: float | None = None
 
 
 def compose(case: Case, message: Message) -> bytes:
@@ -83,12 +97,16 @@ class MTA(abc.ABC):
     # are timed from the last failure, compare the first start and the gaps between starts.
     times_mode: ClassVar[str] = "absolute"
     knobs: ClassVar[tuple[Knob, ...]]
+    # The log format both sides write, when the MTA's log is compared line by line with run
+    # mode's (``mxsandbox run --log FORMAT``); None: not compared.
+    log_format: ClassVar[str | None] = None
     # Profile fields that the MTA's configuration cannot follow (documented in FINDINGS.md).
     version: str = ""
 
-    def __init__(self, case: Case, home: Path) -> None:
+    def __init__(self, case: Case, home: Path, submission: Submission | None = None) -> None:
         self.case = case
         self.home = home
+        self.submission = submission  # None: the differential set-up (no listener)
         self.namespace = ""
         self.extra: dict[str, Any] = {}
 

@@ -66,8 +66,8 @@ primary_hostname = sender.exim.test
 qualify_domain = sender.exim.test
 domainlist local_domains =
 keep_environment =
-daemon_smtp_ports =
-local_interfaces =
+daemon_smtp_ports = {ports}
+local_interfaces = {interfaces}
 log_selector = +pid +millisec +deliver_time +queue_time +received_recipients +outgoing_port \\
   +delivery_size +return_path_on_delivery
 trusted_users = root
@@ -79,7 +79,7 @@ delay_warning = {delay_warning}s
 retry_data_expire = {retry_data_expire}s
 retry_interval_max = {retry_interval_max}s
 ignore_bounce_errors_after = {ignore_bounce_errors_after}s
-
+{submission}
 begin routers
 
 # Debian's dnslookup router without its ignore_target_hosts (which drops 127.0.0.0/8).
@@ -105,6 +105,20 @@ begin retry
 
 # Debian's rule, F,2h,15m; G,16h,1h,1.5; F,4d,6h, divided by S.
 *   *   {retry}
+{acl}"""
+
+# With a Submission (mxsandbox conform --smtp): the daemon takes mail from loopback for any
+# domain, and counts the own address as one of its interfaces (the self-MX cases).
+SUBMISSION = """\
+acl_smtp_rcpt = accept_from_loopback
+{own}
+"""
+SUBMISSION_ACL = """
+begin acl
+
+accept_from_loopback:
+  accept hosts = 127.0.0.0/8
+  deny
 """
 
 FILTER = """\
@@ -175,8 +189,32 @@ class Exim(MTA):
             command_timeout=round(self.setting("rcpt_timeout")),
             data_timeout=round(self.setting("data_transfer_timeout")),
             final_timeout=round(self.setting("dot_timeout")),
-            retry=_rule_text(),
+            retry=self._retry_rule(),
+            **self._submission_text(),
         )
+
+    def _retry_rule(self) -> str:
+        """Debian's rule divided by S; with ``Submission.give_up_scale``, only its 4-day
+        cutoff, divided by that, with a try every second until then."""
+        scale = self.submission.give_up_scale if self.submission else None
+        return _rule_text() if scale is None else f"F,{round(4 * 86400 / scale)}s,1s"
+
+    @property
+    def queue_interval(self) -> int:
+        """Seconds between queue runs: Debian's 30 minutes / S (1 s for the give-up run)."""
+        return 1 if self.submission and self.submission.give_up_scale else QUEUE_INTERVAL
+
+    def _submission_text(self) -> dict[str, str]:
+        if self.submission is None:
+            return {"ports": "", "interfaces": "", "submission": "", "acl": ""}
+        host, port = self.submission.listen
+        own = self.submission.own_address
+        return {
+            "ports": str(port),
+            "interfaces": host,
+            "submission": SUBMISSION.format(own=f"extra_local_interfaces = {own}" if own else ""),
+            "acl": SUBMISSION_ACL,
+        }
 
     async def start(self, namespace: str) -> None:
         self.namespace = namespace
@@ -190,6 +228,18 @@ class Exim(MTA):
         )
         self.version = f"Exim {version[1]}" if version else "Exim"
         self.runs: list[asyncio.subprocess.Process] = []
+        if self.submission is not None:
+            # The daemon: it listens, and starts a queue run every queue_interval seconds
+            # (what Debian's init script does with -q30m); stop() ends it with the runs.
+            self.runs.append(
+                await asyncio.create_subprocess_exec(
+                    "ip", "netns", "exec", namespace, str(EXIM), "-C", str(self.config),
+                    "-bdf", f"-q{self.queue_interval}s",
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+            )  # fmt: skip
 
     async def queue_runner(self, now: Callable[[], float]) -> None:
         """A queue run every 12 s of the serve clock, as ``exim -q12s`` would start them, but

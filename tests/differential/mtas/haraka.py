@@ -82,6 +82,17 @@ class Haraka(MTA):
         return self.home / "haraka.log"
 
     @property
+    def listen(self) -> tuple[str, int]:
+        return self.submission.listen if self.submission else LISTEN
+
+    @property
+    def retry_scale(self) -> float:
+        """What the plugin divides each retry delay by: S, or ``Submission.give_up_scale``
+        (Haraka gives up after its 13th failure; Haraka has no address of its own to set)."""
+        scale = self.submission.give_up_scale if self.submission else None
+        return scale or S
+
+    @property
     def events_path(self) -> Path:
         return self.home / "events.jsonl"
 
@@ -109,7 +120,7 @@ class Haraka(MTA):
         shutil.copytree(HARAKA.parents[1] / "config", config)
         shutil.copy(PLUGIN, self.home / "plugins" / "differential.js")
         (config / "plugins").write_text("differential\n")
-        (config / "smtp.ini").write_text(f"[main]\nlisten={LISTEN[0]}:{LISTEN[1]}\n")
+        (config / "smtp.ini").write_text(f"[main]\nlisten={self.listen[0]}:{self.listen[1]}\n")
         (config / "me").write_text("sender.haraka.test\n")
         (config / "host_list").write_text("")
         (config / "outbound.ini").write_text(self.outbound_ini())
@@ -133,7 +144,7 @@ class Haraka(MTA):
             stderr=asyncio.subprocess.STDOUT,
             env={
                 "PATH": "/usr/bin:/bin",
-                "DIFFERENTIAL_SCALE": f"{S:g}",
+                "DIFFERENTIAL_SCALE": f"{self.retry_scale:g}",
                 "DIFFERENTIAL_EVENTS": str(self.events_path),
                 "NODE_NO_WARNINGS": "1",
             },
@@ -166,7 +177,7 @@ class Haraka(MTA):
             sys.executable,
             "-m",
             "tests.differential.submit",
-            *map(str, LISTEN),
+            *map(str, self.listen),
             cwd=ROOT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

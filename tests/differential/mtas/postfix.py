@@ -87,6 +87,7 @@ class Postfix(MTA):
     profile: ClassVar[str] = "postfix"
     scale: ClassVar[float] = S
     tolerance: ClassVar[float] = 1.0
+    log_format: ClassVar[str | None] = "postfix"
     knobs: ClassVar[tuple[Knob, ...]] = (
         Knob("connect_timeout", "smtp_connect_timeout", "30s", 1),
         Knob("greeting_timeout", "smtp_helo_timeout", "300s", 10),
@@ -127,6 +128,7 @@ class Postfix(MTA):
 
     def main_cf(self) -> str:
         seconds = {knob.setting: self.setting(knob.field) for knob in self.knobs}
+        seconds.update(self._give_up_timers())
         for setting, value in seconds.items():
             if value < 1 or abs(value - round(value)) > 1e-6:
                 raise ValueError(
@@ -134,7 +136,7 @@ class Postfix(MTA):
                     f"{value * S:g}s / {S:g} = {value:g}s is not"
                 )
         timers = "\n".join(f"{k} = {round(v)}s" for k, v in seconds.items())
-        fixed = "\n".join(f"{k} = {v}" for k, v in self.fixed.items())
+        fixed = "\n".join(f"{k} = {v}" for k, v in {**self.fixed, **self._submission()}.items())
         tls = self.tls_settings()
         return f"""\
 compatibility_level = 3.6
@@ -181,6 +183,44 @@ smtputf8_enable = no
         shutil.copy(served.ready["ca_file"], self.home / "ca.pem")
         (self.home / "ca.pem").chmod(0o644)
 
+    def _give_up_timers(self) -> dict[str, float]:
+        """With ``Submission.give_up_scale``: the 5-day lifetime divided by it, and a retry
+        every 3 s until then. Not every second: the queue manager may then take the deferred
+        message while the smtp process that deferred it still holds it, and a message "skipped,
+        still being delivered" waits 60 s, a delay Postfix does not let us shorten."""
+        scale = self.submission.give_up_scale if self.submission else None
+        if scale is None:
+            return {}
+        return {
+            "maximal_queue_lifetime": 5 * 86400 / scale,
+            "minimal_backoff_time": 3,
+            "maximal_backoff_time": 3,
+            "queue_run_delay": 1,
+        }
+
+    def _submission(self) -> dict[str, str]:
+        """With a ``Submission``: smtpd relays for loopback (its listener is in master.cf),
+        and the own address counts as one of Postfix's interfaces (the self-MX cases)."""
+        if self.submission is None:
+            return {}
+        settings = {
+            "mynetworks": "127.0.0.0/8",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject",
+        }
+        if self.submission.own_address:
+            settings["proxy_interfaces"] = self.submission.own_address
+        if self.submission.give_up_scale:
+            settings["bounce_queue_lifetime"] = (
+                f"{round(5 * 86400 / self.submission.give_up_scale)}s"
+            )
+        return settings
+
+    def master_cf(self) -> str:
+        if self.submission is None:
+            return MASTER_CF
+        host, port = self.submission.listen
+        return MASTER_CF + f"{host}:{port}  inet  n  -  n  -  -  smtpd\n"
+
     async def start(self, namespace: str) -> None:
         self.namespace = namespace
         self.config.mkdir()
@@ -189,7 +229,7 @@ smtputf8_enable = no
         data.mkdir()
         shutil.chown(data, user="postfix")
         (self.config / "main.cf").write_text(self.main_cf())
-        (self.config / "master.cf").write_text(MASTER_CF)
+        (self.config / "master.cf").write_text(self.master_cf())
         version = (await run_command(POSTCONF, "-h", "-d", "mail_version")).strip()
         self.version = f"Postfix {version}"
         await run_command(
@@ -341,6 +381,7 @@ smtputf8_enable = no
             for delivery in observed.deliveries.values():
                 delivery.log[:0] = warnings
         observed.arrivals = {n: arrived[q] for q, n in message_of.items() if q in arrived}
+        observed.log = [line for _, line in lines]
         # Its queue scans count from the queue manager's start: from /proc when we found the
         # process (to 10 ms), else from the master's "daemon started" line (postlogd may write
         # that line late).
