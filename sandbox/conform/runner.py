@@ -363,12 +363,23 @@ class _CaseRun:
             await self._stop_commands()
             await self.world.stop()
         errors = self.world.errors
-        judgement = (
-            info(f"the sandbox itself failed while serving this case: {errors[0]!r}")
-            if errors
-            else _judge(case, observation)
-        )
+        unsubmitted = self._unsubmitted()
+        if errors:
+            judgement = info(f"the sandbox itself failed while serving this case: {errors[0]!r}")
+        elif unsubmitted:
+            # The MTA never took the mail: whatever the hosts saw proves nothing about it.
+            judgement = info(f"not graded: the MTA did not take the message ({unsubmitted})")
+        else:
+            judgement = _judge(case, observation)
         return CaseResult(case, judgement, observation, time.monotonic() - started)
+
+    def _unsubmitted(self) -> str | None:
+        """Over SMTP: why no message reached the MTA at all, or None."""
+        if not isinstance(self.options.target, SmtpTarget) or not self.runs:
+            return None
+        if all(r.status == "error" and r.output.startswith("could not submit") for r in self.runs):
+            return self.runs[0].output
+        return None
 
     async def _drive(self) -> Observation:
         deadline = self.options.case_timeout

@@ -7,6 +7,8 @@ delivered by mx1.example.test".
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sandbox.core.durations import format_duration
 from sandbox.result.model import DeliveryRow, ExpectationResult, RunResult
 from sandbox.result.stats import SIGNIFICANCE, BalanceGroup, balance_groups, format_p
@@ -24,7 +26,12 @@ __all__ = ["check_expectations", "describe_expectation"]
 def check_expectations(
     expectations: tuple[Expectation, ...], result: RunResult
 ) -> tuple[ExpectationResult, ...]:
-    return tuple(_check(e, result) for e in expectations)
+    # The rows of each message, gathered once: scanning every row for each expectation grew
+    # with expectations x recipients (20,000 recipients and 4,000 expectations: 80 million).
+    by_message: dict[int, list[DeliveryRow]] = {}
+    for row in result.deliveries:
+        by_message.setdefault(row.message, []).append(row)
+    return tuple(_check(e, result, by_message) for e in expectations)
 
 
 def describe_expectation(e: Expectation) -> str:
@@ -59,24 +66,23 @@ def describe_expectation(e: Expectation) -> str:
     return "{" + ", ".join(f"{k}: {v}" for k, v in parts.items() if v is not None) + "}"
 
 
-def _check(e: Expectation, result: RunResult) -> ExpectationResult:
+def _check(
+    e: Expectation, result: RunResult, by_message: dict[int, list[DeliveryRow]]
+) -> ExpectationResult:
     text = describe_expectation(e)
     if isinstance(e, HostExpectation):
         ok, detail = _check_host(e, result)
     elif isinstance(e, TlsReportExpectation):
         ok, detail = _check_tls_report(e, result)
     else:
-        ok, detail = _check_delivery(e, result)
+        candidates = result.deliveries if e.message == "all" else by_message.get(e.message, [])
+        ok, detail = _check_delivery(e, candidates)
     return ExpectationResult(text, ok, detail)
 
 
-def _check_delivery(e: DeliveryExpectation, result: RunResult) -> tuple[bool, str]:
-    rows = [
-        d
-        for d in result.deliveries
-        if (e.message == "all" or d.message == e.message)
-        and (e.recipient is None or d.recipient.lower() == e.recipient.lower())
-    ]
+def _check_delivery(e: DeliveryExpectation, candidates: Sequence[DeliveryRow]) -> tuple[bool, str]:
+    recipient = None if e.recipient is None else e.recipient.lower()
+    rows = [d for d in candidates if recipient is None or d.recipient.lower() == recipient]
     if not rows:
         return (
             False,

@@ -65,7 +65,10 @@ class SmtpConnection:
         # proto=IPPROTO_TCP so that asyncio turns Nagle off: with it on, a reply's second
         # segment waits ~40 ms of real time for a delayed ACK, and on a virtual clock that
         # idle wait lets time jump past every timeout.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        except OSError as error:  # out of file descriptors: no attempt was made
+            return NoReply("error", f"cannot open a socket: {error.strerror or error}")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         loop = asyncio.get_running_loop()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -60,10 +59,7 @@ def run_cases(
 
 @needs_node
 def test_a_node_sender_passes_the_whole_catalogue_and_the_reports_hold(tmp_path: Path) -> None:
-    started = time.monotonic()
     report = run(Options(CommandTarget(node_command())))
-    took = time.monotonic() - started
-    assert took < 300, f"the one-shot run took {took:.0f} s"
     assert len(report.results) >= 30
     graded_one_shot = GRADED - QUEUE_ONLY
     seen = verdicts(report)

@@ -125,10 +125,9 @@ async def test_sigterm_stops_serve_with_an_event_stream_open() -> None:
         http.get(f"http://{served.control}/api/v1/events") as stream,
     ):
         await stream.content.readuntil(b"\n\n")
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        code, rest, _ = await served.stop(signal.SIGTERM)
-        took = loop.time() - started
+        # A guard against a hang, not a measurement: an open stream must not keep serve up.
+        async with asyncio.timeout(30):
+            code, rest, _ = await served.stop(signal.SIGTERM)
         assert await stream.content.read() == b""  # the stream ended with the sandbox
-    assert code == 0 and took < 5, took
+    assert code == 0
     assert json.loads(rest.splitlines()[-1])["kind"] == "stopped"

@@ -136,7 +136,8 @@ class Postfix(MTA):
                     f"{value * S:g}s / {S:g} = {value:g}s is not"
                 )
         timers = "\n".join(f"{k} = {round(v)}s" for k, v in seconds.items())
-        fixed = "\n".join(f"{k} = {v}" for k, v in {**self.fixed, **self._submission()}.items())
+        settings = {"smtputf8_enable": "no", **self.fixed, **self._submission()}
+        fixed = "\n".join(f"{k} = {v}" for k, v in settings.items())
         tls = self.tls_settings()
         return f"""\
 compatibility_level = 3.6
@@ -154,7 +155,6 @@ inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 alias_maps =
 alias_database =
-smtputf8_enable = no
 {tls}
 {timers}
 {fixed}
@@ -206,6 +206,9 @@ smtputf8_enable = no
         settings = {
             "mynetworks": "127.0.0.0/8",
             "smtpd_relay_restrictions": "permit_mynetworks, reject",
+            # Postfix's own default: it takes an internationalised address, and must then
+            # decide what to do with a host that does not offer SMTPUTF8 (conform's case).
+            "smtputf8_enable": "yes",
         }
         if self.submission.own_address:
             settings["proxy_interfaces"] = self.submission.own_address
