@@ -28,7 +28,7 @@ from bench.report import Figure
 
 __all__ = ["run"]
 
-_READY = re.compile(rb"^ready: dns \S+ smtp-port (\d+) control (\S+)$")
+_READY = re.compile(rb"^ready: dns \S+ smtp-port (\d+) control (\S+)(?: ca-file \S+)?$")
 
 
 def _message() -> EmailMessage:

@@ -23,6 +23,7 @@ from sandbox.core.classify import ConnectFailure, SessionFailure, SessionStage
 from sandbox.core.delivery import FinalStatus, NoteAction
 from sandbox.core.dsn import DsnAction, DsnVia
 from sandbox.core.mx import NoRouteKind, Rcode, RouteKind
+from sandbox.core.tls import TlsAction, TlsStepKind
 
 __all__ = [
     "AttemptFinished",
@@ -44,6 +45,8 @@ __all__ = [
     "HostPhase",
     "HostSession",
     "MessageQueued",
+    "MtaStsChecked",
+    "PolicyServed",
     "RecipientDeferred",
     "RecipientFinal",
     "RouteChosen",
@@ -53,6 +56,7 @@ __all__ = [
     "RunStarted",
     "SmtpExchange",
     "SmtpFailure",
+    "TlsChecked",
     "Transport",
     "Warning",
     "event_to_dict",
@@ -154,6 +158,7 @@ class DnsAnswered(Event):
     cnames: tuple[str, ...] = ()
     ttl: int = 0
     cached: bool = False
+    secure: bool = False  # DNSSEC-validated (the AD bit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,6 +242,55 @@ class SmtpFailure(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TlsChecked(Event):
+    """A TLS decision about one MX host (``core.tls``): before connecting (``skip``), on
+    the EHLO reply (``offer``), or after STARTTLS (``upgrade``: the handshake, the version,
+    the certificate's verdict and, under DANE, the TLSA verdict). ``level`` is what the host
+    was held to; ``action`` what followed and ``why``; ``report`` the TLS-RPT result of a
+    session under a policy that failed (RFC 8460)."""
+
+    kind: ClassVar[str] = "tls"
+    message: int
+    attempt: int
+    host: str
+    address: str
+    step: TlsStepKind
+    action: TlsAction
+    why: str
+    # What was found: offered, not_offered (the EHLO reply), refused (a reply to STARTTLS),
+    # handshake_failed, established; "" for a host skipped before connecting.
+    outcome: str = ""
+    level: str = ""
+    version: str = ""
+    certificate: str = ""  # valid, expired, self-signed, wrong-name, untrusted
+    dane: str = ""  # match, mismatch ("" when no TLSA record applied)
+    detail: str = ""
+    dsn: str = ""
+    report: str = ""
+    policy: str = ""  # "sts:enforce", "sts:testing", "tlsa" when a policy applied
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MtaStsChecked(Event):
+    """The sender looked for the recipient domain's MTA-STS policy (RFC 8461 §3): its
+    ``_mta-sts`` record's ``id``, and the policy in force (fetched, or from its cache), or
+    why there is none (``failure``: an RFC 8460 result such as sts-policy-fetch-error)."""
+
+    kind: ClassVar[str] = "mta_sts"
+    message: int
+    attempt: int
+    domain: str
+    id: str = ""
+    mode: str = ""  # enforce, testing, none; "" without a policy
+    mx: tuple[str, ...] = ()
+    max_age: int = 0
+    source: str = ""  # fetched, cached, or "" without a policy
+    url: str = ""
+    failure: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Decision(Event):
     """What the sender decided and why."""
 
@@ -309,6 +363,10 @@ class RecipientFinal(Event):
     relay: str | None = None
     # A final dot went unanswered on the way: some host may hold a copy (RFC 5321 §6.1).
     unsure: bool = False
+    # The TLS of the session that answered last: its version ("" for plain text), and
+    # whether the certificate authenticated the host (PKIX valid, or a TLSA match).
+    tls: str = ""
+    tls_verified: bool = False
 
 
 # --- the servers ---------------------------------------------------------------------------
@@ -340,6 +398,7 @@ class HostSession(Event):
     client: str
     behaviour: str
     transcript: tuple[tuple[float, str, str], ...]  # (t, "C" or "S", line)
+    tls: str = ""  # the TLS version, when STARTTLS completed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -379,6 +438,17 @@ class HostAccepted(Event):
     sender: str
     recipients: tuple[str, ...]
     message_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyServed(Event):
+    """The MTA-STS policy server answered one HTTPS request (RFC 8461 §3.3)."""
+
+    kind: ClassVar[str] = "policy_served"
+    client: str
+    host: str
+    path: str
+    status: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

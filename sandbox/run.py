@@ -122,6 +122,12 @@ class Sandbox:
                 for name, address in addresses:
                     host = await self.world.start_host(name, address)
                     self.network.add(address, host.listen, host.connection_attempted)
+                if self.scenario.mta_sts:
+                    # One HTTPS server plays mta-sts.<domain> for every policy domain.
+                    listen = await self.world.start_policy_server("127.0.0.1", 0)
+                    for policy_addresses in self.world.policy_addresses().values():
+                        for address in policy_addresses:
+                            self.network.add(address, listen, service="https")
         except BaseException:
             await self.stop()
             raise
@@ -158,6 +164,7 @@ class Sandbox:
             seed=self.seed,
             scenario=scenario.name,
             in_scenario=self.world.in_scenario,
+            authority=self.world.certificates,
         )
         reason: RunEnd = "settled"
         self._delivering = asyncio.get_running_loop().create_task(agent.deliver(scenario.messages))
@@ -232,6 +239,7 @@ class Sandbox:
             self.clock(),
             self._returned(agent),
             self._duplicates(),
+            tls_reports=agent.tls.reports(self.scenario.name, self.seed),
         )
         checked = check_expectations(self.scenario.expect, result)
         return dataclasses.replace(result, expectations=checked)

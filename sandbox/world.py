@@ -16,6 +16,12 @@ name and which behaviour each has, and the one stream of events every part of it
 The clock is the running loop's: virtual on run mode's looptime loop, real on serve mode's
 plain asyncio loop. ``Clock`` reads it as seconds since the world started.
 
+TLS is the world's too: one certificate authority per world (``tls.certificates``, made on
+first use and thrown away in ``stop()``), which issues each host the certificate its ``tls:``
+asks for, and, for a scenario with ``mta_sts:``, the HTTPS server that plays
+``mta-sts.<domain>`` for every policy domain (``tls.policy_server``; ``start_policy_server``
+puts it where each mode wants it). Zones under ``dnssec:`` are answered as validated.
+
 A run is finite, and keeps every event and record. Serve mode runs for as long as it is let,
 so it keeps only the last ``keep_events`` events (the count of all stays exact) and gives its
 hosts ``host_limits`` (``sandbox.hosts.limits``); the message content that the hosts keep is
@@ -25,18 +31,22 @@ bounded for all of them together.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from sandbox.core.addresses import canonical
 from sandbox.core.idn import domain_to_ascii
 from sandbox.core.mx import ip_literal
+from sandbox.core.tls import HostTls
 from sandbox.dns.server import Authority, DnsServer
 from sandbox.dns.zone import Zone, find_zone, with_addresses
-from sandbox.events import Emit, Event
+from sandbox.events import Emit, Event, PolicyServed
 from sandbox.hosts.host import MailHost
 from sandbox.hosts.limits import RUN_LIMITS, ContentBudget, HostLimits
 from sandbox.scenario.model import Behaviour, DnsBehaviour, Scenario, Timeline
+from sandbox.tls.certificates import CertificateAuthority
+from sandbox.tls.policy_server import PolicyRequest, PolicyServer
 
 __all__ = ["Clock", "World", "host_addresses"]
 
@@ -98,6 +108,8 @@ class World:
         self._dns = dict(scenario.dns)
         self._authority_cache: tuple[tuple[Zone, ...], Authority] | None = None
         self._answers: Mapping[str, str] = {}
+        self._certificates: CertificateAuthority | None = None
+        self.policy_server: PolicyServer | None = None
 
     # --- events ------------------------------------------------------------------------------
 
@@ -170,7 +182,7 @@ class World:
         if cached is not None and cached[0] == zones:
             return cached[1]
         served = tuple(with_addresses(zone, self._answers) for zone in zones)
-        authority = Authority(served)
+        authority = Authority(served, signed=self.scenario.dnssec)
         self._authority_cache = (zones, authority)
         return authority
 
@@ -212,6 +224,55 @@ class World:
         self.dns = server
         return server
 
+    # --- TLS ---------------------------------------------------------------------------------
+
+    @property
+    def certificates(self) -> CertificateAuthority:
+        """The world's certificate authority, made on first use (``serve`` prints its file)."""
+        if self._certificates is None:
+            self._certificates = CertificateAuthority()
+        return self._certificates
+
+    def tls_contexts(self, name: str) -> Callable[[HostTls], ssl.SSLContext | None]:
+        """The server side of STARTTLS for the host ``name``, per ``tls:`` value."""
+        return lambda tls: self.certificates.server_context(name, tls)
+
+    def policy_addresses(self) -> dict[str, list[str]]:
+        """Each MTA-STS policy domain → the zone addresses of ``mta-sts.<domain>``."""
+        zones = [phase.value for phases in self._zones for phase in phases.phases]
+        found: dict[str, list[str]] = {}
+        for domain in self.scenario.mta_sts:
+            site = f"mta-sts.{domain}"
+            addresses = found.setdefault(domain, [])
+            for zone in zones:
+                for address in zone.addresses_of(site):
+                    if address not in addresses:
+                        addresses.append(address)
+        return found
+
+    async def start_policy_server(self, host: str, port: int) -> tuple[str, int]:
+        """Serve the scenario's MTA-STS policies over HTTPS at ``host:port`` (port 0: a free
+        one); may be called again to listen at another address too."""
+        if self.policy_server is None:
+            self.policy_server = PolicyServer(
+                self.scenario.mta_sts,
+                self.certificates,
+                clock=self.clock,
+                on_request=self._policy_served,
+            )
+        return await self.policy_server.start(host, port)
+
+    def _policy_served(self, request: PolicyRequest) -> None:
+        self.emit(
+            PolicyServed(
+                t=request.t,
+                client=request.client,
+                host=request.host,
+                path=request.path,
+                status=request.status,
+            )
+        )
+
     # --- mail hosts --------------------------------------------------------------------------
 
     def host_addresses(self) -> list[tuple[str, str]]:
@@ -234,6 +295,7 @@ class World:
             bind=bind,
             limits=self.host_limits,
             content=self._content,
+            tls_contexts=self.tls_contexts(name),
         )
         self.hosts.append(host)
         await host.start()
@@ -251,6 +313,10 @@ class World:
         await asyncio.gather(*(host.close() for host in self.hosts))
         if self.dns is not None:
             await self.dns.close()
+        if self.policy_server is not None:
+            await self.policy_server.close()
+        if self._certificates is not None:
+            self._certificates.close()
 
 
 def host_addresses(zones: Iterable[Timeline[Zone]]) -> list[tuple[str, str]]:

@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from sandbox.tls.certificates import CertificateAuthority
 
 settings.register_profile(
     "ci",
@@ -47,6 +52,15 @@ def pytest_configure(config: pytest.Config) -> None:
     the plugin treats as "no loop here"; pytest-asyncio sets its loops explicitly.
     """
     asyncio.set_event_loop(None)
+
+
+@pytest.fixture(scope="module")
+def ca() -> Iterator[CertificateAuthority]:
+    """A certificate authority of the sandbox's own (a temporary directory), per test module."""
+    from sandbox.tls.certificates import CertificateAuthority
+
+    with CertificateAuthority() as authority:
+        yield authority
 
 
 def pytest_terminal_summary(terminalreporter: object, config: pytest.Config) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from typing import Literal
 
 from sandbox.errors import NotInSandbox, NotLoopback
 
-__all__ = ["AddressMap", "canonical", "ensure_loopback", "is_loopback"]
+__all__ = ["AddressMap", "Service", "canonical", "ensure_loopback", "is_loopback"]
 
 
 def is_loopback(host: str) -> bool:
@@ -37,15 +38,20 @@ def canonical(address: str) -> str:
     return str(ipaddress.ip_address(address))
 
 
+# What a socket serves at a zone address: SMTP (the mail hosts), or HTTPS (the MTA-STS
+# policy server at the address of ``mta-sts.<domain>``).
+Service = Literal["smtp", "https"]
+
+
 class AddressMap:
-    """zone address → the loopback (host, port) of the socket that plays it.
+    """zone address (and service) → the loopback (host, port) of the socket that plays it.
 
     The sender tells the map of every connection attempt it made (:meth:`attempted`), so that
     a host that refuses or times out, which sees no session, can still count the attempts
     (phases that end after ``times`` of them)."""
 
     def __init__(self) -> None:
-        self._sockets: dict[str, tuple[str, int]] = {}
+        self._sockets: dict[tuple[str, Service], tuple[str, int]] = {}
         self._observers: dict[str, Callable[[], None]] = {}
 
     def add(
@@ -53,12 +59,14 @@ class AddressMap:
         zone_address: str,
         listen: tuple[str, int],
         on_attempt: Callable[[], None] | None = None,
+        *,
+        service: Service = "smtp",
     ) -> None:
-        """``zone_address`` is played at ``listen``; ``on_attempt`` hears of every connection
-        attempt to it, once its outcome is known."""
+        """``zone_address`` is played at ``listen`` for ``service``; ``on_attempt`` hears of
+        every SMTP connection attempt to it, once its outcome is known."""
         ensure_loopback(listen[0])
         key = canonical(zone_address)
-        self._sockets[key] = listen
+        self._sockets[(key, service)] = listen
         if on_attempt is not None:
             self._observers[key] = on_attempt
 
@@ -72,14 +80,15 @@ class AddressMap:
         if observer is not None:
             observer()
 
-    def socket_for(self, zone_address: str) -> tuple[str, int]:
+    def socket_for(self, zone_address: str, service: Service = "smtp") -> tuple[str, int]:
         try:
-            return self._sockets[canonical(zone_address)]
+            return self._sockets[(canonical(zone_address), service)]
         except (KeyError, ValueError):
-            raise NotInSandbox(f"no sandbox host plays {zone_address}") from None
+            what = "host" if service == "smtp" else f"{service} server"
+            raise NotInSandbox(f"no sandbox {what} plays {zone_address}") from None
 
     def __contains__(self, zone_address: object) -> bool:
         try:
-            return canonical(str(zone_address)) in self._sockets
+            return (canonical(str(zone_address)), "smtp") in self._sockets
         except ValueError:
             return False

@@ -20,6 +20,7 @@ stage      2xx / 3xx   4xx        5xx                             timeout / lost
 connect    —           —          —                               next_host
 greeting   continue    next_host  next_host (skip_5xx_greeting)   next_host
 ehlo       continue    next_host  bounce (after HELO also fails)  next_host
+starttls   the TLS policy decides (``core.tls.decide``)           next_host
 mail       continue    next_host  bounce the message              next_host
 rcpt       continue    next_host  bounce this recipient           next_host
 data       continue    next_host  bounce the message              next_host
@@ -64,7 +65,9 @@ __all__ = [
 ]
 
 Verdict = Literal["continue", "next_host", "defer", "bounce", "delivered"]
-Stage = Literal["connect", "greeting", "ehlo", "helo", "mail", "rcpt", "data", "message"]
+Stage = Literal[
+    "connect", "greeting", "ehlo", "helo", "starttls", "mail", "rcpt", "data", "message"
+]
 # The steps the shell takes on its own: a session kept open from an earlier delivery is
 # checked with RSET (Postfix's "RSET probe") before the walk gets it back as ``Reused``, and
 # a session ends with QUIT, whose reply decides nothing.
@@ -133,6 +136,11 @@ _TABLE: dict[tuple[str, str], tuple[Verdict, str]] = {
     ("helo", "2"): ("continue", ""),
     ("helo", "4"): ("next_host", "a 4xx reply to HELO is temporary"),
     ("helo", "5"): ("bounce", "the host refuses to talk to us (5xx to HELO): permanent"),
+    # A reply to STARTTLS means what the sender's TLS policy says it means (``core.tls``):
+    # the session goes on here, and ``core.tls.decide`` judges it.
+    ("starttls", "2"): ("continue", ""),
+    ("starttls", "4"): ("continue", ""),
+    ("starttls", "5"): ("continue", ""),
     ("mail", "2"): ("continue", ""),
     ("mail", "4"): ("next_host", "a 4xx reply to MAIL is temporary"),
     ("mail", "5"): ("bounce", "a 5xx reply to MAIL refuses the whole message: permanent"),

@@ -38,6 +38,31 @@ Which candidates the walk tries:
 A session that ends on a temporary failure is told once it has ended, in one decision that
 says what happened and what the walk does next, as only the walk knows it: the next host,
 another address of the same host, or nothing left to try (the queue's deferral follows).
+
+STARTTLS
+--------
+What TLS asks of each host comes from ``core.tls`` (``TlsFacts.plan``: the level, the host's
+TLSA look-up, the MTA-STS policy): a host the policy rules out is skipped before any
+connection (a ``skip`` note, 4.7.5). After a 250 to EHLO, ``core.tls.decide`` judges the
+offer (STARTTLS among the extensions or not); for ``starttls`` the walk asks the shell for a
+``StartTls`` and judges what came back (a reply other than 220, a failed handshake, or an
+established session with the shell's verdict on the certificate). Then:
+
+==============  =========================================================================
+decision        what the walk does
+==============  =========================================================================
+tls             EHLO again, over TLS (RFC 3207 §4.2), then the transaction
+plain           the transaction in plain text, in this session
+retry_plain     this connection ends; the same address again without STARTTLS, counted
+                neither as another host nor as another session (Postfix's
+                RETRY_AS_PLAINTEXT, Exim's tls_tempfail_tryclear)
+next_host       as a failed handshake: the host's failure (a site failure), next host
+defer, bounce   as the same verdicts of ``classify``
+==============  =========================================================================
+
+No reply to STARTTLS is classified at the ``starttls`` stage (next host, 4.4.2). Each TLS
+decision is kept as a ``TlsStep`` for the shell to report (``take_tls_steps``), and each
+recipient keeps the TLS of the session that answered for it last (``RecipientState.tls``).
 """
 
 from __future__ import annotations
@@ -67,6 +92,22 @@ from sandbox.core.esmtp import (
 )
 from sandbox.core.mx import TRIED_ALL_MXS, Candidate
 from sandbox.core.policy import Profile
+from sandbox.core.tls import (
+    Established,
+    HandshakeFailed,
+    NotOffered,
+    Offered,
+    Requirement,
+    StartTlsRefused,
+    TlsDecision,
+    TlsEvent,
+    TlsFacts,
+    TlsStep,
+    TlsStepKind,
+    decide,
+    offers_starttls,
+    rules_for,
+)
 
 __all__ = [
     "COMMAND_NAMES",
@@ -88,6 +129,8 @@ __all__ = [
     "Reused",
     "SendCommand",
     "SendMessage",
+    "StartTls",
+    "TlsOutcome",
     "describe_outcome",
     "reported_reply",
     "where",
@@ -98,6 +141,9 @@ __all__ = [
 class Connect:
     candidate: Candidate
     timeout: float
+    # The TLS the session will be held to, as a key: the shell keeps sessions kept open for
+    # reuse apart by it (Postfix's SMTP_KEY_FLAG_TLS_LEVEL); "plain" for a plain-text retry.
+    tls: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +166,19 @@ class SendMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class StartTls:
+    """Send STARTTLS and, after a 220, run the TLS handshake with ``server_name`` in SNI (the
+    MX host: RFC 7672 §8.1, RFC 8461 §7.1). The shell answers with the reply when it is not
+    220 (``ServerReply``), ``NoReply``, or the core's ``HandshakeFailed`` / ``Established``:
+    the version and its verdict on the certificate, and with ``dane`` its DANE verdict
+    against the host's TLSA records."""
+
+    server_name: str
+    timeout: float
+    dane: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Disconnect:
     quit: bool  # say QUIT first; False when the connection is already gone or closing
     # The session ended on a delivered message and is still usable: the shell may keep it
@@ -133,23 +192,29 @@ class Disconnect:
 class Reused:
     """The answer to ``Connect`` when the shell hands back a session kept open from an
     earlier delivery: it has been greeted and has said EHLO already (``extensions`` is what
-    the host offered then), so it starts at MAIL. The shell checks such a session with an
-    RSET probe first (``classify.probe_passed``)."""
+    the host offered then), and STARTTLS too when ``tls`` says how that went, so it starts at
+    MAIL. The shell checks such a session with an RSET probe first
+    (``classify.probe_passed``)."""
 
     extensions: Extensions = HELO_ONLY
+    tls: Established | None = None
 
 
-Action = Connect | ReadGreeting | SendCommand | SendMessage | Disconnect
+Action = Connect | ReadGreeting | SendCommand | StartTls | SendMessage | Disconnect
 
+# What the shell makes of a STARTTLS that got its 220.
+TlsOutcome = HandshakeFailed | Established
 
 # What the shell feeds back for an action.
-Feedback = Outcome | Reused | None
+Feedback = Outcome | Reused | TlsOutcome | None
 
 
 # A decision worth telling: the verdict of a failed step (``next_host``, ``defer``,
 # ``bounce``), ``deliver``, the ``fallback`` from EHLO to HELO, or the ``give_up`` of a walk
 # that has used ``max_sessions``.
-NoteAction = Literal["next_host", "defer", "bounce", "deliver", "fallback", "give_up", "skip"]
+NoteAction = Literal[
+    "next_host", "defer", "bounce", "deliver", "fallback", "give_up", "skip", "retry_plain"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +238,8 @@ class RecipientState:
     host: str | None = None  # the host that delivered it, or that gave the last error
     address: str | None = None
     unsure: bool = False  # a final dot went unanswered: the message may have arrived
+    # The TLS of the session that gave the last answer (None: plain text, or no session).
+    tls: Established | None = None
     # The last reply or error came over a session with ``host`` (Postfix then names it as
     # the relay); False when it was a failed connect, or no host at all (relay=none).
     session: bool = False
@@ -217,6 +284,7 @@ _DOING: dict[SessionStage, str] = {
     "greeting": "receiving the initial server greeting",
     "ehlo": "performing the EHLO handshake",
     "helo": "performing the HELO handshake",
+    "starttls": "receiving the STARTTLS response",
     "mail": "sending MAIL FROM",
     "rcpt": "sending RCPT TO",
     "data": "sending DATA command",
@@ -229,6 +297,7 @@ COMMAND_NAMES: dict[SessionStage, str] = {
     "greeting": "initial greeting",
     "ehlo": "EHLO command",
     "helo": "HELO command",
+    "starttls": "STARTTLS command",
     "mail": "MAIL FROM command",
     "rcpt": "RCPT TO command",
     "data": "DATA command",
@@ -262,6 +331,7 @@ def describe_outcome(stage: SessionStage, host: str, address: str, outcome: Outc
 @dataclass(slots=True)
 class _Session:
     candidate: Candidate
+    requirement: Requirement
     handshake_done: bool = False
     open: bool = True
     delivered: bool = False
@@ -270,8 +340,16 @@ class _Session:
     site_failure: str | None = None
     # Why the session ended on a temporary failure, to be told with the walk's next step.
     ending: str | None = None
-    # What the host offered in its reply to EHLO (nothing after HELO).
+    # What the host offered in its reply to EHLO (nothing after HELO), and that reply's
+    # text (STARTTLS is read from it).
     extensions: Extensions = HELO_ONLY
+    ehlo: ServerReply | None = None
+    # TLS, once the handshake has completed and the policy took the certificate.
+    tls: Established | None = None
+    # This session is a plain-text retry after a failed handshake (no STARTTLS at all), or
+    # asks for one (Postfix's RETRY_AS_PLAINTEXT; Exim's tls_tempfail_tryclear).
+    plain_retry: bool = False
+    retry_plain: bool = False
 
 
 class Attempt:
@@ -285,6 +363,8 @@ class Attempt:
         profile: Profile,
         *,
         avoid: frozenset[str] = frozenset(),
+        tls: TlsFacts | None = None,
+        waited: float = 0.0,
         kept: str | None = None,
         facts: MessageFacts | None = None,
     ) -> None:
@@ -292,12 +372,19 @@ class Attempt:
         self.candidates = candidates
         self.profile = profile
         self.avoid = avoid
+        self.tls = tls if tls is not None else TlsFacts()
+        # How long the message had waited in the queue when this attempt began (Postfix's
+        # plain-text fallback after a failed handshake waits for minimal_backoff_time).
+        self.waited = waited
         self.kept = kept
         # The message's size and whether it is all ASCII (what MAIL FROM declares, and
         # whether a host's SIZE and SMTPUTF8 let it be sent: core.esmtp).
         self.facts = facts or MessageFacts(0, 0)
         self.recipients = {r: RecipientState(r) for r in recipients}
+        self._rules = rules_for(profile.name)
         self._notes: list[Note] = []
+        self._tls_steps: list[TlsStep] = []
+        self._tls_skipped = False  # a host was ruled out by TLS before any connection
         self._stopped = False  # a "defer" verdict ends the walk
         self._sessions: list[_Session] = []
         self._script = self._walk()
@@ -320,6 +407,11 @@ class Attempt:
         notes, self._notes = self._notes, []
         return notes
 
+    def take_tls_steps(self) -> list[TlsStep]:
+        """The TLS decisions since the last call, for the shell to report."""
+        steps, self._tls_steps = self._tls_steps, []
+        return steps
+
     @property
     def pending(self) -> tuple[str, ...]:
         return tuple(r for r, s in self.recipients.items() if s.status == "pending")
@@ -333,7 +425,8 @@ class Attempt:
             HostFailure(s.candidate.address, s.site_failure) for s in sessions if s.site_failure
         )
         good = tuple(s.candidate.address for s in sessions if s.handshake_done)
-        untried = NO_HOST_DUE if not sessions and self.pending and self.candidates else None
+        nothing_tried = not sessions and self.pending and self.candidates
+        untried = NO_HOST_DUE if nothing_tried and not self._tls_skipped else None
         return AttemptReport(dict(self.recipients), site, failed, good, untried)
 
     # --- the dialogue --------------------------------------------------------------------
@@ -349,6 +442,11 @@ class Attempt:
                 self._note("skip", f"{_at(candidate)}: {RETRY_NOT_DUE}")
                 index = following
                 continue
+            plan = self.tls.plan(profile.tls, candidate.host)
+            if isinstance(plan, TlsDecision):
+                self._skip_for_tls(candidate, plan)
+                index = following
+                continue
             limit = self._limit_reached(handshakes, tried)
             if limit is not None:
                 self._note("give_up", limit)
@@ -360,9 +458,14 @@ class Attempt:
                     later = _next_preference(self.candidates, index)
                     if later is not None:
                         following, tried = later, tried - 1
-            session = _Session(candidate)
+            session = _Session(candidate, plan)
             self._sessions.append(session)
             yield from self._session(session)
+            if session.retry_plain:
+                # The same address again, in plain text: not one more host or session.
+                session = _Session(candidate, plan, plain_retry=True)
+                self._sessions.append(session)
+                yield from self._session(session)
             handshakes += session.handshake_done
             self._tell_next_step(session, following, handshakes, tried)
             index = following
@@ -439,18 +542,23 @@ class Attempt:
 
     def _session(self, session: _Session) -> Generator[Action, Feedback, None]:
         candidate = session.candidate
-        outcome = yield Connect(candidate, self.profile.connect_timeout)
+        key = "plain" if session.plain_retry else _tls_key(session.requirement)
+        outcome = yield Connect(candidate, self.profile.connect_timeout, key)
         if isinstance(outcome, NoReply):
             self._judge("connect", session, outcome, None)
             return
         if isinstance(outcome, Reused):
             session.handshake_done = True
             session.extensions = outcome.extensions
+            session.tls = outcome.tls
             yield from self._transaction(session)
         else:
             yield from self._dialogue(session)
-        # Every connected session ends here: QUIT when the connection is still usable.
+        # Every connected session ends here: QUIT when the connection is still usable. One that
+        # went over TLS is kept for reuse only when the profile says so.
         reusable = session.open and session.delivered
+        if session.tls is not None and not self.profile.tls_connection_reuse:
+            reusable = False
         yield Disconnect(quit=session.open, reusable=reusable, extensions=session.extensions)
 
     def _dialogue(self, session: _Session) -> Generator[Action, Feedback, None]:
@@ -459,6 +567,8 @@ class Attempt:
         if not self._step(session, "greeting", outcome):
             return
         if not (yield from self._handshake(session)):
+            return
+        if not (yield from self._starttls(session)):
             return
         session.handshake_done = True
         yield from self._transaction(session)
@@ -474,8 +584,92 @@ class Attempt:
             assert isinstance(outcome, ServerReply | NoReply)
             return self._step(session, "helo", outcome)
         if isinstance(outcome, ServerReply) and outcome.code // 100 == 2:
+            session.ehlo = outcome
             session.extensions = Extensions.parse(outcome.text)
         return self._step(session, "ehlo", outcome)
+
+    # --- STARTTLS (``core.tls`` decides; this applies) ------------------------------------
+
+    def _starttls(self, session: _Session) -> Generator[Action, Feedback, bool]:
+        """STARTTLS if the host offers it and the policy wants it, then EHLO again over TLS
+        (RFC 3207 §4.2). True means carry on with the transaction."""
+        if session.plain_retry:
+            return True  # the retry runs without TLS, as the policy allowed
+        requirement = session.requirement
+        offered = session.ehlo is not None and offers_starttls(session.ehlo.text)
+        offer: TlsEvent = Offered() if offered else NotOffered()
+        decision = decide(self._rules, requirement, offer)
+        if decision.action != "starttls":
+            if requirement.starttls:  # at level none there is nothing to tell
+                self._tls_step(session.candidate, "offer", requirement, decision, offer)
+            return self._apply_tls(session, decision, offer)
+        server_name = session.candidate.host
+        timeout = self.profile.starttls_timeout
+        outcome = yield StartTls(server_name, timeout, requirement.dane)
+        if isinstance(outcome, NoReply):
+            return self._step(session, "starttls", outcome)
+        assert isinstance(outcome, ServerReply | HandshakeFailed | Established)
+        event: TlsEvent = StartTlsRefused(outcome) if isinstance(outcome, ServerReply) else outcome
+        if isinstance(event, HandshakeFailed):
+            session.open = False  # nothing more can be said on this connection
+        decision = decide(
+            self._rules,
+            requirement,
+            event,
+            waited=self.waited,
+            min_backoff=self.profile.min_backoff,
+        )
+        self._tls_step(session.candidate, "upgrade", requirement, decision, event)
+        if decision.action != "tls" or not isinstance(event, Established):
+            return self._apply_tls(session, decision, event)
+        session.tls = event
+        helo = self.profile.helo_name
+        again = yield SendCommand("ehlo", f"EHLO {helo}", self.profile.ehlo_timeout)
+        assert isinstance(again, ServerReply | NoReply)
+        if isinstance(again, ServerReply) and again.code // 100 == 2:
+            # What the host offers over TLS is what counts (RFC 3207 §4.2).
+            session.extensions = Extensions.parse(again.text)
+        return self._step(session, "ehlo", again)
+
+    def _apply_tls(self, session: _Session, decision: TlsDecision, event: TlsEvent) -> bool:
+        """Carry out a TLS decision other than ``tls``; True means go on in plain text."""
+        action = decision.action
+        if action == "plain":
+            return True
+        if action == "retry_plain":
+            session.retry_plain = True
+            session.open = False
+            self._note("retry_plain", decision.why)
+            return False
+        assert action in ("next_host", "defer", "bounce"), action
+        verdict = Classified(action, decision.dsn, decision.why)
+        text = _tls_failure_text(session.candidate, event)
+        self._apply(session, verdict, text, self.pending, host_failure=True)
+        return False
+
+    def _skip_for_tls(self, candidate: Candidate, decision: TlsDecision) -> None:
+        """A host that the TLS policy rules out before any connection (MTA-STS enforce does
+        not list it; its TLSA look-up failed)."""
+        self._tls_skipped = True
+        self._tls_step(candidate, "skip", None, decision, None)
+        for r in self.pending:
+            state = self.recipients[r]
+            state.dsn, state.reply = decision.dsn, f"{_at(candidate)}: {decision.why}"
+            state.host, state.address, state.tls = candidate.host, candidate.address, None
+            state.session = False  # ruled out before any connection: relay=none
+        self._note("skip", f"{_at(candidate)}: {decision.why}")
+
+    def _tls_step(
+        self,
+        candidate: Candidate,
+        step: TlsStepKind,
+        requirement: Requirement | None,
+        decision: TlsDecision,
+        event: TlsEvent | None,
+    ) -> None:
+        self._tls_steps.append(
+            TlsStep(candidate.host, candidate.address, step, requirement, decision, event)
+        )
 
     def _helo_fallback(self, outcome: Outcome) -> str:
         """Why the sender tries HELO after this reply to EHLO ("" if it does not): a 5xx
@@ -521,7 +715,7 @@ class Attempt:
         verdict = self._judge("message", session, outcome, accepted)
         if verdict.verdict == "delivered":
             session.delivered = True
-            self._deliver(session.candidate, outcome, verdict.dsn, accepted)
+            self._deliver(session, outcome, verdict.dsn, accepted)
         elif isinstance(outcome, NoReply):
             for r in accepted:
                 self.recipients[r].unsure = True
@@ -563,27 +757,46 @@ class Attempt:
         closing = isinstance(outcome, NoReply) or outcome.code == 421
         if closing:
             session.open = False
-        action = verdict.verdict
-        if action == "continue" or action == "delivered":
+        if verdict.verdict == "continue" or verdict.verdict == "delivered":
             return verdict
+        text = describe_outcome(stage, session.candidate.host, session.candidate.address, outcome)
+        host_failure = stage in _HANDSHAKE or (
+            isinstance(outcome, NoReply) and not session.delivered
+        )
+        self._apply(session, verdict, text, names, host_failure=host_failure, stage=stage)
+        return verdict
+
+    def _apply(
+        self,
+        session: _Session,
+        verdict: Classified,
+        text: str,
+        names: tuple[str, ...],
+        *,
+        host_failure: bool,
+        stage: Stage | None = None,
+    ) -> None:
+        """A failed step's verdict, applied: to the recipients concerned, the session and the
+        walk. ``text`` is the error as the recipients will report it."""
+        action = verdict.verdict
+        assert action != "continue" and action != "delivered", action
         if action == "defer":
             self._stopped = True
-        text = describe_outcome(stage, session.candidate.host, session.candidate.address, outcome)
         if action == "next_host" and (stage != "rcpt" or not session.open):
             # The session ends here: told with the walk's next step (_tell_next_step).
             session.ending = verdict.why
-        if stage in _HANDSHAKE or (isinstance(outcome, NoReply) and not session.delivered):
+        if host_failure:
             session.site_failure = text
         for r in names:
             state = self.recipients[r]
             state.dsn, state.reply = verdict.dsn, text
             state.host, state.address = session.candidate.host, session.candidate.address
             state.session = stage != "connect"
+            state.tls = session.tls if state.session else None
             if action == "bounce":
                 state.status = "bounced"
         if session.ending is None or action != "next_host":
             self._note(action, verdict.why, names)
-        return verdict
 
     def _fail_locally(self, session: _Session, failure: LocalFailure) -> None:
         """The sender keeps the message from this host (core.esmtp): every recipient left
@@ -593,13 +806,16 @@ class Attempt:
             state = self.recipients[r]
             state.status, state.dsn, state.reply = "bounced", failure.dsn, failure.text
             state.host, state.address = session.candidate.host, session.candidate.address
+            state.tls = session.tls
         self._note("bounce", failure.why, names)
 
-    def _deliver(self, candidate: Candidate, reply: Outcome, dsn: str, accepted: list[str]) -> None:
+    def _deliver(self, session: _Session, reply: Outcome, dsn: str, accepted: list[str]) -> None:
+        candidate = session.candidate
         for r in accepted:
             state = self.recipients[r]
             state.status, state.dsn, state.reply = "delivered", dsn, str(reply)
             state.host, state.address, state.session = candidate.host, candidate.address, True
+            state.tls = session.tls
         self._note(
             "deliver",
             f"{where(candidate.host, candidate.address)} accepted the message",
@@ -618,6 +834,29 @@ RETRY_NOT_DUE = "retry time not reached"
 
 def _at(candidate: Candidate) -> str:
     return where(candidate.host, candidate.address)
+
+
+def _tls_key(requirement: Requirement) -> str:
+    """``may``, ``verify+sts:enforce``, ``dane+dane``: what a session is held to."""
+    parts: list[str] = [requirement.level]
+    if requirement.dane:
+        parts.append("dane")
+    if requirement.sts is not None:
+        parts.append(f"sts:{requirement.sts}")
+    return "+".join(parts)
+
+
+def _tls_failure_text(candidate: Candidate, event: TlsEvent) -> str:
+    """The error a recipient reports when TLS failed a host, in Postfix's words (smtp_proto.c,
+    as its log shows them: tests/differential/FINDINGS.md)."""
+    at = _at(candidate)
+    if isinstance(event, StartTlsRefused):
+        return f"TLS is required, but host {at} refused to start TLS: {event.reply}"
+    if isinstance(event, HandshakeFailed):
+        return "Cannot start TLS: handshake failure"
+    if isinstance(event, Established):
+        return "Server certificate not verified"
+    return f"TLS is required, but was not offered by host {at}"
 
 
 def _next_preference(candidates: tuple[Candidate, ...], index: int) -> int | None:

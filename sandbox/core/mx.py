@@ -95,6 +95,11 @@ class Answer:
     addresses: tuple[str, ...] = ()
     cnames: tuple[str, ...] = ()  # the aliases followed to reach the answer, in order
     ttl: int = 0
+    # Other record types, in presentation form: a TXT record's strings joined, a TLSA
+    # record as "3 1 1 HEX".
+    texts: tuple[str, ...] = ()
+    # The answer (or the denial) was DNSSEC-validated: the AD bit (RFC 6840 §5.7).
+    secure: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,11 +28,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 __all__ = [
     "FIELD_KINDS",
+    "LEVELS",
+    "MTA_STS_CHOICES",
     "PROFILES",
+    "Level",
+    "MtaSts",
     "Profile",
     "Retry",
     "RetryHistory",
@@ -45,6 +49,14 @@ __all__ = [
 MINUTE = 60.0
 HOUR = 3600.0
 DAY = 86400.0
+
+# The sender's TLS policy, named after Postfix's smtp_tls_security_level (postconf(5)); what
+# each level asks of a host is ``core.tls``'s table. "dane" is Postfix's opportunistic DANE.
+Level = Literal["none", "may", "encrypt", "verify", "dane"]
+LEVELS: tuple[Level, ...] = get_args(Level)
+# Whether the sender fetches and applies MTA-STS policies (RFC 8461).
+MtaSts = Literal["honor", "ignore"]
+MTA_STS_CHOICES: tuple[MtaSts, ...] = get_args(MtaSts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +192,16 @@ class Profile:
     # exists so that a test can build a biased sender (always the first of a group, in name
     # order) and show that the balancing statistics catch it.
     shuffle_equal: bool = True
+    # STARTTLS (``core.tls``): the TLS level (each profile's default is its MTA's as
+    # packaged: ``core.tls.TLS_RULES``), whether MTA-STS policies are honoured (none of
+    # Postfix, Exim and Haraka fetches them itself), and how long the STARTTLS reply and the
+    # handshake may take (Postfix's smtp_starttls_timeout).
+    tls: Level = "may"
+    mta_sts: MtaSts = "ignore"
+    starttls_timeout: float = 300.0
+    # Keep a session that went over TLS open for the next message (Postfix's
+    # smtp_tls_connection_reuse, off by default: a TLS session is never cached).
+    tls_connection_reuse: bool = False
     # What the sender does with a host's ESMTP extensions (core.esmtp has the table and each
     # MTA's source): a message over the host's SIZE is bounced here ("local", Postfix's
     # smtp_proto.c) or sent for the host to refuse ("server"); SIZE= is declared when offered
@@ -247,6 +269,10 @@ FIELD_KINDS: dict[str, str | tuple[str, ...]] = {
     "expired_dsn": ("keep", "permanent"),
     "delay_warning": "duration",
     "shuffle_equal": "flag",
+    "tls": LEVELS,
+    "mta_sts": MTA_STS_CHOICES,
+    "starttls_timeout": "duration",
+    "tls_connection_reuse": "flag",
     "size_check": ("local", "server"),
     "without_smtputf8": ("bounce", "downconvert", "ascii_domain"),
 }
@@ -275,6 +301,11 @@ RFC5321 = Profile(
     suspend_dead_destinations=False,
     initial_concurrency=20,
     null_mx_dsn="5.1.10",
+    # The standards on the way, each used as its RFC describes: opportunistic DANE (RFC 7672
+    # §2.2: TLS as "may" where no TLSA records are published, authenticated where they are)
+    # and MTA-STS (RFC 8461 §5), DANE first where both apply (RFC 8461 §2).
+    tls="dane",
+    mta_sts="honor",
     wording="sandbox",
 )
 
@@ -302,6 +333,12 @@ PROFILES: dict[str, Profile] = {
         ip_literal="reject",
         no_address="bounce",
         host_retry=True,
+        # hosts_try_dane = * (Exim 4.93 and later): opportunistic DANE; no MTA-STS. A TLS
+        # session carries the next messages too: since 4.92 hosts_noproxy_tls is unset by
+        # default, so a continued delivery keeps the TLS session (through a proxy process).
+        tls="dane",
+        mta_sts="ignore",
+        tls_connection_reuse=True,
         ehlo_fallback="any",
         bounce_dsn="5.0.0",
         wording="exim",
@@ -337,6 +374,9 @@ PROFILES: dict[str, Profile] = {
         dns_failure_dsn="4.1.0",
         tried_all_dsn="5.1.2",
         expired_dsn="permanent",
+        # outbound.ini enable_tls = true, certificates not checked: "may". No MTA-STS.
+        tls="may",
+        mta_sts="ignore",
         reuse_sessions=False,
         wording="haraka",
         size_check="server",

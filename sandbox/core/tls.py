@@ -104,11 +104,13 @@ a client that cannot complete the handshake "SHOULD abort the connection": next_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from sandbox.core.classify import ServerReply, dsn_of
-from sandbox.core.mta_sts import StsMode
+from sandbox.core.mta_sts import StsMode, StsPolicy
+from sandbox.core.policy import LEVELS, Level
 from sandbox.core.tlsrpt import ResultType
 
 __all__ = [
@@ -130,15 +132,18 @@ __all__ = [
     "TlsAction",
     "TlsDecision",
     "TlsEvent",
+    "TlsFacts",
     "TlsRules",
+    "TlsStep",
+    "TlsStepKind",
     "decide",
+    "offers_starttls",
     "plan_host",
+    "rules_for",
 ]
 
-# The sender's policy (postconf(5) smtp_tls_security_level; "dane" is Postfix's opportunistic
-# DANE, not "dane-only").
-Level = Literal["none", "may", "encrypt", "verify", "dane"]
-LEVELS: tuple[Level, ...] = get_args(Level)
+# The sender's policy, ``Level`` (postconf(5) smtp_tls_security_level; "dane" is Postfix's
+# opportunistic DANE, not "dane-only"), is defined with the profiles (``core.policy``).
 
 # What a scripted mail host does about TLS (a host's ``tls:`` key).
 HostTls = Literal["valid", "none", "expired", "self-signed", "wrong-name", "handshake-failure"]
@@ -287,6 +292,11 @@ class Established:
     dane: DaneVerdict | None = None
     detail: str = ""
 
+    @property
+    def verified(self) -> bool:
+        """The certificate authenticates the host: PKIX-valid, or a TLSA record matched."""
+        return self.certificate == "valid" or self.dane == "match"
+
 
 TlsEvent = NotOffered | Offered | StartTlsRefused | HandshakeFailed | Established
 
@@ -365,7 +375,9 @@ TLS_RULES: dict[str, TlsRules] = {
     ),
     "rfc5321": _rules(
         "rfc5321",
-        "may",  # RFC 3207 STARTTLS, used opportunistically (RFC 7435)
+        # RFC 3207 STARTTLS, opportunistically (RFC 7435), authenticated by DANE where TLSA
+        # records are published (RFC 7672 §2.2: without them, exactly "may").
+        "dane",
         LEVELS,
         optional=("plain", "plain", "plain", "next_host", "tls"),
         required=("next_host", "next_host", "next_host", "next_host", "next_host"),
@@ -496,7 +508,60 @@ def _failed(
         why = f"{text}: TLS is optional, so connect to this address again in plain text"
         return TlsDecision("retry_plain", dsn, why, reported)
     if rule in ("next_host", "retry_plain_when_old"):
-        return TlsDecision("next_host", dsn, f"{text}: try the next host", reported)
+        # The walk (``core.delivery``) says what comes next: the next host, or nothing left.
+        return TlsDecision("next_host", dsn, text, reported)
     if rule == "defer":
         return TlsDecision("defer", dsn, f"{text}: this attempt ends here", reported)
     return TlsDecision("bounce", dsn, f"{text}: permanent", reported)
+
+
+# --- what the walk needs --------------------------------------------------------------------
+
+
+def rules_for(profile_name: str) -> TlsRules:
+    """The TLS rules of a profile (a profile the table does not know follows Postfix)."""
+    return TLS_RULES.get(profile_name, TLS_RULES["postfix"])
+
+
+def offers_starttls(ehlo_text: str) -> bool:
+    """Whether an EHLO reply's text (its lines after the first: one keyword each, RFC 5321
+    §4.1.1.1) offers STARTTLS (RFC 3207 §4)."""
+    for line in ehlo_text.splitlines()[1:]:
+        words = line.split(maxsplit=1)
+        if words and words[0].upper() == "STARTTLS":
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFacts:
+    """What the shell found out before an attempt that bears on TLS: each MX host's TLSA
+    look-up (hosts it did not look up count as "none") and the destination's MTA-STS policy
+    (None: none, or not honoured). :meth:`plan` asks :func:`plan_host`."""
+
+    dane: Mapping[str, DaneState] = field(default_factory=dict)
+    policy: StsPolicy | None = None
+
+    def plan(self, level: Level, host: str) -> Requirement | TlsDecision:
+        policy = self.policy
+        mode = policy.mode if policy is not None and policy.mode != "none" else None
+        listed = policy.lists(host) if policy is not None else True
+        return plan_host(level, dane=self.dane.get(host, "none"), sts=mode, listed=listed)
+
+
+# The points where TLS decides something about one host: before connecting (``skip``), on
+# the EHLO reply (``offer``: STARTTLS offered or not), and after STARTTLS (``upgrade``: the
+# reply, the handshake and the certificate).
+TlsStepKind = Literal["skip", "offer", "upgrade"]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsStep:
+    """One TLS decision of a walk, as the shell reports it (an event, a TLS-RPT session)."""
+
+    host: str
+    address: str
+    step: TlsStepKind
+    requirement: Requirement | None
+    decision: TlsDecision
+    event: TlsEvent | None = None

@@ -33,6 +33,13 @@ The server is two layers, so that the DNS rules can be tested without a socket:
     The SOA in AUTHORITY carries TTL min(SOA TTL, SOA minimum): the negative-caching TTL of
     RFC 2308 §5.
 
+    Zones listed as ``signed`` (a scenario's ``dnssec:``) are answered as a validating
+    resolver answers a secure name: the AD bit is set on a reply (records, or a denial) when
+    every zone it came from is signed and the query asked with DO (in EDNS) or AD, which
+    shows that the client understands the bit (RFC 6840 §5.7, §5.8). There are no RRSIGs:
+    the sandbox plays the validating resolver a DANE client trusts (glibc's ``options
+    trust-ad``), not a signer.
+
 ``DnsServer`` (I/O)
     Binds UDP and TCP on one loopback port of the caller's event loop (never a thread, so that
     a virtual-time loop sees all of its work), turns bytes into queries and replies into
@@ -63,7 +70,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -99,6 +106,7 @@ _HEADER_SIZE = 12
 _MAX_NAME_TEXT = 253  # RFC 1035 §2.3.4: 255 octets on the wire, 253 characters as text
 _MAX_TCP_MESSAGE = 65535
 _CLASS_ANY = 255
+_EDNS_DO = 0x8000  # the DO bit, in the OPT record's TTL field (RFC 6891 §6.1.3, RFC 3225)
 # Packed replies kept for reuse. Bounded, so that a client sending endless distinct packets
 # (a fuzzer) cannot grow it; only replies that fit a UDP datagram are kept.
 _PACKED_REPLIES = 1024
@@ -110,12 +118,18 @@ _PACKED_REPLIES = 1024
 class Authority:
     """Answers queries for a fixed set of zones. No I/O: give it a query, get the reply."""
 
-    def __init__(self, zones: Sequence[Zone]) -> None:
+    def __init__(self, zones: Sequence[Zone], *, signed: Iterable[str] = ()) -> None:
         self._zones = tuple(zones)
+        self._signed = frozenset(signed)
 
     @property
     def zones(self) -> tuple[Zone, ...]:
         return self._zones
+
+    @property
+    def signed(self) -> frozenset[str]:
+        """The apexes of the zones answered as DNSSEC-validated."""
+        return self._signed
 
     def resolve(self, request: dnslib.DNSRecord) -> dnslib.DNSRecord:
         """The reply to ``request``, following the table in the module docstring."""
@@ -131,8 +145,13 @@ class Authority:
             reply.header.rcode = dnslib.RCODE.NXDOMAIN
             return reply
         reply.header.aa = 1
-        self._answer(reply, zone, name, qtype)
+        visited = self._answer(reply, zone, name, qtype)
+        if visited and self._secure(visited) and _wants_ad(request):
+            reply.header.ad = 1
         return reply
+
+    def _secure(self, zones: list[Zone]) -> bool:
+        return bool(self._signed) and all(zone.apex in self._signed for zone in zones)
 
     def nxdomain(self, request: dnslib.DNSRecord) -> dnslib.DNSRecord:
         """An NXDOMAIN for the question, whatever the zones say: the ``nxdomain`` DNS fault.
@@ -149,29 +168,37 @@ class Authority:
                 reply.add_auth(_negative_soa(zone))
         return reply
 
-    def _answer(self, reply: dnslib.DNSRecord, zone: Zone, name: str, qtype: str) -> None:
-        """Fill the reply for a name inside ``zone``, following CNAMEs inside our zones."""
+    def _answer(
+        self, reply: dnslib.DNSRecord, zone: Zone, name: str, qtype: str
+    ) -> list[Zone] | None:
+        """Fill the reply for a name inside ``zone``, following CNAMEs inside our zones;
+        return the zones the answer came from (None: part of it came from outside)."""
         seen = {name}
+        visited = [zone]
         for _ in range(MAX_CNAME_HOPS + 1):
             records = _records(zone, name, qtype)
             if records:
                 reply.add_answer(*records)
                 self._add_mx_addresses(reply, records)
-                return
+                return visited
             cnames = zone.lookup(name, "CNAME") if qtype not in ("CNAME", "ANY") else ()
             if not cnames:
                 # The rcode follows the last name of the chain, in the zone that holds it.
                 if not zone.exists(name):
                     reply.header.rcode = dnslib.RCODE.NXDOMAIN
                 reply.add_auth(_negative_soa(zone))
-                return
+                return visited
             reply.add_answer(cnames[0].rr)
             target = cnames[0].target or ""
             next_zone = find_zone(self._zones, target)
-            if next_zone is None or target in seen:
-                return  # the chain leaves our world, or loops: the CNAMEs are the answer
+            if next_zone is None:
+                return None  # the chain leaves our world: nothing vouches for the rest
+            if target in seen:
+                return visited  # the chain loops: the CNAMEs are the answer
             seen.add(target)
             name, zone = target, next_zone
+            visited.append(zone)
+        return visited
 
     def _add_mx_addresses(self, reply: dnslib.DNSRecord, records: list[Any]) -> None:
         """Put the MX hosts' addresses in ADDITIONAL: it spares the sender a query per host."""
@@ -196,6 +223,15 @@ def _reply_to(request: dnslib.DNSRecord) -> dnslib.DNSRecord:
     header.opcode = request.header.opcode
     header.rd = request.header.rd
     return dnslib.DNSRecord(header, questions=list(request.questions))
+
+
+def _wants_ad(request: dnslib.DNSRecord) -> bool:
+    """The query shows it understands the AD bit: DO in its EDNS flags, or AD set (RFC 6840
+    §5.7, §5.8)."""
+    if request.header.ad:
+        return True
+    opt = _opt_of(request)
+    return opt is not None and bool(opt.ttl & _EDNS_DO)
 
 
 def _request_problem(request: dnslib.DNSRecord) -> int | None:

@@ -29,6 +29,18 @@ Undocumented behaviour that the session relies on (see ``SmtpSession`` in ``sess
 - the handler's ``handle_DATA`` answer is pushed as it is: after a hang-up the session returns
   ``""``, which its own ``push`` drops.
 
+STARTTLS (``starttls.py``, and ``session.py`` through it):
+
+- ``tls_context``, a constructor argument kept as an attribute, is read again at each EHLO
+  (to offer STARTTLS) and at STARTTLS (to start the handshake): set per ``tls:`` value;
+- ``TLSSetupException`` (public) is what a failed handshake raises; ``handle_exception``
+  answers it, and aiosmtpd then calls ``connection_lost`` itself (asyncio may call it
+  again): the session's ``connection_lost`` runs once;
+- ``connection_made`` is called a second time when the handshake completes, with the TLS
+  transport: not a new session;
+- after STARTTLS the TLS layer hands decrypted bytes to ``data_received``, so the
+  transcript reads them as before; the handshake's own bytes never reach it.
+
 ``tests/integration/test_hosts_fast_paths.py`` checks the speed-ups and HELP against a bare
 aiosmtpd server; the test suite as a whole checks the rest.
 """

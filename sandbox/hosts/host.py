@@ -16,6 +16,8 @@ The host holds the pieces together:
   never answers, anything else an SMTP session that plays the script (``script``);
 - the records: every session's transcript, the mailbox, the greylisting table, and the
   events ``host_session`` and ``host_accepted``;
+- STARTTLS, with the certificate its ``tls:`` asks for (``tls_contexts``, from the world's
+  certificate authority; without one the host offers no STARTTLS);
 - its limits (``limits``): run mode keeps every record; serve mode keeps the last so many
   sessions and messages (with exact counts of all), bounds each transcript, and answers
   ``421 4.7.0`` to a connection beyond its limit of sessions at once.
@@ -48,11 +50,13 @@ from serve's fixed safety limit of sessions at once (``limits``), which is far h
 from __future__ import annotations
 
 import asyncio
+import ssl
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 
 from sandbox.core.addresses import ensure_loopback
+from sandbox.core.tls import HostTls
 from sandbox.errors import bind_error
 from sandbox.events import Emit, HostAccepted, HostPhase, HostSession
 from sandbox.events import Warning as WarningEvent
@@ -79,6 +83,10 @@ Clock = Callable[[], float]
 _DELAY_MARGIN = 300.0
 
 
+def _without_tls(tls: HostTls) -> None:
+    return None  # no certificate authority: no STARTTLS
+
+
 class MailHost:
     """One address of one mail host: a real listening socket whose behaviour follows a
     Timeline."""
@@ -94,6 +102,7 @@ class MailHost:
         bind: tuple[str, int] = ("127.0.0.1", 0),
         limits: HostLimits = RUN_LIMITS,
         content: ContentBudget | None = None,
+        tls_contexts: Callable[[HostTls], ssl.SSLContext | None] | None = None,
     ) -> None:
         ensure_loopback(bind[0])
         self.name = name
@@ -130,6 +139,7 @@ class MailHost:
             closed=self._session_closed,
             store=self._store,
             read_size=limits.read_size,
+            tls_contexts=tls_contexts or _without_tls,
         )
         self._tag = f"{zlib.crc32(f'{name}/{address}'.encode()):08X}"
         self._closed = False
@@ -375,6 +385,7 @@ class MailHost:
                     client=log.client,
                     behaviour=log.behaviour,
                     transcript=log.lines,
+                    tls=log.tls,
                 )
             )
 

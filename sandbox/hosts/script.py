@@ -231,8 +231,10 @@ _EXTENSIONS = ("SIZE", "8BITMIME", "SMTPUTF8", "PIPELINING")
 
 def ehlo_lines(esmtp: Esmtp, lines: list[str]) -> list[str]:
     """The EHLO reply (``250-NAME``, ``250-SIZE …``, …, ``250 HELP``) with the extensions of
-    ``esmtp``: SIZE, PIPELINING, 8BITMIME and SMTPUTF8 as it says, the others as they are."""
-    kept = [line for line in lines if line[4:].split(" ")[0].upper() not in _EXTENSIONS]
+    ``esmtp``: SIZE, PIPELINING, 8BITMIME and SMTPUTF8 as it says, the others as they are,
+    but AUTH: a mail exchanger offers none (aiosmtpd says ``250-AUTH`` once TLS is up, with
+    no mechanism left after the session excludes them)."""
+    kept = [line for line in lines if line[4:].split(" ")[0].upper() not in (*_EXTENSIONS, "AUTH")]
     offered = []
     if esmtp.size is not None:
         offered.append(f"250-SIZE {esmtp.size}")

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from sandbox.core.tls import HostTls
 from sandbox.hosts import script
-from sandbox.hosts.aiosmtpd_patches import COMMAND_SIZE_LIMIT, PatchedSMTP
+from sandbox.hosts.aiosmtpd_patches import COMMAND_SIZE_LIMIT
 from sandbox.hosts.script import AnswerNormally, Greylist, HangUp, Say
+from sandbox.hosts.starttls import StartTlsSMTP
 from sandbox.hosts.transcript import ClientLines, SessionLog, decode_line
 from sandbox.scenario.model import DEFAULT_SIZE, Behaviour, Esmtp, Reply, Stage
 
@@ -63,6 +66,9 @@ class SessionHost:
     store: Callable[[str, Iterable[str], bytes, str], str]
     # The most a session reads at a time (None: asyncio's 256 KiB; see _read_in_pieces).
     read_size: int | None = None
+    # The server side of STARTTLS for each ``tls:`` value (None: not offered); a host
+    # without a certificate authority offers no STARTTLS at all.
+    tls_contexts: Callable[[HostTls], ssl.SSLContext | None] = lambda _: None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,10 +194,16 @@ class _Handler:
 _HANDLER = _Handler()
 
 
-class SmtpSession(PatchedSMTP):
+class SmtpSession(StartTlsSMTP):
     """One SMTP session: aiosmtpd's state machine, with each stage scripted by the behaviour
     in force. ``push`` is the one door every reply goes through: it records the reply, plays
     the greeting's script, applies positive scripted replies and closes after a 421.
+
+    STARTTLS is ``hosts.starttls``'s, played as a stage first (a scripted reply, delay or
+    disconnect at ``starttls``), with the certificate of the host's ``tls:`` in force. The
+    handshake is not in the transcript (its bytes never reach ``data_received``): one line
+    ``<TLS: TLSv1.3 TLS_AES_256_GCM_SHA384>`` (or ``<TLS failed: …>``) takes its place, and
+    the session record keeps the version.
 
     ``idle_timeout`` is aiosmtpd's: a session that sends no command for that long is closed
     (the host sets it well past its longest scripted delay).
@@ -206,10 +218,14 @@ class SmtpSession(PatchedSMTP):
         behaviour = script.behaviour()
         super().__init__(
             _HANDLER,
+            tls_now=lambda: script.behaviour().tls,
+            contexts=host.tls_contexts,
             hostname=host.name,
             ident="ESMTP MX Sandbox",
             timeout=idle_timeout,
             enable_SMTPUTF8=True,
+            # A mail exchanger takes mail; it offers no AUTH (aiosmtpd would, once TLS is up).
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
             loop=loop,
         )
         self._host = host
@@ -230,10 +246,16 @@ class SmtpSession(PatchedSMTP):
         self._reading_paused = False  # by this class; aiosmtpd's reader pauses on its own
         self._replies_pile_up = False  # the transport's buffer is past its high-water mark
         self._unanswered: deque[str] = deque()  # commands after a rejecting greeting
+        self._ended = False  # connection_lost has run (aiosmtpd may call it twice)
 
     # -- connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.tls_upgrading:
+            # aiosmtpd again, with the TLS transport: the same session, now encrypted.
+            self._wire = cast(asyncio.Transport, transport)
+            super().connection_made(transport)
+            return
         self._wire = cast(asyncio.Transport, transport)
         _read_in_pieces(transport, self._host.read_size)
         self._client = _client_of(transport)
@@ -245,6 +267,10 @@ class SmtpSession(PatchedSMTP):
         self.handler_task().add_done_callback(self._conversation_ended)
 
     def connection_lost(self, error: Exception | None) -> None:
+        # After a failed handshake aiosmtpd calls this itself, and asyncio may again.
+        if self._ended:
+            return
+        self._ended = True
         super().connection_lost(error)
         # Nothing more will be read: let go of what waited for the greeting now, rather than
         # when the collector breaks the session's reference cycles.
@@ -259,6 +285,9 @@ class SmtpSession(PatchedSMTP):
                 self._lost.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.breaking_handshake:  # the client's hello, which only ends the connection
+            super().data_received(data)
+            return
         assert self._lines is not None
         # The command lines matter only before the greeting and after a rejecting one.
         commands = self._lines.feed(data, commands=self._early is not None or self._rejecting)
@@ -406,6 +435,21 @@ class SmtpSession(PatchedSMTP):
             self._rejecting = True
         await self._send(str(action.reply))
         return True
+
+    # -- TLS (``hosts.starttls`` plays it; the session records it) ---------------------------
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if not await self._play("starttls"):
+            await super().smtp_STARTTLS(arg)
+
+    def tls_started(self, version: str, cipher: str) -> None:
+        assert self._log is not None
+        self._log.add("C", f"<TLS: {version} {cipher}>".replace(" >", ">"))
+        self._log.tls = version
+
+    def tls_failed(self, reason: str) -> None:
+        if self._log is not None:
+            self._log.add("C", f"<TLS failed: {reason}>")
 
     def esmtp(self) -> Esmtp:
         """The extensions the behaviour in force offers."""

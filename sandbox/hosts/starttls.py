@@ -22,6 +22,9 @@ none               nothing           ``454 4.7.0 TLS not available`` (aiosmtpd's
 A client that sends garbage instead of a handshake, or stops half way, costs the host one
 connection and nothing more: aiosmtpd's handshake fails (or times out after asyncio's 60 s
 ``ssl_handshake_timeout``) and the session closes; the listener serves everyone else all along.
+A connection aborted by the host in the middle of a handshake (the host closing) ends the
+session too: asyncio's TLS layer reports such a handshake as done without a TLS transport,
+which is taken for the failure it is.
 
 Hooks for the session: :meth:`tls_started` once the handshake completes (with the version and
 cipher), :meth:`tls_failed` when it does not. aiosmtpd calls ``connection_made`` a second time
@@ -32,7 +35,7 @@ Reliance on aiosmtpd beyond its documented interface: the ``tls_context`` attrib
 again at each EHLO and STARTTLS (the constructor argument of that name, kept as an attribute);
 ``TLSSetupException`` (public) is what aiosmtpd raises when the handshake fails, and
 ``handle_exception`` (documented) would log it as an error: it is answered here instead.
-These two join the list in ``aiosmtpd_patches`` when ``session.py`` adopts this class.
+Both are listed in ``aiosmtpd_patches``.
 """
 
 from __future__ import annotations
@@ -80,6 +83,12 @@ class StartTlsSMTP(PatchedSMTP):
         return self._upgrading
 
     @property
+    def breaking_handshake(self) -> bool:
+        """True between the 220 of a ``handshake-failure`` host and the client's first
+        bytes, which end the connection (they are a TLS hello, not commands)."""
+        return self._breaking
+
+    @property
     def secure(self) -> bool:
         """True once the session runs over TLS."""
         return self._secure
@@ -115,6 +124,13 @@ class StartTlsSMTP(PatchedSMTP):
         self._upgrading = True
         try:
             await super().smtp_STARTTLS(arg)
+            if self._upgrading:
+                # The connection went away under the handshake without an error (the host
+                # aborting it as it closes): asyncio's TLS layer then ends the handshake as
+                # if it had worked, but no TLS transport ever comes. End the session the way
+                # aiosmtpd ends a failed handshake, or it waits for commands for ever.
+                lost = ConnectionAbortedError("the connection closed during the handshake")
+                raise TLSSetupException() from lost
         finally:
             self._upgrading = False
 

@@ -61,6 +61,7 @@ class SessionRecord:
     client: str
     behaviour: str
     transcript: tuple[tuple[float, str, str], ...]
+    tls: str = ""  # the TLS version once STARTTLS completed; "" in plain text
 
 
 class SessionLog:
@@ -91,6 +92,7 @@ class SessionLog:
         self._line_chars = line_chars
         self._left_out = 0
         self._left_out_since = 0.0
+        self.tls = ""  # the TLS version, once STARTTLS has completed
 
     def add(self, side: Literal["C", "S"], line: str) -> None:
         if len(line) > self._line_chars:
@@ -137,7 +139,9 @@ class SessionLog:
             self.closed = self._clock()
 
     def snapshot(self) -> SessionRecord:
-        return SessionRecord(self.opened, self.closed, self.client, self.behaviour, self.lines)
+        return SessionRecord(
+            self.opened, self.closed, self.client, self.behaviour, self.lines, self.tls
+        )
 
 
 class ClientLines:
@@ -274,7 +278,8 @@ def decode_line(raw: bytes) -> str:
 
 
 def session_outline(transcript: Iterable[tuple[float, str, str]]) -> str:
-    """A session in one line: ``220, EHLO→250, MAIL→250, RCPT→451, QUIT→221``.
+    """A session in one line: ``220, EHLO→250, MAIL→250, RCPT→451, QUIT→221`` (a TLS
+    handshake shows as ``TLS: TLSv1.3`` or ``TLS failed``).
 
     Each command is paired with the code of its reply (the last line of a multi-line reply);
     a command that got no reply shows ``→…``.
@@ -282,7 +287,13 @@ def session_outline(transcript: Iterable[tuple[float, str, str]]) -> str:
     parts: list[str] = []
     pending: str | None = None
     for _, side, line in transcript:
-        if side == "C" and line.startswith("<…"):  # lines a bounded transcript left out
+        if side == "C" and line.startswith("<TLS"):  # the handshake: "TLS TLSv1.3"
+            if pending is not None:
+                parts.append(f"{pending}→…")
+            words = line[1:-1].split()
+            parts.append(" ".join(words[:2]) if words[:1] == ["TLS:"] else "TLS failed")
+            pending = None
+        elif side == "C" and line.startswith("<…"):  # lines a bounded transcript left out
             if pending is not None:
                 parts.append(f"{pending}→…")
             parts.append(line[1:-1])

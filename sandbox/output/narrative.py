@@ -28,10 +28,12 @@ from sandbox.events import (
     Event,
     HostPhase,
     MessageQueued,
+    MtaStsChecked,
     RecipientFinal,
     RouteChosen,
     SmtpExchange,
     SmtpFailure,
+    TlsChecked,
     Warning,
 )
 from sandbox.output.term import PLAIN, Style, table
@@ -282,6 +284,10 @@ def _full_line(out: _Lines, event: Event) -> None:
                 )
         case DnsAnswered():
             out.at(event.t, f"DNS: {event.rdtype} {event.name}? → {_records(event)}")
+        case TlsChecked():
+            _tls_lines(out, event)
+        case MtaStsChecked():
+            out.at(event.t, _policy_line(event))
         case RouteChosen():
             _route_lines(out, event)  # an implicit MX: no MX answer to hang it on
         case Warning():
@@ -358,7 +364,38 @@ def _records(event: DnsAnswered) -> str:
 
 
 def _cached(event: DnsAnswered) -> str:
-    return " [from cache]" if event.cached else ""
+    secure = " [DNSSEC: secure]" if event.secure else ""
+    return secure + (" [from cache]" if event.cached else "")
+
+
+def _tls_lines(out: _Lines, event: TlsChecked) -> None:
+    """A TLS step: the handshake and the verdict on the certificate, and what follows when
+    TLS goes on or plain text is allowed (a failure's decision line follows on its own, and a
+    host skipped before connecting has its own decision line)."""
+    reported = f" (reported to TLS-RPT: {event.report})" if event.report else ""
+    if event.outcome == "established":
+        dane = f", TLSA {event.dane}" if event.dane else ""
+        out.at(event.t, f"TLS: {event.version}, certificate {event.certificate}{dane}{reported}")
+        reported = ""
+    elif event.outcome == "handshake_failed":
+        out.at(event.t, f"C: STARTTLS → 220, then the TLS handshake failed{reported}")
+    if event.action in ("tls", "plain"):
+        out.more(f"⇒ {event.why} (TLS level {event.level}){reported}")
+
+
+def _policy_line(event: MtaStsChecked) -> str:
+    if event.mode:
+        patterns = ", ".join(event.mx) or "no mx"
+        how = f"fetched from {event.url}" if event.source == "fetched" else "from the cache"
+        if event.failure:
+            how = f"the cached one: fetching failed, {event.detail}"
+        return (
+            f"MTA-STS: {event.domain} has a policy (id {event.id}): mode {event.mode}, "
+            f"mx {patterns}, max_age {event.max_age} ({how})"
+        )
+    if event.failure:
+        return f"MTA-STS: no policy for {event.domain}: {event.detail} ({event.failure})"
+    return f"MTA-STS: no policy for {event.domain} ({event.detail})"
 
 
 def _route_lines(out: _Lines, event: RouteChosen, t: float | None = None) -> None:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sandbox.core.classify import NoReply, ServerReply, dsn_of
-from sandbox.core.delivery import describe_outcome
+from sandbox.core.delivery import describe_outcome, where
 from sandbox.core.mx import ip_literal
 from sandbox.events import (
     AttemptFinished,
@@ -63,6 +63,7 @@ from sandbox.events import (
     RunFinished,
     SmtpExchange,
     SmtpFailure,
+    TlsChecked,
 )
 from sandbox.sender.message import RUN_EPOCH
 
@@ -132,6 +133,27 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
+def _tls_established(event: TlsChecked) -> str:
+    """Postfix's words (smtp_tls_policy, tls_client.c): "Verified" when the certificate was
+    checked and passed (a TLSA match, or a valid one at a level that verifies names),
+    "Untrusted" when TLSA records did not match it, "Trusted" when its chain reaches a
+    trusted CA, "Untrusted" otherwise."""
+    if event.dane == "match" or (
+        not event.dane and event.certificate == "valid" and event.level in _VERIFYING
+    ):
+        trust = "Verified"
+    elif event.dane != "mismatch" and event.certificate in ("valid", "wrong-name"):
+        trust = "Trusted"
+    else:
+        trust = "Untrusted"
+    at = where(event.host, event.address)
+    return f"{trust} TLS connection established to {at}:25: {event.version}"
+
+
+# Levels that check names (at "dane", a host without TLSA records is at "may").
+_VERIFYING = ("verify",)
+
+
 @dataclass(slots=True)
 class _Message:
     arrived: float
@@ -190,6 +212,17 @@ class PostfixLog:
                 attempt = self._attempt_of(event.message, event.attempt)
                 if attempt is not None:
                     attempt.mx_records = True
+            case DnsAnswered(rdtype="TLSA", rcode="NOERROR", secure=True):
+                # tls_dane.c: a DANE sender ignores PKIX-TA and PKIX-EE records (RFC 7672
+                # §3.1.3), and says so.
+                attempt = self._attempt_of(event.message, event.attempt)
+                for record in event.records:
+                    if record.split(" ", 1)[0] in ("0", "1"):
+                        self._smtp(
+                            event.t,
+                            attempt,
+                            f"warning: {event.name} unsupported TLSA certificate usage: {record}",
+                        )
             case RouteChosen():
                 attempt = self._attempt_of(event.message, event.attempt)
                 for _, host, _ in event.hosts:
@@ -218,6 +251,8 @@ class PostfixLog:
                 self._smtp(event.t, self._attempt_of(event.message, event.attempt), text)
             case SmtpExchange():
                 self._exchange(event)
+            case TlsChecked(outcome="established" | "handshake_failed"):
+                self._tls(event)
             case SmtpFailure():
                 failure = NoReply(event.reason, event.detail)
                 text = describe_outcome(event.stage, event.host, event.address, failure)
@@ -303,6 +338,29 @@ class PostfixLog:
             )
             return
         self._hold(event.t, event.message, event.attempt, f"{queue_id(event.message)}: {text}")
+
+    def _tls(self, event: TlsChecked) -> None:
+        """The handshake's lines (tls_client.c at smtp_tls_loglevel 1), and, when the host is
+        given up for it, the failure that is logged once the next host is tried."""
+        attempt = self._attempt_of(event.message, event.attempt)
+        at = where(event.host, event.address)
+        if event.outcome == "handshake_failed":
+            # The sandbox's broken handshakes close the connection: OpenSSL's "lost connection".
+            self._smtp(event.t, attempt, f"SSL_connect error to {at}:25: lost connection")
+            failure = "Cannot start TLS: handshake failure"
+        else:
+            if event.dane == "mismatch":
+                self._smtp(
+                    event.t,
+                    attempt,
+                    f"server certificate verification failed for {at}:25: "
+                    "num=65:no matching DANE TLSA records",
+                )
+            self._smtp(event.t, attempt, _tls_established(event))
+            failure = "Server certificate not verified"
+        if event.action in ("next_host", "retry_plain"):
+            text = f"{queue_id(event.message)}: {failure}"
+            self._hold(event.t, event.message, event.attempt, text)
 
     def _hold(self, t: float, message: int, attempt_number: int, text: str) -> None:
         attempt = self._attempt_of(message, attempt_number)

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from sandbox.core.durations import format_duration
 from sandbox.result.model import DeliveryRow, ExpectationResult, RunResult
 from sandbox.result.stats import SIGNIFICANCE, BalanceGroup, balance_groups, format_p
-from sandbox.scenario.model import DeliveryExpectation, Expectation, HostExpectation
+from sandbox.scenario.model import (
+    DeliveryExpectation,
+    Expectation,
+    HostExpectation,
+    TlsExpectation,
+    TlsReportExpectation,
+)
 
 __all__ = ["check_expectations", "describe_expectation"]
 
@@ -30,7 +36,14 @@ def check_expectations(
 
 def describe_expectation(e: Expectation) -> str:
     """The expectation as a compact ``{key: value}`` line, as the scenario wrote it."""
-    if isinstance(e, HostExpectation):
+    if isinstance(e, TlsReportExpectation):
+        parts: dict[str, object] = {
+            "tls_report": e.domain,
+            "successes": e.successes,
+            "failures": e.failures,
+            "result": e.result,
+        }
+    elif isinstance(e, HostExpectation):
         parts = {
             "host": e.host,
             "accepted": e.accepted,
@@ -48,6 +61,7 @@ def describe_expectation(e: Expectation) -> str:
             "attempts": e.attempts,
             "after": None if e.after is None else format_duration(e.after),
             "before": None if e.before is None else format_duration(e.before),
+            "tls": e.tls,
         }
     return "{" + ", ".join(f"{k}: {v}" for k, v in parts.items() if v is not None) + "}"
 
@@ -58,6 +72,8 @@ def _check(
     text = describe_expectation(e)
     if isinstance(e, HostExpectation):
         ok, detail = _check_host(e, result)
+    elif isinstance(e, TlsReportExpectation):
+        ok, detail = _check_tls_report(e, result)
     else:
         candidates = result.deliveries if e.message == "all" else by_message.get(e.message, [])
         ok, detail = _check_delivery(e, candidates)
@@ -95,7 +111,76 @@ def _row_problem(e: DeliveryExpectation, row: DeliveryRow) -> str:
         return f"expected it after {format_duration(e.after)}, but it was final at {_at(row.at)}"
     if e.before is not None and row.at > e.before:
         return f"expected it before {format_duration(e.before)}, but it was final at {_at(row.at)}"
+    if e.tls is not None and _tls_of(row) not in _TLS_MATCHES[e.tls]:
+        return f"expected {_TLS_WORDS[e.tls]}, but {_tls_story(row)}"
     return ""
+
+
+# What each ``tls:`` expectation accepts, of plain, verified and unverified.
+_TLS_MATCHES: dict[TlsExpectation, tuple[str, ...]] = {
+    "plain": ("plain",),
+    "encrypted": ("verified", "unverified"),
+    "verified": ("verified",),
+    "unverified": ("unverified",),
+}
+_TLS_WORDS: dict[TlsExpectation, str] = {
+    "plain": "a session in plain text",
+    "encrypted": "a session over TLS",
+    "verified": "TLS with a verified certificate",
+    "unverified": "TLS with a certificate that was not verified",
+}
+
+
+def _tls_of(row: DeliveryRow) -> str:
+    if not row.tls:
+        return "plain"
+    return "verified" if row.tls_verified else "unverified"
+
+
+def _tls_story(row: DeliveryRow) -> str:
+    if not row.tls:
+        return "its last session was in plain text"
+    how = "verified" if row.tls_verified else "not verified"
+    return f"its last session was {row.tls} with a certificate {how}"
+
+
+def _check_tls_report(e: TlsReportExpectation, result: RunResult) -> tuple[bool, str]:
+    report = next(
+        (
+            r
+            for r in result.tls_reports
+            if any(_policy_domain(p) == e.domain for p in r.get("policies", []))
+        ),
+        None,
+    )
+    if report is None:
+        return False, f"no TLS report for {e.domain}: no session ran under a policy of it"
+    successes = failures = 0
+    results: set[str] = set()
+    for entry in report["policies"]:
+        if _policy_domain(entry) != e.domain:
+            continue
+        summary = entry["summary"]
+        successes += summary["total-successful-session-count"]
+        failures += summary["total-failure-session-count"]
+        results |= {d["result-type"] for d in entry.get("failure-details", [])}
+    named = f" ({', '.join(sorted(results))})" if results else ""
+    facts = (
+        f"the report for {e.domain} counts {successes} successful and {failures} failed "
+        f"session(s){named}"
+    )
+    if e.successes is not None and successes != e.successes:
+        return False, f"expected {e.successes} successful session(s), but {facts}"
+    if e.failures is not None and failures != e.failures:
+        return False, f"expected {e.failures} failed session(s), but {facts}"
+    if e.result is not None and e.result not in results:
+        return False, f"expected a failure {e.result}, but {facts}"
+    return True, facts
+
+
+def _policy_domain(entry: object) -> str:
+    policy = entry.get("policy", {}) if isinstance(entry, dict) else {}
+    return str(policy.get("policy-domain", "")) if isinstance(policy, dict) else ""
 
 
 def _check_host(e: HostExpectation, result: RunResult) -> tuple[bool, str]:

@@ -37,6 +37,10 @@ class DeliveryRow:
     attempts: int
     dsn: str
     reply: str
+    # The TLS of the session that delivered (or gave the last answer): the protocol
+    # version ("" in plain text) and whether the certificate authenticated the host.
+    tls: str = ""
+    tls_verified: bool = False
 
     @classmethod
     def of(cls, final: RecipientFinal) -> DeliveryRow:
@@ -51,7 +55,15 @@ class DeliveryRow:
             final.attempts,
             final.dsn,
             reported_reply(final.reply, expired=final.expired),
+            final.tls,
+            final.tls_verified,
         )
+
+    def tls_json(self) -> dict[str, object] | None:
+        """``--json``'s ``tls``: null in plain text, else the version and the verdict."""
+        if not self.tls:
+            return None
+        return {"version": self.tls, "verified": self.tls_verified}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +107,8 @@ class RunResult:
     duplicates: dict[int, int] = field(default_factory=dict)
     # The run was stopped from outside (SIGINT, Sandbox.interrupt()) before it settled.
     interrupted: bool = False
+    # RFC 8460 TLS-RPT reports, one per policy domain (MTA-STS or DANE), as JSON objects.
+    tls_reports: tuple[dict[str, Any], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -120,6 +134,7 @@ class RunResult:
                     "attempts": d.attempts,
                     "dsn": d.dsn,
                     "reply": d.reply,
+                    "tls": d.tls_json(),
                 }
                 for d in self.deliveries
             ],
@@ -143,6 +158,8 @@ class RunResult:
                 for r in self.returned
             ],
             "duplicates": [{"message": m, "copies": n} for m, n in sorted(self.duplicates.items())],
+            # Issue 14: the TLS-RPT reports (RFC 8460) of the sessions under a TLS policy.
+            "tls_reports": list(self.tls_reports),
             # Only when it happened, so that a finished run's JSON stays as it was.
             **({"interrupted": True} if self.interrupted else {}),
         }

@@ -22,6 +22,10 @@ Severities
   records, TTL 0, no ``$TTL``, a recipient whose domain is in no zone: it bounces).
 - ``info``: worth knowing (a single MX: no backup).
 
+STARTTLS, MTA-STS and DANE have checks of their own (``lint_tls``): an MTA-STS policy with no
+``_mta-sts`` record or no ``mta-sts`` host, TLSA records outside ``dnssec:``, unusable or
+matching no certificate the host can present.
+
 Most findings are about a zone line; one is about the scenario's messages (a recipient's
 domain that no zone holds): its ``zone`` is empty, and it is placed at the message's line.
 
@@ -45,6 +49,7 @@ from sandbox.dns.zone import (
     ZoneIndex,
     ZoneRecord,
 )
+from sandbox.scenario.lint_tls import tls_findings
 from sandbox.scenario.model import Scenario, ZoneSpec
 
 __all__ = [
@@ -132,7 +137,16 @@ def lint_scenario(scenario: Scenario) -> tuple[Finding, ...]:
             for finding in _lint(phase.value, world):
                 findings.append(_placed(finding, spec, index, start))
     findings += _recipients_outside(scenario)
+    findings += _tls(scenario)
     return tuple(findings)
+
+
+def _tls(scenario: Scenario) -> list[Finding]:
+    """STARTTLS, MTA-STS and DANE findings (``lint_tls``), on the zones as they start."""
+    specs = {spec.apex: spec for spec in scenario.zones}
+    zones = [spec.phases.initial for spec in scenario.zones]
+    raw = tls_findings(zones, dict(scenario.mta_sts), scenario.dnssec)
+    return [_placed(Finding(*found), specs[found[2]], 0, 0.0) for found in raw]
 
 
 def _ascii_or_as_is(domain: str) -> str:

@@ -33,12 +33,16 @@ from typing import Literal, NoReturn, TypeVar, cast
 from sandbox.core import policy
 from sandbox.core.durations import format_duration, parse_duration
 from sandbox.core.idn import domain_to_ascii
+from sandbox.core.mta_sts import PolicyProblem, parse_policy
 from sandbox.core.mx import ip_literal
+from sandbox.core.tls import HOST_TLS, HostTls, rules_for
+from sandbox.core.tlsrpt import RESULT_TYPES
 from sandbox.dns.zone import Zone, find_zone, parse_zone
 from sandbox.errors import ScenarioError, ZoneSyntaxError
 from sandbox.scenario.model import (
     DEFAULT_SIZE,
     STAGES,
+    TLS_EXPECTATIONS,
     Behaviour,
     DeliveryExpectation,
     DnsBehaviour,
@@ -53,6 +57,8 @@ from sandbox.scenario.model import (
     SenderSpec,
     Stage,
     Timeline,
+    TlsExpectation,
+    TlsReportExpectation,
     ZoneSpec,
 )
 from sandbox.scenario.yaml_lines import MAX_NUMBER_LENGTH, LineDict, LineList, read_yaml
@@ -85,6 +91,8 @@ TOP_LEVEL_KEYS = (
     "messages",
     "sender",
     "expect",
+    "mta_sts",
+    "dnssec",
 )
 CONNECTIONS = ("accept", "refuse", "timeout", "silent")
 BEHAVIOUR_KEYS = (
@@ -94,6 +102,7 @@ BEHAVIOUR_KEYS = (
     "delay",
     "greylist",
     "max_recipients",
+    "tls",
     "max_messages",
     "max_connections",
     "esmtp",
@@ -106,8 +115,19 @@ TOO_MANY_MESSAGES = "421 4.7.0 Too many messages in one session, try again later
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 DNS_KINDS = ("answer", "servfail", "timeout", "nxdomain")
 MESSAGE_KEYS = ("from", "to", "count", "at")
-DELIVERY_KEYS = ("message", "recipient", "status", "host", "dsn", "attempts", "after", "before")
+DELIVERY_KEYS = (
+    "message",
+    "recipient",
+    "status",
+    "host",
+    "dsn",
+    "attempts",
+    "after",
+    "before",
+    "tls",
+)
 HOST_EXPECTATION_KEYS = ("host", "accepted", "connections", "share", "tolerance")
+TLS_REPORT_KEYS = ("tls_report", "successes", "failures", "result")
 # A phase of a timeline: when it ends, and what holds until then (a host's or a name's
 # behaviour under "do", a zone's text under "zone").
 PHASE_END_KEY = "until"
@@ -129,6 +149,7 @@ ACCEPTED_KEYS: dict[str, tuple[str, ...]] = {
     "The sender": SENDER_KEYS,
     "Expectations about deliveries": DELIVERY_KEYS,
     "Expectations about hosts": HOST_EXPECTATION_KEYS,
+    "Expectations about TLS reports": TLS_REPORT_KEYS,
 }
 STATUSES = ("delivered", "bounced", "deferred")
 # Every duration (an arrival, a phase, a delay, a timeout, the lifetime) stays below this, so a
@@ -193,6 +214,7 @@ _ADDRESS_LITERAL = re.compile(r"\[(IPv6:)?([0-9A-Fa-f.:]+)\]", re.IGNORECASE)
 POSITIVE_REPLIES: dict[Stage, tuple[int, ...]] = {
     "greeting": (220,),
     "ehlo": (250,),
+    "starttls": (220,),
     "mail": (250,),
     "rcpt": (250, 251),
     "data": (354,),
@@ -201,6 +223,7 @@ POSITIVE_REPLIES: dict[Stage, tuple[int, ...]] = {
 _ANSWERS: dict[Stage, str] = {
     "greeting": "the connection (the greeting)",
     "ehlo": "EHLO",
+    "starttls": "STARTTLS",
     "mail": "MAIL FROM",
     "rcpt": "RCPT TO",
     "data": "DATA",
@@ -822,6 +845,9 @@ def _scripted_behaviour(mapping: Mapping[object, object], spot: _Spot) -> Behavi
         max_recipients = _whole_number(
             mapping["max_recipients"], _value_spot(mapping, "max_recipients", spot), 1, "100"
         )
+    tls: HostTls = "valid"
+    if mapping.get("tls") is not None:
+        tls = _host_tls(mapping["tls"], _value_spot(mapping, "tls", spot))
     max_messages = _limit(mapping, "max_messages", spot, "mail", TOO_MANY_MESSAGES)
     max_connections = _limit(mapping, "max_connections", spot, "greeting", TOO_MANY_CONNECTIONS)
     esmtp = _esmtp(mapping.get("esmtp"), _value_spot(mapping, "esmtp", spot))
@@ -832,6 +858,7 @@ def _scripted_behaviour(mapping: Mapping[object, object], spot: _Spot) -> Behavi
         delays=delays,
         greylist=greylist,
         max_recipients=max_recipients,
+        tls=tls,
         recipient_phases=recipient_phases,
         max_messages=max_messages,
         max_connections=max_connections,
@@ -900,6 +927,13 @@ def _esmtp(value: object, spot: _Spot) -> Esmtp:
         eightbitmime=flag("8bitmime", True),
         smtputf8=flag("smtputf8", True),
     )
+
+
+def _host_tls(value: object, spot: _Spot) -> HostTls:
+    # YAML reads a bare `none` as text, but `tls: null` or `tls: false` as no value at all.
+    if value is False:
+        value = "none"
+    return cast(HostTls, _word(value, spot, HOST_TLS, "a host's TLS setting"))
 
 
 def _stage(value: object, spot: _Spot) -> Stage:
@@ -1108,6 +1142,13 @@ def _sender(value: object, spot: _Spot) -> SenderSpec:
         for key, field_value in mapping.items()
         if key != "profile"
     }
+    levels = rules_for(profile).levels
+    if "tls" in overrides and overrides["tls"] not in levels:
+        allowed = [level for level in policy.LEVELS if level in levels]
+        _value_spot(mapping, "tls", spot).fail(
+            f"the {profile} profile has no TLS level {overrides['tls']} (its MTA lacks it); "
+            f"use one of: {_one_of(allowed)}, or another profile"
+        )
     _check_retries(policy.PROFILES[profile].with_overrides(overrides), mapping, spot)
     return SenderSpec(profile, overrides)
 
@@ -1230,6 +1271,73 @@ def _override(key: str, kind: str | tuple[str, ...], value: object, spot: _Spot)
     return value  # a kind added to policy after this reader: passed on as written
 
 
+# --- MTA-STS and DNSSEC -------------------------------------------------------------------------
+
+_POLICY_EXAMPLE = (
+    '{example.test: "version: STSv1\\nmode: enforce\\nmx: mx1.example.test\\nmax_age: 86400\\n"}'
+)
+
+
+def _mta_sts(value: object, spot: _Spot, world: _World) -> dict[str, str]:
+    """``mta_sts: {domain: policy text}``, each text a valid policy (RFC 8461 §3.2), each
+    domain in a zone of the scenario (where its ``_mta-sts`` record goes)."""
+    if value is None:
+        return {}
+    mapping = _as_mapping(value, spot, _POLICY_EXAMPLE)
+    policies: dict[str, str] = {}
+    for key, text in mapping.items():
+        key_spot = _key_spot(mapping, key, spot)
+        domain = _domain(key, key_spot, "a policy's domain")
+        if domain in policies:
+            key_spot.fail(f"the policy of {domain} is written twice; keep one")
+        if find_zone(world.zones, domain) is None:
+            key_spot.fail(
+                f"{domain} is in no zone of this scenario, so no sender can find its policy; "
+                f"add a zone for it (with '_mta-sts IN TXT \"v=STSv1; id=1;\"' and an "
+                "address for mta-sts), or remove the policy"
+            )
+        text_spot = _value_spot(mapping, key, spot)
+        if not isinstance(text, str):
+            text_spot.fail(
+                f"the policy must be text, found {_shown(text)}; write it as a block: "
+                f"'{domain}: |' and the policy's lines indented below"
+            )
+        problem = parse_policy(text)
+        if isinstance(problem, PolicyProblem):
+            _policy_spot(text_spot, problem).fail(
+                f"{problem.message} (policy line {problem.line})"
+                if problem.line
+                else problem.message
+            )
+        policies[domain] = text
+    return policies
+
+
+def _policy_spot(spot: _Spot, problem: PolicyProblem) -> _Spot:
+    """The file line of a policy's line, when the policy is a block of its own."""
+    if problem.line and spot.text_line is not None:
+        return _Spot(spot.file, spot.key, spot.text_line + problem.line - 1)
+    return spot
+
+
+def _dnssec(value: object, spot: _Spot, zones: Sequence[ZoneSpec]) -> frozenset[str]:
+    """``dnssec: [apex, …]``: zones of the scenario, answered as DNSSEC-validated."""
+    if value is None:
+        return frozenset()
+    apexes = [zone.apex for zone in zones]
+    items = _as_list(value, spot, "[example.test]")
+    signed: set[str] = set()
+    for item, item_spot in _item_spots(items, spot):
+        apex = _domain(item, item_spot, "a zone's apex")
+        if apex not in apexes:
+            item_spot.fail(
+                f"{apex} is not a zone of this scenario; {_did_you_mean(apex, apexes)}"
+                f"list zones from zones: ({_one_of(apexes) or 'none yet'})"
+            )
+        signed.add(apex)
+    return frozenset(signed)
+
+
 # The stages a sender setting may name: the hosts' stages, and HELO (after a refused EHLO).
 _SENDER_STAGES = (*STAGES, "helo")
 
@@ -1303,10 +1411,12 @@ def _expectations(value: object, spot: _Spot, known: _Known) -> tuple[Expectatio
             expectations.append(_delivery_expectation(mapping, item_spot, known))
         elif "host" in mapping:
             expectations.append(_host_expectation(mapping, item_spot, known))
+        elif "tls_report" in mapping:
+            expectations.append(_tls_report_expectation(mapping, item_spot))
         else:
             item_spot.fail(
-                "an expectation needs message: N (about a delivery) or host: NAME "
-                "(about a host); add one of them"
+                "an expectation needs message: N (about a delivery), host: NAME (about a "
+                "host) or tls_report: DOMAIN (about a TLS report); add one of them"
             )
     return tuple(expectations)
 
@@ -1349,6 +1459,39 @@ def _delivery_expectation(
         attempts=optional("attempts", lambda v, s: _whole_number(v, s, 0, "1")),
         after=after,
         before=before,
+        line=_mapping_spot(mapping, spot).line,
+        tls=optional("tls", _tls_expectation),
+    )
+
+
+def _tls_expectation(value: object, spot: _Spot) -> TlsExpectation:
+    if value is False:
+        value = "plain"  # YAML's `tls: no`
+    return cast(TlsExpectation, _word(value, spot, TLS_EXPECTATIONS, "what TLS to expect"))
+
+
+def _tls_report_expectation(mapping: Mapping[object, object], spot: _Spot) -> TlsReportExpectation:
+    misplaced = {
+        key: f"'{key}' is about a message or a host; write it in an expectation of its own"
+        for key in (*DELIVERY_KEYS, *HOST_EXPECTATION_KEYS)
+    }
+    _check_keys(mapping, spot, TLS_REPORT_KEYS, misplaced)
+
+    def at(key: str) -> _Spot:
+        return _value_spot(mapping, key, spot)
+
+    def count(key: str) -> int | None:
+        value = mapping.get(key)
+        return None if value is None else _whole_number(value, at(key), 0, "1")
+
+    result = None
+    if mapping.get("result") is not None:
+        result = _word(mapping["result"], at("result"), RESULT_TYPES, "a TLS-RPT result type")
+    return TlsReportExpectation(
+        domain=_domain(mapping["tls_report"], at("tls_report"), "tls_report"),
+        successes=count("successes"),
+        failures=count("failures"),
+        result=result,
         line=_mapping_spot(mapping, spot).line,
     )
 
@@ -1545,6 +1688,8 @@ def _build(data: object, source: str) -> Scenario:
         sender=_sender(mapping.get("sender"), at("sender")),
         expect=_expectations(mapping.get("expect"), at("expect"), _Known(world, messages)),
         source=source,
+        mta_sts=_mta_sts(mapping.get("mta_sts"), at("mta_sts"), world),
+        dnssec=_dnssec(mapping.get("dnssec"), at("dnssec"), zones),
     )
 
 

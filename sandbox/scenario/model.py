@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar, get_args
+
+from sandbox.core.tls import HostTls
 
 if TYPE_CHECKING:
     # Only a name here: the hosts and the sender read this model without needing dnslib.
@@ -19,6 +21,7 @@ __all__ = [
     "ACCEPT",
     "DEFAULT_SIZE",
     "STAGES",
+    "TLS_EXPECTATIONS",
     "Behaviour",
     "DeliveryExpectation",
     "DnsBehaviour",
@@ -33,15 +36,18 @@ __all__ = [
     "SenderSpec",
     "Stage",
     "Timeline",
+    "TlsExpectation",
+    "TlsReportExpectation",
     "ZoneSpec",
     "describe_phases",
     "describe_timeline",
 ]
 
-Stage = Literal["greeting", "ehlo", "mail", "rcpt", "data", "message"]
-# In the order a session reaches them. "data" is the reply to DATA (354 when all is well),
-# "message" the reply after the final dot.
-STAGES: tuple[Stage, ...] = ("greeting", "ehlo", "mail", "rcpt", "data", "message")
+Stage = Literal["greeting", "ehlo", "starttls", "mail", "rcpt", "data", "message"]
+# In the order a session reaches them. "starttls" is the reply to STARTTLS (220, then the
+# handshake, when all is well), "data" the reply to DATA (354 when all is well), "message"
+# the reply after the final dot.
+STAGES: tuple[Stage, ...] = get_args(Stage)
 
 T = TypeVar("T")
 
@@ -176,6 +182,9 @@ class Behaviour:
     delays: Mapping[Stage, float] = field(default_factory=dict)
     greylist: float | None = None
     max_recipients: int | None = None  # RCPT past this many in one transaction gets 452
+    # STARTTLS: the certificate the host presents, or none offered, or a broken handshake
+    # (``tls.certificates``, ``hosts.starttls``).
+    tls: HostTls = "valid"
     # Replies to RCPT for these mailboxes that change after a number of RCPTs (``times``).
     recipient_phases: Mapping[str, Timeline[Reply]] = field(default_factory=dict)
     # MAIL past this many in one session, and connections past this many at once.
@@ -198,6 +207,8 @@ class Behaviour:
             parts.append(f"greylist {format_duration(self.greylist)}")
         if self.max_recipients is not None:
             parts.append(f"at most {self.max_recipients} recipients")
+        if self.tls != "valid":
+            parts.append(f"tls {self.tls}")
         for addr, replies in self.recipient_phases.items():
             words = describe_phases(replies, lambda r: str(r.code), "RCPT", joiner=" then ")
             parts.append(f"{addr}→{words}")
@@ -324,9 +335,17 @@ class SenderSpec:
     overrides: Mapping[str, object] = field(default_factory=dict)
 
 
+# What an expectation may say of the TLS of the session that delivered (or last answered):
+# none at all, any TLS, TLS with a certificate that authenticated the host (PKIX or DANE), or
+# TLS with one that did not.
+TlsExpectation = Literal["plain", "encrypted", "verified", "unverified"]
+TLS_EXPECTATIONS: tuple[TlsExpectation, ...] = get_args(TlsExpectation)
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryExpectation:
-    """``{message: N|all, recipient?, status?, host?, dsn?, attempts?, after?, before?}``."""
+    """``{message: N|all, recipient?, status?, host?, dsn?, attempts?, after?, before?,
+    tls?}``."""
 
     message: int | Literal["all"]
     recipient: str | None = None
@@ -337,6 +356,7 @@ class DeliveryExpectation:
     after: float | None = None
     before: float | None = None
     line: int | None = None
+    tls: TlsExpectation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +371,20 @@ class HostExpectation:
     line: int | None = None
 
 
-Expectation = DeliveryExpectation | HostExpectation
+@dataclass(frozen=True, slots=True)
+class TlsReportExpectation:
+    """``{tls_report: DOMAIN, successes?, failures?, result?}``: the run's TLS-RPT report
+    (RFC 8460) for a policy domain counts so many sessions, and names ``result`` among its
+    failures."""
+
+    domain: str
+    successes: int | None = None
+    failures: int | None = None
+    result: str | None = None
+    line: int | None = None
+
+
+Expectation = DeliveryExpectation | HostExpectation | TlsReportExpectation
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +403,10 @@ class Scenario:
     sender: SenderSpec = field(default_factory=SenderSpec)
     expect: tuple[Expectation, ...] = ()
     source: str = "<scenario>"
+    # MTA-STS policies (RFC 8461) the sandbox serves over HTTPS: domain -> policy text.
+    mta_sts: Mapping[str, str] = field(default_factory=dict)
+    # Zones answered as DNSSEC-validated (the AD bit), for DANE (RFC 7672).
+    dnssec: frozenset[str] = frozenset()
 
     def behaviour_of(self, name: str, addresses: tuple[str, ...] = ()) -> Timeline[Behaviour]:
         """The behaviour of the host ``name`` at ``addresses``: the scenario may script one

@@ -15,8 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox.core.policy import FIELD_KINDS, PROFILES
+from sandbox.core.tls import HOST_TLS
+from sandbox.core.tlsrpt import RESULT_TYPES
 from sandbox.scenario import load
-from sandbox.scenario.model import STAGES, Stage
+from sandbox.scenario.model import STAGES, TLS_EXPECTATIONS, Stage
 
 __all__ = ["scenario_schema"]
 
@@ -156,6 +158,12 @@ def _definitions() -> dict[str, Schema]:
             },
             "greylist": _ref("duration"),
             "max_recipients": {"type": "integer", "minimum": 1},
+            "tls": {
+                "enum": list(HOST_TLS),
+                "description": "STARTTLS: the certificate the host presents (valid, expired, "
+                "self-signed, wrong-name), none (STARTTLS not offered), or "
+                "handshake-failure",
+            },
             "max_messages": _limit(_ref("mailReply")),
             "max_connections": _limit(_ref("greetingReply")),
             "esmtp": _object(
@@ -249,9 +257,20 @@ def _definitions() -> dict[str, Schema]:
                 "attempts": {"type": "integer", "minimum": 0},
                 "after": _ref("duration"),
                 "before": _ref("duration"),
+                "tls": {"enum": list(TLS_EXPECTATIONS)},
             },
             load.DELIVERY_KEYS,
             required=["message"],
+        ),
+        "tlsReportExpectation": _object(
+            {
+                "tls_report": {"type": "string"},
+                "successes": {"type": "integer", "minimum": 0},
+                "failures": {"type": "integer", "minimum": 0},
+                "result": {"enum": list(RESULT_TYPES)},
+            },
+            load.TLS_REPORT_KEYS,
+            required=["tls_report"],
         ),
         "hostExpectation": _object(
             {
@@ -290,7 +309,24 @@ def scenario_schema() -> Schema:
             "sender": _ref("sender"),
             "expect": {
                 "type": "array",
-                "items": {"oneOf": [_ref("deliveryExpectation"), _ref("hostExpectation")]},
+                "items": {
+                    "oneOf": [
+                        _ref("deliveryExpectation"),
+                        _ref("hostExpectation"),
+                        _ref("tlsReportExpectation"),
+                    ]
+                },
+            },
+            "mta_sts": {
+                "type": "object",
+                "description": "MTA-STS policies the sandbox serves over HTTPS: domain -> "
+                "policy text (RFC 8461 §3.2)",
+                "additionalProperties": {"type": "string"},
+            },
+            "dnssec": {
+                "type": "array",
+                "description": "zones answered as DNSSEC-validated (the AD bit), for DANE",
+                "items": {"type": "string"},
             },
         },
         load.TOP_LEVEL_KEYS,

@@ -47,6 +47,7 @@ from sandbox.core.delivery import (
     Reused,
     SendCommand,
     SendMessage,
+    StartTls,
     reported_reply,
     where,
 )
@@ -65,6 +66,7 @@ from sandbox.core.queue import (
     Returned,
     Start,
 )
+from sandbox.core.tls import Established, TlsStep
 from sandbox.events import (
     AttemptFinished,
     AttemptStarted,
@@ -77,12 +79,14 @@ from sandbox.events import (
     DsnCreated,
     Emit,
     MessageQueued,
+    MtaStsChecked,
     RecipientDeferred,
     RecipientFinal,
     RouteChosen,
     RouteFailed,
     SmtpExchange,
     SmtpFailure,
+    TlsChecked,
     Warning,
 )
 from sandbox.scenario.model import MessageSpec
@@ -90,6 +94,8 @@ from sandbox.sender.message import RUN_EPOCH, compose, message_id
 from sandbox.sender.pool import ConnectionCache, Kept
 from sandbox.sender.resolver import StubResolver
 from sandbox.sender.smtp import SmtpConnection
+from sandbox.sender.tls_policy import PolicyFound, TlsShell
+from sandbox.tls.certificates import CertificateAuthority
 
 __all__ = ["ReturnedMail", "SenderAgent"]
 
@@ -145,6 +151,7 @@ class SenderAgent:
         seed: int,
         scenario: str = "",
         in_scenario: Callable[[str], bool] = lambda domain: False,
+        authority: CertificateAuthority | None = None,
     ) -> None:
         self.profile = profile
         self._resolver = resolver
@@ -161,6 +168,8 @@ class SenderAgent:
         self.final: dict[tuple[int, str], RecipientFinal] = {}
         self.dsn_messages: dict[int, int] = {}  # DSN message number -> the message it reports
         self.returned: list[ReturnedMail] = []
+        # STARTTLS, DANE and MTA-STS: what the network tells, for the core to judge.
+        self.tls = TlsShell(profile=profile, authority=authority, network=network, clock=clock)
 
     # --- the driver loop -----------------------------------------------------------------
 
@@ -299,6 +308,8 @@ class SenderAgent:
             expired=final.expired,
             relay=state.relay,
             unsure=state.unsure,
+            tls=state.tls.version if state.tls is not None else "",
+            tls_verified=state.tls is not None and state.tls.verified,
         )
         self.final[(final.number, state.recipient)] = event
         self._emit(event)
@@ -371,8 +382,10 @@ class SenderAgent:
                 active_since=start.active_since,
             )
         )
+        key = (number, start.attempt)
         try:
-            route = await self._resolve(start)
+            answers: list[Answer] = []
+            route = await self._resolve(start, answers)
             if isinstance(route, NoRoute):
                 self._emit(
                     RouteFailed(
@@ -387,6 +400,14 @@ class SenderAgent:
                 )
                 self.queue.no_route(start, route, self._clock())
             else:
+                facts = await self.tls.facts(
+                    key,
+                    start.domain,
+                    route,
+                    answers,
+                    lambda name, rdtype: self._ask(start, name, rdtype),
+                    lambda found: self._report_policy(start, found),
+                )
                 kept = self._cache.take_for(start.domain)
                 attempt = Attempt(
                     start.sender,
@@ -394,12 +415,15 @@ class SenderAgent:
                     route.candidates,
                     self.profile,
                     avoid=start.avoid,
+                    tls=facts,
+                    waited=self._clock() - self.queue.arrival_of(number),
                     kept=kept[0] if kept is not None else None,
                     facts=self._contents[number].facts,
                 )
                 await self._walk(start, attempt, kept)
                 self.queue.attempt_done(start, attempt.report(), self._clock())
         finally:
+            self.tls.done(key)
             self._emit(
                 AttemptFinished(
                     t=self._clock(), message=number, domain=start.domain, attempt=start.attempt
@@ -409,22 +433,14 @@ class SenderAgent:
         self._pump()
         self._changed.set()
 
-    async def _resolve(self, start: Start) -> Route | NoRoute:
+    async def _resolve(self, start: Start, answers: list[Answer]) -> Route | NoRoute:
+        """The route, asked through DNS; every answer is also kept in ``answers``."""
         rng = random.Random(f"{self._seed}:{start.number}:{start.domain}:{start.attempt}")
         resolution = Resolution(start.domain, self.profile, rng)
         while (query := resolution.next_query()) is not None:
-            self._emit(
-                DnsAsked(
-                    t=self._clock(),
-                    message=start.number,
-                    attempt=start.attempt,
-                    name=query.name,
-                    rdtype=query.rdtype,
-                )
-            )
-            result = await self._resolver.query(query.name, query.rdtype)
-            self._report_answer(start, result.answer, result.cached)
-            resolution.feed(result.answer)
+            answer = await self._ask(start, query.name, query.rdtype)
+            answers.append(answer)
+            resolution.feed(answer)
         route = resolution.result
         assert route is not None
         for text in route.warnings:
@@ -445,8 +461,23 @@ class SenderAgent:
             )
         return route
 
+    async def _ask(self, start: Start, name: str, rdtype: str) -> Answer:
+        """One DNS question of an attempt, told as it is asked and answered."""
+        self._emit(
+            DnsAsked(
+                t=self._clock(),
+                message=start.number,
+                attempt=start.attempt,
+                name=name,
+                rdtype=rdtype,
+            )
+        )
+        result = await self._resolver.query(name, rdtype)
+        self._report_answer(start, result.answer, result.cached)
+        return result.answer
+
     def _report_answer(self, start: Start, answer: Answer, cached: bool) -> None:
-        records = tuple(str(r) for r in answer.mx) + answer.addresses
+        records = tuple(str(r) for r in answer.mx) + answer.addresses + answer.texts
         self._emit(
             DnsAnswered(
                 t=self._clock(),
@@ -459,6 +490,26 @@ class SenderAgent:
                 cnames=answer.cnames,
                 ttl=answer.ttl,
                 cached=cached,
+                secure=answer.secure,
+            )
+        )
+
+    def _report_policy(self, start: Start, found: PolicyFound) -> None:
+        policy = found.policy
+        self._emit(
+            MtaStsChecked(
+                t=self._clock(),
+                message=start.number,
+                attempt=start.attempt,
+                domain=found.domain,
+                id=found.id,
+                mode=policy.mode if policy is not None else "",
+                mx=policy.mx if policy is not None else (),
+                max_age=policy.max_age if policy is not None else 0,
+                source=found.source,
+                url=found.url,
+                failure=found.failure or "",
+                detail=found.detail,
             )
         )
 
@@ -469,19 +520,26 @@ class SenderAgent:
         content = self._contents[start.number].data
         current: Connect | None = None
         session = _Session(self._clock(), 1)
+        tls: Established | None = None  # the session's TLS, for the connection cache
         try:
             self._tell(start, attempt)  # hosts skipped before the first connect
             while (action := attempt.next_action()) is not None:
+                outcome: Feedback
                 if isinstance(action, Connect):
                     current = action
                     mine = None
-                    if kept is not None and kept[0] == action.candidate.address:
+                    if kept is not None and _fits(kept, action):
                         mine, kept = kept[1], None
                     outcome, session = await self._connect(start, connection, action, mine)
+                    tls = outcome.tls if isinstance(outcome, Reused) else None
                 elif isinstance(action, Disconnect):
                     assert current is not None
-                    await self._disconnect(start, connection, action, current, session)
+                    await self._disconnect(start, connection, action, current, session, tls)
                     outcome = None
+                elif isinstance(action, StartTls):
+                    assert current is not None
+                    outcome = await self._starttls(start, connection, action, current)
+                    tls = outcome if isinstance(outcome, Established) else None
                 else:
                     outcome = await self._perform(connection, action, content)
                 if current is not None:
@@ -493,6 +551,17 @@ class SenderAgent:
             if kept is not None:  # taken for this delivery, which never came to its host
                 self._cache.put_back(*kept)
 
+    async def _starttls(
+        self, start: Start, connection: SmtpConnection, action: StartTls, current: Connect
+    ) -> Feedback:
+        """STARTTLS and the handshake; the host's reply is told here, the verdict by the
+        core's TLS step."""
+        key = (start.number, start.attempt)
+        upgrade = await self.tls.upgrade(key, start.domain, connection, action)
+        if upgrade.ready is not None:
+            self._report_reply(self._where(start, current), "starttls", "STARTTLS", upgrade.ready)
+        return upgrade.outcome
+
     async def _connect(
         self, start: Start, connection: SmtpConnection, action: Connect, mine: Kept | None
     ) -> tuple[Feedback, _Session]:
@@ -500,7 +569,7 @@ class SenderAgent:
         delivery, or one parked for the address) and RSET says it is alive, otherwise a new
         connection. Returns the outcome and the session's life so far."""
         address = action.candidate.address
-        while (kept := mine or self._cache.take(address)) is not None:
+        while (kept := mine or self._cache.take(address, action.tls)) is not None:
             mine = None
             base = self._where(start, action)
             session = _Session(kept.opened, kept.uses + 1)
@@ -508,7 +577,7 @@ class SenderAgent:
             probe = await connection.adopt(kept.client, self.profile.ehlo_timeout)
             self._report_reply(base, "rset", PROBE_COMMAND, probe)
             if probe_passed(probe):
-                return Reused(kept.extensions), session
+                return Reused(kept.extensions, kept.tls), session
             await connection.close(quit=False, timeout=0)
         return await connection.connect(address, action.timeout), _Session(self._clock(), 1)
 
@@ -519,6 +588,7 @@ class SenderAgent:
         action: Disconnect,
         current: Connect,
         session: _Session,
+        tls: Established | None,
     ) -> None:
         """QUIT, unless the queue keeps the session for a delivery already waiting for this
         domain."""
@@ -533,6 +603,8 @@ class SenderAgent:
                     start.domain,
                     session.uses,
                     action.extensions,
+                    tls_key=current.tls,
+                    tls=tls,
                 )
                 self._decide(
                     start.number,
@@ -589,6 +661,9 @@ class SenderAgent:
                 self._report_reply(base, stage, line, outcome)
             case SendMessage():
                 self._report_reply(base, "message", "<message> .", outcome)
+            case StartTls():
+                if isinstance(outcome, ServerReply | NoReply) and not _ready(outcome):
+                    self._report_reply(base, "starttls", "STARTTLS", outcome)
             case Disconnect():
                 pass
 
@@ -615,7 +690,10 @@ class SenderAgent:
             )
 
     def _tell(self, start: Start, attempt: Attempt) -> None:
-        """The attempt's decisions so far, as events."""
+        """The attempt's TLS steps and decisions so far, as events."""
+        for step in attempt.take_tls_steps():
+            self.tls.record((start.number, start.attempt), start.domain, step)
+            self._emit(_tls_event(self._clock(), start, step))
         for note in attempt.take_notes():
             self._decide(start.number, start.attempt, note.action, note.why, note.recipients)
 
@@ -637,6 +715,56 @@ class SenderAgent:
                 recipients=recipients,
             )
         )
+
+
+def _fits(kept: tuple[str, Kept], action: Connect) -> bool:
+    """A session parked for the destination serves this connect: the same address, held to
+    the same TLS (the cache is keyed by TLS level and policy, as Postfix's is)."""
+    return kept[0] == action.candidate.address and kept[1].tls_key == action.tls
+
+
+def _ready(outcome: ServerReply | NoReply) -> bool:
+    return isinstance(outcome, ServerReply) and outcome.code == 220
+
+
+_TLS_OUTCOMES = {
+    "Offered": "offered",
+    "NotOffered": "not_offered",
+    "StartTlsRefused": "refused",
+    "HandshakeFailed": "handshake_failed",
+    "Established": "established",
+}
+
+
+def _tls_event(t: float, start: Start, step: TlsStep) -> TlsChecked:
+    decision, requirement, event = step.decision, step.requirement, step.event
+    policy = ""
+    if requirement is not None and requirement.dane:
+        policy = "tlsa"
+    elif requirement is not None and requirement.sts is not None:
+        policy = f"sts:{requirement.sts}"
+    elif step.step == "skip" and decision.report == "validation-failure":
+        policy = "sts:enforce"
+    established = event if isinstance(event, Established) else None
+    return TlsChecked(
+        t=t,
+        message=start.number,
+        attempt=start.attempt,
+        host=step.host,
+        address=step.address,
+        step=step.step,
+        action=decision.action,
+        why=decision.why,
+        outcome=_TLS_OUTCOMES.get(type(event).__name__, "") if event is not None else "",
+        level=requirement.level if requirement is not None else "",
+        version=established.version if established else "",
+        certificate=established.certificate if established else "",
+        dane=(established.dane or "") if established else "",
+        detail=getattr(event, "detail", "") if event is not None else "",
+        dsn=decision.dsn,
+        report=decision.report or "",
+        policy=policy,
+    )
 
 
 def _header_message_id(data: bytes) -> str:

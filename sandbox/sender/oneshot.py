@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from sandbox.core.addresses import AddressMap, is_loopback
+from sandbox.core.addresses import AddressMap, Service, is_loopback
 from sandbox.core.policy import FIELD_KINDS, Profile, RetryRule
 from sandbox.errors import NotInSandbox
 from sandbox.events import Event, RecipientDeferred, RecipientFinal
@@ -66,20 +66,22 @@ Status = Literal["delivered", "bounced", "deferred"]
 
 
 class LoopbackNetwork(AddressMap):
-    """Every loopback address at one SMTP port: the network a sender outside the sandbox
-    sees. An IPv4-mapped IPv6 answer (``::ffff:127.0.0.5``) is reached at its IPv4 form."""
+    """Every loopback address at one SMTP port (and one HTTPS port, where MTA-STS policies
+    are fetched: ``serve``'s default is 443): the network a sender outside the sandbox sees.
+    An IPv4-mapped IPv6 answer (``::ffff:127.0.0.5``) is reached at its IPv4 form."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, https_port: int = 443) -> None:
         super().__init__()
         self._port = port
+        self._https_port = https_port
 
-    def socket_for(self, zone_address: str) -> tuple[str, int]:
+    def socket_for(self, zone_address: str, service: Service = "smtp") -> tuple[str, int]:
         address = _unmapped(zone_address)
         if address is None or not is_loopback(address):
             raise NotInSandbox(
                 f"{zone_address} is not a loopback address; `mxsandbox send` never leaves loopback"
             )
-        return (address, self._port)
+        return (address, self._port if service == "smtp" else self._https_port)
 
     def __contains__(self, zone_address: object) -> bool:
         address = _unmapped(str(zone_address))

@@ -6,6 +6,10 @@ its address and its destination, for the next delivery to that destination, whic
 to check it is still alive and goes straight to MAIL FROM. This saves the connect, the
 greeting and EHLO for every message but the first. Like Postfix, a parked session is closed
 (with QUIT) after ``idle`` seconds unused (smtp_connection_cache_time_limit, 2 s).
+
+Each session also keeps the TLS it was held to (``tls_key``: the level and the policy, as
+Postfix keys its cache by TLS level) and how its STARTTLS went: a delivery takes only a session
+held to the same TLS as its own plan asks.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from sandbox.core.esmtp import HELO_ONLY, Extensions
+from sandbox.core.tls import Established
 
 __all__ = ["ConnectionCache", "Kept"]
 
@@ -29,6 +34,8 @@ class _Parked:
     uses: int  # the deliveries it has carried
     order: int  # when it was parked, in parking order
     extensions: Extensions = HELO_ONLY  # what the host offered in its EHLO reply
+    tls_key: str = ""  # the TLS it was held to (``core.delivery``'s Connect.tls)
+    tls: Established | None = None  # how its STARTTLS went, if it had one
     timer: asyncio.TimerHandle | None = None
 
 
@@ -42,6 +49,8 @@ class Kept:
     uses: int
     domain: str
     extensions: Extensions = HELO_ONLY  # what the host offered in its EHLO reply
+    tls_key: str = ""
+    tls: Established | None = None
 
 
 class ConnectionCache:
@@ -59,11 +68,16 @@ class ConnectionCache:
         domain: str,
         uses: int,
         extensions: Extensions = HELO_ONLY,
+        *,
+        tls_key: str = "",
+        tls: Established | None = None,
     ) -> None:
         """Keep a session for the next delivery to ``domain`` at ``address``."""
         loop = asyncio.get_running_loop()
         self._parkings += 1
-        parked = _Parked(client, opened, domain, uses, self._parkings, extensions)
+        parked = _Parked(
+            client, opened, domain, uses, self._parkings, extensions, tls_key=tls_key, tls=tls
+        )
         parked.timer = loop.call_later(self._idle, self._expire, address, parked)
         self._parked.setdefault(address, []).append(parked)
 
@@ -85,13 +99,24 @@ class ConnectionCache:
 
     def put_back(self, address: str, kept: Kept) -> None:
         """A session taken for a delivery that did not use it: parked again."""
-        self.park(address, kept.client, kept.opened, kept.domain, kept.uses, kept.extensions)
+        self.park(
+            address,
+            kept.client,
+            kept.opened,
+            kept.domain,
+            kept.uses,
+            kept.extensions,
+            tls_key=kept.tls_key,
+            tls=kept.tls,
+        )
 
-    def take(self, address: str) -> Kept | None:
-        """A live parked session to ``address``, or None."""
+    def take(self, address: str, tls_key: str = "") -> Kept | None:
+        """A live parked session to ``address`` held to ``tls_key``, or None."""
         stack = self._parked.get(address, [])
-        while stack:
-            parked = stack.pop()
+        for parked in reversed(list(stack)):
+            if parked.tls_key != tls_key:
+                continue
+            stack.remove(parked)
             if parked.timer is not None:
                 parked.timer.cancel()
             if parked.client.is_connected:
@@ -123,7 +148,15 @@ class ConnectionCache:
 
 
 def _kept(parked: _Parked) -> Kept:
-    return Kept(parked.client, parked.opened, parked.uses, parked.domain, parked.extensions)
+    return Kept(
+        parked.client,
+        parked.opened,
+        parked.uses,
+        parked.domain,
+        parked.extensions,
+        parked.tls_key,
+        parked.tls,
+    )
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:

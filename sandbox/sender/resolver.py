@@ -10,6 +10,10 @@ A question already on the wire is not asked twice: when twenty deliveries to one
 at the same instant, the first asks and the others wait for its answer and take it from the
 cache, as a caching resolver does. Each UDP exchange uses a fresh socket (a new source port).
 
+Every query carries EDNS with the DO bit, as a DNSSEC-aware stub's does, so that a server
+that validates (the sandbox's, for the zones under ``dnssec:``) says so with the AD bit; the
+answer keeps it (``Answer.secure``), which is what DANE needs (RFC 7672 §2.2, RFC 6840 §5.7).
+
 dnslib is the codec; everything it returns is turned here into the core's ``Answer``.
 """
 
@@ -33,6 +37,7 @@ __all__ = ["CachedAnswer", "StubResolver"]
 
 _RCODES = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN"}
 _MEMORY = 1024
+_EDNS_PAYLOAD = 1232  # the UDP size DNS Flag Day 2020 settled on
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -144,7 +149,9 @@ class StubResolver:
         """The packed query, with a fresh random ID (dnslib's own way of choosing one)."""
         packed = self._requests.get((name, rdtype))
         if packed is None:
-            packed = bytes(dnslib.DNSRecord.question(name or ".", rdtype).pack())
+            question = dnslib.DNSRecord.question(name or ".", rdtype)
+            question.add_ar(dnslib.EDNS0(flags="do", udp_len=_EDNS_PAYLOAD))
+            packed = bytes(question.pack())
             _remember(self._requests, (name, rdtype), packed)
         return random.randint(0, 0xFFFF).to_bytes(2, "big") + packed[2:]
 
@@ -200,6 +207,7 @@ def _to_answer(name: str, rdtype: str, response: Any) -> Answer:
     current, cnames = name, []
     mx: list[MxRecord] = []
     addresses: list[str] = []
+    texts: list[str] = []
     ttls: list[int] = []
     for rr in response.rr:
         owner = str(rr.rname).lower().rstrip(".")
@@ -214,8 +222,23 @@ def _to_answer(name: str, rdtype: str, response: Any) -> Answer:
             mx.append(MxRecord(rr.rdata.preference, str(rr.rdata.label).lower().rstrip(".")))
         elif kind in ("A", "AAAA") and kind == rdtype:
             addresses.append(str(rr.rdata))
+        elif kind == "TXT" and rdtype == "TXT":
+            texts.append(b"".join(rr.rdata.data).decode("utf-8", errors="replace"))
+        elif kind == rdtype:
+            texts.append(str(rr.rdata))
     ttl = min(ttls) if ttls else _negative_ttl(response)
-    return Answer(name, rdtype, rcode, tuple(mx), tuple(addresses), tuple(cnames), ttl)  # type: ignore[arg-type]
+    secure = bool(response.header.ad) and rcode in ("NOERROR", "NXDOMAIN")
+    return Answer(
+        name,
+        rdtype,
+        rcode,  # type: ignore[arg-type]
+        tuple(mx),
+        tuple(addresses),
+        tuple(cnames),
+        ttl,
+        tuple(texts),
+        secure,
+    )
 
 
 def _negative_ttl(response: Any) -> int:

@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import re
 import socket
+import ssl
 
 import aiosmtplib
 
 from sandbox.core.addresses import AddressMap
 from sandbox.core.classify import CONNECT_FAILURES, PROBE_COMMAND, NoReply, Outcome, ServerReply
 from sandbox.errors import NotInSandbox
+from sandbox.sender.starttls import TlsDown, TlsUp, start_tls
 
 __all__ = ["SmtpConnection", "dot_stuff"]
 
@@ -119,6 +121,13 @@ class SmtpConnection:
         except (aiosmtplib.SMTPException, OSError) as error:
             return NoReply("lost", str(error))
         return ServerReply(response.code, response.message)
+
+    async def starttls(
+        self, context: ssl.SSLContext, server_name: str, timeout: float
+    ) -> Outcome | TlsUp | TlsDown:
+        """STARTTLS and the handshake (``sender.starttls``); the certificate is the
+        caller's to judge."""
+        return await start_tls(self._require(), context, server_name=server_name, timeout=timeout)
 
     async def message(self, content: bytes, timeout: float) -> Outcome:
         """Send the content after a 354 and read the reply to the final dot."""

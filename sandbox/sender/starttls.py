@@ -44,11 +44,13 @@ _UPGRADING = "while upgrading transport"
 
 @dataclass(frozen=True, slots=True)
 class TlsUp:
-    """The handshake completed: the protocol version, the cipher, the certificates sent."""
+    """The handshake completed: the protocol version, the cipher, the certificates sent, and
+    the host's 220 to STARTTLS."""
 
     version: str
     cipher: str
     chain: tuple[bytes, ...]
+    reply: ServerReply | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,7 @@ async def start_tls(
     if protocol is None or transport is None:
         return NoReply("lost", "Connection lost")
     try:
-        await protocol.start_tls(context, server_hostname=server_name, timeout=timeout)
+        ready = await protocol.start_tls(context, server_hostname=server_name, timeout=timeout)
     except aiosmtplib.SMTPResponseException as error:
         return ServerReply(error.code, error.message)
     except aiosmtplib.SMTPReadTimeoutError as error:
@@ -92,7 +94,12 @@ async def start_tls(
         client.close()
         return TlsDown("no TLS session after the handshake")
     cipher = ssl_object.cipher()
-    return TlsUp(ssl_object.version() or "TLS", cipher[0] if cipher else "", peer_chain(ssl_object))
+    return TlsUp(
+        ssl_object.version() or "TLS",
+        cipher[0] if cipher else "",
+        peer_chain(ssl_object),
+        ServerReply(ready.code, ready.message),
+    )
 
 
 def _words(error: BaseException) -> str:

@@ -29,6 +29,7 @@ from sandbox.events import (
     HostAccepted,
     HostPhase,
     HostSession,
+    PolicyServed,
     Warning,
     event_to_dict,
 )
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["add_serve_arguments", "serve_scenario"]
 
 EXIT_OK, EXIT_INVALID = 0, 2
+# The MTA-STS policy server's port: HTTPS's own where serve may bind it, else 8443.
+DEFAULT_HTTPS_PORTS = (443, 8443)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +85,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(port 0: any free port)",
     )
     parser.add_argument(
+        "--https-port",
+        type=_port,
+        default=None,
+        metavar="N",
+        help="the port of the MTA-STS policy server, for a scenario with mta_sts: (default "
+        "443 where it may bind, 8443 otherwise; 0: any free port)",
+    )
+    parser.add_argument(
         "--retain",
         type=_retention,
         default=DEFAULT_RETENTION,
@@ -96,7 +107,10 @@ def serve_scenario(scenario: Scenario, args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 0 after a clean stop, 2 when it cannot start."""
     try:
         output = _Output(sys.stdout, args.json)
-        asyncio.run(_serve(scenario, args.dns, args.smtp_port, args.retain, output, args.control))
+        https = DEFAULT_HTTPS_PORTS if args.https_port is None else (args.https_port,)
+        asyncio.run(
+            _serve(scenario, args.dns, args.smtp_port, args.retain, output, args.control, https)
+        )
     except DnsAddressInUse as error:
         print(
             f"error: {error}. Give the DNS server another port with --dns HOST:PORT "
@@ -119,6 +133,7 @@ async def _serve(
     retain: Retention,
     out: _Output,
     control_at: tuple[str, int] | None = None,
+    https_ports: Sequence[int] = DEFAULT_HTTPS_PORTS,
 ) -> None:
     from sandbox.serve.world import ServedWorld
 
@@ -137,6 +152,7 @@ async def _serve(
         first_address=CLI_FIRST_ADDRESS,
         sinks=[out.event],
         retain=retain,
+        https_ports=https_ports,
     )
     out.sandbox = sandbox
     try:
@@ -287,6 +303,11 @@ class _Output:
                     "scenario": sandbox.scenario.name,
                     "dns": {"host": host, "port": port},
                     "smtp_port": sandbox.smtp_port,
+                    "ca_file": sandbox.ca_file,
+                    "mta_sts": [
+                        {"domain": d, "url": _policy_url(d), "address": a, "port": p}
+                        for d, a, p in sandbox.policy_sites
+                    ],
                     "retain": _retention_record(sandbox.retention),
                     "hosts": [
                         {
@@ -312,6 +333,9 @@ class _Output:
         self.line(f"  SMTP port    {sandbox.smtp_port} on every mail host address")
         if control is not None:
             self.line(f"  Control API  http://{control_where}/api/v1 (the live page: /)")
+        self.line(f"  CA file      {sandbox.ca_file} (trust it to verify the hosts' certificates)")
+        for domain, address, https_port in sandbox.policy_sites:
+            self.line(f"  MTA-STS      {_policy_url(domain)} at {_where(address, https_port)}")
         self.line()
         rows = [("host", "zone address", "listens on", "behaviour")]
         for placement, mail_host in zip(sandbox.placements, sandbox.hosts, strict=True):
@@ -330,7 +354,10 @@ class _Output:
             self.line(f"  Try: dig @{host} -p {port} MX {spec.apex} +short")
         self.line()
         control_part = f" control {control_where}" if control is not None else ""
-        self.line(f"ready: dns {dns_where} smtp-port {sandbox.smtp_port}{control_part}")
+        self.line(
+            f"ready: dns {dns_where} smtp-port {sandbox.smtp_port}{control_part} "
+            f"ca-file {sandbox.ca_file}"
+        )
         self.line("Ctrl-C stops the sandbox and prints what each host saw.")
 
     def event(self, event: Event) -> None:
@@ -357,6 +384,10 @@ class _Output:
             return (
                 f"SMTP    {event.host} accepted a message from <{event.sender}> for "
                 f"{', '.join(event.recipients)} (queued as {event.message_id})"
+            )
+        if isinstance(event, PolicyServed):
+            return (
+                f"HTTPS   GET https://{event.host}{event.path} from {event.client} → {event.status}"
             )
         if isinstance(event, Warning):
             return f"warning {event.text}"
@@ -434,6 +465,10 @@ class _Output:
             self.line()
             for opened, name, client, outline in sessions:
                 self.line(f"  {clock_text(opened):>12}  {name} from {client}: {outline}")
+
+
+def _policy_url(domain: str) -> str:
+    return f"https://mta-sts.{domain}/.well-known/mta-sts.txt"
 
 
 def _where(host: str, port: int) -> str:

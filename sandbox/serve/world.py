@@ -29,7 +29,14 @@ from typing import TypeVar
 from sandbox.core.addresses import canonical, ensure_loopback
 from sandbox.core.durations import format_duration
 from sandbox.dns.zone import Zone
-from sandbox.errors import AddressInUse, BindError, DnsAddressInUse, NotInSandbox, ScenarioError
+from sandbox.errors import (
+    AddressInUse,
+    BindError,
+    DnsAddressInUse,
+    NotInSandbox,
+    ScenarioError,
+    bind_error,
+)
 from sandbox.events import ControlAction, ControlChanged, DnsServed, Emit, Event
 from sandbox.hosts.host import MailHost
 from sandbox.hosts.transcript import session_outline
@@ -111,6 +118,7 @@ class ServedWorld:
         sinks: Sequence[Emit] = (),
         bind_attempts: int = BIND_ATTEMPTS,
         retain: RetentionSpec = None,
+        https_ports: Sequence[int] = (0,),
         watch_connects: bool = True,
     ) -> None:
         ensure_loopback(dns[0])
@@ -128,7 +136,10 @@ class ServedWorld:
         self._first_address = first_address
         self._bind_attempts = max(1, bind_attempts)
         self._smtp_port = smtp_port
+        self._https_ports = tuple(https_ports) or (0,)
         self.placements: tuple[Placement, ...] = ()
+        # Where each MTA-STS policy is served: (domain, address, port), in the zones' order.
+        self.policy_sites: tuple[tuple[str, str, int], ...] = ()
         # Its own generator, seeded by the OS: a test that seeds `random` must not make two
         # xdist workers pick the same block.
         self._random = random.Random()
@@ -166,6 +177,12 @@ class ServedWorld:
     def smtp_port(self) -> int:
         """The port every host listens on (0 only when the zones name no host at all)."""
         return self._smtp_port
+
+    @property
+    def ca_file(self) -> str:
+        """The world's CA certificate (PEM): what a sender outside trusts to verify the mail
+        hosts and the MTA-STS policy server (Postfix's smtp_tls_CAfile)."""
+        return str(self.world.certificates.ca_file)
 
     @property
     def dns_address(self) -> tuple[str, int]:
@@ -354,6 +371,7 @@ class ServedWorld:
         self.world.clock.start()
         try:
             await self._bind_hosts()
+            await self._serve_policies()
             self.world.answer_with({p.zone_address: p.answer for p in self.placements})
             try:
                 await self.world.start_dns(*self._dns_listen)
@@ -382,6 +400,39 @@ class ServedWorld:
         await self.stop()
 
     # -- the layout ----------------------------------------------------------------------------
+
+    async def _serve_policies(self) -> None:
+        """HTTPS for each MTA-STS policy, at the loopback address that plays its
+        ``mta-sts.<domain>``, all at one port: the first of ``https_ports`` that binds (443
+        wants privileges that the next port does not)."""
+        sites: list[tuple[str, str, int]] = []
+        ports = self._https_ports
+        served: dict[str, int] = {}  # listen address -> port
+        by_zone_address = {canonical(p.zone_address): p for p in self.placements}
+        for domain, zone_addresses in self.world.policy_addresses().items():
+            for zone_address in zone_addresses:
+                address = by_zone_address[canonical(zone_address)].address
+                if address not in served:
+                    served[address] = await self._bind_policy(address, ports)
+                    ports = (served[address],)
+                sites.append((domain, address, served[address]))
+        self.policy_sites = tuple(sites)
+
+    async def _bind_policy(self, address: str, ports: tuple[int, ...]) -> int:
+        for index, port in enumerate(ports):
+            try:
+                _, bound = await self.world.start_policy_server(address, port)
+            except OSError as error:
+                if index == len(ports) - 1:
+                    raise bind_error(
+                        "the MTA-STS policy server",
+                        f"{address}:{port}",
+                        error,
+                        "choose another port with --https-port",
+                    ) from error
+                continue
+            return bound
+        raise AssertionError("no port to try")
 
     async def _bind_hosts(self) -> None:
         wanted = self.world.host_addresses()

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from sandbox.core.tls import DaneState, DaneVerdict
 from sandbox.tls.verify import names_host, signed_by, valid_at
@@ -47,6 +48,7 @@ __all__ = [
     "DaneCheck",
     "Tlsa",
     "association",
+    "association_of_key",
     "check",
     "lookup_state",
     "record_for",
@@ -118,6 +120,21 @@ def association(certificate_der: bytes, selector: int, matching: int) -> bytes:
         )
     else:
         raise ValueError(f"unknown TLSA selector {selector}")
+    return _matched(selected, matching)
+
+
+def association_of_key(key: ec.EllipticCurvePrivateKey, selector: int, matching: int) -> bytes:
+    """The data a TLSA record holds for a host whose key is ``key``, for selector 1 (the
+    key); b"" for selector 0, whose certificate depends on the run (its CA, its serial)."""
+    if selector != 1:
+        return b""
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return _matched(spki, matching)
+
+
+def _matched(selected: bytes, matching: int) -> bytes:
     if matching == 0:
         return selected
     if matching == 1:

@@ -15,6 +15,9 @@ times     per attempt, its start: the same count, each within the MTA's toleranc
 skipped   attempts the MTA skipped without trying (Postfix "delivery temporarily
           suspended", Exim "retry time not reached")
 returned  whether a DSN (bounce) went back to the envelope sender
+tls       for a delivered one: whether the session that delivered it was TLS or plain text
+          (Postfix's "… TLS connection established" lines; not shown by Exim's and Haraka's
+          logs as the harness reads them: n/a)
 sessions  per host, the SMTP sessions it saw (serve's record; run mode's host sessions)
 log       the MTA's own log against run mode's log in the same format, line by line per
           message (Postfix and ``--log postfix``: :mod:`tests.differential.postfix_lines`)
@@ -47,6 +50,7 @@ FIELDS = (
     "times",
     "skipped",
     "returned",
+    "tls",
     "sessions",
     "log",
 )
@@ -109,6 +113,8 @@ def _values(name: str, delivery: Delivery, unordered: bool, gaps: bool = False) 
         return len(delivery.skipped)
     if name == "returned":
         return delivery.returned
+    if name == "tls":
+        return delivery.tls if delivery.status == "delivered" else None
     raise KeyError(name)
 
 

@@ -179,6 +179,7 @@ async def _play_real(mta: MTA, case: scn.Case, serve_copy: Path, result: CaseRes
                 await mta.start(ns)
                 mark("mta started")
                 srv = await stack.enter_async_context(served(serve_copy, inside(ns)))
+                await mta.served(srv)
                 mark("serve ready")
                 runner = asyncio.create_task(mta.queue_runner(srv.now))
                 stack.push_async_callback(_cancel, runner)

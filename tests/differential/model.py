@@ -48,6 +48,9 @@ class Delivery:
     returned: bool | str = False  # a DSN went back to the sender (UNSEEN if not observable)
     returned_status: str | None = None  # the Status: of that DSN, where observable
     log: list[str] = field(default_factory=list)  # the MTA's lines about it, verbatim
+    # How the session that delivered it went: "TLS" or "plain" (UNSEEN where the MTA's log
+    # does not say).
+    tls: str = UNSEEN
 
     @property
     def tried(self) -> list[Attempt]:

@@ -8,7 +8,8 @@ timestamps may differ; so before comparing, each line is **normalised**:
 - a queue ID becomes the message it names (``M1``; a bounce for message 1 is ``B1``);
 - what differs between the two worlds by construction is masked: the addresses in brackets
   (serve's loopback addresses against the zone's), ``size=`` and ``message-id=`` (each side
-  composes its own message), the hosts' own queue IDs (``queued as …``);
+  composes its own message), the hosts' own queue IDs (``queued as …``), and what a TLS
+  session negotiated past its protocol version (``with cipher …``: each side's TLS library);
 - where the case's equal-preference hosts are shuffled (``unordered_hosts`` in ``options.py``),
   the host names before ``[addr]`` too: which host came first is chance on both sides;
 - ``delay=`` and ``delays=a/b/c/d`` are compared as numbers: the real ones (real seconds)
@@ -45,6 +46,9 @@ MASKS = (
     (re.compile(r"\bsize=\d+"), "size=*"),
     (re.compile(r"message-id=<[^>]*>"), "message-id=<*>"),
     (re.compile(r"queued as [0-9A-Za-z]+"), "queued as *"),
+    # What each side's TLS library negotiated past the protocol version (cipher, key
+    # exchange, signature): OpenSSL in Postfix, Python's ssl in run mode's sender.
+    (re.compile(r"(TLS connection established to \S+: TLSv[\d.]+)(?: with cipher .*)?$"), r"\1 …"),
 )
 PROCESSES = ("pickup", "cleanup", "qmgr", "smtp", "bounce", "error")
 # Real seconds either side for each delay figure: Postfix writes two significant digits and

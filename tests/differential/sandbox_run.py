@@ -148,6 +148,7 @@ def read_trace(
                 )
             delivery.status = event["status"]
             delivery.dsn = event.get("dsn")
+            delivery.tls = "TLS" if event.get("tls") else "plain"
             relay = event.get("relay")
             delivery.relay = None if not relay or relay == "none" else relay
             delivery.at = event["t"] / scale + origin

@@ -22,7 +22,7 @@ from tests.integration.user_sender import make_message
 
 READY = re.compile(
     r"^ready: dns (?P<host>\S+):(?P<port>\d+) smtp-port (?P<smtp>\d+)"
-    r"(?: control (?P<control>\S+))?$"
+    r"(?: control (?P<control>\S+))?(?: ca-file (?P<ca_file>\S+))?$"
 )
 # Let serve pick free ports; its ready output says which.
 PICK_PORTS = ("--dns", "127.0.0.1:0", "--smtp-port", "0")
@@ -37,6 +37,7 @@ class ServeProcess:
     dns: tuple[str, int] = ("", 0)
     smtp_port: int = 0
     control: str = ""  # HOST:PORT of the control API, with --control
+    ca_file: str = ""  # the world's CA certificate (PEM)
     ready: dict[str, Any] = field(default_factory=dict)
 
     async def read_line(self, timeout: float = STARTUP_TIMEOUT) -> str:
@@ -97,12 +98,14 @@ async def serve(
             if "control" in served.ready:
                 control = served.ready["control"]
                 served.control = f"{control['host']}:{control['port']}"
+            served.ca_file = served.ready.get("ca_file", "")
         else:
             match = READY.match(await served.read_until("ready: "))
             assert match is not None, served.lines
             served.dns = (match["host"], int(match["port"]))
             served.smtp_port = int(match["smtp"])
             served.control = match["control"] or ""
+            served.ca_file = match["ca_file"] or ""
         yield served
     finally:
         if process.returncode is None:

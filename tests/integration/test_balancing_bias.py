@@ -28,6 +28,12 @@ def run(count: int, **sender: Any) -> RunResult:
                 "name": "balance",
                 "seed": 42,
                 "zones": {"example.test": ZONE},
+                # Plain text, so that sessions are kept for the next message (Postfix keeps
+                # no TLS session): the statistics count the sessions that chose a host.
+                "hosts": {
+                    "mx1.example.test": {"tls": "none"},
+                    "mx2.example.test": {"tls": "none"},
+                },
                 "messages": [
                     {"from": "bob@example.net", "to": "alice@example.test", "count": count}
                 ],

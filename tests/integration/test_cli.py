@@ -37,8 +37,9 @@ def test_json_follows_the_output_contract() -> None:
         "expectations",
         "returned",
         "duplicates",
+        "tls_reports",
     }
-    assert (data["returned"], data["duplicates"]) == ([], [])
+    assert (data["returned"], data["duplicates"], data["tls_reports"]) == ([], [], [])
     assert (data["scenario"], data["seed"], data["ok"]) == ("primary-down", 7, True)
     assert data["deliveries"] == [
         {
@@ -51,6 +52,8 @@ def test_json_follows_the_output_contract() -> None:
             "attempts": 1,
             "dsn": "2.0.0",
             "reply": data["deliveries"][0]["reply"],
+            # issue 14: how the session that delivered went (the backup's valid certificate)
+            "tls": {"version": "TLSv1.3", "verified": True},
         }
     ]
     assert data["deliveries"][0]["reply"].startswith("250 2.0.0")

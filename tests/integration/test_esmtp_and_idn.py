@@ -62,7 +62,8 @@ def test_postfix_does_not_send_a_message_larger_than_the_hosts_size() -> None:
     assert (row.status, row.dsn) == ("bounced", "5.3.4")
     assert row.reply.startswith("message size ")
     assert row.reply.endswith("exceeds size limit 100 of server mx1.example.test[192.0.2.10]")
-    assert [c.split()[0] for c in commands(result)] == ["EHLO", "QUIT"]
+    # The SIZE that counts is the one offered over TLS (the EHLO after STARTTLS).
+    assert [c.split()[0] for c in commands(result)] == ["EHLO", "STARTTLS", "EHLO", "QUIT"]
 
 
 @pytest.mark.parametrize("profile", ["exim", "haraka"])
@@ -164,5 +165,13 @@ def test_pipelining_is_advertised_when_asked() -> None:
         for _, side, line in e.transcript
         if side == "S" and line.startswith("250-")
     ]
-    assert ehlo[1:] == ["250-SIZE 33554432", "250-PIPELINING", "250-8BITMIME", "250-SMTPUTF8"]
+    # Before STARTTLS, then over TLS (RFC 3207 §4.2: EHLO again); no AUTH either time.
+    offered = ["250-SIZE 33554432", "250-PIPELINING", "250-8BITMIME", "250-SMTPUTF8"]
+    assert ehlo == [
+        "250-mx1.example.test",
+        *offered,
+        "250-STARTTLS",
+        "250-mx1.example.test",
+        *offered,
+    ]
     assert result.deliveries[0].status == "delivered"

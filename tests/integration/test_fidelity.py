@@ -399,8 +399,12 @@ ONE_MX = "@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n"
 
 
 def test_a_backlogged_destination_reuses_open_sessions() -> None:
+    # A host without STARTTLS: Postfix caches only plain-text sessions unless
+    # smtp_tls_connection_reuse is on (test_tls_scenarios covers sessions over TLS).
     result = run(
-        ONE_MX, messages=[{"from": "bob@example.net", "to": "alice@example.test", "count": 60}]
+        ONE_MX,
+        {"mx1.example.test": {"tls": "none"}},
+        messages=[{"from": "bob@example.net", "to": "alice@example.test", "count": 60}],
     )
     assert {row.status for row in result.deliveries} == {"delivered"}
     fresh = [e for e in result.events if isinstance(e, Connected) and not e.reused]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -30,12 +30,6 @@ POLICIES = {
     "other.test": "version: STSv1\r\nmode: testing\r\nmx: *.other.test\r\nmax_age: 600\r\n",
 }
 FUZZ_CASES = 30
-
-
-@pytest.fixture(scope="module")
-def ca() -> Iterator[CertificateAuthority]:
-    with CertificateAuthority() as authority:
-        yield authority
 
 
 @contextlib.asynccontextmanager

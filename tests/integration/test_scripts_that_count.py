@@ -166,7 +166,11 @@ def test_at_most_one_message_a_session_sends_the_kept_session_elsewhere() -> Non
         {
             "name": "counting",
             "zones": {"example.test": TWO_MX},
-            "hosts": {"mx1.example.test": {"max_messages": 1}},
+            # Plain text: Postfix keeps no TLS session for the next message.
+            "hosts": {
+                "mx1.example.test": {"max_messages": 1, "tls": "none"},
+                "mx2.example.test": {"tls": "none"},
+            },
             "messages": [{"from": "bob@example.net", "to": "alice@example.test", "count": 3}],
             # One delivery at a time, so that the sender keeps its session for the next one.
             "sender": {"concurrency": 1, "initial_concurrency": 1},

@@ -252,7 +252,7 @@ async def test_a_host_advertises_and_enforces_its_esmtp(
     client = await Client.to(sb)
     await client.reply()
     ehlo = (await client.say("EHLO client.example.net")).splitlines()
-    assert [line[4:] for line in ehlo[1:]] == ["SIZE 10240", "PIPELINING", "HELP"]
+    assert [line[4:] for line in ehlo[1:]] == ["SIZE 10240", "PIPELINING", "STARTTLS", "HELP"]
     mail = "MAIL FROM:<bob@example.net>"
     assert await client.say(f"{mail} SIZE=20000") == (
         "552 5.3.4 Message size exceeds fixed maximum message size"
@@ -281,7 +281,7 @@ async def test_a_served_scenario_without_size_says_so_and_smtputf8_is_used_when_
     client = await Client.to(sb)
     await client.reply()
     ehlo = (await client.say("EHLO client.example.net")).splitlines()
-    assert [line[4:] for line in ehlo[1:]] == ["8BITMIME", "SMTPUTF8", "HELP"]
+    assert [line[4:] for line in ehlo[1:]] == ["8BITMIME", "SMTPUTF8", "STARTTLS", "HELP"]
     unknown = "555 5.5.4 MAIL FROM parameters not recognized or not implemented"
     assert await client.say("MAIL FROM:<bob@example.net> SIZE=10") == unknown
     assert (await client.say("MAIL FROM:<jörg@bücher.test> SMTPUTF8")).startswith("250")

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import datetime
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,7 @@ from sandbox.sender.starttls import TlsDown, TlsUp, start_tls
 from sandbox.tls.certificates import CertificateAuthority
 from sandbox.tls.dane import check, record_for
 from sandbox.tls.verify import judge
-from tests.integration.tls_clients import client_hello, closed_by_peer
+from tests.integration.tls_clients import client_hello, closed_by_peer, fuzzed_handshake
 
 pytestmark = pytest.mark.looptime
 
@@ -57,12 +57,6 @@ BODY = b"Subject: hello\r\n\r\nHi Alice, over TLS.\r\n"
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 FUZZ_CASES = 24
 FUZZ_MAX_BYTES = 3000
-
-
-@pytest.fixture(scope="module")
-def ca() -> Iterator[CertificateAuthority]:
-    with CertificateAuthority() as authority:
-        yield authority
 
 
 # --- the host --------------------------------------------------------------------------------
@@ -372,14 +366,7 @@ async def test_fuzzed_handshakes_never_stop_the_host(ca: CertificateAuthority) -
     async with serving(ca) as host:
         for case in range(FUZZ_CASES):
             _, writer = await _to_starttls(host.port)
-            if case % 3 == 0:  # a real hello with bytes flipped: deeper into the TLS parser
-                data = bytearray(hello)
-                for _ in range(rng.randint(1, 8)):
-                    data[rng.randrange(len(data))] = rng.randrange(256)
-                payload = bytes(data)
-            else:
-                payload = rng.randbytes(rng.randint(1, FUZZ_MAX_BYTES))
-            writer.write(payload)
+            writer.write(fuzzed_handshake(rng, hello, case, FUZZ_MAX_BYTES))
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
             writer.close()

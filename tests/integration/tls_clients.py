@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import ssl
 
-__all__ = ["client_hello", "closed_by_peer"]
+__all__ = ["client_hello", "closed_by_peer", "fuzzed_handshake"]
 
 
 async def closed_by_peer(reader: asyncio.StreamReader, within: float) -> bool:
@@ -31,3 +32,14 @@ def client_hello(server_name: str) -> bytes:
     with contextlib.suppress(ssl.SSLWantReadError):
         tls.do_handshake()
     return outgoing.read()
+
+
+def fuzzed_handshake(rng: random.Random, hello: bytes, case: int, max_bytes: int) -> bytes:
+    """What a fuzzing client sends instead of a handshake: for every other case a real hello
+    with a few bytes flipped (deeper into the TLS parser), else random bytes."""
+    if case % 2 == 0:
+        data = bytearray(hello)
+        for _ in range(rng.randint(1, 12)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        return bytes(data)
+    return rng.randbytes(rng.randint(1, max_bytes))

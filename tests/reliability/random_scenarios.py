@@ -22,6 +22,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from sandbox.core.tls import HOST_TLS
 from sandbox.scenario.model import STAGES
 
 __all__ = ["DOMAINS", "scenarios"]
@@ -52,6 +53,7 @@ FAILURES = (
 SUCCESSES = {
     "greeting": "220 mx.example.test ready",
     "ehlo": "250 2.0.0 Fine",
+    "starttls": "220 2.0.0 Go ahead",
     "mail": "250 2.0.0 Fine",
     "rcpt": "250 2.0.0 Fine",
     "data": "354 2.0.0 Go ahead",
@@ -81,6 +83,7 @@ def _scripted(recipients: list[str]) -> st.SearchStrategy[dict[str, Any]]:
         st.builds(lambda s: {"disconnect": s}, st.sampled_from(STAGES)),
         st.builds(lambda s, d: {"delay": {s: d}}, st.sampled_from(STAGES), st.sampled_from(DELAYS)),
         st.builds(lambda d: {"greylist": d}, st.sampled_from(GREYLIST)),
+        st.builds(lambda t: {"tls": t}, st.sampled_from(HOST_TLS)),
     )
     return st.lists(one, min_size=1, max_size=2).map(_merged)
 
@@ -204,7 +207,11 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         "seed": draw(st.integers(0, 2**16)),
         "zones": zones,
         "messages": draw(_messages(recipients, domains)),
-        "sender": {"max_lifetime": draw(st.sampled_from(LIFETIMES))},
+        "sender": {
+            "max_lifetime": draw(st.sampled_from(LIFETIMES)),
+            # Postfix's TLS levels (the hosts' tls: decide what each one meets).
+            "tls": draw(st.sampled_from(("may", "may", "none", "encrypt", "verify"))),
+        },
     }
     _put(data, "hosts", hosts)
     _put(data, "dns", dns)

@@ -30,22 +30,24 @@ from tests.reliability.budget import scaled
 SANDBOX_CYCLES = scaled(50, 500)
 RUN_CYCLES = scaled(20, 200)
 
-# Twelve MX records with long names: the answer is too big for plain UDP (TC=1), so the
-# sender asks again over TCP, and the DNS server's TCP side is part of every cycle.
-_MX = "".join(f"@ IN MX {10 * i} mail-exchanger-number-{i}\n" for i in range(1, 13))
-_A = "".join(f"mail-exchanger-number-{i} IN A 192.0.2.{i}\n" for i in range(1, 13))
+# Sixteen MX records with long names: the answer is too big for the sender's EDNS UDP size
+# (1232 bytes: TC=1), so it asks again over TCP, and the DNS server's TCP side is part of
+# every cycle.
+_NAME = "mail-exchanger-number-{}-with-a-long-name-that-fills-the-reply"
+_MX = "".join(f"@ IN MX {10 * i} {_NAME.format(i)}\n" for i in range(1, 17))
+_A = "".join(f"{_NAME.format(i)} IN A 192.0.2.{i}\n" for i in range(1, 17))
 EVERYTHING: dict[str, Any] = {
     "name": "every-socket-state",
     "zones": {"example.test": "$TTL 60\n" + _MX + _A},
     "hosts": {
-        "mail-exchanger-number-1.example.test": "refuse",
-        "mail-exchanger-number-2.example.test": "timeout",
-        "mail-exchanger-number-3.example.test": "silent",
-        "mail-exchanger-number-4.example.test": [
+        f"{_NAME.format(1)}.example.test": "refuse",
+        f"{_NAME.format(2)}.example.test": "timeout",
+        f"{_NAME.format(3)}.example.test": "silent",
+        f"{_NAME.format(4)}.example.test": [
             {"until": "10m", "do": "refuse"},
-            {"do": {"greylist": "5m"}},
+            {"do": {"greylist": "5m", "tls": "handshake-failure"}},
         ],
-        "mail-exchanger-number-5.example.test": {"disconnect": "message"},
+        f"{_NAME.format(5)}.example.test": {"disconnect": "message", "tls": "expired"},
     },
     "messages": [{"from": "bob@example.net", "to": ["alice@example.test", "carol@example.test"]}],
     "sender": {"max_sessions": 5, "max_lifetime": "1h"},

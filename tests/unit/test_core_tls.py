@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox.core.classify import ServerReply
+from sandbox.core.policy import PROFILES
 from sandbox.core.tls import (
     LEVELS,
     TLS_RULES,
@@ -191,11 +192,13 @@ def test_every_profile_states_its_default_level_and_source() -> None:
         "postfix": "may",
         "exim": "dane",
         "haraka": "may",
-        "rfc5321": "may",
+        "rfc5321": "dane",
     }
     for rules in TLS_RULES.values():
         assert rules.level in rules.levels and rules.source
         assert set(rules.optional) == set(rules.required)
+        # The profile a scenario gets starts at the level its rules name.
+        assert PROFILES[rules.name].tls == rules.level
 
 
 # --- DANE and MTA-STS on an established session ------------------------------------------------

@@ -148,7 +148,7 @@ BROKEN_CASES = [
         "unknown_disconnect_stage.yaml",
         7,
         "hosts.mx1.example.test.disconnect",
-        "use one of: greeting, ehlo, mail, rcpt, data, message",
+        "use one of: greeting, ehlo, starttls, mail, rcpt, data, message",
     ),
     ("misplaced_phase_key.yaml", 6, "hosts.mx1.example.test.until", "which go in a list"),
     ("zone_syntax.yaml", 6, "zones.example.test", "not an IPv4 address"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ssl
-from collections.abc import Iterator
 
 import pytest
 from cryptography import x509
@@ -30,12 +29,6 @@ from sandbox.tls.verify import judge
 HOST = "mx1.example.test"
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 VARIANTS: tuple[CertVariant, ...] = ("valid", "expired", "self-signed", "wrong-name")
-
-
-@pytest.fixture(scope="module")
-def ca() -> Iterator[CertificateAuthority]:
-    with CertificateAuthority() as authority:
-        yield authority
 
 
 def chain(ca: CertificateAuthority, variant: CertVariant, host: str = HOST) -> tuple[bytes, ...]:

@@ -6,7 +6,8 @@ plain facts a timeline shows, with no drawing in them:
 - one ``Lane`` per mail host, with the phases of its scripted behaviour over virtual time;
 - one ``Mark`` per connection attempt, with the outcome of that session, decided by what
   came after the connect: refused, timed out, a 4xx, a 5xx, a lost connection, or accepted
-  (each step is judged by the core's classification: ``classify.session_end``);
+  (each step is judged by the core's classification: ``classify.session_end``), and its TLS
+  outcome, from the session's ``tls`` events (``TLS_OUTCOMES``);
 - one ``Path`` per message: its marks in order, across attempts, and how it ended;
 - the MX table of each recipient domain, in the order the sender chose: one set of rows per
   MX set the sender met (a zone that changes gives several);
@@ -46,6 +47,7 @@ from sandbox.events import (
     RouteChosen,
     SmtpExchange,
     SmtpFailure,
+    TlsChecked,
 )
 from sandbox.scenario.model import Behaviour, Timeline
 
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OUTCOMES",
     "PHASE_KINDS",
+    "TLS_OUTCOMES",
     "Flow",
     "Lane",
     "Mark",
@@ -75,6 +78,14 @@ OUTCOMES: dict[SessionEnd, str] = {
     "rejected": "5xx: rejected",
     "lost": "connection lost",
     "error": "other connection error",
+}
+# A session's TLS, in a word, and the words a legend gives it ("" when TLS never came up:
+# the session ended before EHLO, or the sender's level is none).
+TLS_OUTCOMES: dict[str, str] = {
+    "verified": "TLS, the certificate verified (PKIX or DANE)",
+    "untrusted": "TLS, the certificate not verified",
+    "failed": "TLS failed: the host was not good enough",
+    "plain": "plain text (no STARTTLS)",
 }
 PHASE_KINDS: dict[str, str] = {
     "up": "up",
@@ -120,6 +131,8 @@ class Mark:
     address: str
     outcome: SessionEnd
     detail: str
+    tls: str = ""  # a key of TLS_OUTCOMES, or ""
+    tls_detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +278,23 @@ class _Session:
     outcome: SessionEnd = "lost"
     detail: str = "connected"
     settled: bool = False
+    tls: str = ""
+    tls_detail: str = ""
+
+    def tls_step(self, event: TlsChecked) -> None:
+        """A TLS step of this session: its last word says how TLS went."""
+        if event.action == "tls":
+            verified = event.certificate == "valid" or event.dane == "match"
+            self.tls = "verified" if verified else "untrusted"
+            dane = f", TLSA {event.dane}" if event.dane else ""
+            self.tls_detail = f"{event.version}, certificate {event.certificate}{dane}"
+        elif event.action == "plain":
+            self.tls, self.tls_detail = "plain", event.why
+        elif event.action != "starttls":
+            self.tls, self.tls_detail = "failed", event.why
+            # The session ends on it: a temporary failure, or a permanent one (a 5xx).
+            failure: SessionEnd = "rejected" if event.dsn.startswith("5") else "tempfail"
+            self.follow("starttls", failure, event.why)
 
     def follow(self, stage: SessionStage, outcome: SessionEnd | None, detail: str) -> None:
         """Let one step settle the session: the message accepted wins; otherwise the first
@@ -286,6 +316,8 @@ class _Session:
             self.address,
             self.outcome,
             self.detail,
+            self.tls,
+            self.tls_detail,
         )
 
 
@@ -315,6 +347,10 @@ def _marks(events: tuple[Event, ...], lanes: dict[str, int], profile: Profile) -
             if current is not None and current.address == event.address:
                 outcome, said = _outcome_of(event)
                 current.follow(event.stage, session_end(event.stage, outcome, profile), said)
+        elif isinstance(event, TlsChecked) and event.step != "skip":
+            current = open_.get((event.message, event.attempt))
+            if current is not None and current.address == event.address:
+                current.tls_step(event)
     return tuple(s.freeze() for s in sessions if s.lane >= 0)
 
 

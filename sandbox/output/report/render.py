@@ -37,7 +37,15 @@ from dataclasses import dataclass
 
 from sandbox.core.durations import format_duration
 from sandbox.output.narrative import clock_text
-from sandbox.output.report.data import OUTCOMES, PHASE_KINDS, Flow, Mark, Path, build_flow
+from sandbox.output.report.data import (
+    OUTCOMES,
+    PHASE_KINDS,
+    TLS_OUTCOMES,
+    Flow,
+    Mark,
+    Path,
+    build_flow,
+)
 from sandbox.output.report.style import REPORT_CSS as _CSS
 from sandbox.result.model import RunResult
 from sandbox.result.stats import BalanceGroup, balance_groups, verdict
@@ -451,10 +459,12 @@ def _marks_svg(flow: Flow, axis: _Axis) -> str:
         if len(marks) == 1 and not dense:
             (mark,) = marks
             x = axis.x_of(mark)
+            tls = f' data-tls="{mark.tls}"' if mark.tls else ""
             out.append(
                 f'<g class="mark o-{mark.outcome}" data-mark="" data-count="1" '
-                f'data-outcome="{mark.outcome}" transform="translate({x:.1f},{y:.1f})">'
-                f"<title>{_e(_mark_title(mark))}</title>{_GLYPHS[mark.outcome]}</g>"
+                f'data-outcome="{mark.outcome}"{tls} transform="translate({x:.1f},{y:.1f})">'
+                f"<title>{_e(_mark_title(mark))}</title>{_GLYPHS[mark.outcome]}"
+                f"{_tls_badge(mark.tls)}</g>"
             )
             continue
         room = LANE_HEIGHT - 26
@@ -501,9 +511,10 @@ def _bar(marks: list[Mark], x: float, width: float, y: float, height: float, *, 
 
 
 def _mark_title(mark: Mark) -> str:
+    tls = f"; {TLS_OUTCOMES[mark.tls]}: {mark.tls_detail}" if mark.tls else ""
     return (
         f"message {mark.message}, attempt {mark.attempt}, {clock_text(mark.t)}: "
-        f"{mark.mx}[{mark.address}]: {OUTCOMES[mark.outcome]} ({mark.detail})"
+        f"{mark.mx}[{mark.address}]: {OUTCOMES[mark.outcome]} ({mark.detail}){tls}"
     )
 
 
@@ -590,6 +601,14 @@ def _legend(flow: Flow) -> str:
         f'<g class="mark o-{outcome}">{_GLYPHS[outcome]}</g></svg>{_e(words)}</span>'
         for outcome, words in OUTCOMES.items()
         if outcome in seen
+    )
+    tls_seen = {m.tls for m in flow.marks if m.tls}
+    marks += "".join(
+        f'<span class="key"><svg viewBox="-8 -8 16 16" width="16" height="16">'
+        f'<g class="mark">{_tls_badge(tls, 0, 0)}</g>'
+        f"</svg>{_e(words)}</span>"
+        for tls, words in TLS_OUTCOMES.items()
+        if tls in tls_seen
     )
     kinds = {p.kind for lane in flow.lanes for p in lane.phases}
     phases = "".join(
@@ -856,6 +875,25 @@ def _findings_section(findings: Sequence[Finding], source: str) -> str:
 
 
 # --- the inline assets ---------------------------------------------------------------------------
+
+# A session's TLS, as a small badge at the top right of its mark: a padlock (closed and
+# filled: verified; closed and hollow: not verified), an open one (TLS failed), or a
+# plain-text dot.
+_LOCK = '<path d="M-2,-1V-3A2,2 0 0 1 2,-3V-1"/><rect x="-3" y="-1" width="6" height="4.5"/>'
+_OPEN_LOCK = '<path d="M-2,-1V-3A2,2 0 0 1 2,-4"/><rect x="-3" y="-1" width="6" height="4.5"/>'
+_TLS_SHAPES = {
+    "verified": _LOCK,
+    "untrusted": _LOCK,
+    "failed": _OPEN_LOCK,
+    "plain": '<circle r="1.6"/>',
+}
+
+
+def _tls_badge(tls: str, x: float = 6, y: float = -6) -> str:
+    if tls not in _TLS_SHAPES:
+        return ""
+    return f'<g class="tls t-{tls}" transform="translate({x:g},{y:g})">{_TLS_SHAPES[tls]}</g>'
+
 
 _GLYPHS = {
     "accepted": '<circle r="6.5"/>',

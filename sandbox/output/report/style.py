@@ -60,6 +60,11 @@ i.line{display:inline-block;width:22px;height:0;border-top-width:3px;border-top-
 .moments-list{margin:6px 0 0;padding-left:22px;font-size:13px;color:var(--quiet)}
 tr.answer td{font-weight:600;color:var(--quiet);font-size:13px}
 .mark circle,.mark path,.mark rect{stroke-width:2}
+.tls path,.tls rect,.tls circle{stroke-width:1.2}
+.t-verified rect{fill:#2e7d32;stroke:#2e7d32}.t-verified path{fill:none;stroke:#2e7d32}
+.t-untrusted rect{fill:#fff;stroke:#e08e00}.t-untrusted path{fill:none;stroke:#e08e00}
+.t-failed rect{fill:#c62828;stroke:#c62828}.t-failed path{fill:none;stroke:#c62828}
+.t-plain circle{fill:#777;stroke:#777}
 .o-accepted circle{fill:var(--accepted);stroke:#fff}
 .o-refused path,.o-error path{fill:none;stroke-width:3;stroke-linecap:round}
 .o-refused path{stroke:var(--refused)}.o-error path{stroke:var(--error)}

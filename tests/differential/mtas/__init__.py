@@ -144,6 +144,11 @@ class MTA(abc.ABC):
     async def start(self, namespace: str) -> None:
         """Configure and start the MTA in the namespace (before serve starts)."""
 
+    async def served(self, served: Served) -> None:
+        """``serve`` is ready (after ``start``, before any submission): the MTA may take what
+        it needs from it (Postfix: the CA file it prints, as its smtp_tls_CAfile)."""
+        return None
+
     def first_arrival(self, lines: list[tuple[float, str]], served: Served) -> float:
         """The earliest serve-clock time the first messages may be submitted (default: at
         once). Postfix wants a few seconds after its queue manager's start: see there."""

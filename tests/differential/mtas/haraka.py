@@ -4,7 +4,8 @@ installed into .cache/haraka), with a configuration directory made for each case
 - ``smtp.ini``: one listener on 127.0.0.1:2525 inside the namespace, which the harness
   submits to over SMTP;
 - ``outbound.ini``: ``local_mx_ok = true`` (or outbound skips MX hosts on loopback, where
-  every sandbox host lives), no TLS (the sandbox's hosts offer none), and
+  every sandbox host lives), no TLS (``enable_tls=false``; the run copy gets ``tls: none``,
+  the same), and
   ``connect_timeout`` divided by S = 32. Haraka has no per-command timeouts: that one value
   is the connect timeout AND the socket's idle timeout for the whole session;
 - ``temp_fail_intervals``: Haraka's own 2^(n+5) s doubling (64 s … 36 h), as many as the
@@ -310,6 +311,7 @@ class Haraka(MTA):
         sender = self.case.data.get("sender") or {}
         if "max_failures" not in sender:
             overrides["max_failures"] = DEFAULT_FAILURES
+        overrides["tls"] = "none"  # enable_tls=false in outbound.ini
         return overrides
 
 

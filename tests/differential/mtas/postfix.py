@@ -3,6 +3,10 @@
 postdrop and pickup). Its timers are the defaults divided by S = 30, rounded to whole
 seconds where Postfix needs them whole; the run copy gets S times the configured value.
 
+STARTTLS at Debian's level, ``may`` (or the case's ``sender: {tls: …}``), with the sandbox's
+CA as ``smtp_tls_CAfile`` and ``smtp_tls_loglevel = 1``, whose "… TLS connection
+established" lines say which deliveries went over TLS.
+
 Postfix logs to the second only; :class:`~tests.differential.served.LogTail` stamps each line
 when it appears, which puts it on the serve clock to within a few tens of milliseconds.
 """
@@ -49,6 +53,7 @@ discard   unix  -       -       n       -       -       discard
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 """
 
 LINE = re.compile(
@@ -62,6 +67,8 @@ STATUS = re.compile(
     r"\((?P<why>.*)\)$"
 )
 QUEUED = re.compile(r"^(?P<qid>[0-9A-F]+): from=<(?P<sender>[^>]*)>, .*\(queue active\)$")
+# smtp_tls_loglevel = 1: one line per TLS session that completed its handshake.
+TLS_UP = re.compile(r"^(?:Anonymous|Untrusted|Trusted|Verified) TLS connection established to ")
 MESSAGE = re.compile(r"^(?P<qid>[0-9A-F]+): message-id=(?P<id>\S+)$")
 # The queue manager gives up on a message (maximal_queue_lifetime): every recipient still
 # deferred bounces with the status of its last deferral.
@@ -94,6 +101,7 @@ class Postfix(MTA):
         Knob("max_backoff", "maximal_backoff_time", "4000s", 133),  # 133.3 s: whole seconds
         Knob("queue_run_delay", "queue_run_delay", "300s", 10),
         Knob("max_lifetime", "maximal_queue_lifetime", "5d", 5 * 86400 / S),
+        Knob("starttls_timeout", "smtp_starttls_timeout", "300s", 10),
     )
     # Postfix timers the profile has no field for, scaled the same way (S = 30).
     fixed: ClassVar[dict[str, str]] = {
@@ -130,6 +138,7 @@ class Postfix(MTA):
         timers = "\n".join(f"{k} = {round(v)}s" for k, v in seconds.items())
         settings = {"smtputf8_enable": "no", **self.fixed, **self._submission()}
         fixed = "\n".join(f"{k} = {v}" for k, v in settings.items())
+        tls = self.tls_settings()
         return f"""\
 compatibility_level = 3.6
 queue_directory = {self.home}/queue
@@ -146,10 +155,33 @@ inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 alias_maps =
 alias_database =
-smtp_tls_security_level = none
+{tls}
 {timers}
 {fixed}
 """
+
+    @property
+    def level(self) -> str:
+        """The case's TLS level (``sender: {tls: …}``), else Debian's default, "may"."""
+        sender = self.case.data.get("sender") or {}
+        return str(sender.get("tls", "may"))
+
+    def tls_settings(self) -> str:
+        """STARTTLS as Debian ships it (``may``) or as the case asks, trusting the sandbox's
+        CA (its file is copied here once serve has printed it: ``served``). DANE needs
+        DNSSEC answers, which the namespace's resolv.conf trusts (``options trust-ad``)."""
+        lines = [
+            f"smtp_tls_security_level = {self.level}",
+            f"smtp_tls_CAfile = {self.home}/ca.pem",
+            "smtp_tls_loglevel = 1",
+        ]
+        if self.level == "dane":
+            lines.append("smtp_dns_support_level = dnssec")
+        return "\n".join(lines)
+
+    async def served(self, served: Served) -> None:
+        shutil.copy(served.ready["ca_file"], self.home / "ca.pem")
+        (self.home / "ca.pem").chmod(0o644)
 
     def _give_up_timers(self) -> dict[str, float]:
         """With ``Submission.give_up_scale``: the 5-day lifetime divided by it, and a retry
@@ -254,6 +286,7 @@ smtp_tls_security_level = none
         pids: dict[str, dict[str, object]] = {}
         arrived: dict[str, float] = {}
         warnings: list[str] = []
+        tls_up: dict[str, bool] = {}  # smtp pid -> its session went over TLS
         origin = 0.0
         for seen, line in lines:
             match = LINE.match(line)
@@ -306,8 +339,16 @@ smtp_tls_security_level = none
                             delivery.returned_status = delivery.dsn
                             delivery.log.append(line)
                 continue
+            if proc == "smtp" and TLS_UP.match(text):
+                tls_up[pid] = True  # this process's current session went over TLS
+                continue
             if found := STATUS.match(text):
                 self._status(found, line, t, proc, pid, pids, started, message_of, observed)
+                if proc == "smtp":
+                    over_tls = tls_up.pop(pid, False)
+                    if found["qid"] in message_of and found["status"] == "sent":
+                        delivery = observed.delivery(message_of[found["qid"]], found["rcpt"])
+                        delivery.tls = "TLS" if over_tls else "plain"
                 if found["qid"] in bounce_done and found["status"] != "deferred":
                     bounce_done[found["qid"]] = True
                 continue
