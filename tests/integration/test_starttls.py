@@ -6,8 +6,8 @@ the middle. The client is aiosmtplib, upgraded by ``sender/starttls.py``; the ce
 judged by ``tls/verify.py`` and ``tls/dane.py``, and the core decides. Everything runs on a
 virtual clock (looptime), the one run mode uses included.
 
-Hostile clients (garbage after the 220, a handshake that stops half way, a bounded fuzz) must
-cost the host their own connection and nothing else.
+Hostile clients (garbage after the 220, a handshake that stops half way, a bounded fuzz) are
+tried against the sandbox's own ``MailHost`` in ``tests/reliability/test_bad_tls_clients.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +45,6 @@ from sandbox.sender.starttls import TlsDown, TlsUp, start_tls
 from sandbox.tls.certificates import CertificateAuthority
 from sandbox.tls.dane import check, record_for
 from sandbox.tls.verify import judge
-from tests.integration.tls_clients import client_hello, closed_by_peer, fuzzed_handshake
 
 pytestmark = pytest.mark.looptime
 
@@ -55,8 +53,6 @@ SENDER = "bob@example.net"
 RCPT = "alice@example.test"
 BODY = b"Subject: hello\r\n\r\nHi Alice, over TLS.\r\n"
 NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
-FUZZ_CASES = 24
-FUZZ_MAX_BYTES = 3000
 
 
 # --- the host --------------------------------------------------------------------------------
@@ -309,73 +305,6 @@ async def test_a_host_that_hangs_up_after_starttls_gives_no_reply_not_a_handshak
         server.close()
         await server.wait_closed()
     assert isinstance(outcome, NoReply) and outcome.reason == "lost"
-
-
-# --- hostile clients ---------------------------------------------------------------------------
-
-
-async def _to_starttls(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw connection that has said EHLO and STARTTLS and got the 220."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    assert (await reader.readline()).startswith(b"220")
-    writer.write(b"EHLO hostile.example.net\r\n")
-    while (await reader.readline())[3:4] == b"-":
-        pass
-    writer.write(b"STARTTLS\r\n")
-    assert (await reader.readline()).startswith(b"220")
-    return reader, writer
-
-
-async def test_garbage_instead_of_a_handshake_costs_one_connection(
-    ca: CertificateAuthority,
-) -> None:
-    async with serving(ca) as host:
-        reader, writer = await _to_starttls(host.port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: mx1\r\n\r\n" + bytes(range(256)))
-        assert await closed_by_peer(reader, 30)
-        writer.close()
-        assert (await deliver(host)).delivered
-    assert ("failed", host.tls_log[0][1]) == host.tls_log[0]
-    assert "handshake failed" in host.tls_log[0][1]
-
-
-async def test_a_handshake_stopped_half_way_never_blocks_anyone(
-    ca: CertificateAuthority,
-) -> None:
-    hello = client_hello(HOST)
-    async with serving(ca) as host:
-        reader, writer = await _to_starttls(host.port)
-        writer.write(hello[: len(hello) // 2])  # then nothing, for ever
-        assert not await closed_by_peer(reader, 5)
-        # Meanwhile the host serves everyone else, over TLS.
-        assert (await deliver(host)).delivered
-        # asyncio's handshake timeout (60 s) ends the stalled one, on the virtual clock.
-        assert await closed_by_peer(reader, 120)
-        writer.close()
-        assert (await deliver(host)).delivered
-    assert len(host.stored) == 2
-    assert [what for what, _ in host.tls_log] == ["started", "failed", "started"]
-
-
-async def test_fuzzed_handshakes_never_stop_the_host(ca: CertificateAuthority) -> None:
-    rng = random.Random(14)
-    hello = client_hello(HOST)
-    loop = asyncio.get_running_loop()
-    errors: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _, context: errors.append(context))
-    async with serving(ca) as host:
-        for case in range(FUZZ_CASES):
-            _, writer = await _to_starttls(host.port)
-            writer.write(fuzzed_handshake(rng, hello, case, FUZZ_MAX_BYTES))
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
-            writer.close()
-            await asyncio.sleep(0)
-        assert (await deliver(host)).delivered
-        await asyncio.sleep(120)  # every stalled handshake times out
-    assert errors == []
-    failed = [reason for what, reason in host.tls_log if what == "failed"]
-    assert len(failed) == FUZZ_CASES and all("handshake failed" in r for r in failed)
 
 
 # --- the run-mode loop ---------------------------------------------------------------------------
