@@ -17,6 +17,7 @@ far, and nothing a host already accepted goes missing from it.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import signal
@@ -301,3 +302,38 @@ def test_sigint_while_the_json_is_being_printed_leaves_valid_json(tmp_path: Path
     assert len(data["deliveries"]) == 3000
     assert code == 130, errors
     assert "Traceback" not in errors
+
+
+# A Ctrl-C that lands while the command's modules are still being imported: an import hook
+# raises KeyboardInterrupt where the signal would, at the import of ``sandbox.cli``.
+_INTERRUPTED_IMPORT = """
+import sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "sandbox.cli":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from sandbox.__main__ import entry
+sys.exit(entry())
+"""
+
+
+def test_sigint_while_the_command_loads_exits_130_without_a_traceback() -> None:
+    # It was a KeyboardInterrupt traceback and a death by SIGINT (the issue's point 14).
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_IMPORT, "run", "primary-down", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "interrupted\n")
+
+
+def test_the_mxsandbox_command_enters_through_the_guarded_entry_point() -> None:
+    entry_points = importlib.metadata.entry_points(group="console_scripts", name="mxsandbox")
+    assert [e.value for e in entry_points] == ["sandbox.__main__:entry"]
