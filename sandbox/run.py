@@ -47,7 +47,7 @@ from sandbox.scenario.model import Scenario, describe_timeline
 from sandbox.sender.agent import SenderAgent
 from sandbox.sender.message import message_id
 from sandbox.sender.resolver import StubResolver
-from sandbox.world import Clock, World
+from sandbox.world import Clock, World, host_addresses
 
 __all__ = ["Sandbox", "profile_for", "run_scenario"]
 
@@ -376,11 +376,14 @@ def _too_many_files(scenario: Scenario, hosts: int, code: int) -> ScenarioError:
         )
     else:
         why = f"this process may open at most {soft:,}; raise it with ulimit -n {target}"
+    # Point at the zone that gives the most addresses: the one to trim.
+    busiest = max(scenario.zones, key=lambda z: len(host_addresses([z.phases])), default=None)
     return ScenarioError(
         f"the zones give {hosts:,} mail host address{'es' if hosts != 1 else ''}, and a run "
         f"of them needs up to about {needed:,} open files; {why}, or give the zones fewer "
         "addresses",
         file=scenario.source,
+        line=busiest.line if busiest is not None else None,
         key="zones",
     )
 
