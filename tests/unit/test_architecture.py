@@ -114,6 +114,30 @@ def test_each_job_has_its_package_and_few_modules_stay_loose() -> None:
     assert len(loose) <= MAX_LOOSE_MODULES, loose
 
 
+def test_the_readme_tree_names_every_module_and_package() -> None:
+    # The README's "The tree" is the map a newcomer reads first: a module it leaves out is
+    # one nobody finds. A package's modules are named in its own row (or as `package/module`).
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tree = readme.split("### The tree", 1)[1].split("\n## ", 1)[0]
+    rows = {row.split("`", 2)[1]: row for row in tree.splitlines() if row.startswith("| `")}
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        relative = path.relative_to(PACKAGE)
+        if len(relative.parts) == 1:
+            found = f"`{path.name}`" in tree
+        else:
+            row = rows.get(f"{relative.parts[0]}/", "")
+            found = f"`{path.stem}`" in row or f"`{path.stem}/`" in row
+            found = found or f"`{relative.with_suffix('').as_posix()}`" in tree
+        if not found:
+            missing.append(relative.as_posix())
+    packages = [p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()]
+    missing += [f"{name}/" for name in packages if f"{name}/" not in rows]
+    assert missing == [], "add each to its package's row of the README's tree"
+
+
 def loaded_after(statement: str) -> list[str]:
     """The heavy modules a fresh interpreter has loaded after running ``statement``."""
     program = (
