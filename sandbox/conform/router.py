@@ -22,6 +22,7 @@ from typing import Any, cast
 import dnslib
 
 from sandbox.core.addresses import ensure_loopback
+from sandbox.dns.server import bind_udp_and_tcp
 
 __all__ = ["DnsRouter"]
 
@@ -63,17 +64,13 @@ class DnsRouter:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         ensure_loopback(host)
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpFront(self), local_addr=(host, port)
+        self._tcp, self._udp, _ = await bind_udp_and_tcp(
+            "the conformance DNS router",
+            host,
+            port,
+            lambda: _TcpFront(self),
+            lambda: _UdpFront(self),
         )
-        self._udp = transport
-        bound = self.address[1]
-        try:
-            self._tcp = await loop.create_server(lambda: _TcpFront(self), host, bound)
-        except BaseException:
-            self._udp.close()
-            raise
 
     async def close(self) -> None:
         if self._udp is not None:

@@ -91,6 +91,7 @@ __all__ = [
     "UDP_PLAIN_LIMIT",
     "Authority",
     "DnsServer",
+    "bind_udp_and_tcp",
 ]
 
 logger = logging.getLogger(__name__)
@@ -283,6 +284,50 @@ def _time_zero() -> float:
     return 0.0
 
 
+async def bind_udp_and_tcp(
+    what: str,
+    host: str,
+    port: int,
+    tcp_protocol: Callable[[], asyncio.Protocol],
+    udp_protocol: Callable[[], asyncio.DatagramProtocol],
+) -> tuple[asyncio.Server, asyncio.DatagramTransport, int]:
+    """Listen for DNS on UDP and TCP at one loopback port (``port``, or a free one for 0): the
+    TCP server, the UDP transport and the port. ``what`` names the server in a BindError."""
+    loop = asyncio.get_running_loop()
+
+    async def bind_tcp(at: int) -> asyncio.Server:
+        try:
+            return await loop.create_server(tcp_protocol, host, at)
+        except OSError as exc:
+            raise bind_error(what, f"TCP {host}:{at}", exc, "choose another port") from exc
+
+    async def bind_udp(at: int) -> asyncio.DatagramTransport:
+        try:
+            transport, _ = await loop.create_datagram_endpoint(udp_protocol, local_addr=(host, at))
+        except OSError as exc:
+            raise bind_error(what, f"UDP {host}:{at}", exc, "choose another port") from exc
+        return transport
+
+    # TCP first. With port 0 the kernel then picks a port that a TCP listener can have: a
+    # busy machine holds thousands of TCP ports in TIME_WAIT that a new listener may not take
+    # (a quarter of them or more under the test suite), but few UDP ports. UDP then gets the
+    # same number, which is rarely taken; when it is, a fresh pair is tried.
+    attempts = TCP_BIND_ATTEMPTS if port == 0 else 1
+    for attempt in range(1, attempts + 1):
+        tcp = None
+        try:
+            tcp = await bind_tcp(port)
+            bound = int(tcp.sockets[0].getsockname()[1])
+            return tcp, await bind_udp(bound), bound
+        except BindError:
+            if tcp is not None:
+                tcp.close()
+                await tcp.wait_closed()
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 class DnsServer:
     """An ``Authority`` on one loopback port, UDP and TCP, on the running event loop."""
 
@@ -320,27 +365,10 @@ class DnsServer:
         ensure_loopback(host)
         if self._udp is not None:
             raise RuntimeError("the DNS server is already started")
-        # TCP first. With port 0 the kernel then picks a port that a TCP listener can have: a
-        # busy machine holds thousands of TCP ports in TIME_WAIT that a new listener may not
-        # take (a quarter of them or more under the test suite), but few UDP ports. UDP then
-        # gets the same number, which is rarely taken; when it is, a fresh pair is tried.
-        attempts = TCP_BIND_ATTEMPTS if port == 0 else 1
-        for attempt in range(1, attempts + 1):
-            try:
-                tcp = await self._bind_tcp(host, port)
-                tcp_port = int(tcp.sockets[0].getsockname()[1])
-                try:
-                    udp = await self._bind_udp(host, tcp_port)
-                except BindError:
-                    tcp.close()
-                    await tcp.wait_closed()
-                    raise
-            except BindError:
-                if attempt == attempts:
-                    raise
-                continue
-            self._tcp, self._udp, self._address = tcp, udp, (host, tcp_port)
-            return
+        tcp, udp, bound = await bind_udp_and_tcp(
+            "the DNS server", host, port, self._tcp_connection, lambda: _UdpProtocol(self)
+        )
+        self._tcp, self._udp, self._address = tcp, udp, (host, bound)
 
     async def close(self) -> None:
         """Stop serving: close both sockets and every open TCP connection."""
@@ -358,29 +386,10 @@ class DnsServer:
         # nothing of ours is left pending when this returns.
         await asyncio.sleep(0)
 
-    async def _bind_tcp(self, host: str, port: int) -> asyncio.Server:
-        try:
-            return await asyncio.get_running_loop().create_server(self._tcp_connection, host, port)
-        except OSError as exc:
-            raise bind_error(
-                "the DNS server", f"TCP {host}:{port}", exc, "choose another port"
-            ) from exc
-
     def _tcp_connection(self) -> asyncio.Protocol:
         if len(self._connections) >= self.max_tcp_connections:
             return _Refused()
         return _TcpConnection(self)
-
-    async def _bind_udp(self, host: str, port: int) -> asyncio.DatagramTransport:
-        try:
-            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(host, port)
-            )
-        except OSError as exc:
-            raise bind_error(
-                "the DNS server", f"UDP {host}:{port}", exc, "choose another port"
-            ) from exc
-        return transport
 
     # -- one query, from bytes to bytes --
 
