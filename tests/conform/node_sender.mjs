@@ -17,7 +17,7 @@
 // mistake is caught: mx-order, no-failover-4xx, failover-5xx, implicit-mx-on-nxdomain,
 // ignore-null-mx, no-retry, first-address-only, no-shuffle, servfail-bounces,
 // dot-lost-delivered, no-self-check, mx-address-fallback, retry-too-soon, ignore-size,
-// ignore-smtputf8.
+// ignore-smtputf8, rcpt-5xx-fails-all.
 //
 // It reads the host's EHLO reply: a message larger than its SIZE is not sent (RFC 1870), and
 // an address that is not ASCII goes only to a host that offers SMTPUTF8 (RFC 6531), with
@@ -271,7 +271,10 @@ async function deliverAt(address, pending, data, options) {
       const reply = await session.command(`RCPT TO:<${r}>`);
       if (reply === null) return tempfail();
       if (reply[0] < 300) accepted.push(r);
-      else if (reply[0] >= 500 && !broken.has('failover-5xx')) states.set(r, 'failed');
+      else if (reply[0] >= 500 && !broken.has('failover-5xx')) {
+        if (broken.has('rcpt-5xx-fails-all')) return permanent(pending);
+        states.set(r, 'failed');
+      }
     }
     if (accepted.length === 0) return states;
     const dataReply = await session.command('DATA');

@@ -116,6 +116,7 @@ MISTAKES = [
     ("mx-address-fallback", {"mx-without-address"}, {"mx-partial-address", "implicit-mx"}),
     ("ignore-size", {"size-limit"}, {"mx-order"}),
     ("ignore-smtputf8", {"smtputf8-not-offered"}, {"size-limit"}),
+    ("rcpt-5xx-fails-all", {"rcpt-550-one-of-two"}, {"no-failover-550-rcpt", "failover-451-rcpt"}),
 ]
 
 
