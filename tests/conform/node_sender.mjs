@@ -17,7 +17,7 @@
 // mistake is caught: mx-order, no-failover-4xx, failover-5xx, implicit-mx-on-nxdomain,
 // ignore-null-mx, no-retry, first-address-only, no-shuffle, servfail-bounces,
 // dot-lost-delivered, no-self-check, mx-address-fallback, retry-too-soon, ignore-size,
-// ignore-smtputf8, rcpt-5xx-fails-all.
+// ignore-smtputf8, rcpt-5xx-fails-all, unresolved-mx-bounces.
 //
 // It reads the host's EHLO reply: a message larger than its SIZE is not sent (RFC 1870), and
 // an address that is not ASCII goes only to a host that offers SMTPUTF8 (RFC 6531), with
@@ -114,6 +114,10 @@ async function route(resolver, domain, options) {
     }
   }
   for (const host of hosts) host.addresses = await addresses(resolver, host.name);
+  const unresolved = hosts.find((h) => h.addresses.length === 0);
+  if (unresolved && broken.has('unresolved-mx-bounces')) {
+    throw new Permanent(`${unresolved.name}: host not found`);
+  }
   if (options.self && !broken.has('no-self-check')) {
     const mine = hosts.filter((h) => h.addresses.includes(options.self));
     if (mine.length > 0) {
