@@ -17,7 +17,7 @@
 // mistake is caught: mx-order, no-failover-4xx, failover-5xx, implicit-mx-on-nxdomain,
 // ignore-null-mx, no-retry, first-address-only, no-shuffle, servfail-bounces,
 // dot-lost-delivered, no-self-check, mx-address-fallback, retry-too-soon, ignore-size,
-// ignore-smtputf8, rcpt-5xx-fails-all, unresolved-mx-bounces.
+// ignore-smtputf8, rcpt-5xx-fails-all, unresolved-mx-bounces, no-implicit-mx.
 //
 // It reads the host's EHLO reply: a message larger than its SIZE is not sent (RFC 1870), and
 // an address that is not ASCII goes only to a host that offers SMTPUTF8 (RFC 6531), with
@@ -96,6 +96,7 @@ async function route(resolver, domain, options) {
   records = records.filter((r) => r.exchange !== '' && r.exchange !== '.');
   let hosts;
   if (records.length === 0) {
+    if (broken.has('no-implicit-mx')) throw new Permanent(`${domain} has no MX records`);
     hosts = [{ preference: 0, name: domain }];
     log(`no MX records for ${domain}: implicit MX`);
   } else {
