@@ -17,7 +17,7 @@
 // mistake is caught: mx-order, no-failover-4xx, failover-5xx, implicit-mx-on-nxdomain,
 // ignore-null-mx, no-retry, first-address-only, no-shuffle, servfail-bounces,
 // dot-lost-delivered, no-self-check, mx-address-fallback, retry-too-soon, ignore-size,
-// ignore-smtputf8, rcpt-5xx-fails-all, unresolved-mx-bounces, no-implicit-mx.
+// ignore-smtputf8, rcpt-5xx-fails-all, unresolved-mx-bounces, no-implicit-mx, nxdomain-defers.
 //
 // It reads the host's EHLO reply: a message larger than its SIZE is not sent (RFC 1870), and
 // an address that is not ASCII goes only to a host that offers SMTPUTF8 (RFC 6531), with
@@ -83,7 +83,7 @@ async function route(resolver, domain, options) {
     records = await resolver.resolveMx(domain);
   } catch (error) {
     if (error.code === 'ENODATA') records = [];
-    else if (error.code === 'ENOTFOUND') {
+    else if (error.code === 'ENOTFOUND' && !broken.has('nxdomain-defers')) {
       if (!broken.has('implicit-mx-on-nxdomain')) throw new Permanent(`${domain}: no such domain`);
       records = [];
     } else if (broken.has('servfail-bounces')) throw new Permanent(`${domain}: ${error.code}`);

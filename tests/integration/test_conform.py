@@ -119,6 +119,7 @@ MISTAKES = [
     ("rcpt-5xx-fails-all", {"rcpt-550-one-of-two"}, {"no-failover-550-rcpt", "failover-451-rcpt"}),
     ("unresolved-mx-bounces", {"mx-partial-address"}, {"mx-without-address", "failover-refused"}),
     ("no-implicit-mx", {"implicit-mx"}, {"nxdomain", "mx-order"}),
+    ("nxdomain-defers", {"nxdomain"}, {"no-implicit-mx-on-nxdomain", "servfail"}),
 ]
 
 
