@@ -17,7 +17,8 @@
 // mistake is caught: mx-order, no-failover-4xx, failover-5xx, implicit-mx-on-nxdomain,
 // ignore-null-mx, no-retry, first-address-only, no-shuffle, servfail-bounces,
 // dot-lost-delivered, no-self-check, mx-address-fallback, retry-too-soon, ignore-size,
-// ignore-smtputf8, rcpt-5xx-fails-all, unresolved-mx-bounces, no-implicit-mx, nxdomain-defers.
+// ignore-smtputf8, rcpt-5xx-fails-all, unresolved-mx-bounces, no-implicit-mx, nxdomain-defers,
+// cname-not-followed.
 //
 // It reads the host's EHLO reply: a message larger than its SIZE is not sent (RFC 1870), and
 // an address that is not ASCII goes only to a host that offers SMTPUTF8 (RFC 6531), with
@@ -94,6 +95,12 @@ async function route(resolver, domain, options) {
     throw new Permanent(`${domain} does not accept mail (null MX)`);
   }
   records = records.filter((r) => r.exchange !== '' && r.exchange !== '.');
+  if (broken.has('cname-not-followed')) {
+    // Keeps only the MX records owned by the name it asked for, as a hand-made DNS parser
+    // does: those of an alias's target are dropped.
+    const alias = await resolver.resolveCname(domain).catch(() => []);
+    if (alias.length > 0) records = [];
+  }
   let hosts;
   if (records.length === 0) {
     if (broken.has('no-implicit-mx')) throw new Permanent(`${domain} has no MX records`);

@@ -120,6 +120,7 @@ MISTAKES = [
     ("unresolved-mx-bounces", {"mx-partial-address"}, {"mx-without-address", "failover-refused"}),
     ("no-implicit-mx", {"implicit-mx"}, {"nxdomain", "mx-order"}),
     ("nxdomain-defers", {"nxdomain"}, {"no-implicit-mx-on-nxdomain", "servfail"}),
+    ("cname-not-followed", {"domain-cname"}, {"implicit-mx", "mx-order"}),
 ]
 
 
