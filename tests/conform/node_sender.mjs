@@ -18,7 +18,7 @@
 // ignore-null-mx, no-retry, first-address-only, no-shuffle, servfail-bounces,
 // dot-lost-delivered, no-self-check, mx-address-fallback, retry-too-soon, ignore-size,
 // ignore-smtputf8, rcpt-5xx-fails-all, unresolved-mx-bounces, no-implicit-mx, nxdomain-defers,
-// cname-not-followed.
+// cname-not-followed, unreachable-bounces.
 //
 // It reads the host's EHLO reply: a message larger than its SIZE is not sent (RFC 1870), and
 // an address that is not ASCII goes only to a host that offers SMTPUTF8 (RFC 6531), with
@@ -255,7 +255,10 @@ async function deliverAt(address, pending, data, options) {
   const tempfail = () => states; // every pending recipient stays temporary
   const permanent = (rcpts) => { for (const r of rcpts) states.set(r, 'failed'); return states; };
   const socket = await connect(address, options.smtpPort, options.timeout);
-  if (socket === null) { log(`connect to ${address}: failed`); return tempfail(); }
+  if (socket === null) {
+    log(`connect to ${address}: failed`);
+    return Object.assign(tempfail(), { unreachable: true });
+  }
   const session = new Session(socket, options.timeout);
   try {
     const greeting = await session.reply();
@@ -328,10 +331,12 @@ async function attempt(resolver, states, data, options) {
       continue;
     }
     let pending = recipients;
+    let reached = false;
     for (const host of hosts) {
       const list = options.breaks.has('first-address-only') ? host.addresses.slice(0, 1) : host.addresses;
       for (const address of list) {
         const result = await deliverAt(address, pending, data, options);
+        reached ||= !result.unreachable;
         for (const [r, state] of result) states.set(r, state);
         pending = pending.filter((r) => states.get(r) === 'temporary');
         const stop = pending.length === 0
@@ -339,6 +344,10 @@ async function attempt(resolver, states, data, options) {
         if (stop) break;
       }
       if (pending.length === 0 || options.breaks.has('no-failover-4xx')) break;
+    }
+    if (pending.length > 0 && !reached && options.breaks.has('unreachable-bounces')) {
+      log(`no MX host of ${domain} could be reached`);
+      for (const r of pending) states.set(r, 'failed');
     }
   }
 }

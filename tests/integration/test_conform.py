@@ -121,6 +121,7 @@ MISTAKES = [
     ("no-implicit-mx", {"implicit-mx"}, {"nxdomain", "mx-order"}),
     ("nxdomain-defers", {"nxdomain"}, {"no-implicit-mx-on-nxdomain", "servfail"}),
     ("cname-not-followed", {"domain-cname"}, {"implicit-mx", "mx-order"}),
+    ("unreachable-bounces", {"all-refused-defers"}, {"failover-refused", "tempfail-defers"}),
 ]
 
 
