@@ -17,7 +17,8 @@
 // mistake is caught: mx-order, no-failover-4xx, failover-5xx, implicit-mx-on-nxdomain,
 // ignore-null-mx, no-retry, first-address-only, no-shuffle, servfail-bounces,
 // dot-lost-delivered, no-self-check, mx-address-fallback, retry-too-soon, ignore-size,
-// ignore-smtputf8.
+// ignore-smtputf8, rcpt-5xx-fails-all, unresolved-mx-bounces, no-implicit-mx, nxdomain-defers,
+// cname-not-followed, unreachable-bounces.
 //
 // It reads the host's EHLO reply: a message larger than its SIZE is not sent (RFC 1870), and
 // an address that is not ASCII goes only to a host that offers SMTPUTF8 (RFC 6531), with
@@ -83,7 +84,7 @@ async function route(resolver, domain, options) {
     records = await resolver.resolveMx(domain);
   } catch (error) {
     if (error.code === 'ENODATA') records = [];
-    else if (error.code === 'ENOTFOUND') {
+    else if (error.code === 'ENOTFOUND' && !broken.has('nxdomain-defers')) {
       if (!broken.has('implicit-mx-on-nxdomain')) throw new Permanent(`${domain}: no such domain`);
       records = [];
     } else if (broken.has('servfail-bounces')) throw new Permanent(`${domain}: ${error.code}`);
@@ -94,8 +95,15 @@ async function route(resolver, domain, options) {
     throw new Permanent(`${domain} does not accept mail (null MX)`);
   }
   records = records.filter((r) => r.exchange !== '' && r.exchange !== '.');
+  if (broken.has('cname-not-followed')) {
+    // Keeps only the MX records owned by the name it asked for, as a hand-made DNS parser
+    // does: those of an alias's target are dropped.
+    const alias = await resolver.resolveCname(domain).catch(() => []);
+    if (alias.length > 0) records = [];
+  }
   let hosts;
   if (records.length === 0) {
+    if (broken.has('no-implicit-mx')) throw new Permanent(`${domain} has no MX records`);
     hosts = [{ preference: 0, name: domain }];
     log(`no MX records for ${domain}: implicit MX`);
   } else {
@@ -114,6 +122,10 @@ async function route(resolver, domain, options) {
     }
   }
   for (const host of hosts) host.addresses = await addresses(resolver, host.name);
+  const unresolved = hosts.find((h) => h.addresses.length === 0);
+  if (unresolved && broken.has('unresolved-mx-bounces')) {
+    throw new Permanent(`${unresolved.name}: host not found`);
+  }
   if (options.self && !broken.has('no-self-check')) {
     const mine = hosts.filter((h) => h.addresses.includes(options.self));
     if (mine.length > 0) {
@@ -243,7 +255,10 @@ async function deliverAt(address, pending, data, options) {
   const tempfail = () => states; // every pending recipient stays temporary
   const permanent = (rcpts) => { for (const r of rcpts) states.set(r, 'failed'); return states; };
   const socket = await connect(address, options.smtpPort, options.timeout);
-  if (socket === null) { log(`connect to ${address}: failed`); return tempfail(); }
+  if (socket === null) {
+    log(`connect to ${address}: failed`);
+    return Object.assign(tempfail(), { unreachable: true });
+  }
   const session = new Session(socket, options.timeout);
   try {
     const greeting = await session.reply();
@@ -271,7 +286,10 @@ async function deliverAt(address, pending, data, options) {
       const reply = await session.command(`RCPT TO:<${r}>`);
       if (reply === null) return tempfail();
       if (reply[0] < 300) accepted.push(r);
-      else if (reply[0] >= 500 && !broken.has('failover-5xx')) states.set(r, 'failed');
+      else if (reply[0] >= 500 && !broken.has('failover-5xx')) {
+        if (broken.has('rcpt-5xx-fails-all')) return permanent(pending);
+        states.set(r, 'failed');
+      }
     }
     if (accepted.length === 0) return states;
     const dataReply = await session.command('DATA');
@@ -313,10 +331,12 @@ async function attempt(resolver, states, data, options) {
       continue;
     }
     let pending = recipients;
+    let reached = false;
     for (const host of hosts) {
       const list = options.breaks.has('first-address-only') ? host.addresses.slice(0, 1) : host.addresses;
       for (const address of list) {
         const result = await deliverAt(address, pending, data, options);
+        reached ||= !result.unreachable;
         for (const [r, state] of result) states.set(r, state);
         pending = pending.filter((r) => states.get(r) === 'temporary');
         const stop = pending.length === 0
@@ -324,6 +344,10 @@ async function attempt(resolver, states, data, options) {
         if (stop) break;
       }
       if (pending.length === 0 || options.breaks.has('no-failover-4xx')) break;
+    }
+    if (pending.length > 0 && !reached && options.breaks.has('unreachable-bounces')) {
+      log(`no MX host of ${domain} could be reached`);
+      for (const r of pending) states.set(r, 'failed');
     }
   }
 }

@@ -116,6 +116,12 @@ MISTAKES = [
     ("mx-address-fallback", {"mx-without-address"}, {"mx-partial-address", "implicit-mx"}),
     ("ignore-size", {"size-limit"}, {"mx-order"}),
     ("ignore-smtputf8", {"smtputf8-not-offered"}, {"size-limit"}),
+    ("rcpt-5xx-fails-all", {"rcpt-550-one-of-two"}, {"no-failover-550-rcpt", "failover-451-rcpt"}),
+    ("unresolved-mx-bounces", {"mx-partial-address"}, {"mx-without-address", "failover-refused"}),
+    ("no-implicit-mx", {"implicit-mx"}, {"nxdomain", "mx-order"}),
+    ("nxdomain-defers", {"nxdomain"}, {"no-implicit-mx-on-nxdomain", "servfail"}),
+    ("cname-not-followed", {"domain-cname"}, {"implicit-mx", "mx-order"}),
+    ("unreachable-bounces", {"all-refused-defers"}, {"failover-refused", "tempfail-defers"}),
 ]
 
 
