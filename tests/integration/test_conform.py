@@ -172,6 +172,13 @@ def test_a_queueing_sender_is_graded_on_its_retries(extra: str, caught: set[str]
         assert seen["give-up"] == "info"  # an hour is less than four days
 
 
+def test_every_graded_case_has_a_mistake_that_fails_it() -> None:
+    # A case no mistake fails is a judge nobody has seen say "fail": it may never.
+    caught = set().union(*(c for _, c, _ in MISTAKES), *(c for _, c in QUEUE_MISTAKES))
+    graded = {case.id for case in CATALOGUE if case.level != "profile"}
+    assert graded - caught == set()
+
+
 def test_our_own_sender_passes_every_graded_one_shot_case() -> None:
     report = run(Options(CommandTarget(send_command("postfix"))))
     seen = verdicts(report)
