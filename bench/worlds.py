@@ -35,13 +35,16 @@ def two_mx_zone(index: int = 0) -> str:
     )
 
 
-def throughput(count: int) -> Scenario:
-    """``count`` messages to one domain whose two MX hosts both accept: the primary takes all."""
+def throughput(count: int, tls: str = "none") -> Scenario:
+    """``count`` messages to one domain whose two MX hosts both accept: the primary takes all.
+    The sender's TLS level is ``tls``: ``none`` (plain text, as the plain baseline sends) or
+    the postfix profile's own ``may`` (STARTTLS in every session)."""
     return scenario_from_mapping(
         {
             "name": "bench-throughput",
             "seed": 1,
             "zones": {"example.test": two_mx_zone()},
+            "sender": {"tls": tls},
             "messages": [{"from": SENDER, "to": "alice@example.test", "count": count}],
         },
         "<bench throughput>",

@@ -134,6 +134,7 @@ class CertificateAuthority:
         self.ca_file.write_bytes(self._ca.cert_pem.bytes())
         self._certificates: dict[tuple[str, CertVariant], ServerCertificate] = {}
         self._contexts: dict[tuple[str, CertVariant], ssl.SSLContext] = {}
+        self._client_context: ssl.SSLContext | None = None
         self._closed = False
 
     # -- what the world hands out -----------------------------------------------------------
@@ -173,11 +174,16 @@ class CertificateAuthority:
     def client_context(self) -> ssl.SSLContext:
         """The sender's side of STARTTLS. It accepts any certificate, as an MTA at ``may``
         does: the sender judges the certificate afterwards (``tls.verify``), so that an
-        untrusted one can still carry the mail when the policy allows it."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
+        untrusted one can still carry the mail when the policy allows it.
+
+        One context serves every session (it holds no per-connection state): making one
+        cost about as much as the rest of the sender's STARTTLS work."""
+        if self._client_context is None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            self._client_context = context
+        return self._client_context
 
     def trusting_context(self) -> ssl.SSLContext:
         """A client context that trusts this CA alone and checks host names (HTTPS, where
