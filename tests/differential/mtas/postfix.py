@@ -286,7 +286,12 @@ alias_database =
         pids: dict[str, dict[str, object]] = {}
         arrived: dict[str, float] = {}
         warnings: list[str] = []
-        tls_up: dict[str, bool] = {}  # smtp pid -> its session went over TLS
+        # A TLS session's "TLS connection established" line names no queue ID: it belongs to
+        # the message whose status lines the same smtp process logs next, every one of them
+        # (a 550 to one recipient and the other's "sent" alike), until that process logs
+        # anything else or the message starts another attempt.
+        tls_up: dict[str, bool] = {}  # smtp pid -> TLS came up, no status logged yet
+        tls_delivery: dict[str, str] = {}  # smtp pid -> the QID its TLS session delivers
         origin = 0.0
         for seen, line in lines:
             match = LINE.match(line)
@@ -307,6 +312,8 @@ alias_database =
                 continue
             if found := QUEUED.match(text):
                 started[found["qid"]] = t
+                for smtp_pid in [p for p, q in tls_delivery.items() if q == found["qid"]]:
+                    del tls_delivery[smtp_pid]
                 for state in pids.values():  # a new attempt: the last one's hosts are done
                     if state["qid"] == found["qid"] and state["done"]:
                         state.update(hosts=[], qid=None, done=False)
@@ -341,11 +348,14 @@ alias_database =
                 continue
             if proc == "smtp" and TLS_UP.match(text):
                 tls_up[pid] = True  # this process's current session went over TLS
+                tls_delivery.pop(pid, None)
                 continue
             if found := STATUS.match(text):
                 self._status(found, line, t, proc, pid, pids, started, message_of, observed)
                 if proc == "smtp":
-                    over_tls = tls_up.pop(pid, False)
+                    if tls_up.pop(pid, False):
+                        tls_delivery[pid] = found["qid"]
+                    over_tls = tls_delivery.get(pid) == found["qid"]
                     if found["qid"] in message_of and found["status"] == "sent":
                         delivery = observed.delivery(message_of[found["qid"]], found["rcpt"])
                         delivery.tls = "TLS" if over_tls else "plain"
@@ -353,6 +363,10 @@ alias_database =
                     bounce_done[found["qid"]] = True
                 continue
             if proc == "smtp":
+                # Another line: the TLS session's statuses ended, or it ended without one
+                # (a certificate not verified, and the next host).
+                tls_delivery.pop(pid, None)
+                tls_up.pop(pid, None)
                 state = pids.setdefault(pid, {"hosts": [], "qid": None, "done": False})
                 if state["done"]:
                     state.update(hosts=[], qid=None, done=False)
