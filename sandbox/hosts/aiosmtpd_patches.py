@@ -105,6 +105,21 @@ class PatchedSMTP(SMTP):
         retrieved", and awaits it when the host closes."""
         return cast("asyncio.Task[None]", self._handler_coroutine)
 
+    # -- what an ended session keeps -----------------------------------------------------------
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        # aiosmtpd keeps a STARTTLS session's SSLProtocol (``_tls_protocol``, private, stable
+        # through 1.4), the plain transport under it (``_original_transport``) and the TLS
+        # connection's details (``session.ssl``, which holds OpenSSL's connection object) after
+        # the connection is gone; the protocol alone holds a 256 KiB read buffer. The session
+        # lives on in reference cycles until the collector runs, which a run makes rare
+        # (``run._fewer_collections``): 10,000 TLS sessions held 600 MB. Let them go now.
+        self._tls_protocol = None
+        self._original_transport = None
+        if self.session is not None:
+            self.session.ssl = None
+
     # -- the idle timeout --------------------------------------------------------------------
 
     def _timeout_cb(self) -> None:

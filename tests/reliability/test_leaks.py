@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import ssl
 import threading
 import warnings
+from asyncio.sslproto import SSLProtocol
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -108,3 +110,26 @@ def test_whole_runs_each_on_its_own_loop_leave_nothing() -> None:
         for _ in range(RUN_CYCLES):
             run_scenario(world)
     assert (open_fds(), threading.active_count()) == (fds, threads)
+
+
+def test_an_ended_tls_session_lets_go_of_its_tls_state_at_once() -> None:
+    # A host's session ends in reference cycles that only the collector frees, and a run
+    # makes collections rare. What it held of TLS (asyncio's SSLProtocol, 256 KiB of read
+    # buffer; OpenSSL's connection) must go when the connection goes: it did not, and a run
+    # of 10,000 TLS sessions peaked at 658 MB.
+    scenario = scenario_from_mapping(
+        {
+            "name": "tls-sessions",
+            "zones": {"example.test": "@ IN MX 10 mx1\nmx1 IN A 192.0.2.10\n"},
+            "messages": [{"from": "bob@example.net", "to": "alice@example.test", "count": 40}],
+        }
+    )
+    gc.collect()
+    gc.disable()
+    try:
+        result = run_scenario(scenario)
+        alive = [o for o in gc.get_objects() if isinstance(o, (ssl.SSLObject, SSLProtocol))]
+    finally:
+        gc.enable()
+    assert sum(1 for d in result.deliveries if d.tls) == 40  # every session went over TLS
+    assert alive == []
