@@ -41,6 +41,7 @@ from sandbox.output.postfix_log import PostfixLog
 from sandbox.scenario.model import MessageSpec
 from sandbox.sender.agent import SenderAgent
 from sandbox.sender.resolver import StubResolver
+from sandbox.tls.certificates import CertificateAuthority
 from sandbox.world import Clock
 
 __all__ = [
@@ -172,6 +173,24 @@ async def send_message(
                 first_attempt_over.set()
 
     seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**32)
+    # A CA of the sender's own: the client side of STARTTLS, as an MTA at its profile's level
+    # has one. It knows no host's CA, so every certificate is judged untrusted: enough at
+    # "may" (TLS anyway, as the MTAs do), refused at "verify". Without it the sender had no
+    # TLS at all, and a profile that ends the attempt when STARTTLS fails (haraka) never
+    # delivered to a host that offers it.
+    with CertificateAuthority(label="mxsandbox send") as authority:
+        return await _send(request, clock, emit, settled, first_attempt_over, seed, authority)
+
+
+async def _send(
+    request: SendRequest,
+    clock: Clock,
+    emit: Callable[[Event], None],
+    settled: dict[str, Event],
+    first_attempt_over: asyncio.Event,
+    seed: int,
+    authority: CertificateAuthority,
+) -> SendResult:
     agent = SenderAgent(
         profile=request.profile,
         resolver=StubResolver(
@@ -186,6 +205,7 @@ async def send_message(
         # With --dsn a bounce goes back through the envelope sender's MX, as an MTA's does;
         # otherwise it is kept, and the exit code says what happened.
         in_scenario=lambda domain: request.dsn,
+        authority=authority,
     )
     spec = MessageSpec(1, request.sender, request.recipients)
     delivering = asyncio.ensure_future(agent.deliver((spec,), {1: request.data}))

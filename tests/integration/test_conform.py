@@ -185,6 +185,19 @@ def test_our_own_sender_passes_every_graded_one_shot_case() -> None:
     assert {case for case in GRADED - QUEUE_ONLY if seen[case] != "pass"} == set()
 
 
+@pytest.mark.parametrize("profile", ["postfix", "exim", "haraka", "rfc5321"])
+def test_each_profile_goes_on_over_starttls_to_the_cases_hosts(profile: str) -> None:
+    # The cases' hosts offer STARTTLS. `mxsandbox send` has a TLS client of its own, which
+    # trusts no host's CA: at each profile's own level it goes on over untrusted TLS, as the
+    # MTAs do. It had none, and the haraka profile ended every attempt at STARTTLS.
+    report = run_cases(send_command(profile), "mx-order", "no-failover-550-mail")
+    assert verdicts(report) == {"mx-order": "pass", "no-failover-550-mail": "pass"}
+    sessions = [s for r in report.results if r.observation for s in r.observation.sessions]
+    assert sessions and all(
+        any(line.startswith("<TLS") for _, _, line in s.transcript) for s in sessions
+    )
+
+
 def test_our_own_sender_keeps_a_queue_and_retries() -> None:
     report = run_cases(
         send_command("rfc5321", queue=True, scale=300),
