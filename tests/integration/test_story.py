@@ -301,3 +301,39 @@ def test_a_returned_message_kept_in_the_mailbox_has_its_own_status_not_its_via()
     (returned,) = shipped("null-mx").to_json()["returned"]
     assert returned["via"] == "returned_mailbox"
     assert returned["status"] == "delivered"
+
+
+# --- TLS (issue 14): the step, the verdict and why, in the story and in the report's lanes ---
+
+
+def test_the_story_tells_the_tls_step_the_verdict_and_why_it_goes_on() -> None:
+    lines = message_story(story(shipped("tls-broken-certificate")), 1)
+    step = next(i for i, line in enumerate(lines) if re.search(r"TLS: TLSv1\.[23], ", line))
+    assert lines[step].endswith("certificate expired")
+    assert "untrusted TLS connection (certificate has expired)" in lines[step + 1]
+    assert lines[step + 1].endswith("encryption is enough here (TLS level may)")
+    assert "delivered to alice@example.test by mx1.example.test" in lines[-1]
+
+
+def test_the_story_tells_a_tlsa_mismatch_ruling_out_each_host_then_the_wait() -> None:
+    lines = message_story(story(shipped("dane-mismatch")), 1)
+    first_try = lines[: next(i for i, line in enumerate(lines) if "attempt 2:" in line)]
+    verdicts = [line for line in first_try if "TLS: TLSv1" in line]
+    assert len(verdicts) == 2 and all("TLSA mismatch" in line for line in verdicts)
+    decisions = [line.strip() for line in first_try if "⇒" in line]
+    assert decisions == [
+        "⇒ Server certificate not verified: it matches none of the TLSA records: try the "
+        "next host, mx2.example.test[192.0.2.11]",
+        "⇒ Server certificate not verified: it matches none of the TLSA records; no other "
+        "host is left to try",
+        "⇒ defer: 4.7.5 Server certificate not verified",
+    ]
+
+
+def test_the_report_marks_each_session_with_its_tls_outcome() -> None:
+    untrusted = build_flow(shipped("tls-broken-certificate"))
+    assert [(m.mx, m.tls) for m in untrusted.marks] == [("mx1.example.test", "untrusted")]
+    ruled_out = build_flow(shipped("dane-mismatch"))
+    assert {m.tls for m in ruled_out.marks} == {"failed"}
+    page = html.unescape(render_report(shipped("dane-mismatch")))
+    assert 'data-tls="failed"' in page and "TLS failed: the host was not good enough" in page
