@@ -6,10 +6,24 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["ROOT", "SCENARIOS", "mxsandbox", "readme_example"]
+if TYPE_CHECKING:
+    import pytest
+
+__all__ = [
+    "ROOT",
+    "SCENARIOS",
+    "claim_shared_run",
+    "mxsandbox",
+    "readme_example",
+    "shared_directory",
+    "tail",
+    "wait_for_file",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
@@ -45,3 +59,44 @@ def readme_example(heading: str) -> str:
     section = text[text.index(heading + "\n") :]
     start = section.index("```python\n") + len("```python\n")
     return section[start : section.index("```\n", start)]
+
+
+# --- one run per pytest session, shared by the xdist workers -------------------------------------
+# The real MTAs' suites run once per session in a background process; the first worker that
+# needs its results starts it, and every worker reads the files it writes.
+
+
+def shared_directory(factory: pytest.TempPathFactory, name: str) -> Path:
+    """A directory every xdist worker of this pytest session sees (made if missing)."""
+    base = factory.getbasetemp()
+    directory = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def claim_shared_run(directory: Path) -> bool:
+    """True in exactly one process of the session: the one that starts the shared run."""
+    try:
+        os.close(os.open(directory / "runner.lock", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
+def wait_for_file(
+    path: Path, timeout: float, *, failed: Callable[[], str | None], late: Callable[[], str]
+) -> None:
+    """Until another process writes ``path``; AssertionError with ``failed()`` as soon as it
+    says the run went wrong, or with ``late()`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if (why := failed()) is not None:
+            raise AssertionError(why)
+        if time.monotonic() > deadline:
+            raise AssertionError(late())
+        time.sleep(1.0)  # another process writes it: polled, with a deadline
+
+
+def tail(path: Path, size: int = 4000) -> str:
+    """The end of a log file, or "" when there is none yet."""
+    return path.read_text(errors="replace")[-size:] if path.exists() else ""

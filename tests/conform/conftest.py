@@ -14,16 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conform.mtas import GRADINGS, RUN_TIMEOUT
+from tests.helpers import ROOT, claim_shared_run, shared_directory, tail, wait_for_file
 
-ROOT = Path(__file__).resolve().parents[2]
 # The runs end themselves at RUN_TIMEOUT, cleaning up their namespaces; this is the backstop.
 DEADLINE = RUN_TIMEOUT + 5 * 60.0
 
@@ -44,15 +42,9 @@ def mta_reports(
     """``reports(mta)``: that MTA's fresh report (without evidence), once its runs are over."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("the real MTAs' runs need root and iproute2 (network namespaces)")
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if worker else base) / "conformance"
-    shared.mkdir(parents=True, exist_ok=True)
-    try:
-        os.close(os.open(shared / "runner.lock", os.O_CREAT | os.O_EXCL))
-    except FileExistsError:
-        pass  # another worker runs them; its reports land in the same directory
-    else:
+    shared = shared_directory(tmp_path_factory, "conformance")
+    # The first worker runs them; the others read its reports from the same directory.
+    if claim_shared_run(shared):
         mtas = [m for m in _selected(request.session) if not GRADINGS[m].driver.unavailable()]
         command = [sys.executable, "-m", "tests.conform.mtas", "--out", str(shared)]
         command += [arg for mta in mtas for arg in ("--mta", mta)]
@@ -67,14 +59,16 @@ def mta_reports(
 
     def reports(mta: str) -> dict[str, Any]:
         report, error = shared / f"{mta}.json", shared / f"{mta}.error"
-        deadline = time.monotonic() + DEADLINE
-        while not report.exists():
-            if error.exists():
-                raise AssertionError(f"{mta}'s conformance run failed:\n{error.read_text()}")
-            if time.monotonic() > deadline:
-                log = (shared / "runner.txt").read_text(errors="replace")[-4000:]
-                raise AssertionError(f"no report from {mta} in {DEADLINE:.0f} s:\n{log}")
-            time.sleep(1.0)  # waiting on another worker's run, with a deadline
+        wait_for_file(
+            report,
+            DEADLINE,
+            failed=lambda: (
+                f"{mta}'s conformance run failed:\n{error.read_text()}" if error.exists() else None
+            ),
+            late=lambda: (
+                f"no report from {mta} in {DEADLINE:.0f} s:\n{tail(shared / 'runner.txt')}"
+            ),
+        )
         return dict(json.loads(report.read_text()), out=str(shared))
 
     return reports

@@ -13,16 +13,14 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.differential.suite import MTAS
+from tests.helpers import ROOT, claim_shared_run, shared_directory, tail, wait_for_file
 
-ROOT = Path(__file__).resolve().parents[2]
 # All three suites side by side take 4-5 minutes here; a hung MTA must not hang CI.
 RESULTS_TIMEOUT = 15 * 60.0
 _runners: list[subprocess.Popen[bytes]] = []
@@ -35,11 +33,6 @@ def _selected_pairs(session: pytest.Session) -> list[tuple[str, str]]:
         if callspec is not None and item.get_closest_marker("differential"):
             pairs.append((callspec.params["mta"], callspec.params["case"]))
     return sorted(set(pairs))
-
-
-def _shared_dir(factory: pytest.TempPathFactory, worker: str | None) -> Path:
-    base = factory.getbasetemp()
-    return (base.parent if worker else base) / "differential"
 
 
 def _why_not_here() -> str | None:
@@ -57,16 +50,9 @@ def differential_results(
     why = _why_not_here()
     if why:
         pytest.skip(why)
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    shared = _shared_dir(tmp_path_factory, worker)
-    shared.mkdir(parents=True, exist_ok=True)
+    shared = shared_directory(tmp_path_factory, "differential")
     pairs = [(m, c) for m, c in _selected_pairs(request.session) if not MTAS[m].unavailable()]
-    try:
-        os.close(os.open(shared / "runner.lock", os.O_CREAT | os.O_EXCL))
-        started = True
-    except FileExistsError:
-        started = False
-    if started and pairs:
+    if claim_shared_run(shared) and pairs:
         with open(shared / "runner.txt", "wb") as output:
             _runners.append(
                 subprocess.Popen(
@@ -86,14 +72,17 @@ def differential_results(
 
     def results(mta: str) -> dict[str, Any]:
         path = shared / f"{mta}-results.json"
-        deadline = time.monotonic() + RESULTS_TIMEOUT
-        while not path.exists():
-            if (shared / "runner.done").exists() or time.monotonic() > deadline:
-                log = ""
-                if (shared / "runner.txt").exists():
-                    log = (shared / "runner.txt").read_text(errors="replace")[-4000:]
-                raise AssertionError(f"no {mta} results from the differential runner:\n{log}")
-            time.sleep(1.0)  # waiting on another process's results file, with a deadline
+
+        def missing() -> str:
+            log = tail(shared / "runner.txt")
+            return f"no {mta} results from the differential runner:\n{log}"
+
+        wait_for_file(
+            path,
+            RESULTS_TIMEOUT,
+            failed=lambda: missing() if (shared / "runner.done").exists() else None,
+            late=missing,
+        )
         return json.loads(path.read_text())
 
     yield results
