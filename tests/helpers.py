@@ -9,17 +9,21 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pytest
 
+    from sandbox import RunResult
+
 __all__ = [
     "ROOT",
     "SCENARIOS",
+    "TWO_MX_ZONE",
     "claim_shared_run",
     "mxsandbox",
     "readme_example",
+    "run_two_mx",
     "shared_directory",
     "tail",
     "wait_for_file",
@@ -27,6 +31,30 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+
+# example.test with two MX hosts: mx1 (preference 10) and its backup mx2 (20).
+TWO_MX_ZONE = """\
+$TTL 3600
+@     IN MX 10 mx1
+@     IN MX 20 mx2
+mx1   IN A  192.0.2.10
+mx2   IN A  192.0.2.11
+"""
+
+
+def run_two_mx(hosts: dict[str, Any], **extra: Any) -> RunResult:
+    """Run one message from bob@example.net to alice@example.test, whose zone is
+    ``TWO_MX_ZONE``, with the hosts scripted as ``hosts`` and any other top-level keys."""
+    from sandbox import run_scenario, scenario_from_mapping
+
+    data: dict[str, Any] = {
+        "name": "two-mx",
+        "zones": {"example.test": TWO_MX_ZONE},
+        "hosts": hosts,
+        "messages": [{"from": "bob@example.net", "to": "alice@example.test"}],
+        **extra,
+    }
+    return run_scenario(scenario_from_mapping(data))
 
 
 def mxsandbox(

@@ -3,8 +3,6 @@ status, and when (virtual time)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sandbox import (
     Connected,
     ConnectFailed,
@@ -13,28 +11,8 @@ from sandbox import (
     RecipientFinal,
     RunResult,
     SmtpExchange,
-    run_scenario,
-    scenario_from_mapping,
 )
-
-ZONE = """\
-$TTL 3600
-@     IN MX 10 mx1
-@     IN MX 20 mx2
-mx1   IN A  192.0.2.10
-mx2   IN A  192.0.2.11
-"""
-
-
-def run(hosts: dict[str, Any], **extra: Any) -> RunResult:
-    data: dict[str, Any] = {
-        "name": "e2e",
-        "zones": {"example.test": ZONE},
-        "hosts": hosts,
-        "messages": [{"from": "bob@example.net", "to": "alice@example.test"}],
-    }
-    data.update(extra)
-    return run_scenario(scenario_from_mapping(data))
+from tests.helpers import run_two_mx as run
 
 
 def connections(result: RunResult) -> list[tuple[float, str, str]]:

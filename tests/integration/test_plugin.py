@@ -22,18 +22,11 @@ from sandbox import (
     ServerError,
 )
 from sandbox.serve.plugin import MxSandbox
+from tests.helpers import TWO_MX_ZONE
 from tests.integration.user_sender import Outcome, SimpleSender, make_message
 
-ZONE = """\
-$TTL 3600
-@     IN MX 10 mx1
-@     IN MX 20 mx2
-mx1   IN A  192.0.2.10
-mx2   IN A  192.0.2.11
-"""
 
-
-def world(hosts: dict[str, Any], zone: str = ZONE) -> dict[str, Any]:
+def world(hosts: dict[str, Any], zone: str = TWO_MX_ZONE) -> dict[str, Any]:
     return {"zones": {"example.test": zone}, "hosts": hosts}
 
 

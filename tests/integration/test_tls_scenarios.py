@@ -13,30 +13,14 @@ from sandbox import (
     RunResult,
     SmtpExchange,
     TlsChecked,
-    run_scenario,
-    scenario_from_mapping,
 )
+from tests.helpers import run_two_mx
 
-ZONE = """\
-$TTL 3600
-@     IN MX 10 mx1
-@     IN MX 20 mx2
-mx1   IN A  192.0.2.10
-mx2   IN A  192.0.2.11
-"""
 ALICE = "alice@example.test"
 
 
 def run(hosts: dict[str, Any], sender: dict[str, Any] | None = None, **extra: Any) -> RunResult:
-    data: dict[str, Any] = {
-        "name": "tls",
-        "zones": {"example.test": ZONE},
-        "hosts": hosts,
-        "messages": [{"from": "bob@example.net", "to": ALICE}],
-        "sender": sender or {"profile": "postfix"},
-    }
-    data.update(extra)
-    return run_scenario(scenario_from_mapping(data))
+    return run_two_mx(hosts, sender=sender or {"profile": "postfix"}, **extra)
 
 
 def sessions(result: RunResult, host: str) -> list[HostSession]:
