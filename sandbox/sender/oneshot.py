@@ -179,48 +179,36 @@ async def send_message(
     # TLS at all, and a profile that ends the attempt when STARTTLS fails (haraka) never
     # delivered to a host that offers it.
     with CertificateAuthority(label="mxsandbox send") as authority:
-        return await _send(request, clock, emit, settled, first_attempt_over, seed, authority)
-
-
-async def _send(
-    request: SendRequest,
-    clock: Clock,
-    emit: Callable[[Event], None],
-    settled: dict[str, Event],
-    first_attempt_over: asyncio.Event,
-    seed: int,
-    authority: CertificateAuthority,
-) -> SendResult:
-    agent = SenderAgent(
-        profile=request.profile,
-        resolver=StubResolver(
-            request.dns,
+        agent = SenderAgent(
+            profile=request.profile,
+            resolver=StubResolver(
+                request.dns,
+                clock=clock,
+                timeout=max(_MIN_DNS_TIMEOUT, request.dns_timeout),
+            ),
+            network=LoopbackNetwork(request.smtp_port),
+            emit=emit,
             clock=clock,
-            timeout=max(_MIN_DNS_TIMEOUT, request.dns_timeout),
-        ),
-        network=LoopbackNetwork(request.smtp_port),
-        emit=emit,
-        clock=clock,
-        seed=seed,
-        # With --dsn a bounce goes back through the envelope sender's MX, as an MTA's does;
-        # otherwise it is kept, and the exit code says what happened.
-        in_scenario=lambda domain: request.dsn,
-        authority=authority,
-    )
-    spec = MessageSpec(1, request.sender, request.recipients)
-    delivering = asyncio.ensure_future(agent.deliver((spec,), {1: request.data}))
-    if request.queue:
-        await delivering
-    else:
-        waiting = asyncio.ensure_future(first_attempt_over.wait())
-        try:
-            await asyncio.wait({delivering, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiting.cancel()
-            if not delivering.done():
-                delivering.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await delivering  # raises what the delivery raised, if it failed
+            seed=seed,
+            # With --dsn a bounce goes back through the envelope sender's MX, as an MTA's does;
+            # otherwise it is kept, and the exit code says what happened.
+            in_scenario=lambda domain: request.dsn,
+            authority=authority,
+        )
+        spec = MessageSpec(1, request.sender, request.recipients)
+        delivering = asyncio.ensure_future(agent.deliver((spec,), {1: request.data}))
+        if request.queue:
+            await delivering
+        else:
+            waiting = asyncio.ensure_future(first_attempt_over.wait())
+            try:
+                await asyncio.wait({delivering, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+                if not delivering.done():
+                    delivering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await delivering  # raises what the delivery raised, if it failed
     agent.settle_unfinished()
     statuses: dict[str, Status] = {}
     replies: dict[str, str] = {}
