@@ -312,8 +312,9 @@ async def bind_udp_and_tcp(
     # busy machine holds thousands of TCP ports in TIME_WAIT that a new listener may not take
     # (a quarter of them or more under the test suite), but few UDP ports. UDP then gets the
     # same number, which is rarely taken; when it is, a fresh pair is tried.
-    attempts = TCP_BIND_ATTEMPTS if port == 0 else 1
-    for attempt in range(1, attempts + 1):
+    attempts_left = TCP_BIND_ATTEMPTS if port == 0 else 1
+    while True:
+        attempts_left -= 1
         tcp = None
         try:
             tcp = await bind_tcp(port)
@@ -323,9 +324,8 @@ async def bind_udp_and_tcp(
             if tcp is not None:
                 tcp.close()
                 await tcp.wait_closed()
-            if attempt == attempts:
+            if attempts_left == 0:
                 raise
-    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 class DnsServer:
