@@ -265,7 +265,13 @@ def send_command(args: argparse.Namespace) -> int:
     import asyncio
 
     from sandbox.core.policy import PROFILES
-    from sandbox.sender.oneshot import TIMEOUT_FLOOR, SendRequest, scaled_profile, send_message
+    from sandbox.sender.oneshot import (
+        DNS_TIMEOUT,
+        TIMEOUT_FLOOR,
+        SendRequest,
+        scaled_profile,
+        send_message,
+    )
 
     recipients = tuple(r.strip() for r in args.to.split(",") if r.strip())
     if not recipients:
@@ -300,7 +306,7 @@ def send_command(args: argparse.Namespace) -> int:
         queue=args.queue,
         dsn=args.dsn,
         seed=args.seed,
-        dns_timeout=5.0 / args.time_scale,
+        dns_timeout=DNS_TIMEOUT / args.time_scale,
     )
 
     def log(line: str) -> None:

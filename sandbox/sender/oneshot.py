@@ -45,6 +45,7 @@ from sandbox.tls.certificates import CertificateAuthority
 from sandbox.world import Clock
 
 __all__ = [
+    "DNS_TIMEOUT",
     "EXIT_DEFERRED",
     "EXIT_DELIVERED",
     "EXIT_FAILED",

@@ -25,7 +25,13 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from sandbox.core.policy import PROFILES
-from sandbox.sender.oneshot import TIMEOUT_FLOOR, SendRequest, scaled_profile, send_message
+from sandbox.sender.oneshot import (
+    DNS_TIMEOUT,
+    TIMEOUT_FLOOR,
+    SendRequest,
+    scaled_profile,
+    send_message,
+)
 
 __all__ = ["Relay"]
 
@@ -86,7 +92,7 @@ class Relay:
             profile=self.profile,
             queue=True,
             dsn=True,
-            dns_timeout=5.0 / self.time_scale,
+            dns_timeout=DNS_TIMEOUT / self.time_scale,
         )
         task = asyncio.get_running_loop().create_task(send_message(request))
         self._tasks.add(task)
