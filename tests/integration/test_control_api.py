@@ -18,11 +18,11 @@ from openapi_spec_validator import validate
 from sandbox import ScenarioError, ServedScenario, ServedWorld, event_to_dict, scenario_from_mapping
 from sandbox.serve.control import ControlServer
 from sandbox.serve.plugin import MxSandbox
-from tests.integration.test_plugin import ZONE
+from tests.helpers import TWO_MX_ZONE
 from tests.integration.test_served_changes import mx_of, send
 from tests.integration.user_sender import make_message
 
-SCENARIO = {"zones": {"example.test": ZONE}, "hosts": {"mx1.example.test": "refuse"}}
+SCENARIO = {"zones": {"example.test": TWO_MX_ZONE}, "hosts": {"mx1.example.test": "refuse"}}
 CONTROL = ("127.0.0.1", 0)
 
 

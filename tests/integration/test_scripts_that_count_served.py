@@ -13,14 +13,14 @@ import pytest
 
 from sandbox import ScenarioError, ServedScenario, scenario_from_mapping
 from sandbox.serve.plugin import MxSandbox
+from tests.helpers import TWO_MX_ZONE
 from tests.integration.serve_process import PICK_PORTS, serve
-from tests.integration.test_plugin import ZONE
 
 CONTROL = ("127.0.0.1", 0)
 
 
 def world(hosts: dict[str, Any]) -> dict[str, Any]:
-    return {"zones": {"example.test": ZONE}, "hosts": hosts}
+    return {"zones": {"example.test": TWO_MX_ZONE}, "hosts": hosts}
 
 
 class Client:
